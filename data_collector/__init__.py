@@ -1,0 +1,1 @@
+"""ganeti-ceph: data_collector (see doc/)."""

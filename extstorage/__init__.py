@@ -1,0 +1,1 @@
+"""ganeti-ceph: extstorage (see doc/)."""

@@ -1,0 +1,123 @@
+"""The one config loader: /etc/ganeti/ceph.yaml, or $GANETI_CEPH_CONFIG.
+
+Parsing is a pure function of a mapping so it is unit-tested without files;
+`load` is the only place that touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+from ganeti_ceph.errors import ConfigError
+from ganeti_ceph.naming import check_client_id, check_pool_name
+
+DEFAULT_PATH = "/etc/ganeti/ceph.yaml"
+ENV_VAR = "GANETI_CEPH_CONFIG"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each kind of Ceph call may take; Ganeti itself has no timeout."""
+
+    connect: float = 10.0
+    mon_op: float = 10.0
+    osd_op: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """How to reach one Ceph cluster as Ganeti's client."""
+
+    conf: str
+    keyring: str
+    client_id: str = "admin"
+    cluster: str = "ceph"
+    pool: str = "rbd"
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    source: str = "<memory>"
+
+
+_TOP_KEYS = {"cluster", "conf", "client", "keyring", "pool", "timeouts"}
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def parse(data: Any, source: str = "<memory>") -> Config:
+    """Build a Config from parsed YAML, refusing anything unknown or malformed."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings; see doc/configuration.md")
+    unknown = sorted(set(map(str, data)) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    for key in ("conf", "keyring"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ConfigError(f"{source}: '{key}' must be set to a file path")
+    tdata = data.get("timeouts") or {}
+    if not isinstance(tdata, dict):
+        raise ConfigError(f"{source}: 'timeouts' must be a mapping (connect, mon_op, osd_op)")
+    names = {f.name for f in fields(Timeouts)}
+    bad = sorted(set(map(str, tdata)) - names)
+    if bad:
+        raise ConfigError(f"{source}: unknown timeout(s) {', '.join(bad)}; allowed: {', '.join(sorted(names))}")
+    timeouts = Timeouts(**{k: _number(v, f"{source}: timeouts.{k}") for k, v in tdata.items()})
+    client = str(data.get("client", "admin"))
+    pool = str(data.get("pool", "rbd"))
+    try:
+        check_client_id(client)
+        check_pool_name(pool)
+    except Exception as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    return Config(
+        conf=data["conf"],
+        keyring=data["keyring"],
+        client_id=client,
+        cluster=str(data.get("cluster", "ceph")),
+        pool=pool,
+        timeouts=timeouts,
+        source=source,
+    )
+
+
+def dump(cfg: Config) -> str:
+    """Render a Config as the YAML that `parse` reads back."""
+    data = {
+        "cluster": cfg.cluster,
+        "conf": cfg.conf,
+        "client": cfg.client_id,
+        "keyring": cfg.keyring,
+        "pool": cfg.pool,
+        "timeouts": {f.name: getattr(cfg.timeouts, f.name) for f in fields(Timeouts)},
+    }
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def config_path(environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path: str | None = None) -> Config:
+    """Read and parse the config file; a missing or bad file is one ConfigError."""
+    path = path or config_path()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found; create it (see doc/configuration.md) or set {ENV_VAR}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+    return parse(data, path)

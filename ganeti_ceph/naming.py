@@ -1,0 +1,47 @@
+"""The one naming scheme: what pool, image, snapshot and client names may be.
+
+Names are checked before anything is sent to Ceph, so bad input fails with a
+clear message and no change. Pool names are restricted to what Ganeti 3.1's
+userspace URI pattern accepts (`\\w+`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ganeti_ceph.errors import UsageError
+
+POOL_RE = re.compile(r"^\w{1,64}$", re.ASCII)
+CLIENT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Ganeti volume names look like "<uuid>.ext.disk0"; Ganeti 3.1 accepts [a-z0-9-.].
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,199}$")
+SNAP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_pool_name(name: str) -> str:
+    if not POOL_RE.match(name):
+        raise UsageError(f"invalid pool name {name!r}: use letters, digits and '_' only (at most 64)")
+    return name
+
+
+def check_client_id(name: str) -> str:
+    if not CLIENT_RE.match(name):
+        raise UsageError(
+            f"invalid Ceph client id {name!r}: use lower-case letters, digits, '.', '_' and '-' "
+            "(without the 'client.' prefix)"
+        )
+    return name
+
+
+def check_image_name(name: str) -> str:
+    if not IMAGE_RE.match(name):
+        raise UsageError(
+            f"invalid image name {name!r}: use lower-case letters, digits, '.' and '-' (at most 200)"
+        )
+    return name
+
+
+def check_snap_name(name: str) -> str:
+    if not SNAP_RE.match(name):
+        raise UsageError(f"invalid snapshot name {name!r}: use letters, digits, '.', '_' and '-'")
+    return name

@@ -1,0 +1,105 @@
+"""The one Ceph session: a librados connection bounded by timeouts.
+
+Ganeti runs providers and hooks with no timeout, so a hung Ceph call would
+block its whole job queue. Every connect, mon command and OSD operation made
+through a Session is bounded by the config's timeouts, and every librados
+error leaves here as a GanetiCephError (see errors.ceph_errors).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ganeti_ceph.config import Config
+from ganeti_ceph.errors import CephError, ceph_errors, from_errno
+
+
+def _secs(value: float) -> int:
+    return max(1, math.ceil(value))
+
+
+def rados_options(cfg: Config) -> dict[str, str]:
+    """Client options: timeouts, keyring, and no log files or stderr noise."""
+    t = cfg.timeouts
+    return {
+        "keyring": cfg.keyring,
+        # Ceph takes whole seconds here ("secs" options refuse "2.5").
+        "client_mount_timeout": str(_secs(t.connect)),
+        "rados_mon_op_timeout": str(_secs(t.mon_op)),
+        "rados_osd_op_timeout": str(_secs(t.osd_op)),
+        "log_to_file": "false",
+        "log_file": "",
+        "log_to_stderr": "false",
+        "err_to_stderr": "false",
+    }
+
+
+class Session:
+    """A connection to one cluster as one client; use as a context manager.
+
+    Construction does nothing: the connection is made by `connect` (or
+    `with`), so building a Session is free and safe anywhere.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._cluster: Any = None
+
+    def __enter__(self) -> Session:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def errors(self, what: str) -> Any:
+        """Context manager mapping librados errors for this cluster."""
+        return ceph_errors(self.cfg.cluster, what)
+
+    def connect(self) -> None:
+        import rados  # Debian's python3-rados; imported late so pure code runs without it
+
+        with self.errors("connect"):
+            cluster = rados.Rados(conffile=self.cfg.conf, rados_id=self.cfg.client_id, conf=rados_options(self.cfg))
+            cluster.connect(timeout=_secs(self.cfg.timeouts.connect))
+        self._cluster = cluster
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.shutdown()
+            self._cluster = None
+
+    @property
+    def rados(self) -> Any:
+        if self._cluster is None:
+            raise CephError(f"cluster {self.cfg.cluster}: session used before connect")
+        return self._cluster
+
+    def mon_command(self, prefix: str, inbuf: bytes = b"", **args: Any) -> Any:
+        """Run a mon command; return its parsed JSON output (or None if empty)."""
+        cmd = {"prefix": prefix, "format": "json", **args}
+        with self.errors(prefix):
+            ret, out, outs = self.rados.mon_command(json.dumps(cmd), inbuf, timeout=_secs(self.cfg.timeouts.mon_op))
+        if ret != 0:
+            raise from_errno(self.cfg.cluster, prefix, -ret, outs.strip() or f"error {ret}")
+        return json.loads(out) if out.strip() else None
+
+    @contextmanager
+    def ioctx(self, pool: str | None = None) -> Iterator[Any]:
+        """An IoCtx on `pool` (default: the config's pool), closed on exit."""
+        name = pool or self.cfg.pool
+        with self.errors(f"open pool {name}"):
+            ctx = self.rados.open_ioctx(name)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+    def fsid(self) -> str:
+        with self.errors("get fsid"):
+            return str(self.rados.get_fsid())
+

@@ -1,0 +1,1 @@
+"""gnt-storage: Ceph bootstrap onto Ganeti nodes, and the local single-host cluster."""

@@ -1,0 +1,166 @@
+"""Bring-up steps of a Ceph cluster, shared by local-cluster and (later) a node group.
+
+Each step is one function: render files, mkfs a mon or OSD, register OSDs,
+create the pool and wait for health. Mon commands go through the shared
+Session (in-process librados, bounded by timeouts), never the `ceph` CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from ganeti_ceph.errors import CephUnavailable, GanetiCephError
+from ganeti_ceph.log import progress
+from ganeti_ceph.session import Session
+from gnt_storage import cephconf
+from gnt_storage.cephconf import ClusterSpec
+
+
+def run(argv: list[str], env: dict[str, str], what: str, timeout: float = 120.0) -> str:
+    """Run a Ceph tool; on failure raise one line with the tool's last words."""
+    try:
+        res = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise GanetiCephError(f"{what}: {argv[0]} did not finish within {timeout:.0f} s") from None
+    if res.returncode != 0:
+        last = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+        raise GanetiCephError(f"{what}: {argv[0]} failed (exit {res.returncode}): {last}")
+    return res.stdout
+
+
+def write_file(path: str, text: str, mode: int = 0o644) -> None:
+    """Write atomically with `mode` set before any secret reaches the disk."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def osd_ids(count: int) -> list[str]:
+    return [str(i) for i in range(count)]
+
+
+def write_cluster_files(spec: ClusterSpec, osds: list[str], mgr_id: str) -> None:
+    """conf, keyrings (admin, Ganeti's client, mon seed, one per daemon)."""
+    keys = {name: cephconf.new_key() for name in ("mon.", "client.admin", f"client.{spec.client_id}")}
+    admin = {"client.admin": (keys["client.admin"], cephconf.ADMIN_CAPS)}
+    client_name = f"client.{spec.client_id}"
+    client = {client_name: (keys[client_name], cephconf.rbd_client_caps(spec.pool))}
+    daemons = {f"mgr.{mgr_id}": (cephconf.new_key(), cephconf.MGR_CAPS)}
+    daemons.update({f"osd.{i}": (cephconf.new_key(), cephconf.OSD_CAPS) for i in osds})
+    # The mon seeds its auth database from this keyring at mkfs, so every
+    # daemon and client key exists before the mon first answers.
+    seed = {"mon.": (keys["mon."], cephconf.MON_CAPS), **admin, **client, **daemons}
+    for sub in ("run", "log", "crash", "mon", "mgr", "osd"):
+        os.makedirs(spec.path(sub), mode=0o750, exist_ok=True)
+    write_file(spec.conf_path, cephconf.render_conf(spec))
+    write_file(spec.path("seed.keyring"), cephconf.keyring(seed), 0o600)
+    write_file(spec.keyring_path("client.admin"), cephconf.keyring(admin), 0o600)
+    write_file(spec.keyring_path(client_name), cephconf.keyring(client), 0o600)
+    for entity, entry in daemons.items():
+        kind, ident = entity.split(".", 1)
+        os.makedirs(spec.path(kind, ident), mode=0o750, exist_ok=True)
+        write_file(spec.path(kind, ident, "keyring"), cephconf.keyring({entity: entry}), 0o600)
+
+
+def mkfs_all(spec: ClusterSpec, osds: list[str], env: dict[str, str]) -> dict[str, str]:
+    """monmap, then mon and OSD mkfs in parallel (OSDs need no running mon)."""
+    monmap = spec.path("monmap")
+    argv = ["monmaptool", "--create", "--clobber", "--fsid", spec.fsid]
+    for mon in spec.mons:
+        argv += ["--addv", mon.id, mon.addrvec]
+    run([*argv, monmap], env, "create monmap")
+    uuids = {i: str(uuid.uuid4()) for i in osds}
+    jobs: list[Callable[[], str]] = [
+        lambda m=m: run(["ceph-mon", "-c", spec.conf_path, "--mkfs", "-i", m.id, "--monmap", monmap,
+                         "--keyring", spec.path("seed.keyring")], env, f"mkfs mon.{m.id}")
+        for m in spec.mons
+    ]
+    jobs += [
+        lambda i=i: run(["ceph-osd", "-c", spec.conf_path, "--mkfs", "-i", i, "--osd-uuid", uuids[i],
+                         "--no-mon-config"], env, f"mkfs osd.{i}")
+        for i in osds
+    ]
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        for fut in [pool.submit(j) for j in jobs]:
+            fut.result()
+    return uuids
+
+
+def register_osds(session: Session, uuids: dict[str, str]) -> None:
+    for osd_id, osd_uuid in uuids.items():
+        session.mon_command("osd new", uuid=osd_uuid, id=int(osd_id))
+
+
+# The mgr's devicehealth module creates this pool once it is active; made
+# here, its PG peers with the others instead of seconds later.
+DEVICE_HEALTH_POOL = ("device_health_metrics", 1, "mgr_devicehealth")
+
+
+def create_pools(session: Session, spec: ClusterSpec) -> None:
+    """The pool for Ganeti disks (replicated, fixed pg_num, tagged rbd), and the mgr's."""
+    existing = set(session.mon_command("osd pool ls") or [])
+    for name, pg_num, app in ((spec.pool, spec.pg_num, "rbd"), DEVICE_HEALTH_POOL):
+        if name not in existing:
+            session.mon_command("osd pool create", pool=name, pg_num=pg_num, pgp_num=pg_num,
+                                pool_type="replicated")
+        session.mon_command("osd pool application enable", pool=name, app=app, yes_i_really_mean_it=True)
+
+
+def rbd_pool_init(session: Session, pool: str) -> None:
+    """What `rbd pool init` does, in-process; waits for the pool's PGs to go active."""
+    import rbd
+
+    with session.ioctx(pool) as ioctx, session.errors(f"rbd pool init {pool}"):
+        rbd.RBD().pool_init(ioctx, True)
+
+
+def health_line(health: dict) -> str:
+    """`HEALTH_WARN: PG_AVAILABILITY (...); MGR_DOWN (...)` from health output."""
+    checks = health.get("checks") or {}
+    parts = [f"{name} ({c.get('summary', {}).get('message', '')})" for name, c in sorted(checks.items())]
+    return health.get("status", "HEALTH_UNKNOWN") + (": " + "; ".join(parts) if parts else "")
+
+
+def settled_line(status: dict) -> str:
+    """One line for `status` output; exactly "HEALTH_OK" only when truly settled.
+
+    The mon says HEALTH_OK before the mgr has reported any PG, so we also
+    require an active mgr, every OSD up and in, and every PG active+clean.
+    """
+    line = health_line(status.get("health", {}))
+    osd = status.get("osdmap", {})
+    pgs = status.get("pgmap", {})
+    clean = sum(s["count"] for s in pgs.get("pgs_by_state", []) if s["state_name"] == "active+clean")
+    waits = []
+    if not status.get("mgrmap", {}).get("available"):
+        waits.append("no active mgr yet")
+    if not osd.get("num_osds") or osd.get("num_up_osds") != osd.get("num_osds") or osd.get("num_in_osds") != osd.get("num_osds"):
+        waits.append(f"OSDs {osd.get('num_up_osds', 0)} up / {osd.get('num_in_osds', 0)} in / {osd.get('num_osds', 0)}")
+    if not pgs.get("num_pgs") or clean != pgs.get("num_pgs"):
+        waits.append(f"PGs {clean}/{pgs.get('num_pgs', 0)} active+clean")
+    return line if not waits else f"{line} ({'; '.join(waits)})"
+
+
+def wait_healthy(session: Session, timeout: float, poll: float = 0.1) -> str:
+    """Poll status until settled HEALTH_OK, printing each new state as progress."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        line = settled_line(session.mon_command("status"))
+        if line != last:
+            progress(f"  health: {line}")
+            last = line
+        if line == "HEALTH_OK":
+            return line
+        if time.monotonic() > deadline:
+            raise CephUnavailable(f"cluster did not reach HEALTH_OK within {timeout:.0f} s; last: {line}")
+        time.sleep(poll)

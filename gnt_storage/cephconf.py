@@ -1,0 +1,161 @@
+"""Pure rendering of what a Ceph cluster is made from: keys, keyrings, conf.
+
+This is the bootstrapper's core, shared by `local-cluster` (one host) and
+`init-distributed-storage` (a node group): no I/O here, so every byte we
+write to a node is unit-tested.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+# Caps per entity type, as Ceph's own bootstrap profiles define them.
+ADMIN_CAPS = {"mon": "allow *", "osd": "allow *", "mds": "allow *", "mgr": "allow *"}
+MGR_CAPS = {"mon": "allow profile mgr", "osd": "allow *", "mds": "allow *"}
+OSD_CAPS = {"mon": "allow profile osd", "mgr": "allow profile osd", "osd": "allow *"}
+MON_CAPS = {"mon": "allow *"}
+
+
+def rbd_client_caps(pool: str) -> dict[str, str]:
+    """Ganeti's client: RBD on its pool only, and blocklisting for fencing."""
+    return {"mon": "profile rbd", "osd": f"profile rbd pool={pool}", "mgr": f"profile rbd pool={pool}"}
+
+
+def new_key(secret: bytes | None = None, now: float | None = None) -> str:
+    """A cephx AES key, encoded as `ceph-authtool --gen-print-key` prints it.
+
+    Layout (CryptoKey::encode): u16 type=1 (AES), u32 sec, u32 nsec,
+    u16 length, then the 16-byte secret; base64 of the lot.
+    """
+    secret = os.urandom(16) if secret is None else secret
+    now = time.time() if now is None else now
+    header = struct.pack("<HIIH", 1, int(now), int((now % 1) * 1e9), len(secret))
+    return base64.b64encode(header + secret).decode("ascii")
+
+
+def keyring(entries: dict[str, tuple[str, dict[str, str]]]) -> str:
+    """Render a keyring file: {entity: (key, caps)} in Ceph's INI format."""
+    out = []
+    for entity, (key, caps) in entries.items():
+        out.append(f"[{entity}]\n\tkey = {key}\n")
+        out.extend(f'\tcaps {kind} = "{cap}"\n' for kind, cap in caps.items())
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Mon:
+    """One monitor: its id and the address it binds (msgr v2 and v1 ports)."""
+
+    id: str
+    addr: str
+    port_v2: int
+    port_v1: int
+
+    @property
+    def addrvec(self) -> str:
+        return f"[v2:{self.addr}:{self.port_v2},v1:{self.addr}:{self.port_v1}]"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Everything that decides a cluster's conf; paths are rooted at `root`."""
+
+    fsid: str
+    root: str
+    mons: tuple[Mon, ...]
+    public_network: str
+    port_min: int
+    port_max: int
+    pool: str = "rbd"
+    pg_num: int = 32
+    pool_size: int = 2
+    pool_min_size: int = 1
+    client_id: str = "ganeti"
+    osd_bytes: int = 10 * 1024**3
+    single_host: bool = True
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def conf_path(self) -> str:
+        return self.path("ceph.conf")
+
+    def keyring_path(self, entity: str) -> str:
+        return self.path(f"ceph.{entity}.keyring")
+
+
+def render_conf(spec: ClusterSpec) -> str:
+    """ceph.conf for daemons and clients alike; everything lives under root."""
+    r = spec.root
+    lines = {
+        "global": {
+            "fsid": spec.fsid,
+            "mon_host": ",".join(m.addrvec for m in spec.mons),
+            "mon_initial_members": ",".join(m.id for m in spec.mons),
+            "public_network": spec.public_network,
+            "ms_bind_ipv6": "false",
+            "ms_bind_port_min": spec.port_min,
+            "ms_bind_port_max": spec.port_max,
+            "auth_cluster_required": "cephx",
+            "auth_service_required": "cephx",
+            "auth_client_required": "cephx",
+            "auth_allow_insecure_global_id_reclaim": "false",
+            "run_dir": f"{r}/run",
+            "crash_dir": f"{r}/crash",
+            "osd_pool_default_size": spec.pool_size,
+            "osd_pool_default_min_size": spec.pool_min_size,
+            "osd_pool_default_pg_num": spec.pg_num,
+            "osd_pool_default_pgp_num": spec.pg_num,
+            "osd_pool_default_pg_autoscale_mode": "off",
+            "osd_crush_chooseleaf_type": 0 if spec.single_host else 1,
+            "mon_warn_on_pool_no_redundancy": "false",
+        },
+        "mon": {
+            "mon_data": f"{r}/mon/$id",
+            "keyring": f"{r}/mon/$id/keyring",
+            # Fast paxos: snapshot create/remove ~25 ms instead of ~0.9 s.
+            "paxos_propose_interval": 0.05,
+            "paxos_min_wait": 0.01,
+            "mon_election_timeout": 1,
+            "mon_data_avail_warn": 2,
+            "mon_data_avail_crit": 1,
+            "mon_allow_pool_delete": "true",
+            # Read by the mon: only light optional mgr modules (halves mgr RSS).
+            "mgr_initial_modules": "iostat",
+        },
+        # PG stats every second, not five: health settles sooner after start.
+        "mgr": {"mgr_data": f"{r}/mgr/$id", "keyring": f"{r}/mgr/$id/keyring", "mgr_stats_period": 1},
+        "osd": {
+            "osd_data": f"{r}/osd/$id",
+            "keyring": f"{r}/osd/$id/keyring",
+            "osd_objectstore": "bluestore",
+            "bluestore_block_create": "true",
+            "bluestore_block_size": spec.osd_bytes,
+            "bluestore_fsck_on_mkfs": "false",
+            "bluestore_fsck_on_mount": "false",
+            "bluestore_cache_autotune": "false",
+            "bluestore_cache_size": 64 * 1024**2,
+            "osd_memory_target": 896 * 1024**2,
+        },
+        "client": {
+            "keyring": f"{r}/ceph.$name.keyring",
+            "log_to_file": "false",
+        },
+    }
+    daemon = {
+        "pid_file": f"{r}/run/$name.pid",
+        "admin_socket": f"{r}/run/$name.asok",
+        "log_file": f"{r}/log/$name.log",
+    }
+    for section in ("mon", "mgr", "osd"):
+        lines[section].update(daemon)
+    out = ["# Written by ganeti-ceph (gnt-storage); regenerated on re-run.\n"]
+    for section, opts in lines.items():
+        out.append(f"[{section}]\n")
+        out.extend(f"\t{key} = {value}\n" for key, value in opts.items())
+    return "".join(out)

@@ -1,0 +1,88 @@
+"""`gnt-storage`: our subcommands, and Ganeti's own ones handed over unchanged.
+
+Ganeti ships `gnt-storage` (diagnose, info); we add `local-cluster` (and,
+later, `init-distributed-storage`). Anything we do not own is exec'd as
+Ganeti's command with the same arguments, so admins keep one command name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ganeti_ceph.errors import GanetiCephError, run_main
+from gnt_storage import local
+
+PROG = "gnt-storage"
+OURS = ("local-cluster",)
+GANETI_CANDIDATES = ("/usr/sbin/gnt-storage", "/usr/bin/gnt-storage")
+ENV_GANETI = "GANETI_CEPH_GANETI_GNT_STORAGE"
+
+
+def ganeti_command() -> str | None:
+    """Ganeti's own gnt-storage, never ourselves."""
+    me = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    candidates = [os.environ[ENV_GANETI]] if os.environ.get(ENV_GANETI) else list(GANETI_CANDIDATES)
+    for path in candidates:
+        if os.access(path, os.X_OK) and os.path.realpath(path) != me:
+            return path
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Ceph storage for Ganeti (ganeti-ceph).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    lc = sub.add_parser("local-cluster", help="a single-host Ceph cluster for trying and testing ganeti-ceph")
+    lc_sub = lc.add_subparsers(dest="action", required=True)
+    for action, text in (("up", "build and start a fresh cluster"), ("status", "show daemons and health"),
+                         ("down", "stop the daemons and remove the data")):
+        p = lc_sub.add_parser(action, help=text)
+        p.add_argument("--dir", default=local.DEFAULT_DIR, help=f"cluster directory (default {local.DEFAULT_DIR})")
+        if action == "up":
+            p.add_argument("--port", type=int, default=local.DEFAULT_PORT,
+                           help=f"first of {local.PORT_SPAN} ports on 127.0.0.1 (default {local.DEFAULT_PORT})")
+            p.add_argument("--osds", type=int, default=3, choices=range(1, 9), metavar="N", help="OSD count (1-8)")
+            p.add_argument("--pool", default="rbd", help="pool for Ganeti disks (default rbd)")
+            p.add_argument("--client", default="ganeti", help="Ceph client id for Ganeti (default ganeti)")
+            p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for HEALTH_OK")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] not in OURS and not args_in[0].startswith("-"):
+        ganeti = ganeti_command()
+        if ganeti is None:
+            raise GanetiCephError(
+                f"'{args_in[0]}' is a Ganeti gnt-storage command, but Ganeti is not installed here; "
+                f"ours are: {', '.join(OURS)}"
+            )
+        os.execv(ganeti, [ganeti, *args_in])
+    args = build_parser().parse_args(args_in)
+    if args.command == "local-cluster":
+        return _local_cluster(args)
+    return 2
+
+
+def _local_cluster(args: argparse.Namespace) -> int:
+    from ganeti_ceph.naming import check_client_id, check_pool_name
+
+    if args.action == "status":
+        return local.status(args.dir)
+    if args.action == "down":
+        return local.down(args.dir)
+    check_pool_name(args.pool)
+    check_client_id(args.client)
+    opts = local.Options(dir=args.dir, port=args.port, osds=args.osds, pool=args.pool, client=args.client,
+                         wait=args.wait)
+    cfg = local.up(opts)
+    print(f"conf: {cfg.conf}")
+    print(f"client: client.{cfg.client_id} (keyring {cfg.keyring})")
+    print(f"pool: {cfg.pool}")
+    print(f"ganeti-ceph config: {os.path.join(os.path.dirname(cfg.conf), 'ganeti-ceph.yaml')}")
+    return 0
+
+
+def entry() -> None:
+    run_main(PROG, main)

@@ -1,0 +1,124 @@
+"""Start and stop Ceph daemons we own, by pid file with the command line checked.
+
+Without systemd (this machine kind, and many Ganeti nodes) daemons are run
+directly; they daemonize and write `<run>/<type>.<id>.pid`. We only ever
+signal a process whose command line names our own conf file, so a recycled
+pid or another cluster's daemon is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from ganeti_ceph.errors import GanetiCephError
+
+BINARIES = {"mon": "ceph-mon", "mgr": "ceph-mgr", "osd": "ceph-osd"}
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """One daemon of a cluster: type (mon, mgr, osd) and id."""
+
+    type: str
+    id: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.type}.{self.id}"
+
+    @property
+    def binary(self) -> str:
+        return BINARIES[self.type]
+
+    def argv(self, conf: str) -> list[str]:
+        return [self.binary, "-c", conf, "-i", self.id]
+
+
+def pid_path(run_dir: str, daemon: Daemon) -> str:
+    return os.path.join(run_dir, f"{daemon.name}.pid")
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def is_ours(argv: list[str], daemon: Daemon, conf: str) -> bool:
+    """True when argv is `daemon` started with our conf (pure, unit-tested)."""
+    if not argv or os.path.basename(argv[0]) != daemon.binary:
+        return False
+    pairs = list(zip(argv, argv[1:], strict=False))
+    return ("-c", conf) in pairs and ("-i", daemon.id) in pairs
+
+
+def running_pid(run_dir: str, daemon: Daemon, conf: str) -> int | None:
+    """The pid of our running daemon, or None (no pid file, dead, or not ours)."""
+    try:
+        with open(pid_path(run_dir, daemon)) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    state = _proc_state(pid)
+    if state is None or state == "Z":
+        return None
+    return pid if is_ours(cmdline(pid), daemon, conf) else None
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def start(daemons: list[Daemon], conf: str, log_dir: str, env: dict[str, str]) -> None:
+    """Start daemons in parallel; each forks into the background itself."""
+    procs = []
+    for d in daemons:
+        with open(os.path.join(log_dir, f"{d.name}.start.log"), "ab") as log:
+            procs.append((d, subprocess.Popen(d.argv(conf), stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT, env=env, start_new_session=True)))
+    failed = [d.name for d, p in procs if p.wait(timeout=120) != 0]
+    if failed:
+        raise GanetiCephError(
+            f"daemon(s) {', '.join(failed)} failed to start; see {log_dir}/<name>.start.log and <name>.log"
+        )
+
+
+def stop(daemons: list[Daemon], run_dir: str, conf: str, grace: float = 10.0) -> list[str]:
+    """SIGTERM our running daemons, SIGKILL what is left after `grace` seconds.
+
+    Returns the names of the daemons that were running.
+    """
+    pids = {d.name: pid for d in daemons if (pid := running_pid(run_dir, d, conf))}
+    for pid in pids.values():
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+        time.sleep(0.05)
+    for pid in pids.values():
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+    while any(_alive(p) for p in pids.values()):
+        time.sleep(0.02)
+    return sorted(pids)
+
+
+def _alive(pid: int) -> bool:
+    state = _proc_state(pid)
+    return state is not None and state != "Z"
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

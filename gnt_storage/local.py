@@ -1,0 +1,245 @@
+"""`gnt-storage local-cluster up|status|down`: a real single-host Ceph under one DIR.
+
+1 mon, 1 mgr, 3 OSDs (bluestore on sparse files), cephx, a replicated pool
+initialised for RBD and a restricted client key for Ganeti, all bound to
+127.0.0.1 on non-default ports. It is the embedded default for trying
+ganeti-ceph and what every Ceph test runs against.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from ganeti_ceph import config as gconfig
+from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.log import progress
+from ganeti_ceph.session import Session
+from gnt_storage import bootstrap, daemons
+from gnt_storage.cephconf import ClusterSpec, Mon
+from gnt_storage.daemons import Daemon
+
+DEFAULT_DIR = "/var/lib/ganeti-ceph/local-cluster"
+DEFAULT_PORT = 13300
+PORT_SPAN = 100  # mon v2 = port, v1 = port+1, other daemons in port+2..port+99
+STATE = "local-cluster.json"
+HOST = "127.0.0.1"
+REQUIRED = ("ceph-mon", "ceph-osd", "ceph-mgr", "monmaptool")
+OURS = ("ceph.conf", "seed.keyring", "monmap", "run", "log", "crash", "mon", "mgr", "osd",
+        "ceph.client.admin.keyring", "ganeti-ceph.yaml", STATE)
+
+
+@dataclass(frozen=True)
+class Options:
+    dir: str = DEFAULT_DIR
+    port: int = DEFAULT_PORT
+    osds: int = 3
+    osd_gib: int = 10
+    pool: str = "rbd"
+    client: str = "ganeti"
+    wait: float = 120.0
+
+
+def spec_for(opts: Options, fsid: str) -> ClusterSpec:
+    return ClusterSpec(
+        fsid=fsid, root=os.path.abspath(opts.dir),
+        mons=(Mon("a", HOST, opts.port, opts.port + 1),),
+        public_network=f"{HOST}/32", port_min=opts.port + 2, port_max=opts.port + PORT_SPAN - 1,
+        pool=opts.pool, client_id=opts.client, osd_bytes=opts.osd_gib * 1024**3,
+    )
+
+
+def daemon_list(osds: int) -> list[Daemon]:
+    return [Daemon("mon", "a"), Daemon("mgr", "x")] + [Daemon("osd", i) for i in bootstrap.osd_ids(osds)]
+
+
+def admin_config(root: str, timeouts: Timeouts | None = None) -> Config:
+    return Config(conf=os.path.join(root, "ceph.conf"), keyring=os.path.join(root, "ceph.client.admin.keyring"),
+                  client_id="admin", cluster=f"local ({root})", timeouts=timeouts or Timeouts())
+
+
+def client_config(spec: ClusterSpec) -> Config:
+    return Config(conf=spec.conf_path, keyring=spec.keyring_path(f"client.{spec.client_id}"),
+                  client_id=spec.client_id, cluster=f"local ({spec.root})", pool=spec.pool)
+
+
+def child_env() -> dict[str, str]:
+    """A clean environment for Ceph tools: no inherited CEPH_ARGS or the like."""
+    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C", "HOME": "/root"}
+
+
+# -- preflight: every check runs before anything is started ------------------
+
+def check_packages(env: dict[str, str]) -> None:
+    missing = [b for b in REQUIRED if not shutil.which(b, path=env["PATH"])]
+    if missing:
+        raise GanetiCephError(
+            f"Ceph is not installed ({', '.join(missing)} not found); "
+            "install it: apt-get install ceph-mon ceph-osd ceph-mgr ceph-common"
+        )
+
+
+def check_dir(root: str) -> None:
+    """DIR must be creatable and writable, and empty unless it is ours."""
+    try:
+        os.makedirs(root, mode=0o750, exist_ok=True)
+        probe = os.path.join(root, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"directory {root} is not writable ({exc.strerror}); choose another with --dir") from None
+    foreign = sorted(set(os.listdir(root)) - set(OURS) - {"ceph.client.ganeti.keyring"})
+    if foreign and not os.path.exists(os.path.join(root, STATE)):
+        raise UsageError(f"directory {root} is not empty and holds no local cluster; choose an empty --dir")
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    """True if something listens there (TIME_WAIT leftovers do not count:
+    Ceph binds with SO_REUSEADDR too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def check_ports(port: int) -> None:
+    if not 1024 <= port <= 65535 - PORT_SPAN:
+        raise UsageError(f"--port {port} is out of range; use 1024..{65535 - PORT_SPAN}")
+    busy = [p for p in range(port, port + PORT_SPAN) if port_in_use(p)]
+    if busy:
+        raise UsageError(
+            f"port {HOST}:{busy[0]} is in use; local-cluster needs ports {port}-{port + PORT_SPAN - 1} "
+            "free: choose another base with --port"
+        )
+
+
+# -- state ------------------------------------------------------------------
+
+def read_state(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, STATE)) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def running(root: str, state: dict) -> dict[str, int | None]:
+    conf = os.path.join(root, "ceph.conf")
+    return {d.name: daemons.running_pid(os.path.join(root, "run"), d, conf) for d in daemon_list(state["osds"])}
+
+
+def stop_and_wipe(root: str, state: dict | None) -> list[str]:
+    """Stop exactly our daemons, then remove only the files we created.
+
+    The data is deleted right after, so a graceful shutdown buys nothing:
+    the daemons are killed at once.
+    """
+    stopped: list[str] = []
+    if state is not None:
+        stopped = daemons.stop(daemon_list(state["osds"]), os.path.join(root, "run"),
+                               os.path.join(root, "ceph.conf"), grace=0)
+    for name in (*OURS, f"ceph.client.{(state or {}).get('client', 'ganeti')}.keyring"):
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.unlink(path)
+    return stopped
+
+
+# -- commands -----------------------------------------------------------------
+
+def up(opts: Options) -> Config:
+    """Bring a fresh cluster up (or say it already runs); return the client config."""
+    root = os.path.abspath(opts.dir)
+    env = child_env()
+    check_packages(env)
+    state = read_state(root)
+    if state is not None:
+        alive = running(root, state)
+        if all(alive.values()):
+            progress(f"local cluster in {root} is already running (fsid {state['fsid']}); nothing to do")
+            return gconfig.load(os.path.join(root, "ganeti-ceph.yaml"))
+        progress(f"cleaning the remains of a stopped cluster in {root}")
+        stop_and_wipe(root, state)
+    check_dir(root)
+    check_ports(opts.port)
+    spec = spec_for(opts, str(uuid.uuid4()))
+    started = time.monotonic()
+    state = {"fsid": spec.fsid, "port": opts.port, "osds": opts.osds, "pool": opts.pool, "client": opts.client}
+    bootstrap.write_file(os.path.join(root, STATE), json.dumps(state, indent=1) + "\n")
+    try:
+        _bring_up(spec, opts, env)
+    except BaseException:
+        progress("bring-up failed: stopping the daemons started so far (logs kept in " + spec.path("log") + ")")
+        daemons.stop(daemon_list(opts.osds), spec.path("run"), spec.conf_path)
+        raise
+    cfg = client_config(spec)
+    bootstrap.write_file(spec.path("ganeti-ceph.yaml"), gconfig.dump(cfg))
+    progress(f"cluster up and HEALTH_OK in {time.monotonic() - started:.1f} s")
+    return cfg
+
+
+def _bring_up(spec: ClusterSpec, opts: Options, env: dict[str, str]) -> None:
+    osds = bootstrap.osd_ids(opts.osds)
+    progress(f"writing conf and keys for fsid {spec.fsid} in {spec.root}")
+    bootstrap.write_cluster_files(spec, osds, "x")
+    progress(f"creating the monitor and {len(osds)} OSD stores")
+    uuids = bootstrap.mkfs_all(spec, osds, env)
+    progress(f"starting mon.a and mgr.x on {HOST}:{opts.port}")
+    daemons.start([Daemon("mon", "a"), Daemon("mgr", "x")], spec.conf_path, spec.path("log"), env)
+    timeouts = Timeouts(connect=15, mon_op=30, osd_op=max(30.0, opts.wait))
+    with Session(admin_config(spec.root, timeouts)) as session:
+        bootstrap.register_osds(session, uuids)
+        bootstrap.create_pools(session, spec)
+        progress(f"starting {len(osds)} OSDs")
+        daemons.start([Daemon("osd", i) for i in osds], spec.conf_path, spec.path("log"), env)
+        progress(f"initialising pool {spec.pool} for RBD")
+        bootstrap.rbd_pool_init(session, spec.pool)
+        progress("waiting for HEALTH_OK")
+        bootstrap.wait_healthy(session, opts.wait)
+
+
+def status(root: str) -> int:
+    """Print daemons and health; exit 0 only when every daemon runs and health is OK."""
+    root = os.path.abspath(root)
+    state = read_state(root)
+    if state is None:
+        print(f"no local cluster in {root}")
+        return 1
+    alive = running(root, state)
+    print(f"local cluster in {root}: fsid {state['fsid']}, conf {os.path.join(root, 'ceph.conf')}")
+    for name, pid in alive.items():
+        print(f"  {name:8} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    if not any(alive.values()):
+        return 1
+    with Session(admin_config(root, Timeouts(connect=5, mon_op=5, osd_op=5))) as session:
+        line = bootstrap.settled_line(session.mon_command("status"))
+    print(f"  health   {line}")
+    return 0 if line == "HEALTH_OK" and all(alive.values()) else 1
+
+
+def down(root: str) -> int:
+    root = os.path.abspath(root)
+    state = read_state(root)
+    if state is None:
+        progress(f"no local cluster in {root}; nothing to do")
+        return 0
+    stopped = stop_and_wipe(root, state)
+    progress(f"stopped {', '.join(stopped) or 'no running daemon'} and removed the cluster data in {root}")
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
+    return 0

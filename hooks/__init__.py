@@ -1,0 +1,1 @@
+"""ganeti-ceph: hooks (see doc/)."""

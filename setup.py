@@ -1,0 +1,20 @@
+"""ganeti-ceph: Ceph RBD storage for Ganeti clusters."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ganeti-ceph",
+    version="0.1.0",
+    description="Ceph RBD storage stack for Ganeti: ExtStorage provider, hooks, bootstrap, monitoring",
+    license="BSD-2-Clause",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ganeti_ceph", "extstorage", "hooks", "gnt_storage", "data_collector"]),
+    # rados and rbd come only from Debian (python3-rados, python3-rbd); the
+    # rest too, so nothing is pulled from PyPI at install time.
+    install_requires=[],
+    entry_points={
+        "console_scripts": [
+            "gnt-storage = gnt_storage.cli:entry",
+        ],
+    },
+)
