@@ -25,7 +25,7 @@ def check_pool_name(name: str) -> str:
 
 
 def check_client_id(name: str) -> str:
-    if not CLIENT_RE.match(name):
+    if name.startswith("client.") or not CLIENT_RE.match(name):
         raise UsageError(
             f"invalid Ceph client id {name!r}: use lower-case letters, digits, '.', '_' and '-' "
             "(without the 'client.' prefix)"

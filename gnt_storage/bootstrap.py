@@ -143,7 +143,8 @@ def settled_line(status: dict) -> str:
     waits = []
     if not status.get("mgrmap", {}).get("available"):
         waits.append("no active mgr yet")
-    if not osd.get("num_osds") or osd.get("num_up_osds") != osd.get("num_osds") or osd.get("num_in_osds") != osd.get("num_osds"):
+    total = osd.get("num_osds", 0)
+    if not total or osd.get("num_up_osds") != total or osd.get("num_in_osds") != total:
         waits.append(f"OSDs {osd.get('num_up_osds', 0)} up / {osd.get('num_in_osds', 0)} in / {osd.get('num_osds', 0)}")
     if not pgs.get("num_pgs") or clean != pgs.get("num_pgs"):
         waits.append(f"PGs {clean}/{pgs.get('num_pgs', 0)} active+clean")

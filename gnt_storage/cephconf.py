@@ -114,6 +114,7 @@ def render_conf(spec: ClusterSpec) -> str:
             "osd_pool_default_pg_autoscale_mode": "off",
             "osd_crush_chooseleaf_type": 0 if spec.single_host else 1,
             "mon_warn_on_pool_no_redundancy": "false",
+            "mon_allow_pool_size_one": "true" if spec.pool_size == 1 else "false",
         },
         "mon": {
             "mon_data": f"{r}/mon/$id",

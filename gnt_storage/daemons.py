@@ -8,6 +8,8 @@ pid or another cluster's daemon is never touched.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -54,7 +56,7 @@ def is_ours(argv: list[str], daemon: Daemon, conf: str) -> bool:
     """True when argv is `daemon` started with our conf (pure, unit-tested)."""
     if not argv or os.path.basename(argv[0]) != daemon.binary:
         return False
-    pairs = list(zip(argv, argv[1:], strict=False))
+    pairs = list(itertools.pairwise(argv))
     return ("-c", conf) in pairs and ("-i", daemon.id) in pairs
 
 
@@ -118,7 +120,5 @@ def _alive(pid: int) -> bool:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -8,6 +8,7 @@ ganeti-ceph and what every Ceph test runs against.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -53,6 +54,7 @@ def spec_for(opts: Options, fsid: str) -> ClusterSpec:
         mons=(Mon("a", HOST, opts.port, opts.port + 1),),
         public_network=f"{HOST}/32", port_min=opts.port + 2, port_max=opts.port + PORT_SPAN - 1,
         pool=opts.pool, client_id=opts.client, osd_bytes=opts.osd_gib * 1024**3,
+        pool_size=min(2, opts.osds),
     )
 
 
@@ -238,8 +240,6 @@ def down(root: str) -> int:
         return 0
     stopped = stop_and_wipe(root, state)
     progress(f"stopped {', '.join(stopped) or 'no running daemon'} and removed the cluster data in {root}")
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(root)
-    except OSError:
-        pass
     return 0

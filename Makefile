@@ -1,0 +1,32 @@
+# ganeti-ceph: two commands do all set-up on a fresh Debian 12 machine (root):
+#   make demo   install, bring up the local cluster, run the main job on it
+#   make test   install and run the whole test suite
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+DEMO_DIR ?= /var/lib/ganeti-ceph/demo
+
+.PHONY: install demo test unit lint bench clean
+
+$(STAMP): setup.py scripts/install-deps
+	bash scripts/install-deps
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py --dir $(DEMO_DIR) $(if $(KEEP),--keep,)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not ceph"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,140 @@
+"""The local cluster is real: daemons, cephx, pool caps, and `up`/`down` semantics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import time
+
+import pytest
+import rbd
+
+from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.errors import CephError, CephUnavailable
+from ganeti_ceph.session import Session
+from tests.conftest import TEST_PORT, LocalCluster, gnt_storage
+from tests.procs import processes_using
+
+
+def test_status_is_healthy(local_cluster: LocalCluster) -> None:
+    res = gnt_storage("local-cluster", "status", "--dir", local_cluster.dir)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "health   HEALTH_OK" in res.stdout
+    for name in ("mon.a", "mgr.x", "osd.0", "osd.1", "osd.2"):
+        assert f"{name}" in res.stdout
+
+
+def test_restricted_client_reads_back_what_it_wrote(local_cluster: LocalCluster) -> None:
+    data = os.urandom(4 * 1024 * 1024)
+    with Session(local_cluster.client) as s, s.ioctx() as ioctx:
+        rbd.RBD().create(ioctx, "test-roundtrip", 64 * 1024 * 1024)
+        try:
+            with rbd.Image(ioctx, "test-roundtrip") as img:
+                img.write(data, 1024 * 1024)
+            with rbd.Image(ioctx, "test-roundtrip", read_only=True) as img:
+                assert img.read(1024 * 1024, len(data)) == data
+        finally:
+            rbd.RBD().remove(ioctx, "test-roundtrip")
+
+
+def test_restricted_client_is_refused_another_pool(local_cluster: LocalCluster) -> None:
+    with Session(local_cluster.client) as s, pytest.raises(CephError) as exc, s.ioctx("device_health_metrics") as io:
+        with s.errors("write"):
+            io.write_full("intruder", b"x")
+    assert exc.value.errno == 1 and "caps" in exc.value.message
+
+
+def test_admin_sees_the_client_caps(local_cluster: LocalCluster) -> None:
+    with Session(local_cluster.admin) as s:
+        caps = s.mon_command("auth get", entity="client.ganeti")[0]["caps"]
+    assert caps == {"mon": "profile rbd", "osd": "profile rbd pool=rbd", "mgr": "profile rbd pool=rbd"}
+
+
+def test_secrets_are_private_and_etc_ceph_untouched(local_cluster: LocalCluster) -> None:
+    for name in ("ceph.client.admin.keyring", "ceph.client.ganeti.keyring"):
+        mode = stat.S_IMODE(os.stat(os.path.join(local_cluster.dir, name)).st_mode)
+        assert mode == 0o600, name
+    assert not os.path.exists("/etc/ceph/ceph.conf") or local_cluster.dir not in open("/etc/ceph/ceph.conf").read()
+
+
+def test_up_on_running_cluster_is_a_noop(local_cluster: LocalCluster) -> None:
+    with Session(local_cluster.admin) as s:
+        fsid = s.fsid()
+    res = gnt_storage("local-cluster", "up", "--dir", local_cluster.dir, "--port", str(TEST_PORT))
+    assert res.returncode == 0
+    assert "already running" in res.stderr and fsid in res.stderr
+
+
+def test_unreachable_monitors_fail_within_the_timeout(tmp_path) -> None:
+    conf = tmp_path / "ceph.conf"
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf.write_text(f"[global]\nmon_host = v1:127.0.0.1:{port}\n")
+    keyring = tmp_path / "k"
+    keyring.write_text("[client.admin]\n\tkey = AQAAAAAAAAAAABAAAQEBAQEBAQEBAQEBAQEBAQ==\n")
+    cfg = Config(conf=str(conf), keyring=str(keyring), cluster="unreachable", timeouts=Timeouts(connect=2))
+    started = time.monotonic()
+    with pytest.raises(CephUnavailable) as exc, Session(cfg):
+        pass
+    assert time.monotonic() - started < 2 + 10  # the bound, with slack for a loaded machine
+    assert "unreachable" in exc.value.message and "\n" not in exc.value.message
+
+
+# -- bad input: one line, non-zero, nothing left running ---------------------
+
+def _assert_fails_cleanly(res, needle: str, dir_: str) -> None:
+    assert res.returncode != 0
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+    assert lines[0].startswith("gnt-storage: ")
+    assert processes_using(dir_) == []
+
+
+def test_unwritable_dir(tmp_path) -> None:
+    bad = "/proc/ganeti-ceph-test"
+    _assert_fails_cleanly(gnt_storage("local-cluster", "up", "--dir", bad, "--port", "13600"), "not writable", bad)
+
+
+def test_port_in_use(tmp_path) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 13650))
+        s.listen()
+        res = gnt_storage("local-cluster", "up", "--dir", str(tmp_path / "c"), "--port", "13600")
+    _assert_fails_cleanly(res, "port 127.0.0.1:13650 is in use", str(tmp_path))
+
+
+def test_ceph_packages_missing(tmp_path) -> None:
+    res = gnt_storage("local-cluster", "up", "--dir", str(tmp_path / "c"), env={"PATH": str(tmp_path)})
+    _assert_fails_cleanly(res, "Ceph is not installed", str(tmp_path))
+    assert "apt-get install" in res.stderr
+
+
+def test_foreign_nonempty_dir_is_refused(tmp_path) -> None:
+    (tmp_path / "precious.txt").write_text("mine")
+    res = gnt_storage("local-cluster", "up", "--dir", str(tmp_path), "--port", "13600")
+    _assert_fails_cleanly(res, "not empty", str(tmp_path))
+    assert (tmp_path / "precious.txt").read_text() == "mine"
+
+
+def test_up_over_a_dead_cluster_cleans_then_rebuilds(tmp_path) -> None:
+    d = str(tmp_path / "dead")
+    port = "13700"
+    first = gnt_storage("local-cluster", "up", "--dir", d, "--port", port, "--osds", "1")
+    assert first.returncode == 0, first.stderr
+    try:
+        for pid, _ in processes_using(d):
+            os.kill(pid, signal.SIGKILL)  # the host "crashed"
+        while processes_using(d):
+            time.sleep(0.05)
+        again = gnt_storage("local-cluster", "up", "--dir", d, "--port", port, "--osds", "1")
+        assert again.returncode == 0, again.stderr
+        assert "cleaning the remains" in again.stderr
+        assert gnt_storage("local-cluster", "status", "--dir", d).returncode == 0
+    finally:
+        down = gnt_storage("local-cluster", "down", "--dir", d)
+    assert down.returncode == 0
+    assert processes_using(d) == [] and not os.path.exists(d)

@@ -1,0 +1,54 @@
+import pytest
+
+from ganeti_ceph import config
+from ganeti_ceph.errors import ConfigError
+
+BASE = {"conf": "/etc/ceph/ceph.conf", "keyring": "/etc/ceph/ceph.client.ganeti.keyring"}
+
+
+def test_minimal_config_gets_defaults() -> None:
+    cfg = config.parse(BASE, "t.yaml")
+    assert cfg.client_id == "admin" and cfg.pool == "rbd"
+    assert cfg.timeouts.connect == 10 and cfg.timeouts.osd_op == 30
+
+
+def test_round_trip_through_dump() -> None:
+    import yaml
+
+    cfg = config.parse({**BASE, "client": "ganeti", "pool": "disks", "timeouts": {"connect": 3}}, "t")
+    again = config.parse(yaml.safe_load(config.dump(cfg)), "t")
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({**BASE, "poool": "x"}, "unknown setting(s) poool"),
+        ({"conf": "/x"}, "'keyring' must be set"),
+        ({**BASE, "timeouts": {"connect": -1}}, "timeouts.connect must be a positive number"),
+        ({**BASE, "timeouts": {"conect": 1}}, "unknown timeout(s) conect"),
+        ({**BASE, "timeouts": {"connect": True}}, "positive number"),
+        ({**BASE, "pool": "bad/pool"}, "invalid pool name"),
+        ({**BASE, "client": "client.ganeti"}, "invalid Ceph client id"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
+def test_bad_config_is_one_line(data: object, needle: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.parse(data, "t.yaml")
+    assert needle in exc.value.message
+    assert "\n" not in exc.value.message
+
+
+def test_load_missing_and_invalid(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("conf: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        config.load(str(bad))
+
+
+def test_path_from_environment() -> None:
+    assert config.config_path({}) == config.DEFAULT_PATH
+    assert config.config_path({config.ENV_VAR: "/tmp/x.yaml"}) == "/tmp/x.yaml"

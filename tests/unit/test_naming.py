@@ -1,0 +1,33 @@
+import pytest
+
+from ganeti_ceph import naming
+from ganeti_ceph.errors import UsageError
+
+
+@pytest.mark.parametrize("name", ["rbd", "ganeti_disks", "p1"])
+def test_good_pools(name: str) -> None:
+    assert naming.check_pool_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a-b", "a/b", "a b", "a" * 65, "pööl"])
+def test_bad_pools(name: str) -> None:
+    with pytest.raises(UsageError):
+        naming.check_pool_name(name)
+
+
+def test_ganeti_volume_names_are_valid_images() -> None:
+    assert naming.check_image_name("3c6b1f0e-8a8e-4b55-9d1c-0a2b3c4d5e6f.ext.disk0")
+    assert naming.check_image_name("3c6b1f0e-8a8e-4b55-9d1c-0a2b3c4d5e6f.ext.disk0.snap")
+
+
+@pytest.mark.parametrize("name", ["", "UPPER", "a/b", "a@b", "-lead", "a b", "a" * 201])
+def test_bad_images(name: str) -> None:
+    with pytest.raises(UsageError):
+        naming.check_image_name(name)
+
+
+def test_client_ids() -> None:
+    assert naming.check_client_id("ganeti.node-1_a")
+    for bad in ("client.x:y", "", "A", "a b"):
+        with pytest.raises(UsageError):
+            naming.check_client_id(bad)
