@@ -1,0 +1,213 @@
+"""RBD volumes on librbd: the operations behind every provider action.
+
+Each function takes an open Session and plain values, checks its input
+before touching Ceph, and is idempotent where Ganeti may repeat it. Nothing
+here shrinks, overwrites or removes data a user still needs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import rbd
+
+from ganeti_ceph.errors import Busy, UsageError
+from ganeti_ceph.naming import check_image_name, check_pool_name, check_snap_name
+from ganeti_ceph.session import Session
+
+MIB = 1024 * 1024
+# Snapshots we make carry this prefix; only those are ever removed by us.
+OUR_SNAP_PREFIX = "ganeti-"
+# Metadata keys on every image we create or tag.
+META_UUID, META_CNAME, META_INFO, META_SNAP_OF = "ganeti.uuid", "ganeti.cname", "ganeti.metadata", "ganeti.snapshot-of"
+# Safe for krbd on kernels >= 5.3 and for librbd (QEMU, rbd-nbd, rbd-fuse).
+DEFAULT_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
+KNOWN_FEATURES = (*DEFAULT_FEATURES, "journaling")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """pool/image, or pool/image@snap."""
+
+    pool: str
+    image: str
+    snap: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.pool}/{self.image}" + (f"@{self.snap}" if self.snap else "")
+
+
+def parse_origin(text: str, default_pool: str) -> ImageRef:
+    """`[pool/]image[@snap]` as given in the `origin` disk parameter."""
+    spec, _, snap = text.partition("@")
+    pool, _, image = spec.rpartition("/")
+    try:
+        ref = ImageRef(check_pool_name(pool or default_pool), check_image_name(image), snap or None)
+        if ref.snap:
+            check_snap_name(ref.snap)
+    except UsageError as exc:
+        raise UsageError(f"invalid origin {text!r}: {exc.message}; use [pool/]image[@snapshot]") from None
+    return ref
+
+
+def parse_features(text: str | None) -> tuple[str, ...]:
+    """Comma- or plus-separated feature names; exclusive-lock needs layering etc."""
+    if not text:
+        return DEFAULT_FEATURES
+    names = tuple(n.strip() for n in text.replace("+", ",").split(",") if n.strip())
+    unknown = sorted(set(names) - set(KNOWN_FEATURES))
+    if unknown:
+        raise UsageError(f"unknown image feature(s) {', '.join(unknown)}; known: {', '.join(KNOWN_FEATURES)}")
+    needs = {"object-map": "exclusive-lock", "fast-diff": "object-map", "journaling": "exclusive-lock"}
+    for feat, dep in needs.items():
+        if feat in names and dep not in names:
+            raise UsageError(f"image feature {feat} needs {dep}; add it to features")
+    return names
+
+
+def feature_bits(names: tuple[str, ...]) -> int:
+    bits = 0
+    for name in names:
+        bits |= getattr(rbd, "RBD_FEATURE_" + name.upper().replace("-", "_"))
+    return bits
+
+
+def size_bytes(mib: int | str, what: str = "size") -> int:
+    try:
+        value = int(mib)
+    except (TypeError, ValueError):
+        raise UsageError(f"invalid {what} {mib!r}: give a whole number of MiB") from None
+    if value <= 0:
+        raise UsageError(f"invalid {what} {value}: must be at least 1 MiB")
+    return value * MIB
+
+
+def _open(session: Session, ioctx: object, name: str, read_only: bool = False) -> rbd.Image:
+    with session.errors(f"open image {session.cfg.cluster}/{name}"):
+        return rbd.Image(ioctx, name, read_only=read_only)
+
+
+def exists(session: Session, pool: str, name: str) -> bool:
+    with session.ioctx(pool) as ioctx, session.errors(f"look up {pool}/{name}"):
+        try:
+            rbd.Image(ioctx, name, read_only=True).close()
+            return True
+        except rbd.ImageNotFound:
+            return False
+
+
+def create(session: Session, pool: str, name: str, size_mib: int | str, features: tuple[str, ...] = DEFAULT_FEATURES,
+           data_pool: str | None = None, metadata: dict[str, str] | None = None) -> bool:
+    """Create an empty image; True if created, False if this exact one exists.
+
+    A repeat with the same VOL_UUID is a success (Ganeti retries); any
+    other existing image of that name is refused, never overwritten.
+    """
+    check_image_name(name)
+    nbytes = size_bytes(size_mib)
+    meta = metadata or {}
+    with session.ioctx(pool) as ioctx:
+        if _same_volume_exists(session, ioctx, pool, name, meta, nbytes):
+            return False
+        with session.errors(f"create {pool}/{name}"):
+            rbd.RBD().create(ioctx, name, nbytes, old_format=False, features=feature_bits(features),
+                             data_pool=data_pool)
+        _set_meta(session, ioctx, name, meta)
+    return True
+
+
+def _same_volume_exists(session: Session, ioctx: object, pool: str, name: str, meta: dict[str, str],
+                        nbytes: int) -> bool:
+    try:
+        with rbd.Image(ioctx, name, read_only=True) as img:
+            have = dict(img.metadata_list())
+            size = img.size()
+    except rbd.ImageNotFound:
+        return False
+    if meta.get(META_UUID) and have.get(META_UUID) == meta[META_UUID] and size >= nbytes:
+        return True
+    raise Busy(f"image {pool}/{name} already exists and is not this volume; refusing to overwrite it")
+
+
+def _set_meta(session: Session, ioctx: object, name: str, meta: dict[str, str]) -> None:
+    if not meta:
+        return
+    with _open(session, ioctx, name) as img, session.errors(f"set metadata on {name}"):
+        for key, value in meta.items():
+            img.metadata_set(key, value)
+
+
+def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: int | str,
+          features: tuple[str, ...] = DEFAULT_FEATURES, data_pool: str | None = None,
+          metadata: dict[str, str] | None = None, max_depth: int = 4) -> bool:
+    """Copy-on-write clone of `origin`, grown to the size asked; flattened when
+    the chain of parents would exceed `max_depth` (as Cinder's rbd_max_clone_depth)."""
+    check_image_name(name)
+    nbytes = size_bytes(size_mib)
+    meta = metadata or {}
+    with session.ioctx(pool) as ioctx:
+        if _same_volume_exists(session, ioctx, pool, name, meta, nbytes):
+            return False
+        with session.ioctx(origin.pool) as pioctx:
+            snap = origin.snap or _snapshot_for_clone(session, pioctx, origin)
+            with _open(session, pioctx, origin.image) as parent, session.errors(f"protect {origin}@{snap}"):
+                if not parent.is_protected_snap(snap):
+                    parent.protect_snap(snap)
+            depth = 1 + _depth(session, origin.pool, origin.image)
+            with session.errors(f"clone {origin.pool}/{origin.image}@{snap} to {pool}/{name}"):
+                rbd.RBD().clone(pioctx, origin.image, snap, ioctx, name, features=feature_bits(features),
+                                data_pool=data_pool)
+        meta = {**meta, "ganeti.origin": f"{origin.pool}/{origin.image}@{snap}"}
+        _set_meta(session, ioctx, name, meta)
+        with _open(session, ioctx, name) as img, session.errors(f"finish clone {pool}/{name}"):
+            if img.size() < nbytes:
+                img.resize(nbytes)
+            if depth > max_depth:
+                img.flatten()
+    return True
+
+
+def _snapshot_for_clone(session: Session, ioctx: object, origin: ImageRef) -> str:
+    snap = f"{OUR_SNAP_PREFIX}clone-{uuid.uuid4().hex[:12]}"
+    with _open(session, ioctx, origin.image) as img, session.errors(f"snapshot {origin} for cloning"):
+        img.create_snap(snap)
+    return snap
+
+
+def _depth(session: Session, pool: str, name: str, limit: int = 64) -> int:
+    """How many parents `pool/name` has (0 for a plain image)."""
+    for depth in range(limit):
+        with session.ioctx(pool) as ioctx, _open(session, ioctx, name, read_only=True) as img:
+            try:
+                spec = img.get_parent_image_spec()
+            except rbd.ImageNotFound:
+                return depth
+        pool, name = spec["pool_name"], spec["image_name"]
+    return limit
+
+
+def grow(session: Session, pool: str, name: str, new_mib: int | str) -> int:
+    """Grow to `new_mib`; a repeat at the same size succeeds; never shrinks."""
+    nbytes = size_bytes(new_mib, "new size")
+    with session.ioctx(pool) as ioctx, _open(session, ioctx, name) as img:
+        current = img.size()
+        if nbytes < current:
+            raise UsageError(
+                f"refusing to shrink {pool}/{name} from {current // MIB} MiB to {nbytes // MIB} MiB; "
+                "RBD volumes only grow"
+            )
+        if nbytes > current:
+            with session.errors(f"resize {pool}/{name}"):
+                img.resize(nbytes)
+    return nbytes // MIB
+
+
+def set_metadata(session: Session, pool: str, name: str, meta: dict[str, str]) -> None:
+    with session.ioctx(pool) as ioctx:
+        _set_meta(session, ioctx, name, meta)
+
+
+def size_mib(session: Session, pool: str, name: str) -> int:
+    with session.ioctx(pool) as ioctx, _open(session, ioctx, name, read_only=True) as img:
+        return img.size() // MIB
