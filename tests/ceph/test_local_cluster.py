@@ -40,9 +40,9 @@ def test_restricted_client_reads_back_what_it_wrote(local_cluster: LocalCluster)
 
 
 def test_restricted_client_is_refused_another_pool(local_cluster: LocalCluster) -> None:
-    with Session(local_cluster.client) as s, pytest.raises(CephError) as exc, s.ioctx("device_health_metrics") as io:
-        with s.errors("write"):
-            io.write_full("intruder", b"x")
+    with (Session(local_cluster.client) as s, pytest.raises(CephError) as exc,
+          s.ioctx("device_health_metrics") as io, s.errors("write")):
+        io.write_full("intruder", b"x")
     assert exc.value.errno == 1 and "caps" in exc.value.message
 
 
@@ -56,7 +56,8 @@ def test_secrets_are_private_and_etc_ceph_untouched(local_cluster: LocalCluster)
     for name in ("ceph.client.admin.keyring", "ceph.client.ganeti.keyring"):
         mode = stat.S_IMODE(os.stat(os.path.join(local_cluster.dir, name)).st_mode)
         assert mode == 0o600, name
-    assert not os.path.exists("/etc/ceph/ceph.conf") or local_cluster.dir not in open("/etc/ceph/ceph.conf").read()
+    etc = "/etc/ceph/ceph.conf"
+    assert not os.path.exists(etc) or local_cluster.dir not in open(etc).read()  # noqa: SIM115
 
 
 def test_up_on_running_cluster_is_a_noop(local_cluster: LocalCluster) -> None:
