@@ -7,6 +7,7 @@ Parsing is a pure function of a mapping so it is unit-tested without files;
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -26,6 +27,12 @@ class Timeouts:
     connect: float = 10.0
     mon_op: float = 10.0
     osd_op: float = 30.0
+    # Backstop for a whole provider action or hook: a watchdog ends the
+    # process after this, even if a C call ignores the other bounds.
+    action: float = 300.0
+
+
+MAPPERS = ("krbd", "rbd-nbd", "fuse-loop")
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,20 @@ class Config:
     cluster: str = "ceph"
     pool: str = "rbd"
     timeouts: Timeouts = field(default_factory=Timeouts)
+    mapper: str = "krbd"
+    clone_max_depth: int = 4
+    run_dir: str = "/run/ganeti-ceph"
+    node: str = ""
     source: str = "<memory>"
 
+    @property
+    def node_name(self) -> str:
+        """This node's name as recorded in locks (config `node`, else hostname)."""
+        return self.node or socket.gethostname()
 
-_TOP_KEYS = {"cluster", "conf", "client", "keyring", "pool", "timeouts"}
+
+_TOP_KEYS = {"cluster", "conf", "client", "keyring", "pool", "timeouts", "mapper", "clone_max_depth", "run_dir",
+             "node"}
 
 
 def _number(value: Any, where: str) -> float:
@@ -75,7 +92,20 @@ def parse(data: Any, source: str = "<memory>") -> Config:
         check_pool_name(pool)
     except Exception as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+    mapper = str(data.get("mapper", "krbd"))
+    if mapper not in MAPPERS:
+        raise ConfigError(f"{source}: mapper must be one of {', '.join(MAPPERS)}, not {mapper!r}")
+    depth = data.get("clone_max_depth", 4)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ConfigError(f"{source}: clone_max_depth must be a whole number >= 0, not {depth!r}")
+    run_dir = str(data.get("run_dir", "/run/ganeti-ceph"))
+    if not os.path.isabs(run_dir):
+        raise ConfigError(f"{source}: run_dir must be an absolute path, not {run_dir!r}")
     return Config(
+        mapper=mapper,
+        clone_max_depth=depth,
+        run_dir=run_dir,
+        node=str(data.get("node", "")),
         conf=data["conf"],
         keyring=data["keyring"],
         client_id=client,
@@ -95,7 +125,12 @@ def dump(cfg: Config) -> str:
         "keyring": cfg.keyring,
         "pool": cfg.pool,
         "timeouts": {f.name: getattr(cfg.timeouts, f.name) for f in fields(Timeouts)},
+        "mapper": cfg.mapper,
+        "clone_max_depth": cfg.clone_max_depth,
+        "run_dir": cfg.run_dir,
     }
+    if cfg.node:
+        data["node"] = cfg.node
     return yaml.safe_dump(data, sort_keys=False)
 
 
