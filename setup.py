@@ -15,6 +15,7 @@ setup(
     entry_points={
         "console_scripts": [
             "gnt-storage = gnt_storage.cli:entry",
+            "ganeti-ceph-setup = extstorage.install:entry",
         ],
     },
 )

@@ -35,6 +35,9 @@ def rados_options(cfg: Config) -> dict[str, str]:
         "log_file": "",
         "log_to_stderr": "false",
         "err_to_stderr": "false",
+        # Breaking a stale lock must not blocklist anyone behind our back:
+        # fencing is an explicit, separate step (see extstorage/locks.py).
+        "rbd_blocklist_on_break_lock": "false",
     }
 
 
@@ -86,7 +89,9 @@ class Session:
             ret, out, outs = self.rados.mon_command(json.dumps(cmd), inbuf, timeout=_secs(self.cfg.timeouts.mon_op))
         if ret != 0:
             raise from_errno(self.cfg.cluster, prefix, -ret, outs.strip() or f"error {ret}")
-        return json.loads(out) if out.strip() else None
+        # Some commands print several JSON documents (pacific's "osd blocklist
+        # ls" gives "[][]"): the first one is the answer.
+        return json.JSONDecoder().raw_decode(out.decode())[0] if out.strip() else None
 
     @contextmanager
     def ioctx(self, pool: str | None = None) -> Iterator[Any]:
@@ -98,6 +103,11 @@ class Session:
             yield ctx
         finally:
             ctx.close()
+
+    def require_image(self, pool: str, image: str) -> None:
+        """Fail with NotFound unless the (format 2) image exists: one OSD stat, no open."""
+        with self.ioctx(pool) as ctx, self.errors(f"find image {pool}/{image}"):
+            ctx.stat(f"rbd_id.{image}")
 
     def fsid(self) -> str:
         with self.errors("get fsid"):

@@ -68,8 +68,10 @@ def admin_config(root: str, timeouts: Timeouts | None = None) -> Config:
 
 
 def client_config(spec: ClusterSpec) -> Config:
+    from extstorage.mappers import detect
+
     return Config(conf=spec.conf_path, keyring=spec.keyring_path(f"client.{spec.client_id}"),
-                  client_id=spec.client_id, cluster=f"local ({spec.root})", pool=spec.pool)
+                  client_id=spec.client_id, cluster=f"local ({spec.root})", pool=spec.pool, mapper=detect())
 
 
 def child_env() -> dict[str, str]:

@@ -1,0 +1,116 @@
+"""open/close: Ganeti's handover of a volume between nodes.
+
+Each node that opens a volume records itself in the image metadata under
+`ganeti.open.<node>`: exclusive for open(True), shared during a live
+migration (Ganeti calls open(False) on both nodes), with the Ceph address
+it used. close removes the node's record. Another node's exclusive record
+is overruled only when that node is fenced, i.e. its address or its whole
+IP is in the OSD blocklist: a dead owner is never overruled while it might
+still write. At that point the fenced client's RBD exclusive lock (held by
+its QEMU or kernel mapping) is broken too.
+
+Records live in the image header's metadata, not in RBD advisory locks:
+those share the lock the exclusive-lock feature uses, and would block the
+VM's own I/O. Ganeti runs one job per instance at a time, so two nodes do
+not race on one volume's records.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import rbd
+
+from ganeti_ceph.errors import Busy
+from ganeti_ceph.session import Session
+
+PREFIX = "ganeti.open."
+
+
+@dataclass(frozen=True)
+class Holder:
+    node: str
+    exclusive: bool
+    addr: str
+
+
+def parse_holders(metadata: dict[str, str]) -> list[Holder]:
+    """Open records from image metadata (pure); unreadable records count as exclusive."""
+    out = []
+    for key, value in sorted(metadata.items()):
+        if not key.startswith(PREFIX):
+            continue
+        try:
+            rec = json.loads(value)
+            out.append(Holder(key[len(PREFIX):], rec.get("mode") != "shared", str(rec.get("addr", ""))))
+        except (ValueError, AttributeError):
+            out.append(Holder(key[len(PREFIX):], True, ""))
+    return out
+
+
+def blocklisted(blocklist: set[str], addr: str) -> bool:
+    """True if `addr` ("ip:port/nonce", maybe "v2:"-prefixed) or its whole IP is fenced."""
+    plain = addr.split(":", 1)[1] if addr.startswith(("v1:", "v2:", "any:")) else addr
+    ip = plain.rsplit(":", 1)[0]
+    return bool(plain) and (plain in blocklist or f"{ip}:0/0" in blocklist)
+
+
+def first_addr(addrs: str) -> str:
+    """'[v2:1.2.3.4:0/5,v1:...]' or 'v2:1.2.3.4:0/5' -> '1.2.3.4:0/5'."""
+    first = addrs.strip("[]").split(",")[0]
+    return first.split(":", 1)[1] if first.startswith(("v1:", "v2:", "any:")) else first
+
+
+def read_blocklist(session: Session) -> set[str]:
+    return {entry["addr"] for entry in session.mon_command("osd blocklist ls") or []}
+
+
+def _break_fenced_exclusive_lock(img: rbd.Image, fenced: set[str]) -> None:
+    """Break the RBD exclusive lock if its owner (a dead node's QEMU or mapping) is fenced."""
+    lockers = (img.list_lockers() or {}).get("lockers", [])
+    if any(blocklisted(fenced, addr) for _, _, addr in lockers):
+        for owner in img.lock_get_owners():
+            img.lock_break(owner["mode"], owner["owner"])
+
+
+def open_volume(session: Session, pool: str, name: str, node: str, exclusive: bool) -> str:
+    """Record this node as opener; returns what was done."""
+    with session.ioctx(pool) as ioctx, session.errors(f"open {pool}/{name}"), rbd.Image(ioctx, name) as img:
+        current = parse_holders(dict(img.metadata_list()))
+        fenced: set[str] | None = None
+        for h in current:
+            if h.node == node or (not exclusive and not h.exclusive):
+                continue
+            fenced = read_blocklist(session) if fenced is None else fenced
+            if not blocklisted(fenced, h.addr):
+                how = "exclusively" if h.exclusive else "for migration"
+                raise Busy(
+                    f"volume {pool}/{name} is open {how} on node {h.node} ({h.addr or 'address unknown'}); "
+                    f"close it there first, or if {h.node} is dead, fence it (ceph osd blocklist add) first"
+                )
+            img.metadata_remove(PREFIX + h.node)
+        if fenced:
+            _break_fenced_exclusive_lock(img, fenced)
+        mine = next((h for h in current if h.node == node), None)
+        if mine and mine.exclusive == exclusive:
+            return "already open on this node"
+        record = {"mode": "exclusive" if exclusive else "shared",
+                  "addr": first_addr(session.rados.get_addrs()), "since": int(time.time())}
+        img.metadata_set(PREFIX + node, json.dumps(record, sort_keys=True))
+    return "opened exclusively" if exclusive else "opened shared (migration)"
+
+
+def close_volume(session: Session, pool: str, name: str, node: str) -> bool:
+    """Drop this node's record; True if there was one. A missing image is fine."""
+    with session.ioctx(pool) as ioctx, session.errors(f"close {pool}/{name}"):
+        try:
+            img = rbd.Image(ioctx, name)
+        except rbd.ImageNotFound:
+            return False
+        with img:
+            if PREFIX + node not in dict(img.metadata_list()):
+                return False
+            img.metadata_remove(PREFIX + node)
+    return True
