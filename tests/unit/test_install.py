@@ -1,0 +1,31 @@
+import os
+
+import pytest
+
+from extstorage import install
+from extstorage.request import ACTIONS
+from ganeti_ceph.errors import UsageError
+
+
+def test_install_and_remove(tmp_path) -> None:
+    target = install.install(str(tmp_path), "/usr/bin/python3", log_dir=str(tmp_path / "log"))
+    for action in ACTIONS:
+        path = os.path.join(target, action)
+        assert os.path.islink(path) and os.access(path, os.X_OK)
+    with open(os.path.join(target, install.SCRIPT)) as fh:
+        assert fh.readline() == "#!/usr/bin/python3 -I\n"
+    assert os.path.isfile(os.path.join(target, "parameters.list"))
+    assert os.path.isdir(tmp_path / "log")
+    install.install(str(tmp_path), "/usr/bin/python3", log_dir=str(tmp_path / "log"))  # idempotent
+    assert install.remove(str(tmp_path)) is True
+    assert install.remove(str(tmp_path)) is False
+
+
+def test_never_overwrites_a_foreign_provider(tmp_path) -> None:
+    (tmp_path / "rbd").mkdir()
+    (tmp_path / "rbd" / "create").write_text("#!/bin/sh\n")
+    with pytest.raises(UsageError, match="not a ganeti-ceph provider"):
+        install.install(str(tmp_path), "/usr/bin/python3", log_dir=str(tmp_path / "log"))
+    with pytest.raises(UsageError):
+        install.remove(str(tmp_path))
+    assert (tmp_path / "rbd" / "create").exists()

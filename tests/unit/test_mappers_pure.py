@@ -1,0 +1,53 @@
+"""Mapper logic against a fake sysfs: what this kernel cannot show for real."""
+
+import os
+
+from extstorage.mappers import FuseLoop, Krbd, Target
+from ganeti_ceph.config import Config
+
+T = Target("f5", "rbd", "vol.ext.disk0")
+
+
+def cfg(tmp_path, mapper: str) -> Config:
+    return Config(conf="/c/ceph.conf", keyring="/c/k", client_id="ganeti", mapper=mapper, run_dir=str(tmp_path / "run"))
+
+
+def write(path, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(text + "\n")
+
+
+def test_krbd_checks_pool_image_and_fsid(tmp_path) -> None:
+    sys_rbd = tmp_path / "bus/rbd/devices"
+    for key, value in {"pool": "rbd", "name": "vol.ext.disk0", "current_snap": "-", "cluster_fsid": "f5"}.items():
+        write(str(sys_rbd / "3" / key), value)
+    m = Krbd(cfg(tmp_path, "krbd"), str(tmp_path / "block"), str(sys_rbd))
+    assert m.is_mapping_of("/dev/rbd3", T)
+    assert not m.is_mapping_of("/dev/rbd3", Target("other-fsid", "rbd", "vol.ext.disk0"))
+    assert not m.is_mapping_of("/dev/rbd4", T)
+
+
+def test_link_includes_fsid_pool_image(tmp_path) -> None:
+    m = Krbd(cfg(tmp_path, "krbd"))
+    assert m.link(T) == str(tmp_path / "run/dev/f5/rbd/vol.ext.disk0")
+    assert m.link(T) != m.link(Target("f6", "rbd", "vol.ext.disk0"))
+
+
+def test_find_ignores_stale_links(tmp_path) -> None:
+    block = tmp_path / "block"
+    m = FuseLoop(cfg(tmp_path, "fuse-loop"), str(block))
+    os.makedirs(os.path.dirname(m.link(T)))
+    os.symlink("/dev/loop3", m.link(T))
+    assert m.find(T) is None  # loop3 is not bound to our file
+    write(str(block / "loop3/loop/backing_file"), m.backing_file(T))
+    assert m.find(T) == "/dev/loop3"
+
+
+def test_free_loops_skip_minor_zero_and_busy(tmp_path) -> None:
+    block = tmp_path / "block"
+    for n in range(4):
+        os.makedirs(block / f"loop{n}")
+    write(str(block / "loop1/loop/backing_file"), "/x")
+    m = FuseLoop(cfg(tmp_path, "fuse-loop"), str(block))
+    assert m.free_loops() == ["/dev/loop2", "/dev/loop3"]

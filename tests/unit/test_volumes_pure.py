@@ -1,0 +1,44 @@
+import re
+
+import pytest
+
+from extstorage import volumes
+from extstorage.access import URI_31, userspace_uri
+from ganeti_ceph.errors import UsageError
+
+
+def test_origin_forms() -> None:
+    assert str(volumes.parse_origin("tmpl@base", "rbd")) == "rbd/tmpl@base"
+    assert str(volumes.parse_origin("gold/tmpl", "rbd")) == "gold/tmpl"
+    ref = volumes.parse_origin("gold/tmpl@s1", "rbd")
+    assert (ref.pool, ref.image, ref.snap) == ("gold", "tmpl", "s1")
+
+
+@pytest.mark.parametrize("text", ["", "a/b/c@s", "p/Img", "p/img@bad snap", "@s"])
+def test_bad_origins(text: str) -> None:
+    with pytest.raises(UsageError, match="invalid origin"):
+        volumes.parse_origin(text, "rbd")
+
+
+def test_features() -> None:
+    assert volumes.parse_features(None) == volumes.DEFAULT_FEATURES
+    assert volumes.parse_features("layering+exclusive-lock") == ("layering", "exclusive-lock")
+    with pytest.raises(UsageError, match="unknown image feature"):
+        volumes.parse_features("layering,turbo")
+    with pytest.raises(UsageError, match="object-map needs exclusive-lock"):
+        volumes.parse_features("layering,object-map")
+
+
+def test_sizes() -> None:
+    assert volumes.size_bytes("10") == 10 * volumes.MIB
+    for bad in ("x", "0", "-1", "1.5"):
+        with pytest.raises(UsageError):
+            volumes.size_bytes(bad)
+
+
+@pytest.mark.parametrize("client", ["admin", "ganeti", "ganeti.node-1"])
+def test_userspace_uri_fits_ganeti_31(client: str) -> None:
+    uri = userspace_uri("rbd", "3c6b1f0e-8a8e-4b55-9d1c-0a2b3c4d5e6f.ext.disk0", client)
+    assert URI_31.match(uri) and "," not in uri
+    assert re.fullmatch(r"rbd:rbd/[a-z0-9.-]+(:id=[a-z0-9._-]+)?", uri)
+    assert (":id=" in uri) == (client != "admin")
