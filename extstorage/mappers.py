@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ganeti_ceph import procs
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError
 
@@ -127,7 +130,20 @@ class Mapper:
             self.cleanup(t)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.link(t))
+            with contextlib.suppress(OSError):  # empty <pool> and <fsid> dirs
+                os.rmdir(os.path.dirname(self.link(t)))
+                os.rmdir(os.path.dirname(os.path.dirname(self.link(t))))
             return dev is not None
+
+    def unmap_all(self, fsid: str) -> list[str]:
+        """Unmap every mapping of one cluster on this node (its teardown)."""
+        base = os.path.join(self.cfg.run_dir, "dev", fsid)
+        done = []
+        for pool in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            for image in sorted(os.listdir(os.path.join(base, pool))):
+                if not image.endswith(".tmp") and self.unmap(Target(fsid, pool, image)):
+                    done.append(f"{pool}/{image}")
+        return done
 
     # -- device specifics ----------------------------------------------------------
     def is_mapping_of(self, dev: str, t: Target) -> bool:
@@ -180,7 +196,7 @@ class RbdNbd(Mapper):
         pid = read(os.path.join(self.sys_block, os.path.basename(dev), "pid"))
         if not pid:
             return False
-        argv = (read(f"/proc/{pid}/cmdline") or "").split("\0")
+        argv = procs.cmdline(pid)
         return bool(argv) and os.path.basename(argv[0]) == "rbd-nbd" and t.spec in argv and self.cfg.conf in argv
 
     def map_device(self, t: Target) -> str:
@@ -242,9 +258,19 @@ class FuseLoop(Mapper):
         run_tool(["losetup", "-d", dev], f"detach {dev}", 30)
 
     def cleanup(self, t: Target) -> None:
+        """Unmount, then wait for rbd-fuse to close the image: until it has,
+        its watcher stays and a remove right after would be refused."""
         mnt = self.mountpoint(t)
+        pids = procs.find("rbd-fuse", arg=mnt)
         if os.path.ismount(mnt):
             run_tool(["umount", mnt], f"unmount rbd-fuse of {t.spec}", 30)
+        deadline = time.monotonic() + self.cfg.timeouts.osd_op
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if procs.alive(p)]
+            time.sleep(0.01)
+        for pid in pids:  # stuck closing (cluster gone): it holds nothing we need
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.rmdir(mnt)
 

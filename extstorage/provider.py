@@ -104,7 +104,8 @@ def do_detach(cfg: Config, req: Request) -> str:
 
 
 def do_remove(cfg: Config, req: Request) -> str:
-    do_detach(cfg, req)
+    """Ganeti detaches first; a mapping still present (here or elsewhere) is a
+    watcher, and remove refuses rather than pull a disk from under a VM."""
     with Session(cfg) as s:
         gone = removal.remove(s, req.pool, req.volume)
     return f"{req.pool}/{req.volume} " + ("removed" if gone else "was already gone")

@@ -16,6 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from ganeti_ceph import procs
 from ganeti_ceph.errors import GanetiCephError
 
 BINARIES = {"mon": "ceph-mon", "mgr": "ceph-mgr", "osd": "ceph-osd"}
@@ -44,14 +45,6 @@ def pid_path(run_dir: str, daemon: Daemon) -> str:
     return os.path.join(run_dir, f"{daemon.name}.pid")
 
 
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
 def is_ours(argv: list[str], daemon: Daemon, conf: str) -> bool:
     """True when argv is `daemon` started with our conf (pure, unit-tested)."""
     if not argv or os.path.basename(argv[0]) != daemon.binary:
@@ -67,28 +60,17 @@ def running_pid(run_dir: str, daemon: Daemon, conf: str) -> int | None:
             pid = int(fh.read().strip())
     except (OSError, ValueError):
         return None
-    state = _proc_state(pid)
-    if state is None or state == "Z":
-        return None
-    return pid if is_ours(cmdline(pid), daemon, conf) else None
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    return pid if procs.alive(pid) and is_ours(procs.cmdline(pid), daemon, conf) else None
 
 
 def start(daemons: list[Daemon], conf: str, log_dir: str, env: dict[str, str]) -> None:
     """Start daemons in parallel; each forks into the background itself."""
-    procs = []
+    children = []
     for d in daemons:
         with open(os.path.join(log_dir, f"{d.name}.start.log"), "ab") as log:
-            procs.append((d, subprocess.Popen(d.argv(conf), stdin=subprocess.DEVNULL, stdout=log,
+            children.append((d, subprocess.Popen(d.argv(conf), stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, env=env, start_new_session=True)))
-    failed = [d.name for d, p in procs if p.wait(timeout=120) != 0]
+    failed = [d.name for d, p in children if p.wait(timeout=120) != 0]
     if failed:
         raise GanetiCephError(
             f"daemon(s) {', '.join(failed)} failed to start; see {log_dir}/<name>.start.log and <name>.log"
@@ -104,19 +86,14 @@ def stop(daemons: list[Daemon], run_dir: str, conf: str, grace: float = 10.0) ->
     for pid in pids.values():
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+    while time.monotonic() < deadline and any(procs.alive(p) for p in pids.values()):
         time.sleep(0.05)
     for pid in pids.values():
-        if _alive(pid):
+        if procs.alive(pid):
             _signal(pid, signal.SIGKILL)
-    while any(_alive(p) for p in pids.values()):
+    while any(procs.alive(p) for p in pids.values()):
         time.sleep(0.02)
     return sorted(pids)
-
-
-def _alive(pid: int) -> bool:
-    state = _proc_state(pid)
-    return state is not None and state != "Z"
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -34,7 +34,7 @@ STATE = "local-cluster.json"
 HOST = "127.0.0.1"
 REQUIRED = ("ceph-mon", "ceph-osd", "ceph-mgr", "monmaptool")
 OURS = ("ceph.conf", "seed.keyring", "monmap", "run", "log", "crash", "mon", "mgr", "osd",
-        "ceph.client.admin.keyring", "ganeti-ceph.yaml", STATE)
+        "ceph.client.admin.keyring", "ganeti-ceph.yaml", STATE, "extstorage", "extstorage-log")
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,7 @@ def stop_and_wipe(root: str, state: dict | None) -> list[str]:
     """
     stopped: list[str] = []
     if state is not None:
+        _unmap_everything(root, state)
         stopped = daemons.stop(daemon_list(state["osds"]), os.path.join(root, "run"),
                                os.path.join(root, "ceph.conf"), grace=0)
     for name in (*OURS, f"ceph.client.{(state or {}).get('client', 'ganeti')}.keyring"):
@@ -160,6 +161,20 @@ def stop_and_wipe(root: str, state: dict | None) -> list[str]:
         elif os.path.lexists(path):
             os.unlink(path)
     return stopped
+
+
+def _unmap_everything(root: str, state: dict) -> None:
+    """Mappings of this cluster on this node would hang once its daemons are gone."""
+    from extstorage.mappers import for_config
+
+    try:
+        cfg = gconfig.load(os.path.join(root, "ganeti-ceph.yaml"))
+        unmapped = for_config(cfg).unmap_all(state["fsid"])
+    except GanetiCephError as exc:
+        progress(f"could not unmap this cluster's devices: {exc.message}")
+        return
+    if unmapped:
+        progress(f"unmapped {', '.join(unmapped)}")
 
 
 # -- commands -----------------------------------------------------------------

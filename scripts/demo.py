@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""`make demo`: bring up the local cluster and walk an RBD volume through its life.
+"""`make demo`: bring up the local cluster and walk RBD volumes through Ganeti's calls.
 
-Every step runs through ganeti-ceph's own code against a real Ceph cluster
-and prints what it did. The cluster is brought down at the end unless
---keep is given.
+The provider is installed as Ganeti would find it and its executables are
+run with the environment Ganeti's noded gives them, against a real Ceph
+cluster; each step prints what Ganeti would see. The cluster is brought
+down at the end unless --keep is given.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from extstorage import remove as removal  # noqa: E402
-from extstorage import volumes  # noqa: E402
-from extstorage.access import userspace_uri  # noqa: E402
+from extstorage import install  # noqa: E402
 from ganeti_ceph import config  # noqa: E402
-from ganeti_ceph.session import Session  # noqa: E402
+from ganeti_ceph.errors import GanetiCephError, run_main  # noqa: E402
 
 GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
 
@@ -32,52 +31,80 @@ def step(text: str) -> None:
 
 def run(*argv: str) -> None:
     print("$ " + " ".join(argv), flush=True)
-    subprocess.run(argv, check=True)
+    if subprocess.run(argv, check=False).returncode != 0:
+        raise GanetiCephError(f"{os.path.basename(argv[0])} failed (see above)")
 
 
-def volume_walk(cfg: config.Config) -> None:
+class Provider:
+    """Runs the installed provider's actions as noded does."""
+
+    def __init__(self, path: str, cfg_path: str) -> None:
+        self.path, self.cfg_path = path, cfg_path
+
+    def __call__(self, action: str, vol: str, access: str, ok: bool = True, **env: str) -> str:
+        full = {"GANETI_CEPH_CONFIG": self.cfg_path, "LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "VOL_NAME": vol, "EXTP_PROVIDER": "rbd", "EXTP_ACCESS": access, **env}
+        shown = " ".join(f"{k}={v}" for k, v in env.items())
+        print(f"$ {shown} VOL_NAME={vol} EXTP_ACCESS={access} rbd/{action}", flush=True)
+        res = subprocess.run([os.path.join(self.path, action)], env=full, cwd=self.path, capture_output=True,
+                             text=True, check=False)
+        for line in res.stdout.splitlines() or ([""] if action == "attach" else []):
+            print(f"  stdout: {line!r}")
+        for line in res.stderr.splitlines():
+            print(f"  stderr: {line}")
+        if (res.returncode == 0) != ok:
+            raise GanetiCephError(f"{action} exited {res.returncode}, expected {'success' if ok else 'failure'}")
+        return res.stdout
+
+
+def walk(rbd: Provider, access: str) -> None:
     vol = f"{uuid.uuid4()}.ext.disk0"
-    pool = cfg.pool
-    with Session(cfg) as s:
-        step(f"create {pool}/{vol}, 1024 MiB, as client.{cfg.client_id}")
-        volumes.create(s, pool, vol, 1024, metadata={volumes.META_UUID: vol.split(".")[0]})
-        print(f"created; size {volumes.size_mib(s, pool, vol)} MiB")
-
-        step("attach (userspace access): what Ganeti hands to KVM")
-        print(f"kvm:{userspace_uri(pool, vol, cfg.client_id)}")
-
-        step("grow to 2048 MiB, then repeat it (idempotent), then try to shrink")
-        print(f"size now {volumes.grow(s, pool, vol, 2048)} MiB; repeat: {volumes.grow(s, pool, vol, 2048)} MiB")
-        try:
-            volumes.grow(s, pool, vol, 512)
-        except Exception as exc:
-            print(f"refused as it should be: {exc}")
-
-        step(f"snapshot as volume {vol}.snap (point-in-time copy-on-write copy)")
-        removal.snapshot(s, pool, vol, f"{vol}.snap")
-        print(f"{vol}.snap: {volumes.size_mib(s, pool, vol + '.snap')} MiB")
-
-        step("remove the snapshot volume, then the volume")
-        removal.remove(s, pool, f"{vol}.snap")
-        removal.remove(s, pool, vol)
-        print(f"removed; a repeat is a no-op: removed again = {removal.remove(s, pool, vol)}")
-        import rbd
-
-        with s.ioctx() as ioctx:
-            left = [n for n in rbd.RBD().list(ioctx) if n.startswith(vol.split('.')[0])]
-        print(f"images left for this volume: {left or 'none'}")
+    step(f"[{access}] gnt-instance add: create a 1024 MiB volume, attach it, open it")
+    rbd("create", vol, access, VOL_SIZE="1024", VOL_UUID=vol[:36])
+    out = rbd("attach", vol, access)
+    rbd("open", vol, access, VOL_OPEN_EXCLUSIVE="True")
+    rbd("setinfo", vol, access, VOL_METADATA="originstname+demo1")
+    dev = out.splitlines()[0]
+    if dev:
+        step(f"[{access}] write 4 MiB through the block device {dev}")
+        run("dd", "if=/dev/urandom", f"of={dev}", "bs=1M", "count=4", "oflag=direct", "status=none")
+    step(f"[{access}] gnt-instance grow-disk: 1024 -> 2048 MiB, then a shrink that must be refused")
+    rbd("grow", vol, access, VOL_SIZE="1024", VOL_NEW_SIZE="2048")
+    rbd("grow", vol, access, ok=False, VOL_SIZE="2048", VOL_NEW_SIZE="512")
+    step(f"[{access}] gnt-backup export: snapshot as {vol}.snap, read it, remove it")
+    rbd("snapshot", vol, access, VOL_SNAPSHOT_NAME=f"{vol}.snap", VOL_SNAPSHOT_SIZE="2048")
+    snap_dev = rbd("attach", f"{vol}.snap", access).splitlines()[0]
+    if snap_dev:
+        run("dd", f"if={snap_dev}", "of=/dev/null", "bs=1M", "count=4", "status=none")
+    rbd("detach", f"{vol}.snap", access)
+    rbd("remove", f"{vol}.snap", access)
+    step(f"[{access}] remove while attached is refused; gnt-instance remove: detach, remove (twice: idempotent)")
+    if dev:
+        rbd("remove", vol, access, ok=False)
+    rbd("close", vol, access)
+    rbd("detach", vol, access)
+    rbd("remove", vol, access)
+    rbd("remove", vol, access)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", default="/var/lib/ganeti-ceph/demo")
-    parser.add_argument("--port", default="13300")
+    parser.add_argument("--port", default="13800")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
     args = parser.parse_args()
     step("bring up the local Ceph cluster (gnt-storage local-cluster up)")
     run(GNT_STORAGE, "local-cluster", "up", "--dir", args.dir, "--port", args.port)
     try:
-        volume_walk(config.load(os.path.join(args.dir, "ganeti-ceph.yaml")))
+        cfg_path = os.path.join(args.dir, "ganeti-ceph.yaml")
+        cfg = config.load(cfg_path)
+        step("install the ExtStorage provider `rbd` (ganeti-ceph-setup install)")
+        path = install.install(os.path.join(args.dir, "extstorage"), sys.executable,
+                               log_dir=os.path.join(args.dir, "extstorage-log"))
+        print(f"provider in {path}; kernelspace mapper on this host: {cfg.mapper}")
+        rbd = Provider(path, cfg_path)
+        walk(rbd, "userspace")
+        walk(rbd, "kernelspace")
     finally:
         if args.keep:
             step(f"cluster kept running: `gnt-storage local-cluster down --dir {args.dir}` stops it")
@@ -89,6 +116,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from ganeti_ceph.errors import run_main
-
     run_main("demo", main)

@@ -1,21 +1,10 @@
-"""What is running: Ceph daemons (or any process) whose command line names a path."""
+"""What is running: processes whose command line names a path (see ganeti_ceph.procs)."""
 
 from __future__ import annotations
 
-import os
+from ganeti_ceph import procs
 
 
 def processes_using(path: str) -> list[tuple[int, str]]:
     """Live (non-zombie) processes whose argv mentions `path`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                argv = fh.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if path in argv:
-            found.append((int(entry), argv.strip()))
-    return found
+    return [(pid, " ".join(procs.cmdline(pid))) for pid in procs.find(substring=path)]
