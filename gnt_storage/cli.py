@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--osds", type=int, default=3, choices=range(1, 9), metavar="N", help="OSD count (1-8)")
             p.add_argument("--pool", default="rbd", help="pool for Ganeti disks (default rbd)")
             p.add_argument("--client", default="ganeti", help="Ceph client id for Ganeti (default ganeti)")
+            p.add_argument("--addr", default=local.HOST,
+                           help="IPv4 address of this host to bind (default 127.0.0.1; others for test networks)")
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for HEALTH_OK")
     return parser
 
@@ -75,7 +77,7 @@ def _local_cluster(args: argparse.Namespace) -> int:
     check_pool_name(args.pool)
     check_client_id(args.client)
     opts = local.Options(dir=args.dir, port=args.port, osds=args.osds, pool=args.pool, client=args.client,
-                         wait=args.wait)
+                         wait=args.wait, addr=args.addr)
     cfg = local.up(opts)
     print(f"conf: {cfg.conf}")
     print(f"client: client.{cfg.client_id} (keyring {cfg.keyring})")

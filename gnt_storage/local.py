@@ -46,13 +46,14 @@ class Options:
     pool: str = "rbd"
     client: str = "ganeti"
     wait: float = 120.0
+    addr: str = HOST
 
 
 def spec_for(opts: Options, fsid: str) -> ClusterSpec:
     return ClusterSpec(
         fsid=fsid, root=os.path.abspath(opts.dir),
-        mons=(Mon("a", HOST, opts.port, opts.port + 1),),
-        public_network=f"{HOST}/32", port_min=opts.port + 2, port_max=opts.port + PORT_SPAN - 1,
+        mons=(Mon("a", opts.addr, opts.port, opts.port + 1),),
+        public_network=f"{opts.addr}/32", port_min=opts.port + 2, port_max=opts.port + PORT_SPAN - 1,
         pool=opts.pool, client_id=opts.client, osd_bytes=opts.osd_gib * 1024**3,
         pool_size=min(2, opts.osds),
     )
@@ -117,13 +118,23 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     return False
 
 
-def check_ports(port: int) -> None:
+def check_addr(addr: str) -> None:
+    """The address must be one of this host's, so the daemons can bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((addr, 0))
+        except OSError as exc:
+            raise UsageError(f"cannot bind {addr} ({exc.strerror}); --addr must be an IPv4 address of this host"
+                             ) from None
+
+
+def check_ports(port: int, addr: str = HOST) -> None:
     if not 1024 <= port <= 65535 - PORT_SPAN:
         raise UsageError(f"--port {port} is out of range; use 1024..{65535 - PORT_SPAN}")
-    busy = [p for p in range(port, port + PORT_SPAN) if port_in_use(p)]
+    busy = [p for p in range(port, port + PORT_SPAN) if port_in_use(p, addr)]
     if busy:
         raise UsageError(
-            f"port {HOST}:{busy[0]} is in use; local-cluster needs ports {port}-{port + PORT_SPAN - 1} "
+            f"port {addr}:{busy[0]} is in use; local-cluster needs ports {port}-{port + PORT_SPAN - 1} "
             "free: choose another base with --port"
         )
 
@@ -193,7 +204,8 @@ def up(opts: Options) -> Config:
         progress(f"cleaning the remains of a stopped cluster in {root}")
         stop_and_wipe(root, state)
     check_dir(root)
-    check_ports(opts.port)
+    check_addr(opts.addr)
+    check_ports(opts.port, opts.addr)
     spec = spec_for(opts, str(uuid.uuid4()))
     started = time.monotonic()
     state = {"fsid": spec.fsid, "port": opts.port, "osds": opts.osds, "pool": opts.pool, "client": opts.client}
@@ -216,7 +228,7 @@ def _bring_up(spec: ClusterSpec, opts: Options, env: dict[str, str]) -> None:
     bootstrap.write_cluster_files(spec, osds, "x")
     progress(f"creating the monitor and {len(osds)} OSD stores")
     uuids = bootstrap.mkfs_all(spec, osds, env)
-    progress(f"starting mon.a and mgr.x on {HOST}:{opts.port}")
+    progress(f"starting mon.a and mgr.x on {opts.addr}:{opts.port}")
     daemons.start([Daemon("mon", "a"), Daemon("mgr", "x")], spec.conf_path, spec.path("log"), env)
     timeouts = Timeouts(connect=15, mon_op=30, osd_op=max(30.0, opts.wait))
     with Session(admin_config(spec.root, timeouts)) as session:
