@@ -1,0 +1,204 @@
+"""Snapshots for export, clones (origin parameter) and clone depth, through the real executables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import rbd
+
+from tests.ceph.provider_env import GANETI_31_URI, MIB, Provider, provider_fixture, read_device, write_device
+from tests.conftest import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("provider-snapshots")))
+
+
+def parent(prov: Provider, vol: str) -> dict[str, Any] | None:
+    with prov.image(vol) as img:
+        try:
+            return img.get_parent_image_spec()
+        except rbd.ImageNotFound:
+            return None
+
+
+def snaps(prov: Provider, vol: str) -> list[str]:
+    with prov.image(vol) as img:
+        return sorted(s["name"] for s in img.list_snaps())
+
+
+@pytest.mark.parametrize("access", ["kernelspace", "userspace"])
+def test_snapshot_then_export_read(prov: Provider, access: str) -> None:
+    """snapshot makes `<vol>.snap` holding the data of that moment; Ganeti's export sequence on it (attach,
+    open, read, attach, detach, remove) works and leaves no `.snap` image and no snapshot on the volume."""
+    vol = prov.volume()
+    snapvol = prov.track(f"{vol}.snap")
+    prov.run("create", vol, VOL_SIZE="64", EXTP_ACCESS=access).ok()
+    dev, _ = prov.attach(vol, EXTP_ACCESS=access)
+    old, new = os.urandom(MIB), os.urandom(MIB)
+    if access == "kernelspace":
+        write_device(dev, old, 2 * MIB)
+    else:
+        prov.write(vol, old, 2 * MIB)
+
+    res = prov.run("snapshot", vol, VOL_SNAPSHOT_NAME=snapvol, VOL_SNAPSHOT_SIZE="64", EXTP_ACCESS=access).ok()
+    assert "made" in res.note
+    assert "already exists" in prov.run("snapshot", vol, VOL_SNAPSHOT_NAME=snapvol, VOL_SNAPSHOT_SIZE="64",
+                                        EXTP_ACCESS=access).ok().note
+    if access == "kernelspace":
+        write_device(dev, new, 2 * MIB)
+    else:
+        prov.write(vol, new, 2 * MIB)
+
+    first, uri = prov.attach(snapvol, EXTP_ACCESS=access)
+    assert uri == f"kvm:rbd:rbd/{snapvol}:id=ganeti" and GANETI_31_URI.match(uri.removeprefix("kvm:"))
+    prov.run("open", snapvol, VOL_OPEN_EXCLUSIVE="True", EXTP_ACCESS=access).ok()
+    if access == "kernelspace":
+        assert first.startswith("/dev/loop") and first != dev
+        assert read_device(first, 2 * MIB, MIB) == old
+    else:
+        assert first == ""
+        assert prov.read(snapvol, 2 * MIB, MIB) == old
+    assert prov.attach(snapvol, EXTP_ACCESS=access)[0] == first
+    prov.run("detach", snapvol, EXTP_ACCESS=access).ok()
+    prov.run("remove", snapvol, EXTP_ACCESS=access).ok()
+
+    assert not prov.exists(snapvol)
+    assert snaps(prov, vol) == []
+    assert prov.read(vol, 2 * MIB, MIB) == new
+    prov.run("detach", vol, EXTP_ACCESS=access).ok()
+    prov.run("remove", vol, EXTP_ACCESS=access).ok()
+
+
+def test_clone_from_image_and_from_snapshot(prov: Provider) -> None:
+    """origin=pool/image clones from a snapshot the provider takes; origin=image@snap clones from that
+    snapshot; both read the template's data; the template cannot be removed while they exist."""
+    tmpl = prov.volume()
+    prov.run("create", tmpl, VOL_SIZE="64").ok()
+    pattern = os.urandom(MIB)
+    prov.write(tmpl, pattern)
+
+    c1 = prov.volume()
+    assert "cloned from" in prov.run("create", c1, VOL_SIZE="64", EXTP_ORIGIN=f"rbd/{tmpl}").ok().note
+    spec = parent(prov, c1)
+    assert spec and spec["pool_name"] == "rbd" and spec["image_name"] == tmpl
+    assert spec["snap_name"].startswith("ganeti-")
+    assert prov.read(c1, 0, MIB) == pattern
+    line = prov.run("remove", tmpl).one_error()
+    assert f"rbd/{c1}" in line
+    assert prov.exists(tmpl) and prov.read(tmpl, 0, MIB) == pattern
+
+    with prov.image(tmpl, read_only=False) as img:
+        img.create_snap("gold")
+    prov.write(tmpl, os.urandom(MIB))  # after the snapshot: clones of gold do not see it
+    c2 = prov.volume()
+    prov.run("create", c2, VOL_SIZE="64", EXTP_ORIGIN=f"{tmpl}@gold").ok()
+    spec = parent(prov, c2)
+    assert spec and (spec["image_name"], spec["snap_name"]) == (tmpl, "gold")
+    assert prov.read(c2, 0, MIB) == pattern
+    assert prov.metadata(c2)["ganeti.uuid"] == prov.uuids[c2]
+    prov.run("remove", tmpl).one_error()
+    assert prov.exists(tmpl)
+
+    for vol in (c1, c2):
+        prov.run("remove", vol).ok()
+    with prov.image(tmpl, read_only=False) as img:
+        img.unprotect_snap("gold")
+        img.remove_snap("gold")
+    prov.run("remove", tmpl).ok()
+    assert not any(prov.exists(v) for v in (tmpl, c1, c2))
+
+
+def test_clone_of_a_big_template_grows_to_the_size_asked(prov: Provider) -> None:
+    """A clone of a 10 GiB (sparse) template asked for 12 GiB is 12 GiB, with the template as parent."""
+    tmpl, vol = prov.volume(), prov.volume()
+    prov.run("create", tmpl, VOL_SIZE="10240").ok()
+    prov.run("create", vol, VOL_SIZE="12288", EXTP_ORIGIN=f"rbd/{tmpl}").ok()
+    assert prov.size_mib(vol) == 12288 and prov.size_mib(tmpl) == 10240
+    spec = parent(prov, vol)
+    assert spec and spec["image_name"] == tmpl
+    prov.run("remove", vol).ok()
+    prov.run("remove", tmpl).ok()
+
+
+def test_clone_chain_is_flattened_beyond_max_depth(prov: Provider) -> None:
+    """With clone_max_depth: 2, a clone of a clone keeps its parent but the next one is flattened
+    (no parent) and still holds the data."""
+    cfg = prov.config("depth2", clone_max_depth=2)
+    base = prov.volume()
+    prov.run("create", base, cfg, VOL_SIZE="64").ok()
+    pattern = os.urandom(MIB)
+    prov.write(base, pattern, MIB)
+    chain = [base]
+    for _ in range(3):
+        vol = prov.volume()
+        prov.run("create", vol, cfg, VOL_SIZE="64", EXTP_ORIGIN=f"rbd/{chain[-1]}").ok()
+        chain.append(vol)
+    for child, origin in ((chain[1], chain[0]), (chain[2], chain[1])):
+        spec = parent(prov, child)
+        assert spec and spec["image_name"] == origin
+    assert parent(prov, chain[3]) is None
+    assert prov.read(chain[3], MIB, MIB) == pattern
+    for vol in reversed(chain):
+        prov.run("remove", vol, cfg).ok()
+    assert not any(prov.exists(v) for v in chain)
+
+
+def test_missing_origin_fails_in_one_line_and_creates_nothing(prov: Provider) -> None:
+    """A missing origin image or snapshot is one clear line, and neither the volume nor a snapshot appears."""
+    tmpl = prov.volume()
+    prov.run("create", tmpl, VOL_SIZE="64").ok()
+    missing = prov.volume()
+    for origin, needle in ((f"rbd/{missing}", missing), (missing, missing), (f"{tmpl}@nosuchsnap", "nosuchsnap")):
+        vol = prov.volume()
+        line = prov.run("create", vol, VOL_SIZE="64", EXTP_ORIGIN=origin).one_error()
+        assert needle in line, line
+        assert not prov.exists(vol)
+    assert not prov.exists(missing)
+    assert snaps(prov, tmpl) == []
+    prov.run("remove", tmpl).ok()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: remove of a clone never drops the ganeti-clone-* snapshot the provider "
+                                       "took of its origin, so every origin=image clone leaves one on the template")
+def test_removing_the_last_clone_drops_the_snapshot_made_for_it(prov: Provider) -> None:
+    """origin=pool/image snapshots the template; once its only clone is removed, that snapshot goes too
+    (as for snapshot volumes), or templates collect one snapshot per instance ever made from them."""
+    tmpl, vol = prov.volume(), prov.volume()
+    prov.run("create", tmpl, VOL_SIZE="64").ok()
+    try:
+        prov.run("create", vol, VOL_SIZE="64", EXTP_ORIGIN=f"rbd/{tmpl}").ok()
+        prov.run("remove", vol).ok()
+        assert snaps(prov, tmpl) == []
+    finally:
+        prov.run("remove", vol).ok()
+        prov.run("remove", tmpl).ok()
+
+
+@pytest.mark.xfail(strict=True, reason="bug: remove checks for user snapshots before clones, so a template whose "
+                                       "clones hang off a user snapshot is refused without naming them, advising "
+                                       "`rbd snap rm`, which fails while the snapshot has clones")
+def test_removing_a_template_names_clones_of_its_user_snapshot(prov: Provider) -> None:
+    """A template with a clone of its own snapshot `gold` is refused naming that clone."""
+    tmpl, vol = prov.volume(), prov.volume()
+    prov.run("create", tmpl, VOL_SIZE="64").ok()
+    with prov.image(tmpl, read_only=False) as img:
+        img.create_snap("gold")
+    try:
+        prov.run("create", vol, VOL_SIZE="64", EXTP_ORIGIN=f"{tmpl}@gold").ok()
+        assert f"rbd/{vol}" in prov.run("remove", tmpl).one_error()
+    finally:
+        prov.run("remove", vol).ok()
+        with prov.image(tmpl, read_only=False) as img:
+            img.unprotect_snap("gold")
+            img.remove_snap("gold")
+        prov.run("remove", tmpl).ok()
+
+
+def test_nothing_leaked(prov: Provider) -> None:
+    """Last in the module: no mapping, rbd-fuse, image, snapshot or trash entry of these tests is left."""
+    assert prov.leaks() == []
