@@ -2,12 +2,14 @@
 
 Each node that opens a volume records itself in the image metadata under
 `ganeti.open.<node>`: exclusive for open(True), shared during a live
-migration (Ganeti calls open(False) on both nodes), with the Ceph address
-it used. close removes the node's record. Another node's exclusive record
-is overruled only when that node is fenced, i.e. its address or its whole
-IP is in the OSD blocklist: a dead owner is never overruled while it might
-still write. At that point the fenced client's RBD exclusive lock (held by
-its QEMU or kernel mapping) is broken too.
+migration (Ganeti calls open(False) on both nodes), with the IP address its
+Ceph clients use. close removes the node's record. Another node's exclusive
+record is overruled only when that node is fenced: its whole IP is in the
+OSD blocklist (`ceph osd blocklist add <ip>:0/0`), which cuts off every Ceph
+client of the node, its QEMUs and mappings included. Blocklisting a single
+client address is not fencing: the process that recorded the open is long
+gone, while the node's VM may still write. Once the owner is fenced, its RBD
+exclusive lock is broken too.
 
 Records live in the image header's metadata, not in RBD advisory locks:
 those share the lock the exclusive-lock feature uses, and would block the
@@ -33,7 +35,7 @@ PREFIX = "ganeti.open."
 class Holder:
     node: str
     exclusive: bool
-    addr: str
+    ip: str
 
 
 def parse_holders(metadata: dict[str, str]) -> list[Holder]:
@@ -44,33 +46,32 @@ def parse_holders(metadata: dict[str, str]) -> list[Holder]:
             continue
         try:
             rec = json.loads(value)
-            out.append(Holder(key[len(PREFIX):], rec.get("mode") != "shared", str(rec.get("addr", ""))))
+            out.append(Holder(key[len(PREFIX):], rec.get("mode") != "shared", str(rec.get("ip", ""))))
         except (ValueError, AttributeError):
             out.append(Holder(key[len(PREFIX):], True, ""))
     return out
 
 
-def blocklisted(blocklist: set[str], addr: str) -> bool:
-    """True if `addr` ("ip:port/nonce", maybe "v2:"-prefixed) or its whole IP is fenced."""
-    plain = addr.split(":", 1)[1] if addr.startswith(("v1:", "v2:", "any:")) else addr
-    ip = plain.rsplit(":", 1)[0]
-    return bool(plain) and (plain in blocklist or f"{ip}:0/0" in blocklist)
+def ip_of(addr: str) -> str:
+    """'v2:1.2.3.4:0/5', '[v2:1.2.3.4:0/5,v1:...]' or '1.2.3.4:0/5' -> '1.2.3.4'."""
+    first = addr.strip("[]").split(",")[0]
+    plain = first.split(":", 1)[1] if first.startswith(("v1:", "v2:", "any:")) else first
+    return plain.rsplit(":", 1)[0]
 
 
-def first_addr(addrs: str) -> str:
-    """'[v2:1.2.3.4:0/5,v1:...]' or 'v2:1.2.3.4:0/5' -> '1.2.3.4:0/5'."""
-    first = addrs.strip("[]").split(",")[0]
-    return first.split(":", 1)[1] if first.startswith(("v1:", "v2:", "any:")) else first
+def fenced(blocklist: set[str], ip: str) -> bool:
+    """True if every Ceph client from `ip` is blocklisted."""
+    return bool(ip) and f"{ip}:0/0" in blocklist
 
 
 def read_blocklist(session: Session) -> set[str]:
     return {entry["addr"] for entry in session.mon_command("osd blocklist ls") or []}
 
 
-def _break_fenced_exclusive_lock(img: rbd.Image, fenced: set[str]) -> None:
+def _break_fenced_exclusive_lock(img: rbd.Image, blocklist: set[str]) -> None:
     """Break the RBD exclusive lock if its owner (a dead node's QEMU or mapping) is fenced."""
     lockers = (img.list_lockers() or {}).get("lockers", [])
-    if any(blocklisted(fenced, addr) for _, _, addr in lockers):
+    if any(fenced(blocklist, ip_of(addr)) for _, _, addr in lockers):
         for owner in img.lock_get_owners():
             img.lock_break(owner["mode"], owner["owner"])
 
@@ -79,25 +80,26 @@ def open_volume(session: Session, pool: str, name: str, node: str, exclusive: bo
     """Record this node as opener; returns what was done."""
     with session.ioctx(pool) as ioctx, session.errors(f"open {pool}/{name}"), rbd.Image(ioctx, name) as img:
         current = parse_holders(dict(img.metadata_list()))
-        fenced: set[str] | None = None
+        blocklist: set[str] | None = None
         for h in current:
             if h.node == node or (not exclusive and not h.exclusive):
                 continue
-            fenced = read_blocklist(session) if fenced is None else fenced
-            if not blocklisted(fenced, h.addr):
+            blocklist = read_blocklist(session) if blocklist is None else blocklist
+            if not fenced(blocklist, h.ip):
                 how = "exclusively" if h.exclusive else "for migration"
                 raise Busy(
-                    f"volume {pool}/{name} is open {how} on node {h.node} ({h.addr or 'address unknown'}); "
-                    f"close it there first, or if {h.node} is dead, fence it (ceph osd blocklist add) first"
+                    f"volume {pool}/{name} is open {how} on node {h.node} ({h.ip or 'address unknown'}); "
+                    f"close it there first, or if {h.node} is dead, fence it first: "
+                    f"ceph osd blocklist add {h.ip or '<its ip>'}:0/0"
                 )
             img.metadata_remove(PREFIX + h.node)
-        if fenced:
-            _break_fenced_exclusive_lock(img, fenced)
+        if blocklist:
+            _break_fenced_exclusive_lock(img, blocklist)
         mine = next((h for h in current if h.node == node), None)
         if mine and mine.exclusive == exclusive:
             return "already open on this node"
-        record = {"mode": "exclusive" if exclusive else "shared",
-                  "addr": first_addr(session.rados.get_addrs()), "since": int(time.time())}
+        record = {"mode": "exclusive" if exclusive else "shared", "ip": ip_of(session.rados.get_addrs()),
+                  "since": int(time.time())}
         img.metadata_set(PREFIX + node, json.dumps(record, sort_keys=True))
     return "opened exclusively" if exclusive else "opened shared (migration)"
 

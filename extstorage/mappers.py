@@ -158,6 +158,10 @@ class Mapper:
     def cleanup(self, t: Target) -> None:
         """Remove leftovers of a half-made mapping (nothing for most mappers)."""
 
+    def refresh(self, dev: str, t: Target, nbytes: int | None = None) -> None:
+        """Make the device show the image's new size after a grow (krbd and
+        rbd-nbd do this by themselves)."""
+
     def client_args(self) -> list[str]:
         return ["-c", self.cfg.conf, "--id", self.cfg.client_id, "--keyring", self.cfg.keyring]
 
@@ -179,7 +183,7 @@ class Krbd(Mapper):
     def map_device(self, t: Target) -> str:
         if not os.path.isdir(os.path.dirname(self.sys_rbd)) and not _module_available("rbd"):
             raise MapError("krbd is not available on this kernel (no rbd module); "
-                           "set mapper: rbd-nbd or fuse-loop in /etc/ganeti/ceph.yaml")
+                           f"set mapper: rbd-nbd or fuse-loop in {self.cfg.source}")
         return run_tool(["rbd", "device", "map", *self.client_args(), t.spec], f"map {t.spec} with krbd",
                         self.cfg.timeouts.osd_op)
 
@@ -202,7 +206,7 @@ class RbdNbd(Mapper):
     def map_device(self, t: Target) -> str:
         if not os.path.exists("/sys/module/nbd") and not _module_available("nbd"):
             raise MapError("rbd-nbd needs the nbd kernel module, which this kernel lacks; "
-                           "set mapper: krbd or fuse-loop in /etc/ganeti/ceph.yaml")
+                           f"set mapper: krbd or fuse-loop in {self.cfg.source}")
         return run_tool(["rbd-nbd", "map", *self.client_args(), t.spec], f"map {t.spec} with rbd-nbd",
                         self.cfg.timeouts.osd_op)
 
@@ -256,6 +260,24 @@ class FuseLoop(Mapper):
 
     def unmap_device(self, dev: str, t: Target) -> None:
         run_tool(["losetup", "-d", dev], f"detach {dev}", 30)
+
+    def refresh(self, dev: str, t: Target, nbytes: int | None = None) -> None:
+        """rbd-fuse shows a grown image's size about a second later; then the
+        loop device takes it with `losetup -c`. Without `nbytes` (attach), only
+        a size rbd-fuse already shows is taken, without waiting."""
+        backing = self.backing_file(t)
+        deadline = time.monotonic() + (self.cfg.timeouts.osd_op if nbytes else 0)
+        while True:
+            try:
+                size = os.stat(backing).st_size
+            except OSError:
+                return
+            if nbytes is None or size >= nbytes or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        sectors = read(os.path.join(self.sys_block, os.path.basename(dev), "size"))
+        if sectors is not None and int(sectors) * 512 < size:
+            run_tool(["losetup", "-c", dev], f"resize {dev}", 30)
 
     def cleanup(self, t: Target) -> None:
         """Unmount, then wait for rbd-fuse to close the image: until it has,

@@ -87,6 +87,8 @@ def do_attach(cfg: Config, req: Request) -> str:
     mapper = mappers.for_config(cfg)
     fsid = conf_fsid(cfg.conf)
     dev = mapper.find(Target(fsid, req.pool, req.volume)) if fsid else None
+    if dev is not None and fsid:
+        mapper.refresh(dev, Target(fsid, req.pool, req.volume))
     if dev is None:
         with Session(cfg) as s:
             s.require_image(req.pool, req.volume)
@@ -114,7 +116,13 @@ def do_remove(cfg: Config, req: Request) -> str:
 def do_grow(cfg: Config, req: Request) -> str:
     with Session(cfg) as s:
         size = volumes.grow(s, req.pool, req.volume, req.new_size_mib or 0)
-    return f"{req.pool}/{req.volume} is {size} MiB"
+        fsid = fsid_of(cfg, s)
+    mapper = mappers.for_config(cfg)
+    target = Target(fsid, req.pool, req.volume)
+    dev = mapper.find(target)
+    if dev:  # mapped here: the device must show the new size before Ganeti looks
+        mapper.refresh(dev, target, size * volumes.MIB)
+    return f"{req.pool}/{req.volume} is {size} MiB" + (f" ({dev} resized)" if dev else "")
 
 
 def do_setinfo(cfg: Config, req: Request) -> str:

@@ -12,7 +12,7 @@ import uuid
 
 import rbd
 
-from extstorage.volumes import DEFAULT_FEATURES, META_SNAP_OF, OUR_SNAP_PREFIX, ImageRef, clone
+from extstorage.volumes import DEFAULT_FEATURES, META_ORIGIN, OUR_SNAP_PREFIX, ImageRef, clone
 from ganeti_ceph.errors import Busy
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
@@ -40,15 +40,15 @@ def remove(session: Session, pool: str, name: str) -> bool:
                 raise Busy(f"image {pool}/{name} is in use by {', '.join(holders)} (a running VM or a mapping); "
                            "stop the instance or detach the disk on that node first")
             snaps = [s["name"] for s in img.list_snaps()]
+            children = _children(session, img, snaps)
+            if children:
+                raise Busy(f"image {pool}/{name} is the origin of {', '.join(children)}; "
+                           "remove or flatten those volumes first")
             foreign = [s for s in snaps if not s.startswith(OUR_SNAP_PREFIX)]
             if foreign:
                 raise Busy(f"image {pool}/{name} has snapshots not made by ganeti-ceph ({', '.join(foreign)}); "
                            "remove or keep them deliberately with `rbd snap rm` first")
-            children = _children(session, img)
-            if children:
-                raise Busy(f"image {pool}/{name} is the origin of {', '.join(children)}; "
-                           "remove or flatten those volumes first")
-            parent = img.metadata_get(META_SNAP_OF) if META_SNAP_OF in dict(img.metadata_list()) else None
+            parent = dict(img.metadata_list()).get(META_ORIGIN)
             for snap in snaps:
                 with session.errors(f"remove snapshot {pool}/{name}@{snap}"):
                     if img.is_protected_snap(snap):
@@ -60,9 +60,15 @@ def remove(session: Session, pool: str, name: str) -> bool:
     return True
 
 
-def _children(session: Session, img: rbd.Image) -> list[str]:
+def _children(session: Session, img: rbd.Image, snaps: list[str]) -> list[str]:
+    """Clones of any of the image's snapshots (list_children sees one snapshot at a time)."""
+    found = set()
     with session.errors("list clones"):
-        return sorted(f"{pool}/{child}" for pool, child in img.list_children())
+        for snap in snaps:
+            img.set_snap(snap)
+            found.update(f"{c['pool']}/{c['image']}" for c in img.list_children2() if not c.get("trash"))
+        img.set_snap(None)
+    return sorted(found)
 
 
 def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> None:
@@ -81,7 +87,7 @@ def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> N
 
 
 def _drop_snapshot_if_unused(session: Session, spec: str) -> None:
-    """After a snapshot volume goes, remove the origin snapshot we made for it."""
+    """After a clone or snapshot volume goes, remove the origin snapshot we made for it."""
     image_spec, _, snap = spec.partition("@")
     pool, _, image = image_spec.partition("/")
     if not snap.startswith(OUR_SNAP_PREFIX):
@@ -94,10 +100,7 @@ def _drop_snapshot_if_unused(session: Session, spec: str) -> None:
         with img:
             if snap not in {s["name"] for s in img.list_snaps()}:
                 return
-            img.set_snap(snap)
-            in_use = list(img.list_children())
-            img.set_snap(None)
-            if in_use:
+            if _children(session, img, [snap]):
                 return
             with session.errors(f"remove snapshot {spec}"):
                 if img.is_protected_snap(snap):
@@ -123,10 +126,8 @@ def snapshot(session: Session, pool: str, name: str, snap_volume: str) -> bool:
         with rbd.Image(ioctx, name) as img, session.errors(f"snapshot {pool}/{name}"):
             img.create_snap(snap)
             img.protect_snap(snap)
-    spec = f"{pool}/{name}@{snap}"
     size = _size_mib_at(session, pool, name)
-    clone(session, ImageRef(pool, name, snap), pool, snap_volume, size, DEFAULT_FEATURES,
-          metadata={META_SNAP_OF: spec}, max_depth=1 << 30)
+    clone(session, ImageRef(pool, name, snap), pool, snap_volume, size, DEFAULT_FEATURES, max_depth=1 << 30)
     return True
 
 

@@ -20,7 +20,7 @@ MIB = 1024 * 1024
 # Snapshots we make carry this prefix; only those are ever removed by us.
 OUR_SNAP_PREFIX = "ganeti-"
 # Metadata keys on every image we create or tag.
-META_UUID, META_CNAME, META_INFO, META_SNAP_OF = "ganeti.uuid", "ganeti.cname", "ganeti.metadata", "ganeti.snapshot-of"
+META_UUID, META_CNAME, META_INFO, META_ORIGIN = "ganeti.uuid", "ganeti.cname", "ganeti.metadata", "ganeti.origin"
 # Safe for krbd on kernels >= 5.3 and for librbd (QEMU, rbd-nbd, rbd-fuse).
 DEFAULT_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 KNOWN_FEATURES = (*DEFAULT_FEATURES, "journaling")
@@ -84,7 +84,7 @@ def size_bytes(mib: int | str, what: str = "size") -> int:
 
 
 def _open(session: Session, ioctx: object, name: str, read_only: bool = False) -> rbd.Image:
-    with session.errors(f"open image {session.cfg.cluster}/{name}"):
+    with session.errors(f"open image {ioctx.name}/{name}"):  # type: ignore[attr-defined]
         return rbd.Image(ioctx, name, read_only=read_only)
 
 
@@ -151,14 +151,15 @@ def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: in
             return False
         with session.ioctx(origin.pool) as pioctx:
             snap = origin.snap or _snapshot_for_clone(session, pioctx, origin)
-            with _open(session, pioctx, origin.image) as parent, session.errors(f"protect {origin}@{snap}"):
+            with _open(session, pioctx, origin.image) as parent, \
+                    session.errors(f"protect {origin.pool}/{origin.image}@{snap}"):
                 if not parent.is_protected_snap(snap):
                     parent.protect_snap(snap)
             depth = 1 + _depth(session, origin.pool, origin.image)
             with session.errors(f"clone {origin.pool}/{origin.image}@{snap} to {pool}/{name}"):
                 rbd.RBD().clone(pioctx, origin.image, snap, ioctx, name, features=feature_bits(features),
                                 data_pool=data_pool)
-        meta = {**meta, "ganeti.origin": f"{origin.pool}/{origin.image}@{snap}"}
+        meta = {**meta, META_ORIGIN: f"{origin.pool}/{origin.image}@{snap}"}
         _set_meta(session, ioctx, name, meta)
         with _open(session, ioctx, name) as img, session.errors(f"finish clone {pool}/{name}"):
             if img.size() < nbytes:

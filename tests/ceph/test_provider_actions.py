@@ -224,8 +224,6 @@ def test_client_key_never_in_argv_or_environment(prov: Provider, local_cluster: 
     assert not [r.action for r in prov.results if key in r.stdout + r.stderr]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: fuse-loop never refreshes the loop device's size (losetup -c) after "
-                                       "grow, so a mapped volume keeps its old size until detached")
 def test_grow_while_mapped_reaches_the_device(prov: Provider) -> None:
     """After grow of a mapped volume, the attach Ganeti runs next returns a device of the new size
     (krbd and rbd-nbd do this by themselves)."""

@@ -163,8 +163,6 @@ def test_missing_origin_fails_in_one_line_and_creates_nothing(prov: Provider) ->
     prov.run("remove", tmpl).ok()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: remove of a clone never drops the ganeti-clone-* snapshot the provider "
-                                       "took of its origin, so every origin=image clone leaves one on the template")
 def test_removing_the_last_clone_drops_the_snapshot_made_for_it(prov: Provider) -> None:
     """origin=pool/image snapshots the template; once its only clone is removed, that snapshot goes too
     (as for snapshot volumes), or templates collect one snapshot per instance ever made from them."""
@@ -179,9 +177,6 @@ def test_removing_the_last_clone_drops_the_snapshot_made_for_it(prov: Provider) 
         prov.run("remove", tmpl).ok()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: remove checks for user snapshots before clones, so a template whose "
-                                       "clones hang off a user snapshot is refused without naming them, advising "
-                                       "`rbd snap rm`, which fails while the snapshot has clones")
 def test_removing_a_template_names_clones_of_its_user_snapshot(prov: Provider) -> None:
     """A template with a clone of its own snapshot `gold` is refused naming that clone."""
     tmpl, vol = prov.volume(), prov.volume()

@@ -1,0 +1,173 @@
+"""`ganeti-ceph-agent`: a node-local helper that keeps librados connected.
+
+A provider call is a fresh process; importing librados and connecting costs
+more than the work itself. The agent holds one connected session per
+cluster config and runs the provider's handlers for the thin executables
+(extstorage/client.py) over a root-only Unix socket. It adds speed, not
+behaviour: every call gives the same output and exit code as the
+in-process path, which is used whenever no agent runs.
+
+    ganeti-ceph-agent start|stop|status|run [--socket PATH] [--pidfile PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from extstorage import provider
+from extstorage.client import DEFAULT_SOCKET
+from ganeti_ceph import procs
+from ganeti_ceph.errors import GanetiCephError, run_main
+from ganeti_ceph.session import SessionPool
+
+DEFAULT_PIDFILE = "/run/ganeti-ceph/agent.pid"
+DEFAULT_LOG = "/var/log/ganeti/ceph-agent.log"
+MAX_REQUEST = 1 << 20
+
+
+def peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+class Handler(socketserver.BaseRequestHandler):
+    server: Server
+
+    def handle(self) -> None:
+        if peer_uid(self.request) not in (0, os.getuid()):
+            return  # only root (Ganeti's noded) may drive volumes
+        data = b""
+        while len(data) < MAX_REQUEST and (chunk := self.request.recv(65536)):
+            data += chunk
+        try:
+            req = json.loads(data)
+            action, env = str(req["action"]), {str(k): str(v) for k, v in req["env"].items()}
+        except (ValueError, KeyError, AttributeError):
+            return
+        out = self.server.run(action, env)
+        self.request.sendall(json.dumps({"code": out.code, "stdout": out.stdout, "stderr": out.stderr}).encode())
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str) -> None:
+        self.pool = SessionPool()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        old = os.umask(0o077)
+        try:
+            super().__init__(path, Handler)
+        finally:
+            os.umask(old)
+
+    def run(self, action: str, env: dict[str, str]) -> provider.Outcome:
+        """Run one call in a worker, bounded by the config's timeouts.action."""
+        result: list[provider.Outcome] = []
+        limit = provider.action_timeout(env)
+        worker = threading.Thread(target=lambda: result.append(provider.execute(action, env, self.pool)),
+                                  daemon=True)
+        worker.start()
+        worker.join(limit)
+        if result:
+            return result[0]
+        return provider.Outcome(4, "", f"rbd {action}: did not finish within {limit:.0f} s (timeouts.action)\n")
+
+
+def serve(path: str, pidfile: str) -> int:
+    server = Server(path)
+    with open(pidfile, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+    def stop(*_: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"ganeti-ceph-agent: serving {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.pool.close_all()
+        for leftover in (path, pidfile):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+    return 0
+
+
+def running_pid(pidfile: str) -> int | None:
+    try:
+        with open(pidfile) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if procs.alive(pid) and "extstorage.agent" in procs.cmdline(pid) else None
+
+
+def start(path: str, pidfile: str, log: str) -> int:
+    if running_pid(pidfile):
+        print(f"ganeti-ceph-agent: already running (pid {running_pid(pidfile)})", file=sys.stderr)
+        return 0
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    os.makedirs(os.path.dirname(pidfile), mode=0o700, exist_ok=True)
+    with open(log, "ab") as fh:
+        subprocess.Popen([sys.executable, "-I", "-m", "extstorage.agent", "run", "--socket", path,
+                          "--pidfile", pidfile], stdin=subprocess.DEVNULL, stdout=fh, stderr=fh,
+                         start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if running_pid(pidfile) and os.path.exists(path):
+            return 0
+        time.sleep(0.02)
+    raise GanetiCephError(f"ganeti-ceph-agent did not start within 10 s; see {log}")
+
+
+def stop_agent(pidfile: str) -> int:
+    pid = running_pid(pidfile)
+    if pid is None:
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while procs.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if procs.alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ganeti-ceph-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("start", "stop", "status", "run"))
+    parser.add_argument("--socket", default=DEFAULT_SOCKET)
+    parser.add_argument("--pidfile", default=DEFAULT_PIDFILE)
+    parser.add_argument("--log", default=DEFAULT_LOG)
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        return serve(args.socket, args.pidfile)
+    if args.action == "start":
+        return start(args.socket, args.pidfile, args.log)
+    if args.action == "stop":
+        return stop_agent(args.pidfile)
+    pid = running_pid(args.pidfile)
+    print(f"ganeti-ceph-agent: {'running, pid ' + str(pid) if pid else 'not running'}")
+    return 0 if pid else 1
+
+
+def entry() -> None:
+    run_main("ganeti-ceph-agent", main)
+
+
+if __name__ == "__main__":
+    entry()
