@@ -16,6 +16,7 @@ setup(
         "console_scripts": [
             "gnt-storage = gnt_storage.cli:entry",
             "ganeti-ceph-setup = extstorage.install:entry",
+            "ganeti-ceph-agent = extstorage.agent:entry",
         ],
     },
 )

@@ -41,7 +41,7 @@ CLIENT = "ganeti"
 POOL = "rbd"
 VOL_MIB = 1024
 TEMPLATE_MIB = 10 * 1024  # clone-create: the template image and the clones' size
-TEMPLATE_DATA = "256M"  # written into the template before its snapshot
+TEMPLATE_DATA = "1G"  # an OS template: 1 GiB written in 10 GiB
 CLONE_BASE_RUNS = 3  # `rbd cp` of the template takes seconds: fewer samples
 
 
@@ -54,6 +54,7 @@ class Cluster:
         self.keyring = os.path.join(root, f"ceph.client.{CLIENT}.keyring")
         self.config = os.path.join(root, "ganeti-ceph.yaml")
         self.ext = os.path.join(SCRATCH, "provider-ext")  # not in root: local-cluster refuses foreign files there
+        self.socket = os.path.join(SCRATCH, "agent.sock")
 
     @classmethod
     def start(cls, shared: Shared) -> Cluster:
@@ -64,12 +65,19 @@ class Cluster:
         time_cmd([GNT_STORAGE, "local-cluster", "up", "--dir", root, "--port", str(port)], timeout=300)
         shutil.rmtree(c.ext, ignore_errors=True)
         install(c.ext, os.path.join(VENV_BIN, "python"), os.path.join(c.ext, "log"))
+        # The node agent, as deployed: the executables hand their calls to it.
+        run_quiet([*c.agent_argv("start")])
         return c
+
+    def agent_argv(self, action: str) -> list[str]:
+        return [os.path.join(VENV_BIN, "ganeti-ceph-agent"), action, "--socket", self.socket,
+                "--pidfile", os.path.join(SCRATCH, "agent.pid"), "--log", os.path.join(SCRATCH, "agent.log")]
 
     def down(self) -> None:
         """Stop the cluster, remove the provider and what its runs left on this node (lock files)."""
         lock_dir = os.path.join(gconfig.load(self.config).run_dir, "lock") if os.path.exists(self.config) else None
         fsid = self.fsid()
+        run_quiet(self.agent_argv("stop"))
         run_quiet([GNT_STORAGE, "local-cluster", "down", "--dir", self.root])
         shutil.rmtree(self.ext, ignore_errors=True)
         if lock_dir and fsid and os.path.isdir(lock_dir):
@@ -90,7 +98,8 @@ class Cluster:
 
     def action(self, action: str, vol: str, **extra: str) -> float:
         """Run our installed executable as Ganeti would; seconds taken."""
-        env = {**clean_env(), "GANETI_CEPH_CONFIG": self.config, "VOL_NAME": vol, "EXTP_PROVIDER": "rbd",
+        env = {**clean_env(), "GANETI_CEPH_CONFIG": self.config, "GANETI_CEPH_AGENT_SOCKET": self.socket,
+               "VOL_NAME": vol, "EXTP_PROVIDER": "rbd",
                "EXTP_ACCESS": "kernelspace", **extra}
         return time_cmd([os.path.join(self.ext, "rbd", action)], env)
 
@@ -260,7 +269,7 @@ def attach_userspace(ctx: Ctx) -> Result:
 def clone_create(ctx: Ctx) -> Result:
     """create with EXTP_ORIGIN=<template>@<snap> (copy-on-write) vs `rbd cp` of that snapshot (a full copy).
 
-    The template: 10 GiB with 256 MiB written, snapshotted once up front. Each
+    The template: 10 GiB with 1 GiB written, snapshotted once up front. Each
     run's clone or copy is removed (untimed) after it.
     """
     c, names = cluster(ctx), Names("clone")

@@ -28,9 +28,18 @@ SCRIPT = "ganeti-ceph-rbd"
 MARKER = "# ganeti-ceph provider"
 
 
-def script_text(python: str) -> str:
-    return (f"#!{python} -I\n{MARKER}: the action is the name this file is run as.\n"
-            "from extstorage.provider import entry\n\nentry()\n")
+def script_text(python: str, path: list[str]) -> str:
+    """`-IS`: no site import (its .pth scan costs more than some actions) and
+    nothing from the environment; the module path is fixed at install time."""
+    return (f"#!{python} -IS\n{MARKER}: the action is the name this file is run as.\n"
+            f"import sys\n\nsys.path[:0] = {path!r}\n"
+            "from extstorage.client import main  # noqa: E402\n\nmain()\n")
+
+
+def module_path() -> list[str]:
+    """Where our package and its dependencies (rados, rbd, yaml) are found now."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [root, *(p for p in sys.path if p and os.path.isdir(p) and p != root)]
 
 
 def install(base: str, python: str, log_dir: str = LOG_DIR) -> str:
@@ -41,7 +50,7 @@ def install(base: str, python: str, log_dir: str = LOG_DIR) -> str:
     script = os.path.join(target, SCRIPT)
     tmp = script + ".tmp"
     with open(tmp, "w") as fh:
-        fh.write(script_text(python))
+        fh.write(script_text(python, module_path()))
     os.chmod(tmp, 0o755)
     os.replace(tmp, script)
     for action in ACTIONS:

@@ -1,9 +1,11 @@
-"""The `rbd` ExtStorage provider: one entry point for every action.
+"""The `rbd` ExtStorage provider: one function per action, one `execute` for all.
 
 Ganeti runs `<provider dir>/<action>` with no arguments and the volume in
-the environment (see doc/extstorage.md). Each executable there is a link to
-one script that calls `entry()`; the action is the name it was run as.
-Diagnostics go to stderr (Ganeti logs them), results to stdout.
+the environment (see doc/extstorage.md). The executable hands the call to
+the node's agent when one runs (extstorage/client.py), else runs it here;
+both call `execute`, so output and exit codes are the same either way.
+Results go to stdout (attach's device and URI), one line of what was done
+or why it failed to stderr (Ganeti logs it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from extstorage import locks, mappers, request, volumes
 from extstorage import remove as removal
@@ -21,10 +26,36 @@ from extstorage.mappers import Target
 from extstorage.request import Request
 from ganeti_ceph import config
 from ganeti_ceph.config import Config
-from ganeti_ceph.errors import UsageError, run_main
-from ganeti_ceph.session import Session
+from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.session import Session, one_shot
 
-Handler = Callable[[Config, Request], str]
+Sessions = Callable[[Config], AbstractContextManager[Session]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler needs: the config, the request, and where sessions come from."""
+
+    cfg: Config
+    req: Request
+    sessions: Sessions
+
+    def session(self) -> AbstractContextManager[Session]:
+        return self.sessions(self.cfg)
+
+    def target(self, fsid: str) -> Target:
+        return Target(fsid, self.req.pool, self.req.volume)
+
+    @property
+    def name(self) -> str:
+        return f"{self.req.pool}/{self.req.volume}"
 
 
 def conf_fsid(conf_path: str) -> str | None:
@@ -40,13 +71,13 @@ def conf_fsid(conf_path: str) -> str | None:
     return None
 
 
-def fsid_of(cfg: Config, session: Session | None = None) -> str:
-    fsid = conf_fsid(cfg.conf)
+def fsid_of(c: Call, session: Session | None = None) -> str:
+    fsid = conf_fsid(c.cfg.conf)
     if fsid:
         return fsid
     if session is not None:
         return session.fsid()
-    with Session(cfg) as s:
+    with c.session() as s:
         return s.fsid()
 
 
@@ -59,129 +90,132 @@ def _meta(req: Request) -> dict[str, str]:
     return meta
 
 
-def do_create(cfg: Config, req: Request) -> str:
+def do_create(c: Call) -> tuple[str, str]:
+    req = c.req
     features = volumes.parse_features(req.params.get("features"))
-    if req.access == "kernelspace" and cfg.mapper == "krbd" and "journaling" in features:
+    if req.access == "kernelspace" and c.cfg.mapper == "krbd" and "journaling" in features:
         raise UsageError("feature journaling is not supported by krbd; drop it or use access=userspace")
     origin = volumes.parse_origin(req.origin, req.pool) if req.origin else None
     data_pool = req.params.get("data_pool")
-    with Session(cfg) as s:
+    with c.session() as s:
         if origin:
             made = volumes.clone(s, origin, req.pool, req.volume, req.size_mib or 0, features, data_pool,
-                                 _meta(req), cfg.clone_max_depth)
+                                 _meta(req), c.cfg.clone_max_depth)
             what = f"cloned from {origin}"
         else:
             made = volumes.create(s, req.pool, req.volume, req.size_mib or 0, features, data_pool, _meta(req))
             what = "created"
-    return f"{req.pool}/{req.volume} {what if made else 'already exists (same volume)'}"
+    return "", f"{c.name} {what if made else 'already exists (same volume)'}"
 
 
-def do_attach(cfg: Config, req: Request) -> str:
-    """Print the device (line 1) and the userspace URI (line 2) for Ganeti."""
-    if req.access == "userspace":
-        with Session(cfg) as s:
-            s.require_image(req.pool, req.volume)
-        print()
-        print(f"kvm:{userspace_uri(req.pool, req.volume, cfg.client_id)}")
-        return ""
-    mapper = mappers.for_config(cfg)
-    fsid = conf_fsid(cfg.conf)
-    dev = mapper.find(Target(fsid, req.pool, req.volume)) if fsid else None
+def do_attach(c: Call) -> tuple[str, str]:
+    """Line 1: the block device (empty in userspace mode); line 2: the URI."""
+    uri = f"kvm:{userspace_uri(c.req.pool, c.req.volume, c.cfg.client_id)}\n"
+    if c.req.access == "userspace":
+        with c.session() as s:
+            s.require_image(c.req.pool, c.req.volume)
+        return "\n" + uri, ""
+    mapper = mappers.for_config(c.cfg)
+    fsid = conf_fsid(c.cfg.conf)
+    dev = mapper.find(c.target(fsid)) if fsid else None
     if dev is not None and fsid:
-        mapper.refresh(dev, Target(fsid, req.pool, req.volume))
+        mapper.refresh(dev, c.target(fsid))
     if dev is None:
-        with Session(cfg) as s:
-            s.require_image(req.pool, req.volume)
-            dev = mapper.map(Target(fsid_of(cfg, s), req.pool, req.volume))
-    print(dev)
-    print(f"kvm:{userspace_uri(req.pool, req.volume, cfg.client_id)}")
-    return ""
+        with c.session() as s:
+            s.require_image(c.req.pool, c.req.volume)
+            dev = mapper.map(c.target(fsid_of(c, s)))
+    return f"{dev}\n{uri}", ""
 
 
-def do_detach(cfg: Config, req: Request) -> str:
+def do_detach(c: Call) -> tuple[str, str]:
     """Unmap what attach mapped, in either access mode; fine if nothing is."""
-    target = Target(fsid_of(cfg), req.pool, req.volume)
-    removed = mappers.for_config(cfg).unmap(target)
-    return f"{req.pool}/{req.volume} " + ("unmapped" if removed else "was not mapped on this node")
+    removed = mappers.for_config(c.cfg).unmap(c.target(fsid_of(c)))
+    return "", f"{c.name} " + ("unmapped" if removed else "was not mapped on this node")
 
 
-def do_remove(cfg: Config, req: Request) -> str:
+def do_remove(c: Call) -> tuple[str, str]:
     """Ganeti detaches first; a mapping still present (here or elsewhere) is a
     watcher, and remove refuses rather than pull a disk from under a VM."""
-    with Session(cfg) as s:
-        gone = removal.remove(s, req.pool, req.volume)
-    return f"{req.pool}/{req.volume} " + ("removed" if gone else "was already gone")
+    with c.session() as s:
+        gone = removal.remove(s, c.req.pool, c.req.volume)
+    return "", f"{c.name} " + ("removed" if gone else "was already gone")
 
 
-def do_grow(cfg: Config, req: Request) -> str:
-    with Session(cfg) as s:
-        size = volumes.grow(s, req.pool, req.volume, req.new_size_mib or 0)
-        fsid = fsid_of(cfg, s)
-    mapper = mappers.for_config(cfg)
-    target = Target(fsid, req.pool, req.volume)
-    dev = mapper.find(target)
+def do_grow(c: Call) -> tuple[str, str]:
+    with c.session() as s:
+        size = volumes.grow(s, c.req.pool, c.req.volume, c.req.new_size_mib or 0)
+        fsid = fsid_of(c, s)
+    mapper = mappers.for_config(c.cfg)
+    dev = mapper.find(c.target(fsid))
     if dev:  # mapped here: the device must show the new size before Ganeti looks
-        mapper.refresh(dev, target, size * volumes.MIB)
-    return f"{req.pool}/{req.volume} is {size} MiB" + (f" ({dev} resized)" if dev else "")
+        mapper.refresh(dev, c.target(fsid), size * volumes.MIB)
+    return "", f"{c.name} is {size} MiB" + (f" ({dev} resized)" if dev else "")
 
 
-def do_setinfo(cfg: Config, req: Request) -> str:
-    with Session(cfg) as s:
-        volumes.set_metadata(s, req.pool, req.volume, {volumes.META_INFO: req.metadata or ""})
-    return f"{req.pool}/{req.volume} metadata set"
+def do_setinfo(c: Call) -> tuple[str, str]:
+    with c.session() as s:
+        volumes.set_metadata(s, c.req.pool, c.req.volume, {volumes.META_INFO: c.req.metadata or ""})
+    return "", f"{c.name} metadata set"
 
 
-def do_snapshot(cfg: Config, req: Request) -> str:
-    with Session(cfg) as s:
-        made = removal.snapshot(s, req.pool, req.volume, req.snapshot_name or "")
-    return f"{req.pool}/{req.snapshot_name} " + ("made" if made else "already exists")
+def do_snapshot(c: Call) -> tuple[str, str]:
+    with c.session() as s:
+        made = removal.snapshot(s, c.req.pool, c.req.volume, c.req.snapshot_name or "")
+    return "", f"{c.req.pool}/{c.req.snapshot_name} " + ("made" if made else "already exists")
 
 
-def do_open(cfg: Config, req: Request) -> str:
-    with Session(cfg) as s:
-        return f"{req.pool}/{req.volume} " + locks.open_volume(s, req.pool, req.volume, cfg.node_name,
-                                                                bool(req.open_exclusive))
+def do_open(c: Call) -> tuple[str, str]:
+    with c.session() as s:
+        done = locks.open_volume(s, c.req.pool, c.req.volume, c.cfg.node_name, bool(c.req.open_exclusive))
+    return "", f"{c.name} {done}"
 
 
-def do_close(cfg: Config, req: Request) -> str:
-    with Session(cfg) as s:
-        had = locks.close_volume(s, req.pool, req.volume, cfg.node_name)
-    return f"{req.pool}/{req.volume} " + ("closed" if had else "was not open on this node")
+def do_close(c: Call) -> tuple[str, str]:
+    with c.session() as s:
+        had = locks.close_volume(s, c.req.pool, c.req.volume, c.cfg.node_name)
+    return "", f"{c.name} " + ("closed" if had else "was not open on this node")
 
 
-def do_verify(cfg: Config, req: Request) -> str:
+def do_verify(c: Call) -> tuple[str, str]:
     """Parameters and config are valid, the cluster answers, pool (and origin) exist."""
-    volumes.parse_features(req.params.get("features"))
-    with Session(cfg) as s:
-        with s.ioctx(req.pool):
-            pass
-        if req.params.get("data_pool"):
-            with s.ioctx(req.params["data_pool"]):
+    params = c.req.params
+    volumes.parse_features(params.get("features"))
+    with c.session() as s:
+        for pool in filter(None, (c.req.pool, params.get("data_pool"))):
+            with s.ioctx(pool):
                 pass
-        if req.origin:
-            ref = volumes.parse_origin(req.origin, req.pool)
+        if c.req.origin:
+            ref = volumes.parse_origin(c.req.origin, c.req.pool)
             s.require_image(ref.pool, ref.image)
-    if req.access == "kernelspace":
-        mappers.for_config(cfg)  # a known mapper (config already validated it)
-    return f"parameters and cluster {cfg.cluster} OK"
+    return "", f"parameters and cluster {c.cfg.cluster} OK"
 
 
-HANDLERS: dict[str, Handler] = {
+HANDLERS: dict[str, Callable[[Call], tuple[str, str]]] = {
     "create": do_create, "attach": do_attach, "detach": do_detach, "remove": do_remove, "grow": do_grow,
     "setinfo": do_setinfo, "snapshot": do_snapshot, "open": do_open, "close": do_close, "verify": do_verify,
 }
 
 
-def run(action: str, env: Mapping[str, str], watchdog: bool = False) -> int:
-    """Load config, check the request, do the action; every error is one line."""
-    cfg = config.load(config.config_path(dict(env)))
-    if watchdog:
-        _watchdog(cfg.timeouts.action, action)
-    req = request.parse(action, env, cfg.pool)
-    note = HANDLERS[action](cfg, req)
-    if note:
-        print(f"rbd {action}: {note}", file=sys.stderr)
-    return 0
+def execute(action: str, env: Mapping[str, str], sessions: Sessions = one_shot) -> Outcome:
+    """Run one provider call; every failure is one stderr line and an exit code."""
+    try:
+        cfg = config.load(config.config_path(dict(env)))
+        req = request.parse(action, env, cfg.pool)
+        out, note = HANDLERS[action](Call(cfg, req, sessions))
+    except GanetiCephError as exc:
+        return Outcome(exc.exit_code, "", f"rbd {action}: {exc.message}\n")
+    except Exception as exc:  # a bug: still one line for Ganeti, the traceback for the log
+        traceback.print_exc(file=sys.stderr)
+        return Outcome(1, "", f"rbd {action}: internal error: {type(exc).__name__}: {exc}\n")
+    return Outcome(0, out, f"rbd {action}: {note}\n" if note else "")
+
+
+def action_timeout(env: Mapping[str, str]) -> float:
+    """timeouts.action of the config the call names (a default if it cannot be read)."""
+    try:
+        return config.load(config.config_path(dict(env))).timeouts.action
+    except GanetiCephError:
+        return config.Timeouts().action
 
 
 def _watchdog(seconds: float, action: str) -> None:
@@ -196,8 +230,15 @@ def _watchdog(seconds: float, action: str) -> None:
 
 
 def entry() -> None:
+    """The in-process path: run the call named by argv[0] and exit with its code."""
     action = os.path.basename(sys.argv[0])
     env = dict(os.environ)
     os.environ.clear()  # children (rbd, losetup...) inherit nothing from noded
     os.environ.update({"PATH": mappers.PATH, "LC_ALL": "C"})
-    run_main(f"rbd {action}", lambda: run(action, env, watchdog=True))
+    _watchdog(action_timeout(env), action)
+    out = execute(action, env)
+    sys.stdout.write(out.stdout)
+    sys.stderr.write(out.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(out.code)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ganeti_ceph.config import Config
-from ganeti_ceph.errors import CephError, ceph_errors, from_errno
+from ganeti_ceph.errors import CephError, CephUnavailable, ceph_errors, from_errno
 
 
 def _secs(value: float) -> int:
@@ -113,3 +115,62 @@ class Session:
         with self.errors("get fsid"):
             return str(self.rados.get_fsid())
 
+
+
+@contextmanager
+def one_shot(cfg: Config) -> Iterator[Session]:
+    """A session for one call: connect, use, shut down."""
+    with Session(cfg) as session:
+        yield session
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+class SessionPool:
+    """Connected sessions kept across calls (the agent), one per config.
+
+    The key includes the conf and keyring files' mtimes, so a rewritten conf
+    or a rotated key gets a fresh connection. A session that failed to reach
+    the cluster is dropped and rebuilt on next use. Replaced sessions are
+    only shut down at close_all: another thread may still be using them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[tuple, Session] = {}
+        self._retired: list[Session] = []
+
+    @contextmanager
+    def __call__(self, cfg: Config) -> Iterator[Session]:
+        key = (cfg, _mtime(cfg.conf), _mtime(cfg.keyring))
+        with self._lock:
+            session = self._sessions.get(key)
+        if session is None:
+            fresh = Session(cfg)
+            fresh.connect()  # outside the lock: it may take up to timeouts.connect
+            with self._lock:
+                session = self._sessions.setdefault(key, fresh)
+                for old in [k for k in self._sessions if k[0] == cfg and k != key]:
+                    self._retired.append(self._sessions.pop(old))
+            if session is not fresh:
+                fresh.close()
+        try:
+            yield session
+        except CephUnavailable:
+            with self._lock:
+                if self._sessions.get(key) is session:
+                    self._retired.append(self._sessions.pop(key))
+            raise
+
+    def close_all(self) -> None:
+        with self._lock:
+            sessions = [*self._sessions.values(), *self._retired]
+            self._sessions.clear()
+            self._retired.clear()
+        for session in sessions:
+            session.close()

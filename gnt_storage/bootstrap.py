@@ -95,6 +95,11 @@ def mkfs_all(spec: ClusterSpec, osds: list[str], env: dict[str, str]) -> dict[st
     return uuids
 
 
+def require_modern_clients(session: Session) -> None:
+    """Mimic or newer clients only: RBD clones then need no snapshot protection (clone v2)."""
+    session.mon_command("osd set-require-min-compat-client", version="mimic", yes_i_really_mean_it=True)
+
+
 def register_osds(session: Session, uuids: dict[str, str]) -> None:
     for osd_id, osd_uuid in uuids.items():
         session.mon_command("osd new", uuid=osd_uuid, id=int(osd_id))

@@ -233,6 +233,7 @@ def _bring_up(spec: ClusterSpec, opts: Options, env: dict[str, str]) -> None:
     timeouts = Timeouts(connect=15, mon_op=30, osd_op=max(30.0, opts.wait))
     with Session(admin_config(spec.root, timeouts)) as session:
         bootstrap.register_osds(session, uuids)
+        bootstrap.require_modern_clients(session)
         bootstrap.create_pools(session, spec)
         progress(f"starting {len(osds)} OSDs")
         daemons.start([Daemon("osd", i) for i in osds], spec.conf_path, spec.path("log"), env)

@@ -81,9 +81,16 @@ class Result:
 class Provider:
     """The provider installed in `base`, plus what the tests made with it."""
 
-    def __init__(self, cluster: LocalCluster, base: str) -> None:
+    def __init__(self, cluster: LocalCluster, base: str, agent: bool = False) -> None:
         self.cluster = cluster
         self.base = base
+        # The executables hand calls to an agent when one answers on this
+        # socket; without one (a path nobody listens on) they run in-process.
+        self.socket = os.path.join(base, "agent.sock")
+        self.agent = [sys.executable, "-m", "extstorage.agent", "--socket", self.socket, "--pidfile",
+                      os.path.join(base, "agent.pid"), "--log", os.path.join(base, "agent.log")]
+        if agent:
+            subprocess.run([*self.agent[:3], "start", *self.agent[3:]], check=True, timeout=30)
         self.dir = install(os.path.join(base, "extstorage"), sys.executable, log_dir=os.path.join(base, "log"))
         self.fake_bin = os.path.join(base, "fake-bin")
         self.fake_calls = os.path.join(base, "fake-tool-calls")
@@ -128,6 +135,7 @@ class Provider:
     def env(self, action: str, vol: str, config: str | None, extra: dict[str, str | None]) -> dict[str, str]:
         env = {**HOSTILE, "PATH": f"{self.fake_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "LC_ALL": "C", "GANETI_CEPH_CONFIG": config or self.a, "VOL_NAME": vol,
+               "GANETI_CEPH_AGENT_SOCKET": self.socket,
                "EXTP_PROVIDER": "rbd", "EXTP_ACCESS": "kernelspace"}
         if action in WITH_UUID and vol in self.uuids:
             env["VOL_UUID"] = self.uuids[vol]
@@ -205,6 +213,7 @@ class Provider:
 
     def cleanup(self) -> None:
         """Forcibly remove whatever leaked, so one failure does not spoil the session."""
+        subprocess.run([*self.agent[:3], "stop", *self.agent[3:]], check=True, timeout=30)
         for run_dir in sorted(self.run_dirs):
             for path in glob.glob("/sys/block/loop*/loop/backing_file"):
                 with contextlib.suppress(OSError), open(path) as fh:
@@ -240,9 +249,9 @@ def mounts_under(run_dir: str) -> list[str]:
         return [line.split()[1] for line in fh if line.split()[1].startswith(run_dir + "/")]
 
 
-def provider_fixture(cluster: LocalCluster, base: str) -> Iterator[Provider]:
+def provider_fixture(cluster: LocalCluster, base: str, agent: bool = False) -> Iterator[Provider]:
     """Body of each module's provider fixture: install, yield, then fail on any leak."""
-    prov = Provider(cluster, base)
+    prov = Provider(cluster, base, agent)
     yield prov
     leaked = prov.leaks()
     prov.cleanup()

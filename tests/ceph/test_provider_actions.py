@@ -35,9 +35,12 @@ from tests.ceph.provider_env import (
 from tests.conftest import LocalCluster
 
 
-@pytest.fixture(scope="module")
-def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("provider-actions")))
+@pytest.fixture(scope="module", params=["in-process", "agent"])
+def prov(request: pytest.FixtureRequest, local_cluster: LocalCluster,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
+    """Every test here runs twice: the executable doing the work itself, and handing it to the agent."""
+    base = str(tmp_path_factory.mktemp(f"provider-actions-{request.param}"))
+    yield from provider_fixture(local_cluster, base, agent=request.param == "agent")
 
 
 def mapped_here(prov: Provider, vol: str) -> list[str]:

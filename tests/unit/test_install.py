@@ -13,7 +13,7 @@ def test_install_and_remove(tmp_path) -> None:
         path = os.path.join(target, action)
         assert os.path.islink(path) and os.access(path, os.X_OK)
     with open(os.path.join(target, install.SCRIPT)) as fh:
-        assert fh.readline() == "#!/usr/bin/python3 -I\n"
+        assert fh.readline() == "#!/usr/bin/python3 -IS\n"
     assert os.path.isfile(os.path.join(target, "parameters.list"))
     assert os.path.isdir(tmp_path / "log")
     install.install(str(tmp_path), "/usr/bin/python3", log_dir=str(tmp_path / "log"))  # idempotent
