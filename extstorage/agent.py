@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -26,7 +25,7 @@ import threading
 import time
 
 from extstorage import provider
-from extstorage.client import DEFAULT_SOCKET
+from extstorage.client import DEFAULT_SOCKET, decode_request, encode_answer
 from ganeti_ceph import procs
 from ganeti_ceph.errors import GanetiCephError, run_main
 from ganeti_ceph.session import SessionPool
@@ -51,12 +50,11 @@ class Handler(socketserver.BaseRequestHandler):
         while len(data) < MAX_REQUEST and (chunk := self.request.recv(65536)):
             data += chunk
         try:
-            req = json.loads(data)
-            action, env = str(req["action"]), {str(k): str(v) for k, v in req["env"].items()}
-        except (ValueError, KeyError, AttributeError):
+            action, env = decode_request(data)
+        except ValueError:
             return
         out = self.server.run(action, env)
-        self.request.sendall(json.dumps({"code": out.code, "stdout": out.stdout, "stderr": out.stderr}).encode())
+        self.request.sendall(encode_answer(out.code, out.stdout, out.stderr))
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -1,17 +1,19 @@
 """The provider executable's fast path: hand the call to the node's agent.
 
-This module imports only the standard library's socket/json/os/sys, so a
-provider call costs a bare Python start plus one local round trip. The
-agent (extstorage/agent.py) holds a connected librados session and runs the
-same handlers. When no agent answers, the call runs in this process
-instead (extstorage.provider): the agent makes calls fast, never possible.
+This module imports nothing but `_socket`, `os` and `sys`: a provider call
+then costs a bare Python start plus one local round trip. The agent
+(extstorage/agent.py) holds a connected librados session and runs the same
+handlers. When no agent answers, the call runs in this process instead
+(extstorage.provider): the agent makes calls fast, never possible.
+
+Wire format, NUL-separated (environment strings cannot hold NUL):
+request `action NUL key=value NUL ...`, answer `code NUL stdout NUL stderr`.
 """
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import socket
 import sys
 
 DEFAULT_SOCKET = "/run/ganeti-ceph/agent.sock"
@@ -27,23 +29,41 @@ def request_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(PASSED) or k in PASSED_NAMES}
 
 
-def ask_agent(path: str, action: str, env: dict[str, str]) -> dict | None:
+def encode_request(action: str, env: dict[str, str]) -> bytes:
+    return "\0".join([action, *(f"{k}={v}" for k, v in request_env(env).items())]).encode()
+
+
+def decode_request(data: bytes) -> tuple[str, dict[str, str]]:
+    action, *pairs = data.decode().split("\0")
+    return action, dict(p.split("=", 1) for p in pairs if "=" in p)
+
+
+def encode_answer(code: int, stdout: str, stderr: str) -> bytes:
+    return "\0".join([str(code), stdout.replace("\0", ""), stderr.replace("\0", "")]).encode()
+
+
+def decode_answer(data: bytes) -> tuple[int, str, str]:
+    code, stdout, stderr = data.decode().split("\0", 2)
+    return int(code), stdout, stderr
+
+
+def ask_agent(path: str, action: str, env: dict[str, str]) -> tuple[int, str, str] | None:
     """The agent's answer, or None when there is no agent to ask."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(BACKSTOP)
     try:
         try:
             sock.connect(path)
         except OSError:
             return None
-        sock.sendall(json.dumps({"action": action, "env": request_env(env)}).encode())
-        sock.shutdown(socket.SHUT_WR)
+        sock.sendall(encode_request(action, env))
+        sock.shutdown(_socket.SHUT_WR)
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     finally:
         sock.close()
-    return json.loads(b"".join(chunks)) if chunks else None
+    return decode_answer(b"".join(chunks)) if chunks else None
 
 
 def main() -> None:
@@ -52,15 +72,16 @@ def main() -> None:
     try:
         answer = ask_agent(env.get(SOCKET_ENV) or DEFAULT_SOCKET, action, env)
     except (OSError, ValueError) as exc:  # agent died mid-call: say so, do not retry blindly
-        print(f"rbd {action}: the ganeti-ceph agent failed during the call ({exc}); retry", file=sys.stderr)
+        sys.stderr.write(f"rbd {action}: the ganeti-ceph agent failed during the call ({exc}); retry\n")
         sys.exit(4)
     if answer is None:
         from extstorage.provider import entry
 
         entry()
         return
-    sys.stdout.write(answer["stdout"])
-    sys.stderr.write(answer["stderr"])
+    code, stdout, stderr = answer
+    sys.stdout.write(stdout)
+    sys.stderr.write(stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    sys.exit(int(answer["code"]))
+    sys.exit(code)
