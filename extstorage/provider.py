@@ -19,14 +19,14 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from extstorage import locks, mappers, request, volumes
+from extstorage import locks, mappers, request, snapshots, volumes
 from extstorage import remove as removal
 from extstorage.access import userspace_uri
 from extstorage.mappers import Target
 from extstorage.request import Request
 from ganeti_ceph import config
 from ganeti_ceph.config import Config
-from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
 from ganeti_ceph.session import Session, one_shot
 
 Sessions = Callable[[Config], AbstractContextManager[Session]]
@@ -113,7 +113,7 @@ def do_attach(c: Call) -> tuple[str, str]:
     uri = f"kvm:{userspace_uri(c.req.pool, c.req.volume, c.cfg.client_id)}\n"
     if c.req.access == "userspace":
         with c.session() as s:
-            s.require_image(c.req.pool, c.req.volume)
+            _require_volume(s, c)
         return "\n" + uri, ""
     mapper = mappers.for_config(c.cfg)
     fsid = conf_fsid(c.cfg.conf)
@@ -122,9 +122,18 @@ def do_attach(c: Call) -> tuple[str, str]:
         mapper.refresh(dev, c.target(fsid))
     if dev is None:
         with c.session() as s:
-            s.require_image(c.req.pool, c.req.volume)
+            _require_volume(s, c)
             dev = mapper.map(c.target(fsid_of(c, s)))
     return f"{dev}\n{uri}", ""
+
+
+def _require_volume(s: Session, c: Call) -> None:
+    """The image exists, or is a pending snapshot volume, made real now."""
+    try:
+        s.require_image(c.req.pool, c.req.volume)
+    except NotFound:
+        if not snapshots.materialize(s, c.req.pool, c.req.volume):
+            raise
 
 
 def do_detach(c: Call) -> tuple[str, str]:
@@ -160,12 +169,13 @@ def do_setinfo(c: Call) -> tuple[str, str]:
 
 def do_snapshot(c: Call) -> tuple[str, str]:
     with c.session() as s:
-        made = removal.snapshot(s, c.req.pool, c.req.volume, c.req.snapshot_name or "")
+        made = snapshots.snapshot(s, c.req.pool, c.req.volume, c.req.snapshot_name or "")
     return "", f"{c.req.pool}/{c.req.snapshot_name} " + ("made" if made else "already exists")
 
 
 def do_open(c: Call) -> tuple[str, str]:
     with c.session() as s:
+        _require_volume(s, c)
         done = locks.open_volume(s, c.req.pool, c.req.volume, c.cfg.node_name, bool(c.req.open_exclusive))
     return "", f"{c.name} {done}"
 

@@ -1,0 +1,118 @@
+"""Point-in-time snapshots that Ganeti handles as volumes, and our origin snapshots.
+
+Ganeti's `snapshot` asks for a copy named VOL_SNAPSHOT_NAME that it then
+attaches, opens, reads, detaches and removes like any volume (gnt-backup
+export). The snapshot action only takes an RBD snapshot (the point in
+time) and records it in the pool's registry object; the copy-on-write
+clone that Ganeti reads is made when the snapshot volume is first used
+(`materialize`, from attach or open). Removing the snapshot volume removes
+the clone if one was made, the RBD snapshot and the registry entry: nothing
+is left behind, even when the volume was never attached.
+"""
+
+from __future__ import annotations
+
+import os
+
+import rados
+import rbd
+
+from extstorage.volumes import DEFAULT_FEATURES, OUR_SNAP_PREFIX, ImageRef, clone, exists_fast
+from ganeti_ceph.naming import check_image_name
+from ganeti_ceph.session import Session
+
+REGISTRY = "ganeti_ceph_snapshots"  # omap: snapshot volume -> "image@snapshot"
+
+
+def _pending(session: Session, ioctx: rados.Ioctx, snap_volume: str) -> str | None:
+    with session.errors("read the snapshot registry"), rados.ReadOpCtx() as op:
+        it, _ = ioctx.get_omap_vals_by_keys(op, (snap_volume,))
+        try:
+            ioctx.operate_read_op(op, REGISTRY)
+        except rados.ObjectNotFound:
+            return None
+        return next((v.decode() for _, v in it), None)
+
+
+def _record(session: Session, ioctx: rados.Ioctx, snap_volume: str, spec: str | None) -> None:
+    with session.errors("write the snapshot registry"), rados.WriteOpCtx() as op:
+        if spec is None:
+            ioctx.remove_omap_keys(op, (snap_volume,))
+        else:
+            op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
+            ioctx.set_omap(op, (snap_volume,), (spec.encode(),))
+        ioctx.operate_write_op(op, REGISTRY)
+
+
+def snapshot(session: Session, pool: str, name: str, snap_volume: str) -> bool:
+    """Take the point-in-time snapshot of `name` for the volume `snap_volume`.
+
+    False if that snapshot volume already exists or is pending (a repeat).
+    """
+    check_image_name(snap_volume)
+    with session.ioctx(pool) as ioctx:
+        if exists_fast(ioctx, snap_volume) or _pending(session, ioctx, snap_volume):
+            return False
+        snap = f"{OUR_SNAP_PREFIX}snap-{os.urandom(6).hex()}"
+        with rbd.Image(ioctx, name) as img, session.errors(f"snapshot {pool}/{name}"):
+            img.create_snap(snap)
+        _record(session, ioctx, snap_volume, f"{name}@{snap}")
+    return True
+
+
+def materialize(session: Session, pool: str, snap_volume: str) -> bool:
+    """Make the pending snapshot volume a real image; False if none is pending."""
+    with session.ioctx(pool) as ioctx:
+        spec = _pending(session, ioctx, snap_volume)
+        if spec is None:
+            return False
+        if not exists_fast(ioctx, snap_volume):
+            image, _, snap = spec.partition("@")
+            with rbd.Image(ioctx, image, read_only=True, snapshot=snap) as img:
+                size = max(1, img.size() // (1024 * 1024))
+            # Never flattened: the copy lives only as long as the export.
+            clone(session, ImageRef(pool, image, snap), pool, snap_volume, size, DEFAULT_FEATURES,
+                  max_depth=1 << 30, parent_depth=0)
+        _record(session, ioctx, snap_volume, None)
+    return True
+
+
+def forget_pending(session: Session, ioctx: rados.Ioctx, pool: str, snap_volume: str) -> bool:
+    """remove of a snapshot volume never attached: drop its RBD snapshot and entry."""
+    spec = _pending(session, ioctx, snap_volume)
+    if spec is None:
+        return False
+    drop_if_unused(session, f"{pool}/{spec}")
+    _record(session, ioctx, snap_volume, None)
+    return True
+
+
+def children(session: Session, img: rbd.Image, snaps: list[str]) -> list[str]:
+    """Clones of any of the image's snapshots (list_children sees one snapshot at a time)."""
+    found = set()
+    with session.errors("list clones"):
+        for snap in snaps:
+            img.set_snap(snap)
+            found.update(f"{c['pool']}/{c['image']}" for c in img.list_children2() if not c.get("trash"))
+        img.set_snap(None)
+    return sorted(found)
+
+
+def drop_if_unused(session: Session, spec: str) -> None:
+    """Remove `pool/image@snap` if it is one we made and no clone uses it."""
+    image_spec, _, snap = spec.partition("@")
+    pool, _, image = image_spec.partition("/")
+    if not snap.startswith(OUR_SNAP_PREFIX):
+        return
+    with session.ioctx(pool) as ioctx:
+        try:
+            img = rbd.Image(ioctx, image)
+        except rbd.ImageNotFound:
+            return
+        with img:
+            if snap not in {s["name"] for s in img.list_snaps()} or children(session, img, [snap]):
+                return
+            with session.errors(f"remove snapshot {spec}"):
+                if img.is_protected_snap(snap):
+                    img.unprotect_snap(snap)
+                img.remove_snap(snap)
