@@ -126,6 +126,8 @@ def render_conf(spec: ClusterSpec) -> str:
             "mon_data_avail_warn": 2,
             "mon_data_avail_crit": 1,
             "mon_allow_pool_delete": "true",
+            # The cluster and audit logs too, not only the daemon logs, stay under root.
+            "mon_cluster_log_file": f"default={r}/log/ceph.$channel.log cluster={r}/log/ceph.log",
             # Read by the mon: only light optional mgr modules (halves mgr RSS).
             "mgr_initial_modules": "iostat",
         },

@@ -1,0 +1,241 @@
+"""A real N-node Ganeti cluster on this one machine, for end-to-end tests and the demo.
+
+Network plan (nothing is routed outside; eth0 is never touched):
+
+    root namespace:  bridge gcbr0 198.51.100.1/24   <- the caller's Ceph binds here
+                       |-- veth gcv0 --- node0: eth0 in bridge br0, 198.51.100.10/24 (+ cluster IP .100)
+                       `-- veth gcv1 --- node1: eth0 in bridge br0, 198.51.100.11/24
+
+Each node is a set of namespaces (see testbed.netns) with a private view
+of Ganeti's directories (see testbed.nodefs). br0 is on every node, so it
+serves as the master netdev (the veth gives it carrier; this kernel has no
+dummy interfaces) and as the instance NIC link. Node 0 is the master.
+
+Usage from Python: `tb = Testbed(workdir, ceph_dir); tb.network_up()`, then
+bring Ceph up on 198.51.100.1, then `tb.up()`, `tb.run(0, [...])`, and
+`tb.down()` (idempotent; also after a failed or half-done up).
+CLI: `python -m testbed.ganeti up|down|status|shell` (see testbed.cli).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ganeti_ceph.log import progress
+from testbed import mappings as fuse_loop
+from testbed import netns, nodefs
+from testbed.netns import Holder
+
+BRIDGE = "gcbr0"
+HOST_ADDR = "198.51.100.1"
+NET_PREFIX = "198.51.100."
+CLUSTER_IP = NET_PREFIX + "100"
+DOMAIN = "gcb.test"
+CLUSTER_NAME = f"cluster.{DOMAIN}"
+NODE_BRIDGE = "br0"
+VETH_PREFIX = "gcv"  # root-namespace ends: gcv0, gcv1...
+BIN = os.path.dirname(sys.executable)
+SETUP = os.path.join(BIN, "ganeti-ceph-setup")
+INIT_FLAGS = (
+    "--enabled-hypervisors=fake,kvm", "--enabled-disk-templates=ext,file",
+    "-H", "kvm:kernel_path=,initrd_path=,kvm_path=/usr/bin/qemu-system-x86_64,kvm_flag=enabled",
+    f"--master-netdev={NODE_BRIDGE}", "--master-netmask=24", f"--nic-parameters=link={NODE_BRIDGE}",
+    "--no-etc-hosts",  # every node's /etc/hosts is written by the test bed
+    "--file-storage-dir=/srv/ganeti/file-storage",
+    # Small test disks and instances must pass the instance policy.
+    "--specs-disk-size=min=1,std=256", "--specs-mem-size=min=32,std=128",
+)
+# This kernel's /proc/diskstats has 20 fields and there is no DRBD: these collectors make mond fail.
+COLLECTORS = "--enabled-data-collectors=diskstats=False,drbd=False"
+
+
+class TestbedError(RuntimeError):
+    """Bringing the test bed up or down failed."""
+
+
+class Testbed:
+    """N Ganeti nodes in namespaces under `workdir`, using the Ceph cluster of `ceph_dir`."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, workdir: str, ceph_dir: str, nodes: int = 2) -> None:
+        if not 1 <= nodes <= 80:
+            raise ValueError("nodes must be between 1 and 80")
+        self.workdir = os.path.abspath(workdir)
+        self.ceph_dir = os.path.abspath(ceph_dir)
+        self.nodes = [nodefs.Node(i, f"node{i}.{DOMAIN}", f"{NET_PREFIX}{10 + i}",
+                                  os.path.join(self.workdir, f"node{i}")) for i in range(nodes)]
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.addr for n in self.nodes]
+
+    @property
+    def master(self) -> str:
+        return self.nodes[0].name
+
+    # -- running things inside nodes -------------------------------------------------
+    def holder(self, index: int) -> Holder:
+        found = netns.find(self.nodes[index].dir)
+        if not found:
+            raise TestbedError(f"node {index} ({self.nodes[index].name}) is not running")
+        return found[0]
+
+    def enter_argv(self, index: int) -> list[str]:
+        """The nsenter prefix that runs a command inside node `index`."""
+        return self.holder(index).enter()
+
+    def run(self, index: int, argv: list[str], check: bool = True, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv as root inside node `index` with a plain root environment; output captured."""
+        res = subprocess.run([*self.enter_argv(index), *argv], capture_output=True, text=True, timeout=timeout,
+                             input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                             env=netns.node_env(), check=False)
+        if check and res.returncode != 0:
+            shown = " ".join(argv) if len(" ".join(argv)) < 200 else " ".join(argv)[:200] + "..."
+            raise TestbedError(f"{self.nodes[index].short}: {shown} failed (exit {res.returncode}):\n"
+                               f"{res.stdout}{res.stderr}".rstrip())
+        return res
+
+    def gnt(self, *argv: str, timeout: float = 300) -> str:
+        """Run a Ganeti command on the master; its stdout."""
+        return self.run(0, list(argv), timeout=timeout).stdout
+
+    # -- bring-up ------------------------------------------------------------------------
+    def network_up(self) -> None:
+        """The root bridge with the host address; Ceph must be bound to it before `up`."""
+        if netns.bridge_up(BRIDGE, f"{HOST_ADDR}/24"):
+            progress(f"bridge {BRIDGE} with {HOST_ADDR}/24 created")
+
+    def up(self) -> None:
+        """Start every node, create the cluster on node 0 and add the others. Cleans up after itself on failure."""
+        started = time.monotonic()
+        self._preflight()
+        self.network_up()
+        self.nodes_down()
+        try:
+            with ThreadPoolExecutor(len(self.nodes)) as pool:  # ssh-keygen and friends: ~2 s a node
+                list(pool.map(self._start_node, self.nodes))
+            progress(f"{len(self.nodes)} node(s) running; initialising cluster {CLUSTER_NAME} on {self.master}")
+            self.run(0, ["gnt-cluster", "init", *INIT_FLAGS, CLUSTER_NAME])
+            self.run(0, ["gnt-cluster", "modify", COLLECTORS])
+            for node in self.nodes[1:]:
+                self._join(node)
+        except BaseException:
+            progress("bring-up failed: stopping the nodes (their directories stay for a look)")
+            self.nodes_down()
+            raise
+        progress(f"cluster {CLUSTER_NAME} up with {', '.join(self.node_names)} in {time.monotonic() - started:.1f} s")
+
+    def _preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise TestbedError("the test bed needs root (namespaces, mounts, links)")
+        for path in ("ceph.conf", "ganeti-ceph.yaml"):
+            if not os.path.exists(os.path.join(self.ceph_dir, path)):
+                raise TestbedError(f"{self.ceph_dir}/{path} not found: bring Ceph up there first "
+                                   f"(gnt-storage local-cluster up --dir {self.ceph_dir} --addr {HOST_ADDR})")
+        others = sorted({os.path.dirname(t) for t in netns.all_tags()} - {self.workdir})
+        if others:
+            raise TestbedError(f"another test bed runs from {others[0]} (links and addresses are per host): "
+                               f"bring it down first: python -m testbed.ganeti down --dir {others[0]}")
+        for tool in ("unshare", "nsenter", "gnt-cluster", "sshd", "rbd-fuse", SETUP):
+            if not os.path.exists(tool) and not any(os.path.exists(os.path.join(d, tool))
+                                                    for d in netns.PATH.split(":")):
+                raise TestbedError(f"{tool} not found; run `make install` (Ganeti, openssh-server, rbd-fuse)")
+
+    def _start_node(self, node: nodefs.Node) -> None:
+        """Namespaces, private files, network, sshd and the provider: a host ready to join."""
+        nodefs.prepare(node)
+        nodefs.seed(node, self.nodes, self.ceph_dir, CLUSTER_NAME, CLUSTER_IP)
+        holder = netns.spawn(node.dir, node.path("holder.log"))
+        netns.drop_foreign_mounts(holder)
+        self.run(node.index, ["sh", "-ec", nodefs.mount_script(node)])
+        netns.veth_into(f"{VETH_PREFIX}{node.index}", BRIDGE, holder, "eth0")
+        self.run(node.index, ["sh", "-ec", (
+            f"ip link add {NODE_BRIDGE} type bridge\nip link set eth0 master {NODE_BRIDGE} up\n"
+            f"ip addr add {node.addr}/24 dev {NODE_BRIDGE}\nip link set {NODE_BRIDGE} up\n")])
+        self.run(node.index, ["/usr/lib/ganeti/ensure-dirs"])
+        self.run(node.index, [SETUP, "install"])  # as a user would, into the node's /usr/local/lib
+        self.run(node.index, ["/etc/init.d/ssh", "start"])
+
+    def _join(self, node: nodefs.Node) -> None:
+        """Let the master in over ssh (what an admin does by hand), then `gnt-node add`."""
+        master_key = self.nodes[0].path("root-ssh", "id_rsa.pub")
+        with open(master_key) as fh, open(node.path("root-ssh", "authorized_keys"), "a") as out:
+            out.write(fh.read())
+        os.chmod(node.path("root-ssh", "authorized_keys"), 0o600)
+        progress(f"adding {node.name}")
+        self.run(0, ["gnt-node", "add", "--no-ssh-key-check", node.name])
+
+    # -- tear-down ------------------------------------------------------------------------
+    def nodes_down(self) -> None:
+        """Kill every node of this work dir, however many `up` made (and with them their mounts, interfaces
+        and processes); leave the root bridge."""
+        tags = {n.dir for n in self.nodes} | {t for t in netns.all_tags() if os.path.dirname(t) == self.workdir}
+        for tag in sorted(tags):
+            for holder in netns.find(tag):
+                self._detach_loops(holder)
+                # Deleting the veth now takes the host end along at once, instead of whenever
+                # the kernel gets round to cleaning up the dead namespace.
+                netns.sh([*holder.enter(), "ip", "link", "del", "eth0"], check=False)
+                netns.kill(holder)
+        self._detach_loops()
+
+    def network_down(self) -> None:
+        """Remove the root bridge, unless something (Ceph) still listens on its address."""
+        if netns.link_exists(BRIDGE) and listening_on(HOST_ADDR):
+            raise TestbedError(f"something still listens on {HOST_ADDR} (Ceph?): stop it first, e.g. "
+                               f"gnt-storage local-cluster down --dir {self.ceph_dir}; bridge {BRIDGE} kept")
+        netns.link_delete(BRIDGE)
+
+    def down(self) -> None:
+        """Everything `up` and `network_up` made, gone; safe to call any time, any number of times."""
+        started = time.monotonic()
+        self.nodes_down()
+        self.network_down()
+        progress(f"test bed in {self.workdir} down in {time.monotonic() - started:.1f} s")
+
+    def _detach_loops(self, holder: Holder | None = None) -> None:
+        """Loop devices are global: detach the node's (or, with no holder, any of our
+        cluster's), else they would outlive the node and keep rbd-fuse's image open."""
+        found = fuse_loop.of_node(holder)["loops"] if holder else self.leaked_loops()
+        for loop in found:
+            netns.sh(["losetup", "-d", loop], check=False)
+
+    def mappings(self, index: int) -> dict[str, list[str]]:
+        """Node `index`'s rbd-fuse mounts and the loop devices over them."""
+        return fuse_loop.of_node(self.holder(index))
+
+    def leaked_loops(self) -> list[str]:
+        """Loop devices over any fuse-loop mapping of our Ceph cluster, on any node."""
+        return fuse_loop.of_cluster(fuse_loop.ceph_fsid(os.path.join(self.ceph_dir, "ceph.conf")))
+
+    def status(self) -> dict[str, list[int]]:
+        """Holder pids of each node by name (empty: not running)."""
+        return {n.name: [h.pid for h in netns.find(n.dir)] for n in self.nodes}
+
+
+def listening_on(addr: str) -> bool:
+    """True if a TCP socket in the root namespace listens on `addr` (e.g. Ceph's mon)."""
+    want = socket.inet_aton(addr)[::-1].hex().upper()
+    try:
+        with open("/proc/net/tcp") as fh:
+            rows = [line.split() for line in fh.readlines()[1:]]
+    except OSError:
+        return False
+    return any(r[1].split(":")[0] == want and r[3] == "0A" for r in rows)  # 0A: LISTEN
+
+
+if __name__ == "__main__":
+    from testbed.cli import main
+
+    sys.exit(main())
