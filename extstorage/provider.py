@@ -82,7 +82,7 @@ def fsid_of(c: Call, session: Session | None = None) -> str:
 
 
 def _meta(req: Request) -> dict[str, str]:
-    meta = {}
+    meta = {volumes.META_ACCESS: req.access}
     if req.uuid:
         meta[volumes.META_UUID] = req.uuid
     if req.cname:
@@ -98,7 +98,10 @@ def do_create(c: Call) -> tuple[str, str]:
     origin = volumes.parse_origin(req.origin, req.pool) if req.origin else None
     data_pool = req.params.get("data_pool")
     with c.session() as s:
-        if origin:
+        if req.params.get("adopt"):
+            made = volumes.adopt(s, req.pool, req.params["adopt"], req.volume, req.size_mib or 0, _meta(req))
+            what = f"adopted from {req.pool}/{req.params['adopt']}"
+        elif origin:
             made = volumes.clone(s, origin, req.pool, req.volume, req.size_mib or 0, features, data_pool,
                                  _meta(req), c.cfg.clone_max_depth)
             what = f"cloned from {origin}"

@@ -23,6 +23,8 @@ PARAMETERS = {
                 "fast-diff+deep-flatten)",
     "data_pool": "pool for the image's data objects (e.g. erasure-coded); metadata stays in pool",
     "access": "kernelspace (mapped block device, default) or userspace (QEMU's own librbd)",
+    "adopt": "take over this existing image of the pool (renamed to the new volume) instead of creating one; "
+             "used by gnt-storage rbd-access",
 }
 # Set by Ganeti itself for every ext disk; accepted but not ours to validate.
 GANETI_PARAMETERS = ("provider",)
@@ -88,6 +90,10 @@ def parse(action: str, env: Mapping[str, str], default_pool: str) -> Request:
         raise UsageError(f"access={access!r} is not valid; use kernelspace or userspace")
     if "data_pool" in params:
         check_pool_name(params["data_pool"])
+    if "adopt" in params:
+        check_image_name(params["adopt"])
+        if "origin" in params:
+            raise UsageError("give either origin or adopt, not both")
     kwargs: dict = {}
     if action == "create":
         kwargs["size_mib"] = _mib(env, "VOL_SIZE")

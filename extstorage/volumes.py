@@ -23,6 +23,8 @@ MIB = 1024 * 1024
 OUR_SNAP_PREFIX = "ganeti-"
 # Metadata keys on every image we create or tag.
 META_UUID, META_CNAME, META_INFO, META_ORIGIN = "ganeti.uuid", "ganeti.cname", "ganeti.metadata", "ganeti.origin"
+# The disk's access mode, which hooks cannot learn from Ganeti (see doc/hooks.md).
+META_ACCESS = "ganeti.access"
 # Safe for krbd on kernels >= 5.3 and for librbd (QEMU, rbd-nbd, rbd-fuse).
 DEFAULT_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 KNOWN_FEATURES = (*DEFAULT_FEATURES, "journaling")
@@ -242,6 +244,38 @@ def _depth(session: Session, pool: str, name: str, limit: int = 64) -> int:
                 return depth
         pool, name = spec["pool_name"], spec["image_name"]
     return limit
+
+
+def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
+          metadata: dict[str, str] | None = None) -> bool:
+    """Take over image `old` as volume `name`: a rename, no data copied.
+
+    Refused while the image is in use (watchers) or when the new volume
+    would be smaller than the image. A repeat after success is a no-op.
+    """
+    check_image_name(name)
+    nbytes = size_bytes(size_mib)
+    meta = metadata or {}
+    with session.ioctx(pool) as ioctx:
+        if not exists_fast(ioctx, old) and exists_fast(ioctx, name):
+            _check_same_volume(ioctx, pool, name, meta, nbytes)
+            return False
+        with _open(session, ioctx, old) as img:
+            me = session.rados.get_instance_id()
+            users = sorted({w["addr"] for w in img.watchers_list() if w.get("id") != me})
+            if users:
+                raise Busy(f"image {pool}/{old} is in use by {', '.join(users)}; stop the instance before adopting it")
+            if img.size() > nbytes:
+                raise UsageError(f"image {pool}/{old} is {img.size() // MIB} MiB, more than the {nbytes // MIB} MiB "
+                                 "asked; give at least its size (volumes never shrink)")
+        with session.errors(f"rename {pool}/{old} to {name}"):
+            rbd.RBD().rename(ioctx, old, name)
+        with _open(session, ioctx, name) as img, session.errors(f"finish adopting {pool}/{name}"):
+            if img.size() < nbytes:
+                img.resize(nbytes)
+            for key, value in meta.items():
+                img.metadata_set(key, value)
+    return True
 
 
 def grow(session: Session, pool: str, name: str, new_mib: int | str) -> int:

@@ -196,6 +196,28 @@ def test_removing_a_template_names_clones_of_its_user_snapshot(prov: Provider) -
         prov.run("remove", tmpl).ok()
 
 
+def test_adopt_renames_without_copying(prov: Provider) -> None:
+    """create with adopt= takes the old image over under the new name (the access switch's step):
+    same data, new metadata, refused while mapped or when it would shrink; a repeat is a no-op."""
+    old, new = prov.volume(), prov.volume()
+    prov.run("create", old, VOL_SIZE="64").ok()
+    pattern = os.urandom(MIB)
+    prov.write(old, pattern, 0)
+    prov.attach(old)
+    assert "in use" in prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT=old, EXTP_ACCESS="userspace").one_error()
+    prov.run("detach", old).ok()
+    assert "volumes never shrink" in prov.run("create", new, VOL_SIZE="32", EXTP_ADOPT=old).one_error()
+    assert not prov.exists(new) and prov.exists(old)
+    prov.run("create", new, VOL_SIZE="128", EXTP_ADOPT=old, EXTP_ACCESS="userspace").ok()
+    prov.run("create", new, VOL_SIZE="128", EXTP_ADOPT=old, EXTP_ACCESS="userspace").ok()  # Ganeti retry
+    assert not prov.exists(old)
+    assert prov.read(new, 0, MIB) == pattern and prov.size_mib(new) == 128
+    meta = prov.metadata(new)
+    assert meta["ganeti.access"] == "userspace" and meta["ganeti.uuid"] == prov.uuids[new]
+    prov.run("remove", new).ok()
+    prov.run("remove", old).ok()
+
+
 def test_nothing_leaked(prov: Provider) -> None:
     """Last in the module: no mapping, rbd-fuse, image, snapshot or trash entry of these tests is left."""
     assert prov.leaks() == []
