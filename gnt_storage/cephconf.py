@@ -21,8 +21,11 @@ MON_CAPS = {"mon": "allow *"}
 
 
 def rbd_client_caps(pool: str) -> dict[str, str]:
-    """Ganeti's client: RBD on its pool only, and blocklisting for fencing."""
-    return {"mon": "profile rbd", "osd": f"profile rbd pool={pool}", "mgr": f"profile rbd pool={pool}"}
+    """Ganeti's client: RBD on its pool only. `profile rbd` may add blocklist
+    entries (fencing); lifting one when a fenced node is readded needs
+    the whole `osd blocklist` command."""
+    return {"mon": "profile rbd, allow command 'osd blocklist'", "osd": f"profile rbd pool={pool}",
+            "mgr": f"profile rbd pool={pool}"}
 
 
 def new_key(secret: bytes | None = None, now: float | None = None) -> str:
