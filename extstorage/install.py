@@ -1,4 +1,4 @@
-"""`ganeti-ceph-setup install|remove`: put the `rbd` provider where Ganeti looks.
+"""`ganeti-ceph-setup install|remove`: the `rbd` provider and the hooks, where Ganeti looks.
 
 Writes `<dir>/rbd/` with one script and a link per action (Ganeti accepts
 symlinks), plus parameters.list, and creates /var/log/ganeti/extstorage,
@@ -26,14 +26,57 @@ LOG_DIR = "/var/log/ganeti/extstorage"
 PROVIDER = "rbd"
 SCRIPT = "ganeti-ceph-rbd"
 MARKER = "# ganeti-ceph provider"
+DEFAULT_HOOKS_DIR = "/etc/ganeti/hooks"
+HOOK_NAME = "50-ganeti-ceph"  # Ganeti runs hooks matching ^[a-zA-Z0-9_-]+$ in lexical order
+HOOK_SCRIPT = "ganeti-ceph-hook"  # the one program behind every link (not itself in a *.d dir)
+HOOKS = (("instance-start", "pre"), ("instance-migrate", "pre"), ("instance-failover", "pre"),
+         ("instance-stop", "post"), ("instance-remove", "post"), ("instance-migrate", "post"),
+         ("instance-failover", "post"), ("node-add", "post"))
 
 
-def script_text(python: str, path: list[str]) -> str:
+def script_text(python: str, path: list[str], module: str = "extstorage.client", func: str = "main") -> str:
     """`-IS`: no site import (its .pth scan costs more than some actions) and
     nothing from the environment; the module path is fixed at install time."""
     return (f"#!{python} -IS\n{MARKER}: the action is the name this file is run as.\n"
             f"import sys\n\nsys.path[:0] = {path!r}\n"
-            "from extstorage.client import main  # noqa: E402\n\nmain()\n")
+            f"from {module} import {func}  # noqa: E402\n\n{func}()\n")
+
+
+def install_hooks(hooks_dir: str, python: str) -> list[str]:
+    """One script, linked into every hook path it serves (name: HOOK_NAME)."""
+    os.makedirs(hooks_dir, mode=0o755, exist_ok=True)
+    script = os.path.join(hooks_dir, HOOK_SCRIPT)
+    _write_executable(script, script_text(python, module_path(), "hooks.main", "entry"))
+    done = []
+    for hpath, phase in HOOKS:
+        d = os.path.join(hooks_dir, f"{hpath}-{phase}.d")
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        link = os.path.join(d, HOOK_NAME)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        os.symlink(script, link)
+        done.append(link)
+    return done
+
+
+def remove_hooks(hooks_dir: str) -> int:
+    removed = 0
+    for hpath, phase in HOOKS:
+        link = os.path.join(hooks_dir, f"{hpath}-{phase}.d", HOOK_NAME)
+        if os.path.islink(link) and os.readlink(link) == os.path.join(hooks_dir, HOOK_SCRIPT):
+            os.unlink(link)
+            removed += 1
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(hooks_dir, HOOK_SCRIPT))
+    return removed
+
+
+def _write_executable(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, path)
 
 
 def module_path() -> list[str]:
@@ -47,12 +90,7 @@ def install(base: str, python: str, log_dir: str = LOG_DIR) -> str:
     if os.path.exists(target) and not _is_ours(target):
         raise UsageError(f"{target} exists and is not a ganeti-ceph provider; move it away first")
     os.makedirs(target, mode=0o755, exist_ok=True)
-    script = os.path.join(target, SCRIPT)
-    tmp = script + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(script_text(python, module_path()))
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, script)
+    _write_executable(os.path.join(target, SCRIPT), script_text(python, module_path()))
     for action in ACTIONS:
         link = os.path.join(target, action)
         with contextlib.suppress(FileNotFoundError):
@@ -89,15 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("install", "remove"))
     parser.add_argument("--extstorage-dir", default=DEFAULT_DIR,
                         help=f"one of Ganeti's ExtStorage search paths (default {DEFAULT_DIR})")
+    parser.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR,
+                        help=f"Ganeti's hooks directory (default {DEFAULT_HOOKS_DIR})")
+    parser.add_argument("--no-hooks", action="store_true", help="only the provider, not the KVM access hooks")
     args = parser.parse_args(argv)
     if args.extstorage_dir not in SEARCH_PATH:
         print(f"ganeti-ceph-setup: note: {args.extstorage_dir} is not in Ganeti's default search path",
               file=sys.stderr)
     if args.action == "install":
         print(f"installed provider {PROVIDER} in {install(args.extstorage_dir, sys.executable)}")
+        if not args.no_hooks:
+            links = install_hooks(args.hooks_dir, sys.executable)
+            print(f"installed hook {HOOK_NAME} in {len(links)} hook paths under {args.hooks_dir}")
     else:
         gone = remove(args.extstorage_dir)
         print(f"provider {PROVIDER} {'removed from' if gone else 'was not in'} {args.extstorage_dir}")
+        if not args.no_hooks:
+            print(f"removed hook {HOOK_NAME} from {remove_hooks(args.hooks_dir)} hook paths")
     return 0
 
 

@@ -29,3 +29,15 @@ def test_never_overwrites_a_foreign_provider(tmp_path) -> None:
     with pytest.raises(UsageError):
         install.remove(str(tmp_path))
     assert (tmp_path / "rbd" / "create").exists()
+
+
+def test_hooks_install_and_remove(tmp_path) -> None:
+    links = install.install_hooks(str(tmp_path), "/usr/bin/python3")
+    assert len(links) == len(install.HOOKS)
+    for hpath, phase in install.HOOKS:
+        link = tmp_path / f"{hpath}-{phase}.d" / install.HOOK_NAME
+        assert link.is_symlink() and os.access(link, os.X_OK)
+    script = (tmp_path / install.HOOK_SCRIPT).read_text()
+    assert "from hooks.main import entry" in script and script.startswith("#!/usr/bin/python3 -IS\n")
+    assert install.remove_hooks(str(tmp_path)) == len(install.HOOKS)
+    assert not (tmp_path / install.HOOK_SCRIPT).exists()

@@ -1,0 +1,89 @@
+"""Can this node serve an `rbd` disk in its access mode? One problem per line.
+
+Each check returns problems as text naming what is missing and the fix;
+the hook vetoes with the first. The probes (files, modules) are
+parameters, so the logic is unit-tested on a fake filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from ganeti_ceph.config import Config
+
+QEMU_MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/qemu", "/usr/lib/qemu", "/usr/lib64/qemu")
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Features krbd cannot map (Linux >= 5.3 handles the rest of our defaults).
+KRBD_UNSUPPORTED = ("journaling",)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Where to look; tests point these at a fake tree."""
+
+    root: str = "/"
+    qemu_module_dirs: tuple[str, ...] = QEMU_MODULE_DIRS
+
+    def path(self, p: str) -> str:
+        return os.path.join(self.root, p.lstrip("/"))
+
+    def readable(self, p: str) -> bool:
+        return os.access(self.path(p), os.R_OK) and os.path.isfile(self.path(p))
+
+    def exists(self, p: str) -> bool:
+        return os.path.exists(self.path(p))
+
+    def which(self, binary: str) -> bool:
+        return shutil.which(binary, path=":".join(self.path(d) for d in PATH.split(":"))) is not None
+
+
+def qemu_rbd(probe: Probe) -> bool:
+    return any(probe.exists(os.path.join(d, "block-rbd.so")) for d in probe.qemu_module_dirs)
+
+
+def userspace(cfg: Config, probe: Probe, chroot: str | None = None) -> list[str]:
+    """QEMU opens `rbd:pool/image:id=client`: it needs its rbd driver and
+    /etc/ceph/ceph.conf plus the client's keyring (the URI carries neither)."""
+    problems = []
+    if not qemu_rbd(probe):
+        problems.append("QEMU has no rbd block driver (block-rbd.so); install qemu-block-extra")
+    conf, keyring = "/etc/ceph/ceph.conf", f"/etc/ceph/ceph.client.{cfg.client_id}.keyring"
+    for need in (conf, keyring):
+        if not probe.readable(need):
+            problems.append(f"{need} is missing or unreadable; QEMU needs it for userspace access "
+                            "(copy it from the cluster, mode 0600 for the keyring)")
+    if chroot is not None:
+        for need in (conf, keyring):
+            if not probe.readable(os.path.join(chroot, need.lstrip("/"))):
+                problems.append(f"{need} is missing inside the KVM chroot {chroot}; QEMU cannot hot-plug "
+                                "userspace disks there")
+    return problems
+
+
+def kernelspace(cfg: Config, probe: Probe, module_loaded: bool, features: tuple[str, ...]) -> list[str]:
+    """The configured mapper can run here and the image's features suit it."""
+    mapper = cfg.mapper
+    problems = []
+    if mapper == "krbd":
+        if not probe.which("rbd"):
+            problems.append("the rbd tool is missing; install ceph-common")
+        if not module_loaded:
+            problems.append(f"this kernel has no krbd (rbd module); set mapper: rbd-nbd or fuse-loop in {cfg.source}")
+        bad = [f for f in features if f in KRBD_UNSUPPORTED]
+        if bad:
+            problems.append(f"krbd cannot map images with {', '.join(bad)}; use access=userspace or another mapper")
+    elif mapper == "rbd-nbd":
+        if not probe.which("rbd-nbd"):
+            problems.append("rbd-nbd is missing; install the rbd-nbd package")
+        if not module_loaded:
+            problems.append(f"this kernel has no nbd module; set mapper: krbd or fuse-loop in {cfg.source}")
+    else:
+        for tool, package in (("rbd-fuse", "rbd-fuse"), ("losetup", "mount")):
+            if not probe.which(tool):
+                problems.append(f"{tool} is missing; install {package}")
+        for dev in ("/dev/fuse", "/dev/loop-control"):
+            if not probe.exists(dev):
+                problems.append(f"{dev} is missing: the fuse-loop mapper needs FUSE and loop devices")
+    return problems

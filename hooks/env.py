@@ -1,0 +1,78 @@
+"""What a Ganeti hook is told: the GANETI_* environment, parsed (pure).
+
+Hooks run with a reset environment (only GANETI_* and a fixed PATH) on the
+master and the nodes involved. They get each disk's provider and volume
+name, but no disk parameters: the access mode comes from the image's
+metadata instead (see hooks/main.py and doc/hooks.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Disk:
+    index: int
+    provider: str
+    volume: str
+    size_mib: int
+
+
+@dataclass(frozen=True)
+class HookEnv:
+    hpath: str
+    phase: str
+    master: str
+    instance: str = ""
+    primary: str = ""
+    old_primary: str = ""
+    new_primary: str = ""
+    node_name: str = ""
+    node_ip: str = ""
+    ignore_consistency: bool = False
+    disks: tuple[Disk, ...] = ()
+    hv: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rbd_disks(self) -> tuple[Disk, ...]:
+        return tuple(d for d in self.disks if d.provider == "rbd")
+
+
+def _disks(env: Mapping[str, str], prefix: str) -> list[Disk]:
+    out = []
+    count = int(env.get(f"{prefix}DISK_COUNT", "0") or 0)
+    for i in range(count):
+        p = f"{prefix}DISK{i}_"
+        if env.get(p + "DEV_TYPE") != "ext":
+            continue
+        try:
+            size = int(float(env.get(p + "SIZE", "0") or 0))
+        except ValueError:
+            size = 0
+        out.append(Disk(i, env.get(p + "PROVIDER", ""), env.get(p + "ID", ""), size))
+    return out
+
+
+def parse(env: Mapping[str, str]) -> HookEnv:
+    g = {k[len("GANETI_"):]: v for k, v in env.items() if k.startswith("GANETI_")}
+    disks = _disks(g, "INSTANCE_")
+    # A disk added by instance-modify only shows in the post phase, as POST_INSTANCE_*.
+    post = {k[len("POST_"):]: v for k, v in g.items() if k.startswith("POST_INSTANCE_")}
+    known = {d.volume for d in disks}
+    disks += [d for d in _disks(post, "INSTANCE_") if d.volume not in known]
+    return HookEnv(
+        hpath=g.get("HOOKS_PATH", ""), phase=g.get("HOOKS_PHASE", ""), master=g.get("MASTER", ""),
+        instance=g.get("INSTANCE_NAME", ""), primary=g.get("INSTANCE_PRIMARY", ""),
+        old_primary=g.get("OLD_PRIMARY", ""), new_primary=g.get("NEW_PRIMARY", ""),
+        node_name=g.get("NODE_NAME", ""), node_ip=g.get("NODE_PIP", ""),
+        ignore_consistency=g.get("IGNORE_CONSISTENCY") == "True",
+        disks=tuple(disks),
+        hv={k[len("INSTANCE_HV_"):]: v for k, v in g.items() if k.startswith("INSTANCE_HV_")},
+    )
+
+
+def same_node(a: str, b: str) -> bool:
+    """Ganeti names nodes by FQDN; a host may know itself by its short name."""
+    return bool(a and b) and (a == b or a.split(".")[0] == b.split(".")[0])

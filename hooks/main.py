@@ -1,0 +1,193 @@
+"""The ganeti-ceph hook: one program for every hook path it is installed in.
+
+- instance-start/migrate/failover, pre: on the node that will run the
+  instance, check it can serve each `rbd` disk in its access mode; veto with
+  one line naming the disk and the fix.
+- instance-failover, pre, on the master: an old primary that is offline or
+  unreachable is fenced (its IP blocklisted) before the new primary opens
+  the disks.
+- instance-stop/remove/migrate/failover, post: no mapping of the
+  instance's disks is left on the old node.
+- node-add, post, on the master: a readded node's blocklist entry is lifted.
+
+The access mode of a disk is read from its image's metadata
+(`ganeti.access`, written by the provider at create and by
+`gnt-storage rbd-access`): Ganeti does not give hooks disk parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable
+
+from extstorage import mappers
+from extstorage.mappers import Target
+from extstorage.provider import conf_fsid
+from extstorage.volumes import META_ACCESS
+from ganeti_ceph import config
+from ganeti_ceph.config import Config
+from ganeti_ceph.errors import UsageError, run_main
+from ganeti_ceph.session import Session
+from hooks import checks
+from hooks.env import Disk, HookEnv, parse, same_node
+
+SSCONF = "/var/lib/ganeti"
+NODED_PORT = 1811
+FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted on readd, not Ceph's default hour
+CHROOT_BASE = "/var/run/ganeti/kvm-hypervisor/chroot"
+
+
+def say(text: str) -> None:
+    print(f"ganeti-ceph: {text}", flush=True)
+
+
+def disk_info(session: Session, cfg: Config, disk: Disk) -> tuple[str, str, tuple[str, ...]]:
+    """(pool, access, features) of the disk's image; the config's pool first, then any pool."""
+    import rbd
+
+    pools = [cfg.pool, *(p for p in session.rados.list_pools() if p != cfg.pool)]
+    for pool in pools:
+        with session.ioctx(pool) as ioctx:
+            try:
+                with rbd.Image(ioctx, disk.volume, read_only=True) as img:
+                    meta = dict(img.metadata_list())
+                    names = rbd.RBD().features_to_string(img.features()).split(",")
+                    return pool, meta.get(META_ACCESS, "kernelspace"), tuple(n for n in names if n)
+            except rbd.ImageNotFound:
+                continue
+    raise UsageError(f"disk {disk.index} ({disk.volume}) has no image in any pool of cluster {cfg.cluster}")
+
+
+def module_present(name: str) -> bool:
+    if os.path.isdir(f"/sys/module/{name}") or (name == "rbd" and os.path.isdir("/sys/bus/rbd")):
+        return True
+    return mappers._module_available(name)
+
+
+def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
+    """Veto (raise) unless this node can serve every rbd disk of the instance."""
+    chroot = None
+    if h.hv.get("use_chroot") == "True":
+        chroot = os.path.join(CHROOT_BASE, h.instance)
+    with Session(cfg) as s:
+        for disk in h.rbd_disks:
+            pool, access, features = disk_info(s, cfg, disk)
+            if access == "userspace":
+                if chroot:
+                    provision_chroot(cfg, chroot)
+                problems = checks.userspace(cfg, probe, chroot)
+            else:
+                module = {"krbd": "rbd", "rbd-nbd": "nbd"}.get(cfg.mapper, "fuse")
+                problems = checks.kernelspace(cfg, probe, module_present(module), features)
+            if problems:
+                raise UsageError(f"disk {disk.index} ({pool}/{disk.volume}, {access}) cannot be served on this "
+                                 f"node: {problems[0]}")
+            say(f"disk {disk.index} ({pool}/{disk.volume}): {access} access OK")
+
+
+def provision_chroot(cfg: Config, chroot: str) -> None:
+    """QEMU runs chrooted (use_chroot): hot-plugged userspace disks read
+    /etc/ceph inside it, so the conf and keyring are copied there."""
+    etc = os.path.join(chroot, "etc", "ceph")
+    os.makedirs(etc, mode=0o755, exist_ok=True)
+    for src, mode in (("/etc/ceph/ceph.conf", 0o644), (f"/etc/ceph/ceph.client.{cfg.client_id}.keyring", 0o600)):
+        try:
+            with open(src, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue  # the check that follows names it
+        dst = os.path.join(etc, os.path.basename(src))
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+
+
+def unmap_leftovers(h: HookEnv, cfg: Config) -> None:
+    """Unmap any mapping of the instance's disks still on this node, in any pool."""
+    fsid = conf_fsid(cfg.conf)
+    if not fsid:
+        with Session(cfg) as s:
+            fsid = s.fsid()
+    mapper = mappers.for_config(cfg)
+    base = os.path.join(cfg.run_dir, "dev", fsid)
+    pools = os.listdir(base) if os.path.isdir(base) else []
+    for disk in h.rbd_disks:
+        for pool in pools:
+            if os.path.lexists(os.path.join(base, pool, disk.volume)) and mapper.unmap(Target(fsid, pool, disk.volume)):
+                say(f"unmapped leftover {pool}/{disk.volume}")
+
+
+def ssconf(name: str) -> list[str]:
+    try:
+        with open(os.path.join(SSCONF, f"ssconf_{name}")) as fh:
+            return [line.strip() for line in fh if line.strip()]
+    except OSError:
+        return []
+
+
+def primary_ip(node: str) -> str | None:
+    for line in ssconf("node_primary_ips"):
+        name, _, ip = line.partition(" ")
+        if same_node(name, node):
+            return ip.strip()
+    return None
+
+
+def reachable(ip: str, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((ip, NODED_PORT), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fence_if_dead(h: HookEnv, cfg: Config) -> None:
+    node = h.old_primary or h.primary
+    ip = primary_ip(node)
+    offline = any(same_node(n, node) for n in ssconf("offline_nodes"))
+    if not ip or (not offline and reachable(ip)):
+        return
+    with Session(cfg) as s:
+        s.mon_command("osd blocklist", blocklistop="add", addr=f"{ip}:0/0", expire=FENCE_SECONDS)
+    say(f"fenced {node}: every Ceph client from {ip} is blocklisted until the node is readded")
+
+
+def lift_fence(h: HookEnv, cfg: Config) -> None:
+    ip = h.node_ip or primary_ip(h.node_name)
+    if not ip:
+        return
+    with Session(cfg) as s:
+        fenced = {e["addr"] for e in s.mon_command("osd blocklist ls") or []}
+        if f"{ip}:0/0" in fenced:
+            s.mon_command("osd blocklist", blocklistop="rm", addr=f"{ip}:0/0")
+            say(f"lifted the fence of {h.node_name} ({ip})")
+
+
+def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: checks.Probe | None = None) -> int:
+    probe = probe or checks.Probe()
+    is_master = same_node(h.master, me)
+    if h.hpath == "node-add":
+        if h.phase == "post" and is_master:
+            lift_fence(h, load())
+        return 0
+    if not h.rbd_disks:
+        return 0
+    kind = h.hpath.removeprefix("instance-")
+    serving = h.new_primary if kind in ("migrate", "failover") else h.primary
+    if h.phase == "pre":
+        if kind == "failover" and is_master:
+            fence_if_dead(h, load())
+        if kind in ("start", "migrate", "failover") and same_node(serving, me):
+            check_node(h, load(), probe)
+    elif kind in ("stop", "remove", "migrate", "failover"):
+        old = h.old_primary if kind in ("migrate", "failover") else h.primary
+        if same_node(old, me):
+            unmap_leftovers(h, load())
+    return 0
+
+
+def entry() -> None:
+    where = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))  # e.g. instance-start-pre.d
+    run_main(f"ganeti-ceph hook {where}", lambda: run(parse(os.environ), socket.gethostname()))

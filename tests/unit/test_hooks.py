@@ -1,0 +1,85 @@
+"""The hook's pure parts: Ganeti's environment, the per-mode checks, who does what."""
+
+import os
+
+from ganeti_ceph.config import Config
+from hooks import checks, main
+from hooks.env import Disk, parse, same_node
+
+ENV = {
+    "GANETI_HOOKS_PATH": "instance-migrate", "GANETI_HOOKS_PHASE": "pre", "GANETI_MASTER": "node0.t",
+    "GANETI_INSTANCE_NAME": "inst1", "GANETI_INSTANCE_PRIMARY": "node0.t", "GANETI_OLD_PRIMARY": "node0.t",
+    "GANETI_NEW_PRIMARY": "node1.t", "GANETI_INSTANCE_DISK_COUNT": "2",
+    "GANETI_INSTANCE_DISK0_DEV_TYPE": "ext", "GANETI_INSTANCE_DISK0_PROVIDER": "rbd",
+    "GANETI_INSTANCE_DISK0_ID": "u1.ext.disk0", "GANETI_INSTANCE_DISK0_SIZE": "1024",
+    "GANETI_INSTANCE_DISK1_DEV_TYPE": "ext", "GANETI_INSTANCE_DISK1_PROVIDER": "other",
+    "GANETI_INSTANCE_DISK1_ID": "u1.ext.disk1", "GANETI_INSTANCE_DISK1_SIZE": "512",
+    "GANETI_INSTANCE_HV_use_chroot": "False", "PATH": "/sbin:/bin",
+}
+
+
+def test_parse_instance_env() -> None:
+    h = parse(ENV)
+    assert (h.hpath, h.phase, h.new_primary, h.old_primary) == ("instance-migrate", "pre", "node1.t", "node0.t")
+    assert h.rbd_disks == (Disk(0, "rbd", "u1.ext.disk0", 1024),)
+    assert h.hv["use_chroot"] == "False"
+
+
+def test_disks_added_by_modify_show_in_post() -> None:
+    env = {"GANETI_HOOKS_PATH": "instance-modify", "GANETI_HOOKS_PHASE": "post", "GANETI_INSTANCE_DISK_COUNT": "0",
+           "GANETI_POST_INSTANCE_DISK_COUNT": "1", "GANETI_POST_INSTANCE_DISK0_DEV_TYPE": "ext",
+           "GANETI_POST_INSTANCE_DISK0_PROVIDER": "rbd", "GANETI_POST_INSTANCE_DISK0_ID": "u2.ext.disk0"}
+    assert [d.volume for d in parse(env).rbd_disks] == ["u2.ext.disk0"]
+
+
+def test_same_node() -> None:
+    assert same_node("node0.gcb.test", "node0") and same_node("a", "a")
+    assert not same_node("node0.t", "node1.t") and not same_node("", "")
+
+
+CFG = Config(conf="/etc/ceph/ceph.conf", keyring="/etc/ceph/k", client_id="ganeti", mapper="fuse-loop")
+
+
+def tree(tmp_path, files: list[str]) -> checks.Probe:
+    for f in files:
+        p = tmp_path / f.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+        p.chmod(0o755)
+    return checks.Probe(root=str(tmp_path), qemu_module_dirs=("/usr/lib/x86_64-linux-gnu/qemu",))
+
+
+def test_userspace_needs_driver_conf_and_keyring(tmp_path) -> None:
+    ok = tree(tmp_path, ["/usr/lib/x86_64-linux-gnu/qemu/block-rbd.so", "/etc/ceph/ceph.conf",
+                         "/etc/ceph/ceph.client.ganeti.keyring"])
+    assert checks.userspace(CFG, ok) == []
+    os.unlink(tmp_path / "usr/lib/x86_64-linux-gnu/qemu/block-rbd.so")
+    os.unlink(tmp_path / "etc/ceph/ceph.client.ganeti.keyring")
+    problems = checks.userspace(CFG, ok)
+    assert "qemu-block-extra" in problems[0] and "ceph.client.ganeti.keyring" in problems[1]
+
+
+def test_userspace_in_chroot(tmp_path) -> None:
+    p = tree(tmp_path, ["/usr/lib/x86_64-linux-gnu/qemu/block-rbd.so", "/etc/ceph/ceph.conf",
+                        "/etc/ceph/ceph.client.ganeti.keyring", "/chroot/i1/etc/ceph/ceph.conf"])
+    problems = checks.userspace(CFG, p, chroot="/chroot/i1")
+    assert len(problems) == 1 and "inside the KVM chroot" in problems[0]
+
+
+def test_kernelspace_mappers(tmp_path) -> None:
+    p = tree(tmp_path, ["/usr/bin/rbd-fuse", "/usr/sbin/losetup", "/dev/fuse", "/dev/loop-control", "/usr/bin/rbd"])
+    assert checks.kernelspace(CFG, p, True, ()) == []
+    krbd = Config(conf="c", keyring="k", mapper="krbd", source="/etc/ganeti/ceph.yaml")
+    problems = checks.kernelspace(krbd, p, False, ("layering", "journaling"))
+    assert "no krbd" in problems[0] and "journaling" in problems[1]
+    nbd = Config(conf="c", keyring="k", mapper="rbd-nbd")
+    assert "rbd-nbd is missing" in checks.kernelspace(nbd, p, True, ())[0]
+
+
+def test_run_does_nothing_without_rbd_disks() -> None:
+    h = parse({**ENV, "GANETI_INSTANCE_DISK0_PROVIDER": "other"})
+
+    def no_config() -> Config:
+        raise AssertionError("no config needed")
+
+    assert main.run(h, "node1.t", no_config) == 0
