@@ -31,14 +31,17 @@ from testbed import mappings as fuse_loop
 from testbed import netns, nodefs
 from testbed.netns import Holder
 
-BRIDGE = "gcbr0"
-HOST_ADDR = "198.51.100.1"
-NET_PREFIX = "198.51.100."
+# Two test beds can run side by side (parallel work) when the second is given
+# its own network: e.g. GANETI_TESTBED_NET=203.0.113 GANETI_TESTBED_ID=1.
+TESTBED_ID = os.environ.get("GANETI_TESTBED_ID", "0")
+BRIDGE = f"gcbr{TESTBED_ID}"
+NET_PREFIX = os.environ.get("GANETI_TESTBED_NET", "198.51.100") + "."
+HOST_ADDR = NET_PREFIX + "1"
 CLUSTER_IP = NET_PREFIX + "100"
 DOMAIN = "gcb.test"
 CLUSTER_NAME = f"cluster.{DOMAIN}"
 NODE_BRIDGE = "br0"
-VETH_PREFIX = "gcv"  # root-namespace ends: gcv0, gcv1...
+VETH_PREFIX = f"gcv{TESTBED_ID}n"  # root-namespace ends: gcv0n0, gcv0n1...
 BIN = os.path.dirname(sys.executable)
 SETUP = os.path.join(BIN, "ganeti-ceph-setup")
 INIT_FLAGS = (
@@ -52,6 +55,15 @@ INIT_FLAGS = (
 )
 # This kernel's /proc/diskstats has 20 fields and there is no DRBD: these collectors make mond fail.
 COLLECTORS = "--enabled-data-collectors=diskstats=False,drbd=False"
+
+
+def _bridge_of(workdir: str) -> str | None:
+    """The root bridge a test bed's work dir was brought up with (None: unknown)."""
+    try:
+        with open(os.path.join(workdir, "bridge")) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
 
 
 class TestbedError(RuntimeError):
@@ -122,6 +134,9 @@ class Testbed:
         self._preflight()
         self.network_up()
         self.nodes_down()
+        os.makedirs(self.workdir, exist_ok=True)
+        with open(os.path.join(self.workdir, "bridge"), "w") as fh:
+            fh.write(BRIDGE + "\n")
         try:
             with ThreadPoolExecutor(len(self.nodes)) as pool:  # ssh-keygen and friends: ~2 s a node
                 list(pool.map(self._start_node, self.nodes))
@@ -143,7 +158,8 @@ class Testbed:
             if not os.path.exists(os.path.join(self.ceph_dir, path)):
                 raise TestbedError(f"{self.ceph_dir}/{path} not found: bring Ceph up there first "
                                    f"(gnt-storage local-cluster up --dir {self.ceph_dir} --addr {HOST_ADDR})")
-        others = sorted({os.path.dirname(t) for t in netns.all_tags()} - {self.workdir})
+        others = sorted(d for d in {os.path.dirname(t) for t in netns.all_tags()} - {self.workdir}
+                        if _bridge_of(d) in (BRIDGE, None))
         if others:
             raise TestbedError(f"another test bed runs from {others[0]} (links and addresses are per host): "
                                f"bring it down first: python -m testbed.ganeti down --dir {others[0]}")
