@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # run as bench/run.py: the project's packages (ganeti_ceph, testbed) too
+
+from ganeti_ceph import procs  # noqa: E402
+
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 GNT_STORAGE = os.path.join(VENV_BIN, "gnt-storage")
 SCRATCH = "/tmp/ganeti-ceph-bench"
@@ -113,32 +117,13 @@ def compare(name: str, baseline: str, runs: int, ours: Callable[[], float], base
 
 # -- clusters: scratch slots and a tear-down that cannot miss a daemon ---------
 
-def _proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def pids_using(conf: str) -> list[int]:
     """Live processes with `conf` as an argument: a cluster's daemons and any tool still talking to it.
 
     Scanning /proc rather than trusting pid files also catches a daemon killed
-    mid-start before it wrote one. Zombies are skipped (PID 1 here never reaps).
+    mid-start before it wrote one.
     """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                args = fh.read().split(b"\0")
-        except OSError:
-            continue
-        if conf.encode() in args and _proc_state(int(entry)) not in (None, "Z"):
-            found.append(int(entry))
-    return found
+    return [pid for pid in procs.find(arg=conf) if pid != os.getpid()]
 
 
 def kill_cluster(root: str, timeout: float = 30.0) -> None:

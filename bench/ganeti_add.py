@@ -1,0 +1,97 @@
+"""`gnt-instance add` of a 10 GiB instance: from a template (`origin=`) vs a fresh disk filled by a full copy.
+
+One single-node Ganeti test bed (testbed/) on its own local Ceph, shared by
+the runs. The template is a 10 GiB image with 1 GiB written, snapshotted
+once. Ours: `gnt-instance add ... --disk 0:size=10G,provider=rbd,origin=rbd/tmpl@gold`
+(a copy-on-write clone). Baseline: the same add with a fresh 10 GiB disk,
+then the template copied into it inside the node (`qemu-img convert -n`,
+which skips holes), as one would without clones. Instances are removed,
+untimed, after each run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from harness import PORT_SPAN, SCRATCH, SHARED_PORT_BASE, BenchError, Ctx, Result, Shared, bench, compare, log
+
+from ganeti_ceph.session import Session
+from gnt_storage.local import admin_config
+from testbed import ceph as tb_ceph
+from testbed.ganeti import HOST_ADDR, Testbed
+
+TB_DIR = os.path.join(SCRATCH, "ganeti-testbed")
+CEPH_DIR = os.path.join(SCRATCH, "ganeti-ceph")
+CEPH_PORT = SHARED_PORT_BASE + 50 * PORT_SPAN
+TEMPLATE, SNAP, DATA_MIB, SIZE = "tmpl", "gold", 1024, "10G"
+ADD = ("gnt-instance", "add", "-t", "ext", "-o", "noop+default", "--hypervisor", "fake", "-B", "memory=128M",
+       "--no-start", "--no-ip-check", "--no-name-check")
+
+
+def start_testbed(shared: Shared) -> Testbed:
+    tb = Testbed(TB_DIR, CEPH_DIR, nodes=1)
+
+    def down() -> None:
+        tb.nodes_down()
+        tb_ceph.local_cluster("down", CEPH_DIR, check=False)
+        tb.network_down()
+
+    shared.on_close(down)
+    log(f"ganeti bench: bringing up a 1-node test bed in {TB_DIR} on Ceph port {CEPH_PORT}")
+    try:
+        tb.nodes_down()
+        tb.network_up()
+        tb_ceph.up(CEPH_DIR, HOST_ADDR, CEPH_PORT)
+        tb.up()
+        make_template()
+    except Exception as exc:
+        raise BenchError(f"test bed did not come up: {exc}") from exc
+    return tb
+
+
+def make_template() -> None:
+    import rbd
+
+    with Session(admin_config(CEPH_DIR)) as s, s.ioctx("rbd") as ioctx:
+        rbd.RBD().create(ioctx, TEMPLATE, 10 * 1024**3, old_format=False, features=61)
+        chunk = os.urandom(4 * 1024 * 1024)
+        with rbd.Image(ioctx, TEMPLATE) as img:
+            for off in range(0, DATA_MIB * 1024 * 1024, len(chunk)):
+                img.write(chunk, off)
+            img.create_snap(SNAP)
+
+
+def images() -> set[str]:
+    import rbd
+
+    with Session(admin_config(CEPH_DIR)) as s, s.ioctx("rbd") as ioctx:
+        return set(rbd.RBD().list(ioctx))
+
+
+@bench("ganeti-add-from-origin", runs=3)
+def ganeti_add(ctx: Ctx) -> Result:
+    tb = ctx.shared.get("ganeti-testbed", start_testbed)
+    node = tb.node_names[0]
+    count = iter(range(1000))
+
+    def timed_add(disk: str, then: tuple[str, ...] = ()) -> float:
+        name = f"bench{next(count)}"
+        before = images()
+        started = time.monotonic()
+        tb.gnt(*ADD, "--disk", f"0:{disk}", "-n", node, name)
+        if then:
+            (vol,) = images() - before
+            tb.run(0, [*then, f"rbd:rbd/{vol}:id=ganeti"], timeout=600)
+        took = time.monotonic() - started
+        tb.gnt("gnt-instance", "remove", "-f", name)
+        return took
+
+    def ours() -> float:
+        return timed_add(f"size={SIZE},provider=rbd,origin=rbd/{TEMPLATE}@{SNAP}")
+
+    def base() -> float:
+        copy = ("qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", f"rbd:rbd/{TEMPLATE}@{SNAP}:id=ganeti")
+        return timed_add(f"size={SIZE},provider=rbd", copy)
+
+    return compare("ganeti-add-from-origin", "add + full copy", ctx.runs, ours, base)
