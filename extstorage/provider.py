@@ -98,9 +98,9 @@ def do_create(c: Call) -> tuple[str, str]:
     origin = volumes.parse_origin(req.origin, req.pool) if req.origin else None
     data_pool = req.params.get("data_pool")
     with c.session() as s:
-        if req.params.get("adopt"):
-            made = volumes.adopt(s, req.pool, req.params["adopt"], req.volume, req.size_mib or 0, _meta(req))
-            what = f"adopted from {req.pool}/{req.params['adopt']}"
+        if req.params.get("adopt_image"):
+            made = volumes.adopt(s, req.pool, req.params["adopt_image"], req.volume, req.size_mib or 0, _meta(req))
+            what = f"adopted from {req.pool}/{req.params['adopt_image']}"
         elif origin:
             made = volumes.clone(s, origin, req.pool, req.volume, req.size_mib or 0, features, data_pool,
                                  _meta(req), c.cfg.clone_max_depth)

@@ -23,7 +23,8 @@ PARAMETERS = {
                 "fast-diff+deep-flatten)",
     "data_pool": "pool for the image's data objects (e.g. erasure-coded); metadata stays in pool",
     "access": "kernelspace (mapped block device, default) or userspace (QEMU's own librbd)",
-    "adopt": "take over this existing image of the pool (renamed to the new volume) instead of creating one; "
+    # Not "adopt": Ganeti drops disk parameters named like its own (adopt is one).
+    "adopt_image": "take over this existing image of the pool (renamed to the new volume) instead of creating one; "
              "used by gnt-storage rbd-access",
 }
 # Set by Ganeti itself for every ext disk; accepted but not ours to validate.
@@ -90,10 +91,10 @@ def parse(action: str, env: Mapping[str, str], default_pool: str) -> Request:
         raise UsageError(f"access={access!r} is not valid; use kernelspace or userspace")
     if "data_pool" in params:
         check_pool_name(params["data_pool"])
-    if "adopt" in params:
-        check_image_name(params["adopt"])
+    if "adopt_image" in params:
+        check_image_name(params["adopt_image"])
         if "origin" in params:
-            raise UsageError("give either origin or adopt, not both")
+            raise UsageError("give either origin or adopt_image, not both")
     kwargs: dict = {}
     if action == "create":
         kwargs["size_mib"] = _mib(env, "VOL_SIZE")

@@ -197,19 +197,19 @@ def test_removing_a_template_names_clones_of_its_user_snapshot(prov: Provider) -
 
 
 def test_adopt_renames_without_copying(prov: Provider) -> None:
-    """create with adopt= takes the old image over under the new name (the access switch's step):
+    """create with adopt_image= takes the old image over under the new name (the access switch's step):
     same data, new metadata, refused while mapped or when it would shrink; a repeat is a no-op."""
     old, new = prov.volume(), prov.volume()
     prov.run("create", old, VOL_SIZE="64").ok()
     pattern = os.urandom(MIB)
     prov.write(old, pattern, 0)
     prov.attach(old)
-    assert "in use" in prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT=old, EXTP_ACCESS="userspace").one_error()
+    assert "in use" in prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").one_error()
     prov.run("detach", old).ok()
-    assert "volumes never shrink" in prov.run("create", new, VOL_SIZE="32", EXTP_ADOPT=old).one_error()
+    assert "volumes never shrink" in prov.run("create", new, VOL_SIZE="32", EXTP_ADOPT_IMAGE=old).one_error()
     assert not prov.exists(new) and prov.exists(old)
-    prov.run("create", new, VOL_SIZE="128", EXTP_ADOPT=old, EXTP_ACCESS="userspace").ok()
-    prov.run("create", new, VOL_SIZE="128", EXTP_ADOPT=old, EXTP_ACCESS="userspace").ok()  # Ganeti retry
+    prov.run("create", new, VOL_SIZE="128", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").ok()
+    prov.run("create", new, VOL_SIZE="128", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").ok()  # Ganeti retry
     assert not prov.exists(old)
     assert prov.read(new, 0, MIB) == pattern and prov.size_mib(new) == 128
     meta = prov.metadata(new)
