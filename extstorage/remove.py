@@ -11,18 +11,11 @@ from __future__ import annotations
 import rbd
 
 from extstorage import snapshots
-from extstorage.volumes import META_ORIGIN, OUR_SNAP_PREFIX
+from extstorage.volumes import META_ORIGIN, OUR_SNAP_PREFIX, watchers
 from ganeti_ceph.errors import Busy
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.session import Session
-
-
-def watchers(session: Session, img: rbd.Image) -> list[str]:
-    """Addresses of the clients watching the image, except ourselves."""
-    me = session.rados.get_instance_id()
-    with session.errors("list watchers"):
-        return sorted({w["addr"] for w in img.watchers_list() if w.get("id") != me})
 
 
 def remove(session: Session, pool: str, name: str) -> bool:

@@ -246,6 +246,13 @@ def _depth(session: Session, pool: str, name: str, limit: int = 64) -> int:
     return limit
 
 
+def watchers(session: Session, img: rbd.Image) -> list[str]:
+    """Addresses of the clients watching the image (a VM, a mapping), except ourselves."""
+    me = session.rados.get_instance_id()
+    with session.errors("list watchers"):
+        return sorted({w["addr"] for w in img.watchers_list() if w.get("id") != me})
+
+
 def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
           metadata: dict[str, str] | None = None) -> bool:
     """Take over image `old` as volume `name`: a rename, no data copied.
@@ -261,8 +268,7 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
             _check_same_volume(ioctx, pool, name, meta, nbytes)
             return False
         with _open(session, ioctx, old) as img:
-            me = session.rados.get_instance_id()
-            users = sorted({w["addr"] for w in img.watchers_list() if w.get("id") != me})
+            users = watchers(session, img)
             if users:
                 raise Busy(f"image {pool}/{old} is in use by {', '.join(users)}; stop the instance before adopting it")
             if img.size() > nbytes:

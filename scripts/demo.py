@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""`make demo`: bring up the local cluster and walk RBD volumes through Ganeti's calls.
+"""`make demo`: the local Ceph, the provider walked through Ganeti's calls, then real Ganeti.
 
-The provider is installed as Ganeti would find it and its executables are
-run with the environment Ganeti's noded gives them, against a real Ceph
-cluster; each step prints what Ganeti would see. The cluster is brought
-down at the end unless --keep is given.
+First the provider is installed as Ganeti would find it and its executables
+are run with the environment Ganeti's noded gives them, against a real Ceph
+cluster; each step prints what Ganeti would see. Then a one-node Ganeti
+cluster runs a KVM instance on an RBD disk (scripts/demo_ganeti.py).
+Everything is brought down at the end unless --keep is given.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from extstorage import install  # noqa: E402
 from ganeti_ceph import config  # noqa: E402
 from ganeti_ceph.errors import GanetiCephError, run_main  # noqa: E402
+from scripts import demo_ganeti  # noqa: E402
 
 GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
 
@@ -91,7 +93,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", default="/var/lib/ganeti-ceph/demo")
     parser.add_argument("--port", default="13800")
-    parser.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    parser.add_argument("--keep", action="store_true", help="leave the Ganeti demo cluster running at the end")
+    parser.add_argument("--no-ganeti", action="store_true", help="only the provider walk, no Ganeti cluster")
     args = parser.parse_args()
     step("bring up the local Ceph cluster (gnt-storage local-cluster up)")
     run(GNT_STORAGE, "local-cluster", "up", "--dir", args.dir, "--port", args.port)
@@ -106,11 +109,11 @@ def main() -> int:
         walk(rbd, "userspace")
         walk(rbd, "kernelspace")
     finally:
-        if args.keep:
-            step(f"cluster kept running: `gnt-storage local-cluster down --dir {args.dir}` stops it")
-        else:
-            step("bring the cluster down (gnt-storage local-cluster down)")
-            run(GNT_STORAGE, "local-cluster", "down", "--dir", args.dir)
+        step("bring the provider's cluster down (gnt-storage local-cluster down)")
+        run(GNT_STORAGE, "local-cluster", "down", "--dir", args.dir)
+    if not args.no_ganeti:
+        demo_ganeti.main(os.path.join(args.dir, "ganeti"), os.path.join(args.dir, "ganeti-ceph"), int(args.port) + 100,
+                         args.keep)
     step("demo finished")
     return 0
 

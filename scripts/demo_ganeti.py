@@ -1,0 +1,109 @@
+"""The Ganeti half of `make demo`: a KVM instance on an RBD disk, step by step.
+
+A one-node Ganeti cluster (testbed/, in namespaces) on the demo's Ceph, with
+our provider and hooks installed as a user installs them. Each step prints
+the gnt-* command and the drive QEMU is using.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ganeti_ceph.errors import GanetiCephError
+from testbed import ceph as tb_ceph
+from testbed.ganeti import HOST_ADDR, Testbed
+
+INSTANCE = "demo1.gcb.test"
+QMP = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+f.readline()
+for cmd in ("qmp_capabilities", "query-block"):
+    f.write(json.dumps({"execute": cmd}) + "\\n"); f.flush()
+    while True:
+        reply = json.loads(f.readline())
+        if "return" in reply or "error" in reply:
+            break
+print(json.dumps(reply.get("return", [])))
+"""
+
+
+def step(text: str) -> None:
+    print(f"\n==> {text}", flush=True)
+
+
+class Demo:
+    def __init__(self, tb: Testbed) -> None:
+        self.tb = tb
+
+    def gnt(self, *argv: str) -> str:
+        print("$ " + " ".join(argv), flush=True)
+        res = self.tb.run(0, list(argv), check=False, timeout=600)
+        out = (res.stdout + res.stderr).strip()
+        if out:
+            print("  " + out.replace("\n", "\n  "))
+        if res.returncode != 0:
+            raise GanetiCephError(f"{argv[0]} {argv[1]} failed (exit {res.returncode})")
+        return res.stdout
+
+    def drives(self) -> None:
+        """What QEMU has open, from QMP query-block."""
+        sock = f"/var/run/ganeti/kvm-hypervisor/ctrl/{INSTANCE}.qmp"
+        res = self.tb.run(0, ["python3", "-c", QMP, sock], check=False, timeout=30)
+        if res.returncode != 0:
+            print(f"  (QMP not answering: {res.stderr.strip()[-200:]})")
+            return
+        for dev in json.loads(res.stdout):
+            image = dev.get("inserted", {}).get("image", {})
+            print(f"  QEMU drive {dev.get('device') or dev.get('qdev')}: {image.get('filename')} "
+                  f"({image.get('virtual-size', 0) // 2**20} MiB)")
+
+
+def run(tb: Testbed) -> None:
+    d = Demo(tb)
+    node = tb.node_names[0]
+    step("gnt-instance add: a KVM instance with a 512 MiB RBD disk, userspace access (QEMU's own librbd)")
+    d.gnt("gnt-instance", "add", "-t", "ext", "--disk", "0:size=512M,provider=rbd,access=userspace",
+          "--hypervisor", "kvm", "-H", "disk_type=scsi", "-o", "noop+default", "-B", "memory=128M", "-n", node,
+          "--no-ip-check", "--no-name-check", INSTANCE)
+    d.drives()
+    step("gnt-instance grow-disk, online: 512 -> 768 MiB; QEMU sees the new size")
+    d.gnt("gnt-instance", "grow-disk", INSTANCE, "0", "256M")
+    d.drives()
+    step("hot-add a second 128 MiB disk, then hot-remove it (--hotplug)")
+    d.gnt("gnt-instance", "modify", "--hotplug", "-f", "--disk", "add:size=128M,provider=rbd,access=userspace",
+          INSTANCE)
+    d.drives()
+    d.gnt("gnt-instance", "modify", "--hotplug", "-f", "--disk", "1:remove", INSTANCE)
+    d.drives()
+    step("gnt-backup export of the running instance, through a snapshot")
+    d.gnt("gnt-backup", "export", "--noshutdown", "-n", node, INSTANCE)
+    step("switch the disk to kernelspace access (gnt-storage rbd-access; the instance must be stopped)")
+    d.gnt("gnt-instance", "shutdown", "--timeout=0", INSTANCE)
+    d.gnt(os.path.join(os.path.dirname(sys.executable), "gnt-storage"), "rbd-access", INSTANCE, "kernelspace")
+    d.gnt("gnt-instance", "startup", INSTANCE)
+    d.drives()
+    step("gnt-instance remove")
+    d.gnt("gnt-instance", "remove", "-f", "--shutdown-timeout=0", INSTANCE)
+
+
+def main(workdir: str, ceph_dir: str, ceph_port: int, keep: bool) -> None:
+    tb = Testbed(workdir, ceph_dir, nodes=1)
+    step(f"bring up a local Ceph on {HOST_ADDR} and a one-node Ganeti cluster (testbed/)")
+    tb.nodes_down()
+    tb.network_up()
+    try:
+        tb_ceph.up(ceph_dir, HOST_ADDR, ceph_port)
+        tb.up()
+        run(tb)
+    finally:
+        if keep:
+            step(f"kept running: `.venv/bin/python -m testbed.ganeti down --dir {workdir} --ceph-dir {ceph_dir} "
+                 "--with-ceph` stops it")
+        else:
+            step("bring Ganeti and Ceph down")
+            tb.nodes_down()
+            tb_ceph.local_cluster("down", ceph_dir, check=False)
+            tb.network_down()
