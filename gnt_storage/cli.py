@@ -1,8 +1,9 @@
 """`gnt-storage`: our subcommands, and Ganeti's own ones handed over unchanged.
 
-Ganeti ships `gnt-storage` (diagnose, info); we add `local-cluster` (and,
-later, `init-distributed-storage`). Anything we do not own is exec'd as
-Ganeti's command with the same arguments, so admins keep one command name.
+Ganeti ships `gnt-storage` (diagnose, info); we add `local-cluster` and
+`rbd-access` (and, later, `init-distributed-storage`). Anything we do not own
+is exec'd as Ganeti's command with the same arguments, so admins keep one
+command name.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ganeti_ceph.errors import GanetiCephError, run_main
 from gnt_storage import local
 
 PROG = "gnt-storage"
-OURS = ("local-cluster",)
+OURS = ("local-cluster", "rbd-access")
 GANETI_CANDIDATES = ("/usr/sbin/gnt-storage", "/usr/bin/gnt-storage")
 ENV_GANETI = "GANETI_CEPH_GANETI_GNT_STORAGE"
 
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--addr", default=local.HOST,
                            help="IPv4 address of this host to bind (default 127.0.0.1; others for test networks)")
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for HEALTH_OK")
+    ra = sub.add_parser("rbd-access", help="switch an instance's rbd disks to kernelspace or userspace access "
+                        "(on the Ganeti master, instance stopped)")
+    ra.add_argument("instance", help="the instance (stopped: gnt-instance shutdown INSTANCE)")
+    ra.add_argument("mode", help="kernelspace or userspace")
+    ra.add_argument("--dry-run", action="store_true", help="print the gnt-instance commands instead of running them")
     return parser
 
 
@@ -64,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_in)
     if args.command == "local-cluster":
         return _local_cluster(args)
+    if args.command == "rbd-access":
+        from gnt_storage import access_switch
+
+        return access_switch.switch(args.instance, args.mode, dry_run=args.dry_run)
     return 2
 
 

@@ -14,28 +14,36 @@ from testbed import netns
 from testbed.nodefs import RUN_DIR
 
 
-def loops() -> list[dict[str, str]]:
-    """Every attached loop device: name, backing device (major:minor) and backing file."""
-    res = netns.sh(["losetup", "--list", "--json", "--output", "NAME,BACK-MAJ:MIN,BACK-FILE"], check=False)
-    try:
-        devices = json.loads(res.stdout or "{}").get("loopdevices", [])
-    except ValueError:
-        return []
-    return [{"name": d.get("name") or "", "dev": (d.get("back-maj:min") or "").strip(),
-             "file": (d.get("back-file") or "").strip()} for d in devices]
+def loops(under: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Attached loop devices whose backing file is under one of `under`: name, backing device
+    (major:minor) and backing file. The backing file comes from sysfs; the device number needs
+    LOOP_GET_STATUS, which stats the file and hangs for good on a wedged FUSE mount (another
+    test bed's), so it is asked only for the devices we care about."""
+    def listing(columns: str, *names: str) -> list[dict]:
+        res = netns.sh(["losetup", "--list", "--json", "--output", columns, *names], check=False)
+        try:
+            return json.loads(res.stdout or "{}").get("loopdevices", [])
+        except ValueError:
+            return []
+
+    files = {d.get("name") or "": (d.get("back-file") or "").strip() for d in listing("NAME,BACK-FILE")}
+    wanted = sorted(n for n, f in files.items() if n and f.startswith(under))
+    devs = {d.get("name"): (d.get("back-maj:min") or "").strip()
+            for name in wanted for d in listing("NAME,BACK-MAJ:MIN", name)}
+    return [{"name": n, "dev": devs.get(n, ""), "file": files[n]} for n in wanted]
 
 
 def of_node(holder: netns.Holder) -> dict[str, list[str]]:
     """The rbd-fuse mounts under the node's run dir, and the loop devices backed by them."""
     fuse = {dev: point for point, fstype, dev in netns.mounts(holder.pid)
             if fstype.startswith("fuse.") and point.startswith(RUN_DIR + "/")}
-    return {"mounts": sorted(fuse.values()), "loops": sorted(d["name"] for d in loops() if d["dev"] in fuse)}
+    found = loops(tuple(p + "/" for p in fuse.values())) if fuse else []
+    return {"mounts": sorted(fuse.values()), "loops": sorted(d["name"] for d in found if d["dev"] in fuse)}
 
 
 def of_cluster(fsid: str) -> list[str]:
     """Loop devices backed by a fuse-loop mapping of cluster `fsid`, on any node (paths are per-node alike)."""
-    prefix = f"{RUN_DIR}/fuse/{fsid}/"
-    return sorted(d["name"] for d in loops() if fsid and d["file"].startswith(prefix))
+    return sorted(d["name"] for d in loops((f"{RUN_DIR}/fuse/{fsid}/",))) if fsid else []
 
 
 def ceph_fsid(ceph_conf: str) -> str:

@@ -1,0 +1,343 @@
+"""`gnt-storage rbd-access INSTANCE MODE`: move an instance's rbd disks between kernelspace and userspace.
+
+Ganeti refuses to change a disk's `access`. Per disk, in index order: add a
+disk at its index whose create adopts (renames) the old image, then remove the
+old disk, now one further; its attach fails (no image under that name), so
+Ganeti drops only the config entry. No data is copied. Stopped instances only:
+QEMU would have to reopen the disk. See doc/access-switch.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.log import progress
+
+MODES = ("kernelspace", "userspace")
+PROVIDER = "rbd"
+# Must not be one of Ganeti's own disk parameters (access, adopt, mode, name, provider, size...):
+# those never reach the provider. Has to match extstorage/request.py.
+ADOPT_PARAM = "adopt_image"
+NOT_CARRIED = {"provider", "access", "origin", "adopt", ADOPT_PARAM}
+GANETI_LIB = "/var/lib/ganeti"
+SEP = "\x1f"
+LIST_FIELDS = ("name", "uuid", "status", "oper_state", "admin_state", "hypervisor", "disk.uuids")
+QUERY_TIMEOUT = 120.0
+MODIFY_TIMEOUT = 900.0
+
+Runner = Callable[[list[str], float], subprocess.CompletedProcess]
+
+
+class Refused(GanetiCephError):
+    """The switch cannot start; nothing was changed."""
+
+
+class GanetiFailed(GanetiCephError):
+    """A gnt-* command failed or did not finish in time, or the switch stopped midway."""
+
+
+@dataclass(frozen=True)
+class Disk:
+    index: int
+    uuid: str
+    dev_type: str
+    size_mib: int
+    mode: str
+    name: str | None
+    volume: str
+    params: dict[str, str]
+    access: str  # effective: disk, else group, else cluster default
+
+    @property
+    def is_rbd(self) -> bool:
+        return self.dev_type == "ext" and self.params.get("provider") == PROVIDER
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    uuid: str
+    status: str
+    running: bool | None  # None: Ganeti cannot tell (node down)
+    admin_state: str
+    hypervisor: str
+    disks: tuple[Disk, ...]
+
+
+def parse_instance(line: str, cfg: dict) -> Instance:
+    """One `gnt-instance list --separator=SEP -o LIST_FIELDS` line, with the disks from config.data."""
+    values = line.rstrip("\n").split(SEP)
+    if len(values) != len(LIST_FIELDS):
+        raise GanetiFailed(f"unexpected gnt-instance list output: {line.strip()!r}")
+    name, uuid, status, oper, admin, hypervisor, uuids = values
+    try:
+        disk_uuids = [str(u) for u in ast.literal_eval(uuids)] if uuids else []
+    except (ValueError, SyntaxError):
+        raise GanetiFailed(f"unexpected disk list from gnt-instance list: {uuids!r}") from None
+    return Instance(name, uuid, status, {"Y": True, "N": False}.get(oper), admin, hypervisor,
+                    disks_from_config(cfg, uuid, disk_uuids))
+
+
+def disks_from_config(cfg: dict, instance_uuid: str, disk_uuids: list[str]) -> tuple[Disk, ...]:
+    """The instance's disks in Ganeti's order, with parameters as Ganeti fills them in."""
+    inst = cfg.get("instances", {}).get(instance_uuid)
+    if inst is None or list(inst.get("disks", [])) != list(disk_uuids):
+        raise GanetiFailed("the master's config.data does not match gnt-instance list (changed meanwhile?); "
+                           "run again")
+    node = cfg.get("nodes", {}).get(inst.get("primary_node"), {})
+    group = cfg.get("nodegroups", {}).get(node.get("group"), {})
+    disks = []
+    for index, uuid in enumerate(disk_uuids):
+        d = cfg["disks"][uuid]
+        defaults = {**cfg["cluster"].get("diskparams", {}).get(d["dev_type"], {}),
+                    **(group.get("diskparams") or {}).get(d["dev_type"], {})}
+        params = {k: str(v) for k, v in (d.get("params") or {}).items()}
+        logical = d.get("logical_id") or ["", ""]
+        disks.append(Disk(index=index, uuid=uuid, dev_type=d["dev_type"], size_mib=int(d["size"]),
+                          mode=d.get("mode", "rw"), name=d.get("name"), volume=str(logical[-1]), params=params,
+                          access=params.get("access") or defaults.get("access") or "kernelspace"))
+    return tuple(disks)
+
+
+def _esc(value: str) -> str:
+    """Ganeti splits --disk values at commas; a backslash keeps one."""
+    return re.sub(r"([\\,])", r"\\\1", value)
+
+
+def add_spec(disk: Disk, target: str) -> str:
+    """--disk value that inserts the replacement at the disk's index, adopting its image."""
+    parts = [f"{disk.index}:add", f"size={disk.size_mib}M", f"provider={PROVIDER}", f"access={target}",
+             f"{ADOPT_PARAM}={disk.volume}"]
+    if disk.mode != "rw":
+        parts.append(f"mode={disk.mode}")
+    parts += [f"{k}={_esc(v)}" for k, v in sorted(disk.params.items()) if k not in NOT_CARRIED]
+    return ",".join(parts)
+
+
+def modify(instance: str, spec: str) -> list[str]:
+    return ["gnt-instance", "modify", "--disk", spec, instance]
+
+
+def commands(instance: str, disk: Disk, target: str) -> list[list[str]]:
+    """The gnt-instance calls that switch one disk; indices hold because each adds one and removes one."""
+    cmds = [modify(instance, add_spec(disk, target)), modify(instance, f"{disk.index + 1}:remove")]
+    if disk.name:
+        cmds.append(modify(instance, f"{disk.index}:modify,name={_esc(disk.name)}"))
+    return cmds
+
+
+def condense(res: subprocess.CompletedProcess) -> str:
+    """Ganeti's failure text, on one line (the last lines say what went wrong)."""
+    lines = [ln.strip() for ln in f"{res.stdout}\n{res.stderr}".splitlines() if ln.strip()]
+    detail = [ln for ln in lines if not ln.startswith(("Waiting for job", "Please don't forget"))][-3:]
+    return " ".join(detail) or f"exit {res.returncode}"
+
+
+def run_command(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    path = shutil.which(argv[0], path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin:/sbin:/bin") or argv[0]
+    try:
+        return subprocess.run([path, *argv[1:]], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        raise GanetiFailed(f"{argv[0]} not found: run this on the Ganeti master") from None
+    except subprocess.TimeoutExpired:
+        raise GanetiFailed(f"{shlex.join(argv)} did not finish within {timeout:.0f} s; its Ganeti job may "
+                           "still run (gnt-job list)") from None
+
+
+class Ganeti:
+    """The master's view of an instance, and the gnt-instance calls that change it. No gnt-* command
+    shows disk parameters (access, pool...): they come from config.data, by the UUIDs the list gives."""
+
+    def __init__(self, runner: Runner = run_command, lib_dir: str = GANETI_LIB) -> None:
+        self.runner = runner
+        self.lib_dir = lib_dir
+
+    def check_master(self) -> None:
+        """config.data is only authoritative on the master (elsewhere it may lag)."""
+        try:
+            with open(os.path.join(self.lib_dir, "ssconf_master_node")) as fh:
+                master = fh.read().strip()
+        except OSError:
+            raise Refused("this node is not in a Ganeti cluster: run this on the Ganeti master") from None
+        me = socket.gethostname()
+        if master not in (me, socket.getfqdn()) and master.split(".")[0] != me.split(".")[0]:
+            raise Refused(f"run this on the Ganeti master, {master} (this is {me})")
+
+    def instance(self, name: str) -> Instance:
+        res = self.runner(["gnt-instance", "list", "--no-headers", f"--separator={SEP}", "-o",
+                           ",".join(LIST_FIELDS), name], QUERY_TIMEOUT)
+        if res.returncode != 0:
+            text = condense(res)
+            if "not found" in text or "not known" in text:
+                raise Refused(f"instance {name} does not exist")
+            raise GanetiFailed(f"gnt-instance list {name} failed: {text}")
+        try:
+            with open(os.path.join(self.lib_dir, "config.data")) as fh:
+                cfg = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise GanetiFailed(f"cannot read Ganeti's config.data: {exc}") from None
+        return parse_instance(res.stdout.splitlines()[0] if res.stdout.strip() else "", cfg)
+
+    def run(self, argv: list[str]) -> None:
+        res = self.runner(argv, MODIFY_TIMEOUT)
+        if res.returncode != 0:
+            raise GanetiFailed(f"{shlex.join(argv)} failed: {condense(res)}")
+
+
+class CephImages:
+    """Read-only look-ups in the cluster the provider uses (this node's ganeti-ceph config)."""
+
+    def __init__(self) -> None:
+        from ganeti_ceph import config
+        from ganeti_ceph.session import Session
+
+        self.cfg = config.load(config.config_path(dict(os.environ)))
+        self.session = Session(self.cfg)
+        self.connected = False
+
+    def default_pool(self) -> str:
+        return self.cfg.pool
+
+    def exists(self, pool: str, image: str) -> bool:
+        from extstorage import volumes
+
+        if not self.connected:  # only when needed: the refusals before need no Ceph
+            self.session.connect()
+            self.connected = True
+        return volumes.exists(self.session, pool, image)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class DiskFailed(Exception):
+    """One disk's switch stopped; `finish` says what completes it (empty: nothing changed for it)."""
+
+    def __init__(self, cause: str, finish: str = "", rerun: bool = True) -> None:
+        super().__init__(cause)
+        self.cause, self.finish, self.rerun = cause, finish, rerun
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, GanetiCephError) else "interrupted (a Ganeti job may still run: gnt-job list)"
+
+
+def check_stopped(inst: Instance) -> None:
+    name = inst.name
+    if inst.running:
+        raise Refused(f"instance {name} is running: stop it first (gnt-instance shutdown {name}), switch, then "
+                      "start it; live switching is not possible, QEMU would have to reopen the disk")
+    if inst.running is None:
+        raise Refused(f"cannot tell whether instance {name} runs (status {inst.status}); bring its node back first")
+    if inst.admin_state == "up":
+        raise Refused(f"instance {name} is meant to run (status {inst.status}) and Ganeti's watcher may start it: "
+                      f"gnt-instance shutdown {name} first")
+
+
+def switch_disk(ganeti: Ganeti, images: CephImages, instance: str, disk: Disk, target: str) -> None:
+    add, remove, *rename = commands(instance, disk, target)
+    pool = disk.params.get("pool") or images.default_pool()
+    where = f"disk/{disk.index} ({pool}/{disk.volume}, {disk.size_mib} MiB)"
+
+    def attempt(argv: list[str], finish: list[list[str]]) -> None:
+        try:
+            ganeti.run(argv)
+        except (GanetiCephError, KeyboardInterrupt) as exc:
+            raise DiskFailed(_why(exc), "; ".join(shlex.join(a) for a in finish)) from exc
+
+    progress(f"{where}: {disk.access} -> {target}: adding the new disk at index {disk.index}, adopting the image")
+    attempt(add, [])
+    undo = modify(instance, f"{disk.index}:remove")
+    try:
+        disks = ganeti.instance(instance).disks
+        moved = len(disks) > disk.index + 1 and disks[disk.index + 1].uuid == disk.uuid
+        kept = images.exists(pool, disk.volume) if moved else True
+    except (GanetiCephError, KeyboardInterrupt) as exc:
+        raise DiskFailed(_why(exc), f"if image {pool}/{disk.volume} is gone: {shlex.join(remove)}"
+                         + "".join(f"; {shlex.join(a)}" for a in rename)
+                         + f"; if it still exists: {shlex.join(undo)} (the new, empty disk)") from exc
+    if not moved:
+        raise DiskFailed(f"after the add, disk/{disk.index + 1} is not the old disk (changed meanwhile?)",
+                         f"check gnt-instance info {instance}")
+    if kept:  # the parameter never reached the provider (Ganeti drops some): the new disk is a new, empty image
+        progress(f"{where}: image {pool}/{disk.volume} was not adopted; removing the new, empty disk again")
+        why = f"Ganeti did not hand {ADOPT_PARAM}= to the provider, which created a new, empty image instead"
+        try:
+            attempt(undo, [undo])
+        except DiskFailed as exc:
+            raise DiskFailed(f"{why}; removing that disk/{disk.index} failed too: {exc.cause}", exc.finish) from exc
+        raise DiskFailed(f"{why} (removed again); the rbd provider on the nodes must take {ADOPT_PARAM}=",
+                         rerun=False)
+    progress(f"{where}: removing the old entry, now disk/{disk.index + 1} (the image is {disks[disk.index].volume})")
+    attempt(remove, [remove, *rename])
+    if rename:
+        progress(f"{where}: giving the new disk the name {disk.name}")
+        attempt(rename[0], rename)
+
+
+def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None = None,
+           images: CephImages | None = None) -> int:
+    """Switch every rbd disk of `name` not yet in `target` mode; see the module docstring."""
+    if target not in MODES:
+        raise UsageError(f"access mode {target!r} is not valid; use kernelspace or userspace")
+    ganeti = ganeti or Ganeti()
+    ganeti.check_master()
+    inst = ganeti.instance(name)
+    check_stopped(inst)
+    rbd = [d for d in inst.disks if d.is_rbd]
+    if not rbd:
+        raise Refused(f"instance {inst.name} has no disks of the {PROVIDER} ExtStorage provider")
+    todo = [d for d in rbd if d.access != target]
+    if not todo:
+        print(f"{inst.name}: all {len(rbd)} rbd disk(s) already use {target}; nothing to do")
+        return 0
+    if target == "userspace" and inst.hypervisor != "kvm":
+        raise Refused(f"userspace access needs the kvm hypervisor; instance {inst.name} uses {inst.hypervisor}")
+    images = images or CephImages()
+    try:
+        for d in rbd:  # also those already in `target`: a start would fail on a disk without image
+            pool = d.params.get("pool") or images.default_pool()
+            if not images.exists(pool, d.volume):
+                raise Refused(f"disk/{d.index} of {inst.name}: image {pool}/{d.volume} does not exist (left by an "
+                              "interrupted switch? then its data is in the disk before it): drop the entry with "
+                              f"gnt-instance modify --disk {d.index}:remove {inst.name}")
+        # A stopped instance may still have its disks mapped (after gnt-instance add --no-start or
+        # activate-disks); the mapping would be a watcher, and the provider refuses to adopt a watched image.
+        deactivate = ["gnt-instance", "deactivate-disks", inst.name]
+        if dry_run:
+            plan = [deactivate, *(argv for d in todo for argv in commands(inst.name, d, target))]
+            print("\n".join(map(shlex.join, plan)))
+            return 0
+        progress(f"deactivating the disks of {inst.name}, in case they are still mapped")
+        ganeti.run(deactivate)
+        done: list[Disk] = []
+        for d in todo:
+            try:
+                switch_disk(ganeti, images, inst.name, d, target)
+            except DiskFailed as exc:
+                raise GanetiFailed(failure_message(inst.name, target, done, d, exc)) from exc
+            done.append(d)
+            progress(f"disk/{d.index} now uses {target}")
+    finally:
+        images.close()
+    print(f"{inst.name}: {', '.join(f'disk/{d.index}' for d in done)} switched to {target}")
+    return 0
+
+
+def failure_message(instance: str, target: str, done: list[Disk], failed: Disk, exc: DiskFailed) -> str:
+    """Exactly what was switched, what broke, and the commands that finish the job."""
+    switched = ", ".join(f"disk/{d.index}" for d in done) or "none"
+    text = f"{instance}: switched to {target}: {switched}; disk/{failed.index} failed: {exc.cause}; "
+    text += f"to finish it run: {exc.finish}" if exc.finish else "nothing changed for it"
+    return text + (f"; then run: gnt-storage rbd-access {instance} {target}" if exc.rerun else "")

@@ -1,0 +1,275 @@
+"""gnt-storage rbd-access without Ganeti: parsing Ganeti's state, the commands, and the switch against fakes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+from ganeti_ceph.errors import UsageError
+from gnt_storage import access_switch as sw
+from gnt_storage.access_switch import SEP, Disk, GanetiFailed, Instance, Refused
+
+INST_UUID = "i-uuid"
+
+
+def config(disks: list[dict], cluster_access: str = "kernelspace", group_access: str | None = None) -> dict:
+    """The parts of Ganeti's config.data the switch reads."""
+    group = {"diskparams": {"ext": {"access": group_access}} if group_access else {}}
+    return {
+        "cluster": {"diskparams": {"ext": {"access": cluster_access}, "plain": {}}},
+        "nodegroups": {"g1": group}, "nodes": {"n1": {"group": "g1"}},
+        "instances": {INST_UUID: {"disks": [d["uuid"] for d in disks], "primary_node": "n1"}},
+        "disks": {d["uuid"]: d for d in disks},
+    }
+
+
+def ext(uuid: str, vol: str, size: int = 256, name: str | None = None, **params: str) -> dict:
+    return {"uuid": uuid, "dev_type": "ext", "logical_id": ["rbd", vol], "size": size, "mode": "rw", "name": name,
+            "params": {"provider": "rbd", **params}}
+
+
+def line(uuids: list[str], oper: str = "N", admin: str = "down", hv: str = "kvm") -> str:
+    return SEP.join(["vm1.example", INST_UUID, "ADMIN_down", oper, admin, hv, repr(uuids)]) + "\n"
+
+
+def test_parse_instance_orders_disks_and_fills_access_like_ganeti() -> None:
+    cfg = config([ext("d2", "v2", access="userspace", pool="fast"), ext("d1", "v1", name="root"),
+                  {"uuid": "d3", "dev_type": "plain", "logical_id": ["vg", "lv"], "size": 8, "mode": "ro",
+                   "params": {}}], group_access="userspace")
+    inst = sw.parse_instance(line(["d2", "d1", "d3"]), cfg)
+    assert (inst.name, inst.running, inst.admin_state, inst.hypervisor) == ("vm1.example", False, "down", "kvm")
+    assert [(d.index, d.uuid, d.volume, d.access, d.is_rbd) for d in inst.disks] == [
+        (0, "d2", "v2", "userspace", True), (1, "d1", "v1", "userspace", True), (2, "d3", "lv", "kernelspace", False)]
+    assert inst.disks[1].name == "root" and inst.disks[0].params["pool"] == "fast"
+    assert sw.parse_instance(line(["d1"]), config([ext("d1", "v1")])).disks[0].access == "kernelspace"
+
+
+@pytest.mark.parametrize("text", ["vm1" + SEP + "x", line(["d1"]).replace(repr(["d1"]), "[oops")])
+def test_parse_instance_refuses_odd_output(text: str) -> None:
+    with pytest.raises(GanetiFailed):
+        sw.parse_instance(text, config([ext("d1", "v1")]))
+
+
+def test_a_stale_config_is_noticed() -> None:
+    with pytest.raises(GanetiFailed, match="does not match"):
+        sw.parse_instance(line(["d1", "d9"]), config([ext("d1", "v1")]))
+
+
+def test_oper_state_unknown_is_none() -> None:
+    assert sw.parse_instance(line(["d1"], oper="*unknown*"), config([ext("d1", "v1")])).running is None
+
+
+def disk(index: int = 0, name: str | None = None, mode: str = "rw", **params: str) -> Disk:
+    return Disk(index=index, uuid=f"u{index}", dev_type="ext", size_mib=256, mode=mode, name=name, volume=f"v{index}",
+                params={"provider": "rbd", **params}, access=params.get("access", "kernelspace"))
+
+
+def test_add_spec_carries_parameters_but_not_access_origin_or_adopt() -> None:
+    d = disk(2, mode="ro", pool="p1", features="layering,exclusive-lock", origin="t@s", adopt_image="x",
+             access="kernelspace")
+    assert sw.add_spec(d, "userspace") == (
+        r"2:add,size=256M,provider=rbd,access=userspace,adopt_image=v2,mode=ro,features=layering\,exclusive-lock,"
+        "pool=p1")
+
+
+def test_commands_insert_at_the_index_remove_the_next_and_restore_the_name() -> None:
+    assert sw.commands("vm", disk(1, name="da,ta"), "userspace") == [
+        ["gnt-instance", "modify", "--disk", "1:add,size=256M,provider=rbd,access=userspace,adopt_image=v1", "vm"],
+        ["gnt-instance", "modify", "--disk", "2:remove", "vm"],
+        ["gnt-instance", "modify", "--disk", r"1:modify,name=da\,ta", "vm"]]
+    assert len(sw.commands("vm", disk(0), "userspace")) == 2
+
+
+def test_condense_keeps_ganetis_last_words() -> None:
+    res = subprocess.CompletedProcess([], 1, "Waiting for job 5 ...\n", "Failure: prerequisites not met\n"
+                                      "error type: wrong_state\n  disk name 'a' already used\n")
+    assert sw.condense(res) == "Failure: prerequisites not met error type: wrong_state disk name 'a' already used"
+    assert sw.condense(subprocess.CompletedProcess([], 3, "", "")) == "exit 3"
+
+
+# -- the switch, against a fake Ganeti and a fake Ceph ---------------------------------------------------------------
+
+class FakeImages:
+    def __init__(self, names: set[str]) -> None:
+        self.names = set(names)
+        self.closed = False
+
+    def default_pool(self) -> str:
+        return "rbd"
+
+    def exists(self, pool: str, image: str) -> bool:
+        return image in self.names
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeGaneti(sw.Ganeti):
+    """Applies the --disk add/remove/modify calls to an in-memory disk list, as Ganeti and the provider would."""
+
+    def __init__(self, disks: list[Disk], images: FakeImages, adopts: bool = True, fail: str = "",
+                 **state: object) -> None:
+        self.disks, self.images, self.adopts, self.fail = list(disks), images, adopts, fail
+        self.state = {"running": False, "admin_state": "down", "hypervisor": "kvm", **state}
+        self.calls: list[str] = []
+        self.deactivated = False
+        self.ids = itertools.count(100)
+
+    def check_master(self) -> None:
+        pass
+
+    def instance(self, name: str) -> Instance:
+        if name != "vm":
+            raise Refused(f"instance {name} does not exist")
+        disks = tuple(replace(d, index=i) for i, d in enumerate(self.disks))
+        return Instance("vm", INST_UUID, "ADMIN_down", disks=disks, **self.state)  # type: ignore[arg-type]
+
+    def run(self, argv: list[str]) -> None:
+        if argv[1] == "deactivate-disks":
+            self.deactivated = True
+            return
+        spec = argv[3]
+        self.calls.append(spec)
+        if self.fail and self.fail in spec:
+            raise GanetiFailed(f"{spec} failed: boom")
+        idx, _, rest = spec.partition(":")
+        action, *kv = rest.split(",")
+        params = dict(p.split("=", 1) for p in kv)
+        i = int(idx)
+        if action == "add":
+            n = next(self.ids)
+            vol, old = f"v{n}", params.pop("adopt_image")
+            self.images.names.add(vol)
+            if self.adopts:
+                self.images.names.discard(old)
+            size = int(params.pop("size").rstrip("M"))
+            self.disks.insert(i, Disk(i, f"u{n}", "ext", size, "rw", None, vol, params, params["access"]))
+        elif action == "remove":
+            self.images.names.discard(self.disks.pop(i).volume)  # the provider's remove, if attach works
+        else:
+            self.disks[i] = replace(self.disks[i], name=params["name"])
+
+
+def setup(*disks: Disk, **kw: object) -> tuple[FakeGaneti, FakeImages]:
+    images = FakeImages({d.volume for d in disks})
+    return FakeGaneti(list(disks), images, **kw), images  # type: ignore[arg-type]
+
+
+def test_switch_keeps_data_order_and_names(capsys: pytest.CaptureFixture[str]) -> None:
+    g, images = setup(disk(0, name="root"), disk(1, access="userspace"), disk(2, pool="rbd"))
+    assert sw.switch("vm", "userspace", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0", "1:remove", "0:modify,name=root",
+                       "2:add,size=256M,provider=rbd,access=userspace,adopt_image=v2,pool=rbd", "3:remove"]
+    assert [(d.name, d.access) for d in g.disks] == [("root", "userspace"), (None, "userspace"), (None, "userspace")]
+    assert images.names == {"v100", "v1", "v101"} and images.closed and g.deactivated
+    assert capsys.readouterr().out == "vm: disk/0, disk/2 switched to userspace\n"
+
+
+def test_already_in_mode_is_a_no_op(capsys: pytest.CaptureFixture[str]) -> None:
+    g, images = setup(disk(0, access="userspace"))
+    assert sw.switch("vm", "userspace", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert g.calls == [] and "already use userspace" in capsys.readouterr().out
+
+
+def test_dry_run_prints_and_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    g, images = setup(disk(0, name="root"))
+    assert sw.switch("vm", "userspace", dry_run=True, ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert g.calls == []
+    assert capsys.readouterr().out.splitlines() == [
+        "gnt-instance deactivate-disks vm",
+        "gnt-instance modify --disk 0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0 vm",
+        "gnt-instance modify --disk 1:remove vm", "gnt-instance modify --disk 0:modify,name=root vm"]
+
+
+@pytest.mark.parametrize(("kw", "name", "mode", "match"), [
+    ({"running": True}, "vm", "userspace", "is running: stop it first"),
+    ({"running": None}, "vm", "userspace", "cannot tell"),
+    ({"admin_state": "up"}, "vm", "userspace", "meant to run"),
+    ({"hypervisor": "xen-pvm"}, "vm", "userspace", "needs the kvm hypervisor"),
+    ({}, "other", "userspace", "does not exist"),
+])
+def test_refusals_change_nothing(kw: dict, name: str, mode: str, match: str) -> None:
+    g, images = setup(disk(0), **kw)
+    with pytest.raises(Refused, match=match):
+        sw.switch(name, mode, ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == []
+
+
+def test_invalid_mode_and_no_rbd_disks() -> None:
+    with pytest.raises(UsageError, match="not valid"):
+        sw.switch("vm", "userland")
+    g, images = setup(replace(disk(0), params={"provider": "other"}))
+    with pytest.raises(Refused, match="no disks of the rbd"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+
+
+def test_a_disk_whose_image_is_gone_is_refused_with_the_fix() -> None:
+    g, images = setup(disk(0), disk(1))
+    images.names.discard("v1")
+    with pytest.raises(Refused, match=r"v1 does not exist.*--disk 1:remove vm"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == []
+
+
+def test_failure_midway_says_what_was_switched_and_how_to_finish() -> None:
+    g, images = setup(disk(0, name="root"), disk(1))
+    g.fail = "2:remove"
+    with pytest.raises(GanetiFailed) as err:
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert err.value.message == (
+        "vm: switched to userspace: disk/0; disk/1 failed: 2:remove failed: boom; to finish it run: "
+        "gnt-instance modify --disk 2:remove vm; then run: gnt-storage rbd-access vm userspace")
+    assert images.closed
+
+
+def test_a_failed_add_changed_nothing_for_that_disk() -> None:
+    g, images = setup(disk(0))
+    g.fail = "0:add"
+    with pytest.raises(GanetiFailed, match=r"switched to userspace: none; disk/0 failed: .*nothing changed for it; "
+                                           r"then run: gnt-storage rbd-access vm userspace"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+
+
+def test_an_add_that_did_not_adopt_is_rolled_back_before_anything_is_removed() -> None:
+    """Ganeti drops disk parameters named like its own: the old disk must then survive, with its image."""
+    g, images = setup(disk(0, name="root"), adopts=False)
+    with pytest.raises(GanetiFailed, match="did not hand adopt_image= to the provider") as err:
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert "then run" not in err.value.message
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0", "0:remove"]
+    assert [(d.uuid, d.name) for d in g.disks] == [("u0", "root")] and images.names == {"v0"}
+
+
+def test_cli_dispatches_rbd_access() -> None:
+    from gnt_storage import cli
+
+    assert "rbd-access" in cli.OURS
+    with pytest.raises(UsageError, match="'sideways' is not valid"):
+        cli.main(["rbd-access", "vm", "sideways"])
+    args = cli.build_parser().parse_args(["rbd-access", "vm", "userspace", "--dry-run"])
+    assert (args.instance, args.mode, args.dry_run) == ("vm", "userspace", True)
+
+
+def test_ganeti_reads_list_and_config_data(tmp_path) -> None:
+    (tmp_path / "config.data").write_text(json.dumps(config([ext("d1", "v1", name="root")])))
+    (tmp_path / "ssconf_master_node").write_text("elsewhere.example\n")
+    seen: list[list[str]] = []
+
+    def runner(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        seen.append(argv)
+        if argv[-1] == "vm":
+            return subprocess.CompletedProcess(argv, 0, line(["d1"]), "")
+        return subprocess.CompletedProcess(argv, 1, "", "Failure: prerequisites not met for this operation:\n"
+                                           "error type: unknown_entity, error details:\nInstance name x not found\n")
+
+    g = sw.Ganeti(runner, str(tmp_path))
+    assert [(d.name, d.volume, d.access) for d in g.instance("vm").disks] == [("root", "v1", "kernelspace")]
+    assert seen[0][:4] == ["gnt-instance", "list", "--no-headers", f"--separator={SEP}"]
+    with pytest.raises(Refused, match="instance x does not exist"):
+        g.instance("x")
+    with pytest.raises(Refused, match="run this on the Ganeti master, elsewhere"):
+        g.check_master()
