@@ -120,9 +120,9 @@ def do_attach(c: Call) -> tuple[str, str]:
         return "\n" + uri, ""
     mapper = mappers.for_config(c.cfg)
     fsid = conf_fsid(c.cfg.conf)
+    # Only sysfs and a link are read here: nothing that could block on a
+    # wedged mapping (a stat of an rbd-fuse file can hang with its cluster).
     dev = mapper.find(c.target(fsid)) if fsid else None
-    if dev is not None and fsid:
-        mapper.refresh(dev, c.target(fsid))
     if dev is None:
         with c.session() as s:
             _require_volume(s, c)
