@@ -31,7 +31,7 @@ HOOK_NAME = "50-ganeti-ceph"  # Ganeti runs hooks matching ^[a-zA-Z0-9_-]+$ in l
 HOOK_SCRIPT = "ganeti-ceph-hook"  # the one program behind every link (not itself in a *.d dir)
 HOOKS = (("instance-start", "pre"), ("instance-migrate", "pre"), ("instance-failover", "pre"),
          ("instance-stop", "post"), ("instance-remove", "post"), ("instance-migrate", "post"),
-         ("instance-failover", "post"), ("node-add", "post"))
+         ("instance-failover", "post"), ("node-add", "post"), ("disk-grow", "post"))
 
 
 def script_text(python: str, path: list[str], module: str = "extstorage.client", func: str = "main") -> str:

@@ -32,6 +32,8 @@ class HookEnv:
     node_name: str = ""
     node_ip: str = ""
     ignore_consistency: bool = False
+    hypervisor: str = ""
+    grown_disk: int = -1
     disks: tuple[Disk, ...] = ()
     hv: dict[str, str] = field(default_factory=dict)
 
@@ -68,6 +70,8 @@ def parse(env: Mapping[str, str]) -> HookEnv:
         old_primary=g.get("OLD_PRIMARY", ""), new_primary=g.get("NEW_PRIMARY", ""),
         node_name=g.get("NODE_NAME", ""), node_ip=g.get("NODE_PIP", ""),
         ignore_consistency=g.get("IGNORE_CONSISTENCY") == "True",
+        hypervisor=g.get("INSTANCE_HYPERVISOR", ""),
+        grown_disk=int(g["DISK"]) if g.get("DISK", "").isdigit() else -1,
         disks=tuple(disks),
         hv={k[len("INSTANCE_HV_"):]: v for k, v in g.items() if k.startswith("INSTANCE_HV_")},
     )

@@ -9,6 +9,8 @@
 - instance-stop/remove/migrate/failover, post: no mapping of the
   instance's disks is left on the old node.
 - node-add, post, on the master: a readded node's blocklist entry is lifted.
+- disk-grow, post, on the primary: a running QEMU is told the disk's new
+  size (block_resize); Ganeti 3.0 does not, and the guest would not see it.
 
 The access mode of a disk is read from its image's metadata
 (`ganeti.access`, written by the provider at create and by
@@ -30,7 +32,7 @@ from ganeti_ceph import config
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import UsageError, run_main
 from ganeti_ceph.session import Session
-from hooks import checks
+from hooks import checks, qmp
 from hooks.env import Disk, HookEnv, parse, same_node
 
 SSCONF = "/var/lib/ganeti"
@@ -165,6 +167,34 @@ def lift_fence(h: HookEnv, cfg: Config) -> None:
             say(f"lifted the fence of {h.node_name} ({ip})")
 
 
+def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
+    """After grow-disk, tell a running QEMU the disk's new size (Ganeti 3.0 does not)."""
+    sock = os.path.join(qmp.CTRL_DIR, f"{h.instance}.qmp")
+    disk = next((d for d in h.rbd_disks if d.index == h.grown_disk), None)
+    if disk is None or not os.path.exists(sock):
+        return
+    with Session(cfg) as s:
+        pool, _, _ = disk_info(s, cfg, disk)
+        with s.ioctx(pool) as ioctx, s.errors(f"size of {pool}/{disk.volume}"):
+            import rbd
+
+            with rbd.Image(ioctx, disk.volume, read_only=True) as img:
+                size = img.size()
+    try:
+        client = qmp.Qmp(sock)
+        try:
+            device = qmp.drive_of(client.call("query-block"), disk.volume, h.instance, disk.index)
+            if device is None:
+                raise qmp.QmpError(f"no drive of {disk.volume}")
+            client.call("block_resize", device=device, size=size)
+        finally:
+            client.close()
+    except (OSError, ValueError, qmp.QmpError) as exc:
+        raise UsageError(f"disk {disk.index} grew in Ceph, but QEMU was not told ({exc}); "
+                         f"the guest sees the new size after a restart") from None
+    say(f"QEMU now sees disk {disk.index} ({pool}/{disk.volume}) at {size // 2**20} MiB")
+
+
 def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: checks.Probe | None = None) -> int:
     probe = probe or checks.Probe()
     is_master = same_node(h.master, me)
@@ -173,6 +203,10 @@ def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: ch
             lift_fence(h, load())
         return 0
     if not h.rbd_disks:
+        return 0
+    if h.hpath == "disk-grow":
+        if h.phase == "post" and same_node(h.primary, me) and h.hypervisor == "kvm":
+            resize_in_qemu(h, load())
         return 0
     kind = h.hpath.removeprefix("instance-")
     serving = h.new_primary if kind in ("migrate", "failover") else h.primary

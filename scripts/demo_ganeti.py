@@ -57,8 +57,14 @@ class Demo:
             return
         for dev in json.loads(res.stdout):
             image = dev.get("inserted", {}).get("image", {})
-            print(f"  QEMU drive {dev.get('device') or dev.get('qdev')}: {image.get('filename')} "
-                  f"({image.get('virtual-size', 0) // 2**20} MiB)")
+            if not image:
+                continue  # empty floppy/cdrom slots
+            name = image.get("filename", "")
+            if name.startswith("json:"):  # userspace: QEMU's own librbd
+                spec = json.loads(name[5:]).get("file", {})
+                name = f"rbd:{spec.get('pool')}/{spec.get('image')} as client.{spec.get('user')} (QEMU librbd)"
+            print(f"  QEMU drive {dev.get('device') or dev.get('qdev')}: "
+                  f"{image.get('virtual-size', 0) // 2**20} MiB, {name}")
 
 
 def run(tb: Testbed) -> None:
@@ -66,8 +72,8 @@ def run(tb: Testbed) -> None:
     node = tb.node_names[0]
     step("gnt-instance add: a KVM instance with a 512 MiB RBD disk, userspace access (QEMU's own librbd)")
     d.gnt("gnt-instance", "add", "-t", "ext", "--disk", "0:size=512M,provider=rbd,access=userspace",
-          "--hypervisor", "kvm", "-H", "disk_type=scsi", "-o", "noop+default", "-B", "memory=128M", "-n", node,
-          "--no-ip-check", "--no-name-check", INSTANCE)
+          "-H", "kvm:disk_type=scsi-hd,scsi_controller_type=virtio-scsi-pci", "-o", "noop+default",
+          "-B", "memory=128M", "-n", node, "--no-ip-check", "--no-name-check", INSTANCE)
     d.drives()
     step("gnt-instance grow-disk, online: 512 -> 768 MiB; QEMU sees the new size")
     d.gnt("gnt-instance", "grow-disk", INSTANCE, "0", "256M")

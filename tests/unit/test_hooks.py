@@ -83,3 +83,23 @@ def test_run_does_nothing_without_rbd_disks() -> None:
         raise AssertionError("no config needed")
 
     assert main.run(h, "node1.t", no_config) == 0
+
+
+def test_drive_of_finds_userspace_and_kernelspace_drives() -> None:
+    from hooks.qmp import drive_of
+
+    blocks = [
+        {"device": "floppy0"},
+        {"device": "disk-aaa", "inserted": {"image": {"filename":
+            'json:{"driver": "raw", "file": {"pool": "rbd", "image": "u1.ext.disk0", "driver": "rbd"}}'}}},
+        {"device": "disk-bbb", "inserted": {"image": {"filename": "/var/run/ganeti/instance-disks/i1:1"}}},
+    ]
+    assert drive_of(blocks, "u1.ext.disk0", "i1", 0) == "disk-aaa"
+    assert drive_of(blocks, "u1.ext.disk1", "i1", 1) == "disk-bbb"
+    assert drive_of(blocks, "nope", "i1", 5) is None
+
+
+def test_disk_grow_env() -> None:
+    h = parse({**ENV, "GANETI_HOOKS_PATH": "disk-grow", "GANETI_HOOKS_PHASE": "post", "GANETI_DISK": "0",
+               "GANETI_INSTANCE_HYPERVISOR": "kvm"})
+    assert (h.grown_disk, h.hypervisor) == (0, "kvm")
