@@ -1,7 +1,7 @@
 """`gnt-instance add` of a 10 GiB instance: from a template (`origin=`) vs a fresh disk filled by a full copy.
 
 One single-node Ganeti test bed (testbed/) on its own local Ceph, shared by
-the runs. The template is a 10 GiB image with 1 GiB written, snapshotted
+the runs. The template is a 10 GiB image with 4 GiB written, snapshotted
 once. Ours: `gnt-instance add ... --disk 0:size=10G,provider=rbd,origin=rbd/tmpl@gold`
 (a copy-on-write clone). Baseline: the same add with a fresh 10 GiB disk,
 then the template copied into it inside the node (`qemu-img convert -n`,
@@ -24,7 +24,7 @@ from testbed.ganeti import HOST_ADDR, Testbed
 TB_DIR = os.path.join(SCRATCH, "ganeti-testbed")
 CEPH_DIR = os.path.join(SCRATCH, "ganeti-ceph")
 CEPH_PORT = SHARED_PORT_BASE + 50 * PORT_SPAN
-TEMPLATE, SNAP, DATA_MIB, SIZE = "tmpl", "gold", 1024, "10G"
+TEMPLATE, SNAP, DATA_MIB, SIZE = "tmpl", "gold", 4096, "10G"
 ADD = ("gnt-instance", "add", "-t", "ext", "-o", "noop+default", "--hypervisor", "fake", "-B", "memory=128M",
        "--no-start", "--no-ip-check", "--no-name-check")
 
