@@ -17,6 +17,9 @@ setup(
             "gnt-storage = gnt_storage.cli:entry",
             "ganeti-ceph-setup = extstorage.install:entry",
             "ganeti-ceph-agent = extstorage.agent:entry",
+            "ganeti-ceph-collector = data_collector.cli:entry",
+            "ganeti-ceph-mond = data_collector.daemon:entry",
+            "ganeti-ceph-verify-hook = data_collector.verify_hook:entry",
         ],
     },
 )

@@ -65,6 +65,7 @@ def local_cluster_up(ctx: Ctx) -> Result:
 
 
 # The provider benches register after local-cluster-up, so they run (and are listed) after it.
+import collector  # noqa: E402, F401
 import ganeti_add  # noqa: E402, F401
 import provider  # noqa: E402, F401
 

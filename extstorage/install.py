@@ -29,6 +29,7 @@ MARKER = "# ganeti-ceph provider"
 DEFAULT_HOOKS_DIR = "/etc/ganeti/hooks"
 HOOK_NAME = "50-ganeti-ceph"  # Ganeti runs hooks matching ^[a-zA-Z0-9_-]+$ in lexical order
 HOOK_SCRIPT = "ganeti-ceph-hook"  # the one program behind every link (not itself in a *.d dir)
+VERIFY_HOOK = "60-ganeti-ceph-health"  # cluster-verify-post.d: Ceph's health in gnt-cluster verify
 HOOKS = (("instance-start", "pre"), ("instance-migrate", "pre"), ("instance-failover", "pre"),
          ("instance-stop", "post"), ("instance-remove", "post"), ("instance-migrate", "post"),
          ("instance-failover", "post"), ("node-add", "post"), ("disk-grow", "post"))
@@ -43,11 +44,16 @@ def script_text(python: str, path: list[str], module: str = "extstorage.client",
 
 
 def install_hooks(hooks_dir: str, python: str) -> list[str]:
-    """One script, linked into every hook path it serves (name: HOOK_NAME)."""
+    """One script, linked into every hook path it serves (name: HOOK_NAME),
+    plus the Ceph health line of `gnt-cluster verify` (data_collector)."""
     os.makedirs(hooks_dir, mode=0o755, exist_ok=True)
     script = os.path.join(hooks_dir, HOOK_SCRIPT)
     _write_executable(script, script_text(python, module_path(), "hooks.main", "entry"))
-    done = []
+    verify_dir = os.path.join(hooks_dir, "cluster-verify-post.d")
+    os.makedirs(verify_dir, mode=0o755, exist_ok=True)
+    _write_executable(os.path.join(verify_dir, VERIFY_HOOK),
+                      script_text(python, module_path(), "data_collector.verify_hook", "entry"))
+    done = [os.path.join(verify_dir, VERIFY_HOOK)]
     for hpath, phase in HOOKS:
         d = os.path.join(hooks_dir, f"{hpath}-{phase}.d")
         os.makedirs(d, mode=0o755, exist_ok=True)
@@ -61,6 +67,10 @@ def install_hooks(hooks_dir: str, python: str) -> list[str]:
 
 def remove_hooks(hooks_dir: str) -> int:
     removed = 0
+    verify = os.path.join(hooks_dir, "cluster-verify-post.d", VERIFY_HOOK)
+    if os.path.exists(verify) and MARKER in open(verify).read(512):  # noqa: SIM115
+        os.unlink(verify)
+        removed += 1
     for hpath, phase in HOOKS:
         link = os.path.join(hooks_dir, f"{hpath}-{phase}.d", HOOK_NAME)
         if os.path.islink(link) and os.readlink(link) == os.path.join(hooks_dir, HOOK_SCRIPT):

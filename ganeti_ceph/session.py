@@ -70,7 +70,11 @@ class Session:
 
         with self.errors("connect"):
             cluster = rados.Rados(conffile=self.cfg.conf, rados_id=self.cfg.client_id, conf=rados_options(self.cfg))
-            cluster.connect(timeout=_secs(self.cfg.timeouts.connect))
+            try:
+                cluster.connect(timeout=_secs(self.cfg.timeouts.connect))
+            except Exception:
+                cluster.shutdown()  # else its threads outlive every failed connect
+                raise
         self._cluster = cluster
 
     def close(self) -> None:

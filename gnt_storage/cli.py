@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--port", type=int, default=local.DEFAULT_PORT,
                            help=f"first of {local.PORT_SPAN} ports on 127.0.0.1 (default {local.DEFAULT_PORT})")
             p.add_argument("--osds", type=int, default=3, choices=range(1, 9), metavar="N", help="OSD count (1-8)")
+            p.add_argument("--mons", type=int, default=1, choices=(1, 3), metavar="N",
+                           help="monitor count, 1 or 3 (3: same address, ports of their own; default 1)")
             p.add_argument("--pool", default="rbd", help="pool for Ganeti disks (default rbd)")
             p.add_argument("--client", default="ganeti", help="Ceph client id for Ganeti (default ganeti)")
             p.add_argument("--addr", default=local.HOST,
@@ -86,8 +88,8 @@ def _local_cluster(args: argparse.Namespace) -> int:
         return local.down(args.dir)
     check_pool_name(args.pool)
     check_client_id(args.client)
-    opts = local.Options(dir=args.dir, port=args.port, osds=args.osds, pool=args.pool, client=args.client,
-                         wait=args.wait, addr=args.addr)
+    opts = local.Options(dir=args.dir, port=args.port, osds=args.osds, mons=args.mons, pool=args.pool,
+                         client=args.client, wait=args.wait, addr=args.addr)
     cfg = local.up(opts)
     print(f"conf: {cfg.conf}")
     print(f"client: client.{cfg.client_id} (keyring {cfg.keyring})")

@@ -1,6 +1,7 @@
 """`gnt-storage local-cluster up|status|down`: a real single-host Ceph under one DIR.
 
-1 mon, 1 mgr, 3 OSDs (bluestore on sparse files), cephx, a replicated pool
+1 mon (or 3 with --mons 3: one address, ports of their own, to test quorum
+loss), 1 mgr, 3 OSDs (bluestore on sparse files), cephx, a replicated pool
 initialised for RBD and a restricted client key for Ganeti, all bound to
 127.0.0.1 on non-default ports. It is the embedded default for trying
 ganeti-ceph and what every Ceph test runs against.
@@ -29,7 +30,7 @@ from gnt_storage.daemons import Daemon
 
 DEFAULT_DIR = "/var/lib/ganeti-ceph/local-cluster"
 DEFAULT_PORT = 13300
-PORT_SPAN = 100  # mon v2 = port, v1 = port+1, other daemons in port+2..port+99
+PORT_SPAN = 100  # mon v2 = port, v1 = port+1 (3 mons: up to port+5), other daemons above, up to port+99
 STATE = "local-cluster.json"
 HOST = "127.0.0.1"
 REQUIRED = ("ceph-mon", "ceph-osd", "ceph-mgr", "monmaptool")
@@ -42,6 +43,7 @@ class Options:
     dir: str = DEFAULT_DIR
     port: int = DEFAULT_PORT
     osds: int = 3
+    mons: int = 1
     osd_gib: int = 10
     pool: str = "rbd"
     client: str = "ganeti"
@@ -49,18 +51,27 @@ class Options:
     addr: str = HOST
 
 
+MON_IDS = "abc"
+
+
+def mon_ids(count: int) -> list[str]:
+    return list(MON_IDS[:count])
+
+
 def spec_for(opts: Options, fsid: str) -> ClusterSpec:
+    """Mon i binds port+2i (v2) and port+2i+1 (v1); the other daemons take the ports above the mons'."""
+    mons = tuple(Mon(m, opts.addr, opts.port + 2 * i, opts.port + 2 * i + 1) for i, m in enumerate(mon_ids(opts.mons)))
     return ClusterSpec(
-        fsid=fsid, root=os.path.abspath(opts.dir),
-        mons=(Mon("a", opts.addr, opts.port, opts.port + 1),),
-        public_network=f"{opts.addr}/32", port_min=opts.port + 2, port_max=opts.port + PORT_SPAN - 1,
+        fsid=fsid, root=os.path.abspath(opts.dir), mons=mons,
+        public_network=f"{opts.addr}/32", port_min=opts.port + 2 * len(mons), port_max=opts.port + PORT_SPAN - 1,
         pool=opts.pool, client_id=opts.client, osd_bytes=opts.osd_gib * 1024**3,
         pool_size=min(2, opts.osds),
     )
 
 
-def daemon_list(osds: int) -> list[Daemon]:
-    return [Daemon("mon", "a"), Daemon("mgr", "x")] + [Daemon("osd", i) for i in bootstrap.osd_ids(osds)]
+def daemon_list(osds: int, mons: int = 1) -> list[Daemon]:
+    return ([Daemon("mon", m) for m in mon_ids(mons)] + [Daemon("mgr", "x")]
+            + [Daemon("osd", i) for i in bootstrap.osd_ids(osds)])
 
 
 def admin_config(root: str, timeouts: Timeouts | None = None) -> Config:
@@ -151,7 +162,8 @@ def read_state(root: str) -> dict | None:
 
 def running(root: str, state: dict) -> dict[str, int | None]:
     conf = os.path.join(root, "ceph.conf")
-    return {d.name: daemons.running_pid(os.path.join(root, "run"), d, conf) for d in daemon_list(state["osds"])}
+    return {d.name: daemons.running_pid(os.path.join(root, "run"), d, conf)
+            for d in daemon_list(state["osds"], state.get("mons", 1))}
 
 
 def stop_and_wipe(root: str, state: dict | None) -> list[str]:
@@ -163,7 +175,7 @@ def stop_and_wipe(root: str, state: dict | None) -> list[str]:
     stopped: list[str] = []
     if state is not None:
         _unmap_everything(root, state)
-        stopped = daemons.stop(daemon_list(state["osds"]), os.path.join(root, "run"),
+        stopped = daemons.stop(daemon_list(state["osds"], state.get("mons", 1)), os.path.join(root, "run"),
                                os.path.join(root, "ceph.conf"), grace=0)
     for name in (*OURS, f"ceph.client.{(state or {}).get('client', 'ganeti')}.keyring"):
         path = os.path.join(root, name)
@@ -193,6 +205,8 @@ def _unmap_everything(root: str, state: dict) -> None:
 def up(opts: Options) -> Config:
     """Bring a fresh cluster up (or say it already runs); return the client config."""
     root = os.path.abspath(opts.dir)
+    if opts.mons not in (1, 3):
+        raise UsageError(f"--mons {opts.mons}: use 1 or 3")
     env = child_env()
     check_packages(env)
     state = read_state(root)
@@ -209,12 +223,14 @@ def up(opts: Options) -> Config:
     spec = spec_for(opts, str(uuid.uuid4()))
     started = time.monotonic()
     state = {"fsid": spec.fsid, "port": opts.port, "osds": opts.osds, "pool": opts.pool, "client": opts.client}
+    if opts.mons != 1:
+        state["mons"] = opts.mons
     bootstrap.write_file(os.path.join(root, STATE), json.dumps(state, indent=1) + "\n")
     try:
         _bring_up(spec, opts, env)
     except BaseException:
         progress("bring-up failed: stopping the daemons started so far (logs kept in " + spec.path("log") + ")")
-        daemons.stop(daemon_list(opts.osds), spec.path("run"), spec.conf_path)
+        daemons.stop(daemon_list(opts.osds, opts.mons), spec.path("run"), spec.conf_path)
         raise
     cfg = client_config(spec)
     bootstrap.write_file(spec.path("ganeti-ceph.yaml"), gconfig.dump(cfg))
@@ -228,8 +244,10 @@ def _bring_up(spec: ClusterSpec, opts: Options, env: dict[str, str]) -> None:
     bootstrap.write_cluster_files(spec, osds, "x")
     progress(f"creating the monitor and {len(osds)} OSD stores")
     uuids = bootstrap.mkfs_all(spec, osds, env)
-    progress(f"starting mon.a and mgr.x on {opts.addr}:{opts.port}")
-    daemons.start([Daemon("mon", "a"), Daemon("mgr", "x")], spec.conf_path, spec.path("log"), env)
+    names = " ".join(f"mon.{m.id}" for m in spec.mons)
+    progress(f"starting {names} and mgr.x on {opts.addr}:{opts.port}")
+    daemons.start([Daemon("mon", m.id) for m in spec.mons] + [Daemon("mgr", "x")], spec.conf_path,
+                  spec.path("log"), env)
     timeouts = Timeouts(connect=15, mon_op=30, osd_op=max(30.0, opts.wait))
     with Session(admin_config(spec.root, timeouts)) as session:
         bootstrap.register_osds(session, uuids)

@@ -33,11 +33,13 @@ def test_never_overwrites_a_foreign_provider(tmp_path) -> None:
 
 def test_hooks_install_and_remove(tmp_path) -> None:
     links = install.install_hooks(str(tmp_path), "/usr/bin/python3")
-    assert len(links) == len(install.HOOKS)
+    assert len(links) == len(install.HOOKS) + 1
+    verify = (tmp_path / "cluster-verify-post.d" / install.VERIFY_HOOK).read_text()
+    assert "from data_collector.verify_hook import entry" in verify
     for hpath, phase in install.HOOKS:
         link = tmp_path / f"{hpath}-{phase}.d" / install.HOOK_NAME
         assert link.is_symlink() and os.access(link, os.X_OK)
     script = (tmp_path / install.HOOK_SCRIPT).read_text()
     assert "from hooks.main import entry" in script and script.startswith("#!/usr/bin/python3 -IS\n")
-    assert install.remove_hooks(str(tmp_path)) == len(install.HOOKS)
+    assert install.remove_hooks(str(tmp_path)) == len(install.HOOKS) + 1
     assert not (tmp_path / install.HOOK_SCRIPT).exists()

@@ -1,0 +1,264 @@
+"""`ganeti-ceph-mond`: mond's HTTP API for the `ceph` collector, and /metrics.
+
+    ganeti-ceph-mond start|stop|status|run [--bind ADDR] [--port PORT] [--interval S] [--config PATH]
+
+Ganeti's mond cannot load external collectors, so this small daemon serves
+the same API for ours on its own port (mond uses 1815): `/` -> [1],
+`/1/list/collectors`, `/1/report/all`, `/1/report/storage/ceph`, plus the
+same facts as Prometheus text at `/metrics`. One librados connection, a
+background thread refreshing the report every --interval seconds; requests
+only read the latest report, so they cost the same whatever the cluster
+size. GET only; binds the node's primary IP (from ssconf) or 127.0.0.1,
+never all addresses unless told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from data_collector import CATEGORY, KIND, NAME, gather, metrics
+from data_collector.cli import unknown_report
+from ganeti_ceph import config, procs
+from ganeti_ceph.config import Config
+from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
+
+PROG = "ganeti-ceph-mond"
+DEFAULT_PORT = 1816
+DEFAULT_PIDFILE = "/run/ganeti-ceph/mond.pid"
+DEFAULT_LOG = "/var/log/ganeti/ceph-mond.log"
+SSCONF = "/var/lib/ganeti"
+JSON = "application/json"
+
+
+def default_bind(ssconf_dir: str = SSCONF, names: set[str] | None = None) -> str:
+    """This node's primary IP if ssconf lists it (a Ganeti node), else 127.0.0.1."""
+    host = socket.gethostname()
+    names = names or {host, host.split(".")[0], socket.getfqdn()}
+    try:
+        with open(os.path.join(ssconf_dir, "ssconf_node_primary_ips")) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) == 2 and (parts[0] in names or parts[0].split(".")[0] in names):
+                    return parts[1]
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+class Reports:
+    """The latest report, refreshed by one background thread over one Collector."""
+
+    def __init__(self, cfg: Config, interval: float) -> None:
+        self.collector = gather.Collector(cfg)
+        self.interval = interval
+        # A refresh stuck in a C call past this is reported as code 2, not served stale.
+        self.stale_after = 2 * interval + gather.deadline(cfg)
+        self._lock = threading.Lock()
+        self._report: dict[str, Any] = unknown_report("no report yet: the first refresh is running", cfg.cluster)
+        self._made = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="refresh", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                rep = self.collector.report()
+            except Exception as exc:  # a bug must not stop the refreshes: say so, log it, go on
+                traceback.print_exc(file=sys.stderr)
+                rep = unknown_report(f"collector error: {exc!r}", self.collector.cfg.cluster)
+            with self._lock:
+                self._report, self._made = rep, time.monotonic()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def latest(self) -> dict[str, Any]:
+        with self._lock:
+            rep, age = self._report, time.monotonic() - self._made
+        if age > self.stale_after:
+            return unknown_report(f"no fresh report for {age:.0f} s: the cluster is not answering",
+                                  self.collector.cfg.cluster)
+        return rep
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=gather.deadline(self.collector.cfg))
+        self.collector.close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    server_version = "ganeti-ceph-mond"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape every few seconds would only fill the log
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any method but GET: read-only
+            return self._not_allowed
+        raise AttributeError(name)
+
+    def _not_allowed(self) -> None:
+        self.close_connection = True  # a request body, if any, is never read
+        self._send(405, JSON, json.dumps({"error": "method not allowed: read-only, GET only"}),
+                   {"Allow": "GET", "Connection": "close"})
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        rep = self.server.reports.latest()
+        if path == "/":
+            self._send(200, JSON, "[1]")
+        elif path == "/1/list/collectors":
+            self._send(200, JSON, json.dumps([[NAME, CATEGORY, KIND]]))
+        elif path == "/1/report/all":
+            self._send(200, JSON, json.dumps([rep]))
+        elif path == f"/1/report/{CATEGORY}/{NAME}":
+            self._send(200, JSON, json.dumps(rep))
+        elif path == "/metrics":
+            self._send(200, metrics.CONTENT_TYPE, metrics.render(rep))
+        else:
+            self._send(404, JSON, json.dumps({"error": f"not found: {path}"}))
+
+    def _send(self, code: int, ctype: str, body: str, extra: dict[str, str] | None = None) -> None:
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], reports: Reports) -> None:
+        self.reports = reports
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(addr, Handler)
+
+
+def serve(cfg: Config, bind: str, port: int, interval: float, pidfile: str) -> int:
+    reports = Reports(cfg, interval)
+    try:
+        server = Server((bind, port), reports)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {bind}:{port} ({exc.strerror}); choose --bind/--port") from None
+    reports.start()
+    os.makedirs(os.path.dirname(pidfile), mode=0o755, exist_ok=True)
+    with open(pidfile, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+    def stop(*_: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"{PROG}: serving http://{bind}:{port}/ (pid {os.getpid()})", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        reports.stop()
+        if running_pid(pidfile) in (None, os.getpid()):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pidfile)
+    return 0
+
+
+# -- start, stop, status: by pid file, with the command line checked (like ganeti-ceph-agent) --
+
+def running_pid(pidfile: str) -> int | None:
+    try:
+        with open(pidfile) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if procs.alive(pid) and "data_collector.daemon" in procs.cmdline(pid) else None
+
+
+def start(args: argparse.Namespace) -> int:
+    pid = running_pid(args.pidfile)
+    if pid:
+        print(f"{PROG}: already running (pid {pid})", file=sys.stderr)
+        return 0
+    os.makedirs(os.path.dirname(args.log), exist_ok=True)
+    argv = [sys.executable, "-I", "-m", "data_collector.daemon", "run", "--bind", args.bind, "--port",
+            str(args.port), "--interval", str(args.interval), "--timeout", str(args.timeout), "--pidfile", args.pidfile,
+            "--config", os.path.abspath(config.config_path() if args.config is None else args.config)]
+    with open(args.log, "ab") as fh:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
+                                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if running_pid(args.pidfile) == child.pid:
+            return 0
+        if child.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise GanetiCephError(f"{PROG} did not start within 10 s; see {args.log}")
+
+
+def stop_daemon(pidfile: str) -> int:
+    pid = running_pid(pidfile)
+    if pid is None:
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while procs.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if procs.alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("start", "stop", "status", "run"))
+    parser.add_argument("--bind", help="address to listen on (default: the node's primary IP, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="cap on connect and each mon command (default 5)")
+    parser.add_argument("--config", help=f"ganeti-ceph config (default ${config.ENV_VAR} or {config.DEFAULT_PATH})")
+    parser.add_argument("--pidfile", default=DEFAULT_PIDFILE)
+    parser.add_argument("--log", default=DEFAULT_LOG)
+    args = parser.parse_args(argv)
+    args.bind = args.bind or default_bind()
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    if args.action == "run":
+        return serve(gather.with_timeout(config.load(args.config), args.timeout), args.bind, args.port,
+                     args.interval, args.pidfile)
+    if args.action == "start":
+        return start(args)
+    if args.action == "stop":
+        return stop_daemon(args.pidfile)
+    pid = running_pid(args.pidfile)
+    print(f"{PROG}: {'running, pid ' + str(pid) if pid else 'not running'}")
+    return 0 if pid else 1
+
+
+def entry() -> None:
+    run_main(PROG, main)
+
+
+if __name__ == "__main__":
+    entry()

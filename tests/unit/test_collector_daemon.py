@@ -1,0 +1,202 @@
+"""The HTTP API, the Prometheus rendering and the verify hook, without a cluster."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_collector import cli, daemon, gather, metrics, verify_hook
+from ganeti_ceph.config import Config, Timeouts
+from tests.unit.test_collector_formats import parse_prometheus, validate_report
+from tests.unit.test_collector_report import REAL, make
+
+
+class StubReports:
+    def __init__(self, rep: dict[str, Any]) -> None:
+        self.rep = rep
+
+    def latest(self) -> dict[str, Any]:
+        return self.rep
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, int]]:
+    srv = daemon.Server(("127.0.0.1", 0), StubReports(make("osd-down")[0]))  # type: ignore[arg-type]
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv.server_address[:2]
+    srv.shutdown()
+    srv.server_close()
+
+
+def request(addr: tuple[str, int], path: str, method: str = "GET") -> tuple[int, str, str]:
+    conn = http.client.HTTPConnection(*addr, timeout=5)
+    conn.request(method, path, body=b"x" if method in ("POST", "PUT") else None)
+    res = conn.getresponse()
+    body = res.read().decode()
+    conn.close()
+    return res.status, res.getheader("Content-Type") or "", body
+
+
+def test_mond_api(server: tuple[str, int]) -> None:
+    assert request(server, "/")[::2] == (200, "[1]")
+    assert json.loads(request(server, "/1/list/collectors")[2]) == [["ceph", "storage", 1]]
+    status, ctype, body = request(server, "/1/report/storage/ceph")
+    assert status == 200 and ctype == "application/json"
+    validate_report(json.loads(body))
+    everything = json.loads(request(server, "/1/report/all")[2])
+    assert len(everything) == 1 and everything[0] == json.loads(body)
+    assert request(server, "/1/report/storage/lv")[0] == 404 and request(server, "/nope")[0] == 404
+
+
+def test_metrics_endpoint(server: tuple[str, int]) -> None:
+    status, ctype, body = request(server, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    fams = parse_prometheus(body)
+    assert fams["ganeti_ceph_status_code"]["samples"][()] == 1
+    assert fams["ganeti_ceph_osd_down"]["samples"] == {(("osd", "osd.1"),): 1}
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "BREW"])
+def test_read_only(server: tuple[str, int], method: str) -> None:
+    assert request(server, "/1/report/all", method)[0] == 405
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_metrics_of_every_situation_parse(name: str) -> None:
+    rep = make(name)[0]
+    fams = parse_prometheus(metrics.render(rep))
+    assert fams["ganeti_ceph_status_code"]["samples"][()] == rep["data"]["status"]["code"]
+    assert all(f["type"] in ("gauge", "counter") and f["help"] for f in fams.values())
+    if name != "no-quorum":
+        pools = fams["ganeti_ceph_pool_bytes_used"]["samples"]
+        assert {dict(k)["pool"] for k in pools} == {p["name"] for p in rep["data"]["pools"]}
+        checks = fams.get("ganeti_ceph_health_check", {"samples": {}})["samples"]
+        assert {dict(k)["name"] for k in checks} == {c["name"] for c in rep["data"]["health"]["checks"]}
+
+
+def test_metric_label_values_are_escaped() -> None:
+    rep = make("healthy")[0]
+    rep["data"]["node"]["affected_instances"] = ['we"ird\\name\n']
+    fams = parse_prometheus(metrics.render(rep))
+    assert fams["ganeti_ceph_node_instance_affected"]["samples"] == {(("instance", 'we"ird\\name\n'),): 1}
+
+
+def test_default_bind(tmp_path: Path) -> None:
+    (tmp_path / "ssconf_node_primary_ips").write_text("node0.gcb.test 198.51.100.10\nnode1.gcb.test 198.51.100.11\n")
+    assert daemon.default_bind(str(tmp_path), {"node1.gcb.test"}) == "198.51.100.11"
+    assert daemon.default_bind(str(tmp_path), {"node1"}) == "198.51.100.11"
+    assert daemon.default_bind(str(tmp_path), {"elsewhere"}) == "127.0.0.1"
+    assert daemon.default_bind(str(tmp_path / "none"), {"node1"}) == "127.0.0.1"
+
+
+# -- the verify hook ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,line,rc", [
+    ("healthy", "Ceph cluster ceph: HEALTH_OK (code 0: healthy)", 0),
+    ("osd-down", "Ceph cluster ceph: HEALTH_WARN (code 1: self-healing: OSD_DOWN: 1 osds down [osd.1]; "
+                 "PG_DEGRADED: Degraded data redundancy: 1/2 objects degraded (50.000%), 1 pg degraded)", 1),
+    ("osd-full", "Ceph cluster ceph: HEALTH_ERR (code 4: needs an admin: OSD_FULL: ", 1),
+    ("no-quorum", "Ceph cluster ceph: HEALTH_UNKNOWN (code 2: cluster could not be asked: no mon quorum", 1),
+])
+def test_hook_line(name: str, line: str, rc: int, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    rep = make(name)[0]
+    monkeypatch.setattr(verify_hook, "from_daemon", lambda *a, **k: rep)
+    assert verify_hook.main([]) == rc
+    out = capsys.readouterr().out
+    assert out.startswith(line) and out.count("\n") == 1
+    assert verify_hook.main(["--exit-zero"]) == 0
+
+
+def test_hook_without_config_or_daemon(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    monkeypatch.setattr(verify_hook, "from_daemon", lambda *a, **k: None)
+    assert verify_hook.main(["--config", str(tmp_path / "absent.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("Ceph cluster ceph: HEALTH_UNKNOWN (code 2: cluster could not be asked: config file")
+
+
+def test_hook_asks_no_daemon_when_given_a_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    asked = []
+    monkeypatch.setattr(verify_hook, "from_daemon", lambda *a, **k: asked.append(a))
+    verify_hook.main(["--config", str(tmp_path / "absent.yaml")])
+    assert asked == [] and capsys.readouterr().out
+
+
+def test_hook_reads_a_daemon(server: tuple[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    rep = verify_hook.from_daemon(*server, timeout=2)
+    assert rep is not None and rep["data"]["status"]["code"] == 1
+    assert verify_hook.from_daemon("127.0.0.1", 9, timeout=1) is None
+
+
+def test_collector_command_with_a_bad_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert cli.main(["--config", str(tmp_path / "absent.yaml")]) == 0
+    out, err = capsys.readouterr()
+    rep = json.loads(out)
+    validate_report(rep)
+    assert rep["data"]["status"]["code"] == 2 and "not found" in err
+
+
+# -- refreshing -----------------------------------------------------------------------------
+
+class StubCollector:
+    """Healthy first, then stuck (a C call ignoring its timeout), or failing with a bug."""
+
+    def __init__(self, then: str) -> None:
+        self.cfg = Config(conf="/nonexistent", keyring="/nonexistent", cluster="c1")
+        self.calls, self.then, self.release = 0, then, threading.Event()
+
+    def report(self) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls > 1 and self.then == "stuck":
+            self.release.wait(10)
+        if self.calls > 1 and self.then == "bug":
+            raise ValueError("oops")
+        return make("healthy")[0]
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("then,message", [("stuck", "no fresh report for"), ("bug", "collector error: ValueError")])
+def test_refresh_trouble_is_served_as_unknown(then: str, message: str) -> None:
+    reports = daemon.Reports(Config(conf="/nonexistent", keyring="/nonexistent", timeouts=Timeouts(1, 1)), 0.02)
+    reports.collector = StubCollector(then)  # type: ignore[assignment]
+    reports.stale_after = 0.3
+    assert reports.latest()["data"]["status"]["code"] == 2  # before the first refresh
+    reports.start()
+    until(lambda: reports.latest()["data"]["status"]["code"] == 0)
+    until(lambda: message in reports.latest()["data"]["status"]["message"])
+    validate_report(reports.latest())
+    reports.collector.release.set()  # type: ignore[attr-defined]
+    reports.stop()
+
+
+def test_bounded_gives_up_on_a_hung_call() -> None:
+    started = time.monotonic()
+    out = gather.bounded(lambda: time.sleep(3) or {}, 0.2, lambda why: {"why": why})
+    assert out == {"why": "no answer within 0 s"} and time.monotonic() - started < 1
+    assert gather.bounded(lambda: {"ok": 1}, 1, lambda why: {}) == {"ok": 1}
+
+
+def test_timeout_caps_the_config() -> None:
+    cfg = Config(conf="c", keyring="k", timeouts=Timeouts(connect=10, mon_op=2, osd_op=30))
+    capped = gather.with_timeout(cfg, 5)
+    assert (capped.timeouts.connect, capped.timeouts.mon_op, capped.timeouts.osd_op) == (5, 2, 30)
+    assert gather.with_timeout(cfg, None) is cfg and gather.deadline(capped) == 5 + 4 + 2
