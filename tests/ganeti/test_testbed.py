@@ -60,6 +60,27 @@ def test_cluster_verify_passes(testbed: Testbed) -> None:
     assert all("node setup error" in line for line in findings), findings
 
 
+def test_cluster_verify_shows_ceph_trouble(testbed: Testbed, ceph_admin: Config) -> None:
+    """With Ceph unhealthy (the noout flag set: HEALTH_WARN OSDMAP_FLAGS), gnt-cluster verify carries
+    our hook's one Ceph line; healthy again, verify is clean again."""
+    with Session(ceph_admin) as s:
+        s.mon_command("osd set", key="noout")
+    try:
+        res = testbed.run(0, ["gnt-cluster", "verify", "--ignore-errors=ENODESETUP"], check=False, timeout=300)
+        out = res.stdout + res.stderr
+        assert "Ceph cluster" in out and "HEALTH_WARN" in out and "OSDMAP_FLAGS" in out, out
+    finally:
+        with Session(ceph_admin) as s:
+            s.mon_command("osd unset", key="noout")
+    deadline = time.monotonic() + 60
+    while True:
+        res = testbed.run(0, ["gnt-cluster", "verify", "--ignore-errors=ENODESETUP"], check=False, timeout=300)
+        if res.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_both_nodes_are_in_the_cluster(testbed: Testbed) -> None:
     out = testbed.gnt("gnt-node", "list", "--no-headers", "-o", "name,master_candidate,offline")
     assert sorted(line.split()[0] for line in out.splitlines()) == sorted(testbed.node_names)
