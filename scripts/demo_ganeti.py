@@ -7,27 +7,15 @@ the gnt-* command and the drive QEMU is using.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from ganeti_ceph.errors import GanetiCephError
 from testbed import ceph as tb_ceph
+from testbed import qemu
 from testbed.ganeti import HOST_ADDR, Testbed
 
 INSTANCE = "demo1.gcb.test"
-QMP = """
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
-f.readline()
-for cmd in ("qmp_capabilities", "query-block"):
-    f.write(json.dumps({"execute": cmd}) + "\\n"); f.flush()
-    while True:
-        reply = json.loads(f.readline())
-        if "return" in reply or "error" in reply:
-            break
-print(json.dumps(reply.get("return", [])))
-"""
 
 
 def step(text: str) -> None:
@@ -50,22 +38,9 @@ class Demo:
 
     def drives(self) -> None:
         """What QEMU has open, from QMP query-block."""
-        sock = f"/var/run/ganeti/kvm-hypervisor/ctrl/{INSTANCE}.qmp"
-        res = self.tb.run(0, ["python3", "-c", QMP, sock], check=False, timeout=30)
-        if res.returncode != 0:
-            print(f"  (QMP not answering: {res.stderr.strip()[-200:]})")
-            return
-        for dev in json.loads(res.stdout):
-            image = dev.get("inserted", {}).get("image", {})
-            if not image:
-                continue  # empty floppy/cdrom slots
-            name = image.get("filename", "")
-            if name.startswith("json:"):  # userspace: QEMU's own librbd
-                spec = json.loads(name[5:]).get("file", {})
-                name = f"rbd:{spec.get('pool')}/{spec.get('image')} as client.{spec.get('user')} (QEMU librbd)"
-            print(f"  QEMU drive {dev.get('device') or dev.get('qdev')}: "
-                  f"{image.get('virtual-size', 0) // 2**20} MiB, {name}")
-
+        for device, name, size in qemu.drives(self.tb, 0, INSTANCE):
+            how = "QEMU's own librbd" if name.startswith("rbd:") else "a block device"
+            print(f"  QEMU drive {device}: {size // 2**20} MiB, {name} ({how})")
 
 def run(tb: Testbed) -> None:
     d = Demo(tb)
