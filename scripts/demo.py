@@ -112,8 +112,8 @@ def main() -> int:
         step("bring the provider's cluster down (gnt-storage local-cluster down)")
         run(GNT_STORAGE, "local-cluster", "down", "--dir", args.dir)
     if not args.no_ganeti:
-        demo_ganeti.main(os.path.join(args.dir, "ganeti"), os.path.join(args.dir, "ganeti-ceph"), int(args.port) + 100,
-                         args.keep)
+        # Beside, not inside, the provider's cluster dir: local-cluster refuses foreign files there.
+        demo_ganeti.main(args.dir + "-ganeti", args.dir + "-ganeti-ceph", int(args.port) + 100, args.keep)
     step("demo finished")
     return 0
 
