@@ -15,6 +15,7 @@ reading that link and checking the device in sysfs; nothing ever parses
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
@@ -284,7 +285,9 @@ class FuseLoop(Mapper):
         its watcher stays and a remove right after would be refused."""
         mnt = self.mountpoint(t)
         pids = procs.find("rbd-fuse", arg=mnt)
-        if os.path.ismount(mnt):
+        if _dead_mount(mnt):  # rbd-fuse died: the mount answers ENOTCONN and ismount() says no
+            run_tool(["umount", "-l", mnt], f"unmount the dead rbd-fuse of {t.spec}", 30)
+        elif os.path.ismount(mnt):
             run_tool(["umount", mnt], f"unmount rbd-fuse of {t.spec}", 30)
         deadline = time.monotonic() + self.cfg.timeouts.osd_op
         while pids and time.monotonic() < deadline:
@@ -295,6 +298,14 @@ class FuseLoop(Mapper):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.rmdir(mnt)
+
+
+def _dead_mount(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
 
 
 def _module_available(name: str) -> bool:

@@ -55,7 +55,8 @@ class Session:
         self._cluster: Any = None
 
     def __enter__(self) -> Session:
-        self.connect()
+        if self._cluster is None:  # already connected: just scope it
+            self.connect()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,7 +30,7 @@ from extstorage.provider import conf_fsid
 from extstorage.volumes import META_ACCESS
 from ganeti_ceph import config
 from ganeti_ceph.config import Config
-from ganeti_ceph.errors import UsageError, run_main
+from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
 from ganeti_ceph.session import Session
 from hooks import checks, qmp
 from hooks.env import Disk, HookEnv, parse, same_node
@@ -73,7 +73,17 @@ def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
     chroot = None
     if h.hv.get("use_chroot") == "True":
         chroot = os.path.join(CHROOT_BASE, h.instance)
-    with Session(cfg) as s:
+    disks = ", ".join(f"disk {d.index}" for d in h.rbd_disks)
+    for need in (cfg.conf, cfg.keyring):
+        if not os.access(need, os.R_OK):
+            raise UsageError(f"{disks} cannot be served on this node: {need} is missing or unreadable; "
+                             f"restore it (the provider and QEMU need it)")
+    try:
+        session = Session(cfg)
+        session.connect()
+    except GanetiCephError as exc:
+        raise UsageError(f"{disks} cannot be served on this node: {exc.message}") from None
+    with session as s:
         for disk in h.rbd_disks:
             pool, access, features = disk_info(s, cfg, disk)
             if access == "userspace":
