@@ -21,7 +21,7 @@ from typing import Any
 
 from data_collector import node, report
 from ganeti_ceph import __version__, procs
-from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.config import Config, Timeouts, conf_fsid
 from ganeti_ceph.errors import GanetiCephError
 from ganeti_ceph.session import Session, rados_options
 
@@ -68,19 +68,6 @@ def fetch(session: Session) -> dict[str, Any]:
 
 
 # -- this node ------------------------------------------------------------------
-
-def conf_fsid(path: str) -> str | None:
-    """The fsid in a ceph.conf, if written there."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                key, sep, value = line.partition("=")
-                if sep and key.strip().replace(" ", "_") == "fsid":
-                    return value.strip()
-    except OSError:
-        return None
-    return None
-
 
 class ProcSampler:
     """RSS and CPU of this node's Ceph daemons, via psutil.

@@ -25,7 +25,7 @@ from extstorage.access import userspace_uri
 from extstorage.mappers import Target
 from extstorage.request import Request
 from ganeti_ceph import config
-from ganeti_ceph.config import Config
+from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
 from ganeti_ceph.session import Session, one_shot
 
@@ -56,19 +56,6 @@ class Call:
     @property
     def name(self) -> str:
         return f"{self.req.pool}/{self.req.volume}"
-
-
-def conf_fsid(conf_path: str) -> str | None:
-    """The fsid from ceph.conf's [global], if written there (saves a connect)."""
-    try:
-        with open(conf_path) as fh:
-            for line in fh:
-                key, sep, value = line.partition("=")
-                if sep and key.strip().replace(" ", "_") == "fsid":
-                    return value.strip()
-    except OSError:
-        return None
-    return None
 
 
 def fsid_of(c: Call, session: Session | None = None) -> str:

@@ -156,3 +156,16 @@ def load(path: str | None = None) -> Config:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
     return parse(data, path)
+
+
+def conf_fsid(conf_path: str) -> str | None:
+    """The fsid in a ceph.conf, if written there: knowing it saves a connect."""
+    try:
+        with open(conf_path) as fh:
+            for line in fh:
+                key, sep, value = line.partition("=")
+                if sep and key.strip().replace(" ", "_") == "fsid":
+                    return value.strip()
+    except OSError:
+        return None
+    return None

@@ -26,10 +26,9 @@ from collections.abc import Callable
 
 from extstorage import mappers
 from extstorage.mappers import Target
-from extstorage.provider import conf_fsid
 from extstorage.volumes import META_ACCESS
 from ganeti_ceph import config
-from ganeti_ceph.config import Config
+from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
 from ganeti_ceph.session import Session
 from hooks import checks, qmp

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from data_collector import gather, node
+from ganeti_ceph.config import conf_fsid
 from tests.unit.test_collector_report import captured, make
 
 FACTS = node.Facts(name="vm", addresses=["127.0.0.1"])
@@ -98,7 +99,7 @@ def test_gatherer_reads_links_and_runtimes(tmp_path: Path) -> None:
 def test_conf_fsid(tmp_path: Path) -> None:
     conf = tmp_path / "ceph.conf"
     conf.write_text("[global]\n\tfsid = 1234-abcd\n\tmon_host = x\n")
-    assert gather.conf_fsid(str(conf)) == "1234-abcd" and gather.conf_fsid(str(tmp_path / "none")) is None
+    assert conf_fsid(str(conf)) == "1234-abcd" and conf_fsid(str(tmp_path / "none")) is None
 
 
 def test_sampler_measures_this_process() -> None:
