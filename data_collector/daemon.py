@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -187,12 +186,7 @@ def serve(cfg: Config, bind: str, port: int, interval: float, pidfile: str) -> i
 # -- start, stop, status: by pid file, with the command line checked (like ganeti-ceph-agent) --
 
 def running_pid(pidfile: str) -> int | None:
-    try:
-        with open(pidfile) as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if procs.alive(pid) and "data_collector.daemon" in procs.cmdline(pid) else None
+    return procs.pid_from_file(pidfile, "data_collector.daemon")
 
 
 def start(args: argparse.Namespace) -> int:
@@ -200,33 +194,16 @@ def start(args: argparse.Namespace) -> int:
     if pid:
         print(f"{PROG}: already running (pid {pid})", file=sys.stderr)
         return 0
-    os.makedirs(os.path.dirname(args.log), exist_ok=True)
     argv = [sys.executable, "-I", "-m", "data_collector.daemon", "run", "--bind", args.bind, "--port",
             str(args.port), "--interval", str(args.interval), "--timeout", str(args.timeout), "--pidfile", args.pidfile,
             "--config", os.path.abspath(config.config_path() if args.config is None else args.config)]
-    with open(args.log, "ab") as fh:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
-                                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if running_pid(args.pidfile) == child.pid:
-            return 0
-        if child.poll() is not None:
-            break
-        time.sleep(0.02)
-    raise GanetiCephError(f"{PROG} did not start within 10 s; see {args.log}")
+    if not procs.spawn(argv, args.log, lambda child: running_pid(args.pidfile) == child.pid):
+        raise GanetiCephError(f"{PROG} did not start within 10 s; see {args.log}")
+    return 0
 
 
 def stop_daemon(pidfile: str) -> int:
-    pid = running_pid(pidfile)
-    if pid is None:
-        return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while procs.alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if procs.alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    procs.terminate(running_pid(pidfile))
     return 0
 
 

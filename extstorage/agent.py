@@ -19,10 +19,8 @@ import signal
 import socket
 import socketserver
 import struct
-import subprocess
 import sys
 import threading
-import time
 
 from extstorage import provider
 from extstorage.client import DEFAULT_SOCKET, decode_request, encode_answer
@@ -106,42 +104,23 @@ def serve(path: str, pidfile: str) -> int:
 
 
 def running_pid(pidfile: str) -> int | None:
-    try:
-        with open(pidfile) as fh:
-            pid = int(fh.read().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if procs.alive(pid) and "extstorage.agent" in procs.cmdline(pid) else None
+    return procs.pid_from_file(pidfile, "extstorage.agent")
 
 
 def start(path: str, pidfile: str, log: str) -> int:
-    if running_pid(pidfile):
-        print(f"ganeti-ceph-agent: already running (pid {running_pid(pidfile)})", file=sys.stderr)
+    pid = running_pid(pidfile)
+    if pid:
+        print(f"ganeti-ceph-agent: already running (pid {pid})", file=sys.stderr)
         return 0
-    os.makedirs(os.path.dirname(log), exist_ok=True)
     os.makedirs(os.path.dirname(pidfile), mode=0o700, exist_ok=True)
-    with open(log, "ab") as fh:
-        subprocess.Popen([sys.executable, "-I", "-m", "extstorage.agent", "run", "--socket", path,
-                          "--pidfile", pidfile], stdin=subprocess.DEVNULL, stdout=fh, stderr=fh,
-                         start_new_session=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if running_pid(pidfile) and os.path.exists(path):
-            return 0
-        time.sleep(0.02)
-    raise GanetiCephError(f"ganeti-ceph-agent did not start within 10 s; see {log}")
+    argv = [sys.executable, "-I", "-m", "extstorage.agent", "run", "--socket", path, "--pidfile", pidfile]
+    if not procs.spawn(argv, log, lambda _: bool(running_pid(pidfile)) and os.path.exists(path)):
+        raise GanetiCephError(f"ganeti-ceph-agent did not start within 10 s; see {log}")
+    return 0
 
 
 def stop_agent(pidfile: str) -> int:
-    pid = running_pid(pidfile)
-    if pid is None:
-        return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while procs.alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if procs.alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    procs.terminate(running_pid(pidfile))
     return 0
 
 

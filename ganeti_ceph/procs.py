@@ -6,7 +6,12 @@ dead: on hosts whose init does not reap (containers, our CI), they linger.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 
 
 def state(pid: int) -> str | None:
@@ -45,3 +50,49 @@ def find(binary: str | None = None, arg: str | None = None, substring: str | Non
         if alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+# -- our own long-lived helpers (the provider agent, the collector daemon) -----
+
+DAEMON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+
+
+def pid_from_file(pidfile: str, module: str) -> int | None:
+    """The pid in `pidfile` if that process lives and runs `python -m module`."""
+    try:
+        with open(pidfile) as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) and module in cmdline(pid) else None
+
+
+def spawn(argv: list[str], log: str, ready: Callable[[subprocess.Popen], bool], wait: float = 10.0) -> bool:
+    """Start argv detached (own session, clean environment, output to `log`);
+    True once `ready(child)` holds, False if the child exits or `wait` passes."""
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "ab") as fh:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
+                                 env=DAEMON_ENV)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if ready(child):
+            return True
+        if child.poll() is not None:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def terminate(pid: int | None, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; fine if already gone."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
