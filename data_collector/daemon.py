@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import socket
 import sys
 import threading
@@ -163,17 +162,8 @@ def serve(cfg: Config, bind: str, port: int, interval: float, pidfile: str) -> i
         raise UsageError(f"cannot listen on {bind}:{port} ({exc.strerror}); choose --bind/--port") from None
     reports.start()
     os.makedirs(os.path.dirname(pidfile), mode=0o755, exist_ok=True)
-    with open(pidfile, "w") as fh:
-        fh.write(f"{os.getpid()}\n")
-
-    def stop(*_: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"{PROG}: serving http://{bind}:{port}/ (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.5)
+        procs.serve_until_signalled(server, pidfile, f"{PROG}: serving http://{bind}:{port}/ (pid {os.getpid()})")
     finally:
         server.server_close()
         reports.stop()

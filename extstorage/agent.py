@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import socketserver
 import struct
@@ -84,17 +83,8 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 def serve(path: str, pidfile: str) -> int:
     server = Server(path)
-    with open(pidfile, "w") as fh:
-        fh.write(f"{os.getpid()}\n")
-
-    def stop(*_: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"ganeti-ceph-agent: serving {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
-        server.serve_forever(poll_interval=0.5)
+        procs.serve_until_signalled(server, pidfile, f"ganeti-ceph-agent: serving {path} (pid {os.getpid()})")
     finally:
         server.pool.close_all()
         for leftover in (path, pidfile):

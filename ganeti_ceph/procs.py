@@ -10,8 +10,11 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def state(pid: int) -> str | None:
@@ -96,3 +99,18 @@ def terminate(pid: int | None, grace: float = 10.0) -> None:
     if alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def serve_until_signalled(server: Any, pidfile: str, banner: str) -> None:
+    """Write our pid, make SIGTERM/SIGINT shut `server` down cleanly, and
+    serve until then; the caller cleans up after it returns."""
+    with open(pidfile, "w") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+    def stop(*_: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(banner, file=sys.stderr, flush=True)
+    server.serve_forever(poll_interval=0.5)

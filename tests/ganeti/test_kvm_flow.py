@@ -17,20 +17,10 @@ from ganeti_ceph.config import Config
 from ganeti_ceph.session import Session
 from testbed import qemu
 from testbed.ganeti import Testbed
+from tests.ganeti.test_testbed import images
 
 MIB = 1024 * 1024
 HV = "kvm:disk_type=scsi-hd,scsi_controller_type=virtio-scsi-pci"
-
-
-def images(admin: Config) -> dict[str, int]:
-    import rbd
-
-    with Session(admin) as s, s.ioctx("rbd") as io:
-        out = {}
-        for name in rbd.RBD().list(io):
-            with rbd.Image(io, name, read_only=True) as img:
-                out[name] = img.size()
-        return out
 
 
 def snapshots_and_meta(admin: Config, vol: str) -> tuple[list[str], dict[str, str]]:
