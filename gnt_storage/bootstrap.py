@@ -67,8 +67,8 @@ def write_cluster_files(spec: ClusterSpec, osds: list[str], mgr_id: str) -> None
     write_file(spec.keyring_path(client_name), cephconf.keyring(client), 0o600)
     for entity, entry in daemons.items():
         kind, ident = entity.split(".", 1)
-        os.makedirs(spec.path(kind, ident), mode=0o750, exist_ok=True)
-        write_file(spec.path(kind, ident, "keyring"), cephconf.keyring({entity: entry}), 0o600)
+        os.makedirs(spec.data_dir(kind, ident), mode=0o750, exist_ok=True)
+        write_file(os.path.join(spec.data_dir(kind, ident), "keyring"), cephconf.keyring({entity: entry}), 0o600)
 
 
 def mkfs_all(spec: ClusterSpec, osds: list[str], env: dict[str, str]) -> dict[str, str]:

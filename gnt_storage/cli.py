@@ -12,11 +12,11 @@ import argparse
 import os
 import sys
 
-from ganeti_ceph.errors import GanetiCephError, run_main
+from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
 from gnt_storage import local
 
 PROG = "gnt-storage"
-OURS = ("local-cluster", "rbd-access")
+OURS = ("local-cluster", "rbd-access", "init-distributed-storage", "options")
 GANETI_CANDIDATES = ("/usr/sbin/gnt-storage", "/usr/bin/gnt-storage")
 ENV_GANETI = "GANETI_CEPH_GANETI_GNT_STORAGE"
 
@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--addr", default=local.HOST,
                            help="IPv4 address of this host to bind (default 127.0.0.1; others for test networks)")
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for HEALTH_OK")
+    ids = sub.add_parser("init-distributed-storage", help="bootstrap Ceph onto a Ganeti node group over SSH "
+                         "(on the master; re-runnable)")
+    ids.add_argument("-s", dest="storage_type", required=True, help="storage type: ceph")
+    ids.add_argument("-S", dest="specs", action="append", default=[], metavar="ceph:key=value[,...]",
+                     help="storage options: disk=DEV[,DEV] (the same on every node), mons=1|3|5, pool, client, "
+                     "size, min_size, pg_num")
+    ids.add_argument("--wait", type=float, default=300.0, help="seconds to wait for HEALTH_OK (default 300)")
+    ids.add_argument("group", help="the node group to turn into the storage cluster")
+    sub.add_parser("options", help="show the cluster-wide storage options (set with gnt-storage -S ceph:key=value)")
     ra = sub.add_parser("rbd-access", help="switch an instance's rbd disks to kernelspace or userspace access "
                         "(on the Ganeti master, instance stopped)")
     ra.add_argument("instance", help="the instance (stopped: gnt-instance shutdown INSTANCE)")
@@ -61,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
+    if args_in and args_in[0] == "-S":
+        from gnt_storage import cluster_options
+
+        return cluster_options.set_options(_specs(args_in))
     if args_in and args_in[0] not in OURS and not args_in[0].startswith("-"):
         ganeti = ganeti_command()
         if ganeti is None:
@@ -72,11 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_in)
     if args.command == "local-cluster":
         return _local_cluster(args)
+    if args.command == "init-distributed-storage":
+        if args.storage_type != "ceph":
+            raise UsageError(f"-s {args.storage_type}: the only storage type here is ceph")
+        from gnt_storage import distributed
+
+        return distributed.init(args.group, args.specs, wait=args.wait)
+    if args.command == "options":
+        from gnt_storage import cluster_options
+
+        return cluster_options.show()
     if args.command == "rbd-access":
         from gnt_storage import access_switch
 
         return access_switch.switch(args.instance, args.mode, dry_run=args.dry_run)
     return 2
+
+
+def _specs(argv: list[str]) -> list[str]:
+    """`-S spec [-S spec...]` and nothing else."""
+    if len(argv) % 2 or any(flag != "-S" for flag in argv[::2]):
+        raise UsageError("usage: gnt-storage -S ceph:key=value[,key=value] [-S ...]")
+    return argv[1::2]
 
 
 def _local_cluster(args: argparse.Namespace) -> int:

@@ -37,12 +37,14 @@ class Daemon:
     def binary(self) -> str:
         return BINARIES[self.type]
 
-    def argv(self, conf: str) -> list[str]:
-        return [self.binary, "-c", conf, "-i", self.id]
+    def argv(self, conf: str, user: str = "") -> list[str]:
+        """Started as `user` (Ceph drops root itself) when given, else as root."""
+        return [self.binary, "-c", conf, "-i", self.id, *(("--setuser", user, "--setgroup", user) if user else ())]
 
 
-def pid_path(run_dir: str, daemon: Daemon) -> str:
-    return os.path.join(run_dir, f"{daemon.name}.pid")
+def pid_path(run_dir: str, daemon: Daemon, prefix: str = "") -> str:
+    """`<run>/<type>.<id>.pid`; Ceph's default layout prefixes the cluster name (`ceph-`)."""
+    return os.path.join(run_dir, f"{prefix}{daemon.name}.pid")
 
 
 def is_ours(argv: list[str], daemon: Daemon, conf: str) -> bool:
@@ -53,22 +55,22 @@ def is_ours(argv: list[str], daemon: Daemon, conf: str) -> bool:
     return ("-c", conf) in pairs and ("-i", daemon.id) in pairs
 
 
-def running_pid(run_dir: str, daemon: Daemon, conf: str) -> int | None:
+def running_pid(run_dir: str, daemon: Daemon, conf: str, prefix: str = "") -> int | None:
     """The pid of our running daemon, or None (no pid file, dead, or not ours)."""
     try:
-        with open(pid_path(run_dir, daemon)) as fh:
+        with open(pid_path(run_dir, daemon, prefix)) as fh:
             pid = int(fh.read().strip())
     except (OSError, ValueError):
         return None
     return pid if procs.alive(pid) and is_ours(procs.cmdline(pid), daemon, conf) else None
 
 
-def start(daemons: list[Daemon], conf: str, log_dir: str, env: dict[str, str]) -> None:
+def start(daemons: list[Daemon], conf: str, log_dir: str, env: dict[str, str], user: str = "") -> None:
     """Start daemons in parallel; each forks into the background itself."""
     children = []
     for d in daemons:
         with open(os.path.join(log_dir, f"{d.name}.start.log"), "ab") as log:
-            children.append((d, subprocess.Popen(d.argv(conf), stdin=subprocess.DEVNULL, stdout=log,
+            children.append((d, subprocess.Popen(d.argv(conf, user), stdin=subprocess.DEVNULL, stdout=log,
                                               stderr=subprocess.STDOUT, env=env, start_new_session=True)))
     failed = [d.name for d, p in children if p.wait(timeout=120) != 0]
     if failed:
@@ -77,12 +79,12 @@ def start(daemons: list[Daemon], conf: str, log_dir: str, env: dict[str, str]) -
         )
 
 
-def stop(daemons: list[Daemon], run_dir: str, conf: str, grace: float = 10.0) -> list[str]:
+def stop(daemons: list[Daemon], run_dir: str, conf: str, grace: float = 10.0, prefix: str = "") -> list[str]:
     """SIGTERM our running daemons, SIGKILL what is left after `grace` seconds.
 
     Returns the names of the daemons that were running.
     """
-    pids = {d.name: pid for d in daemons if (pid := running_pid(run_dir, d, conf))}
+    pids = {d.name: pid for d in daemons if (pid := running_pid(run_dir, d, conf, prefix))}
     for pid in pids.values():
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace

@@ -2,6 +2,7 @@
 
     net-up                    only the root bridge (then bring Ceph up on 198.51.100.1 yourself)
     up [--with-ceph]          nodes and cluster; --with-ceph also starts a local Ceph in --ceph-dir
+                              (--no-ceph: nodes without Ceph files, e.g. --nodes 3 for a storage group)
     down [--with-ceph]        nodes (and Ceph) gone; the bridge too once nothing listens on it
     status                    what runs; exit 0 only if every node does
     shell [N]                 print the command that enters node N (default 0, the master)
@@ -30,12 +31,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--with-ceph", action="store_true", help="start (up) or stop (down) that Ceph too")
     parser.add_argument("--ceph-port", type=int, default=ceph.DEFAULT_PORT)
     parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--no-ceph", action="store_true", help="nodes without any Ceph client files "
+                        "(for gnt-storage init-distributed-storage)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    tb = Testbed(args.dir, args.ceph_dir or os.path.join(args.dir, "ceph"), args.nodes)
+    tb = Testbed(args.dir, None if args.no_ceph else args.ceph_dir or os.path.join(args.dir, "ceph"), args.nodes)
     try:
         if args.action == "net-up":
             tb.network_up()

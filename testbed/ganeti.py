@@ -75,11 +75,12 @@ class Testbed:
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, workdir: str, ceph_dir: str, nodes: int = 2) -> None:
+    def __init__(self, workdir: str, ceph_dir: str | None, nodes: int = 2) -> None:
         if not 1 <= nodes <= 80:
             raise ValueError("nodes must be between 1 and 80")
         self.workdir = os.path.abspath(workdir)
-        self.ceph_dir = os.path.abspath(ceph_dir)
+        # None: the nodes start without any Ceph (init-distributed-storage builds one on them).
+        self.ceph_dir = os.path.abspath(ceph_dir) if ceph_dir else None
         self.nodes = [nodefs.Node(i, f"node{i}.{DOMAIN}", f"{NET_PREFIX}{10 + i}",
                                   os.path.join(self.workdir, f"node{i}")) for i in range(nodes)]
 
@@ -154,7 +155,7 @@ class Testbed:
     def _preflight(self) -> None:
         if os.geteuid() != 0:
             raise TestbedError("the test bed needs root (namespaces, mounts, links)")
-        for path in ("ceph.conf", "ganeti-ceph.yaml"):
+        for path in ("ceph.conf", "ganeti-ceph.yaml") if self.ceph_dir else ():
             if not os.path.exists(os.path.join(self.ceph_dir, path)):
                 raise TestbedError(f"{self.ceph_dir}/{path} not found: bring Ceph up there first "
                                    f"(gnt-storage local-cluster up --dir {self.ceph_dir} --addr {HOST_ADDR})")
@@ -223,7 +224,7 @@ class Testbed:
     def _detach_loops(self, holder: Holder | None = None) -> None:
         """Loop devices are global: detach the node's (or, with no holder, any of our
         cluster's), else they would outlive the node and keep rbd-fuse's image open."""
-        found = fuse_loop.of_node(holder)["loops"] if holder else self.leaked_loops()
+        found = fuse_loop.of_node(holder)["loops"] if holder else self.leaked_loops() if self.ceph_dir else []
         for loop in found:
             netns.sh(["losetup", "-d", loop], check=False)
 
@@ -233,6 +234,7 @@ class Testbed:
 
     def leaked_loops(self) -> list[str]:
         """Loop devices over any fuse-loop mapping of our Ceph cluster, on any node."""
+        assert self.ceph_dir, "a test bed without Ceph maps nothing"
         return fuse_loop.of_cluster(fuse_loop.ceph_fsid(os.path.join(self.ceph_dir, "ceph.conf")))
 
     def status(self) -> dict[str, list[int]]:

@@ -22,7 +22,10 @@ from testbed import os_noop
 
 RUN_DIR = "/run/ganeti-ceph"
 CEPH_ETC = "/etc/ceph"
-BINDS = {"var-lib-ganeti": "/var/lib/ganeti", "log": "/var/log/ganeti", "root-ssh": "/root/.ssh", "srv": "/srv"}
+BINDS = {"var-lib-ganeti": "/var/lib/ganeti", "log": "/var/log/ganeti", "root-ssh": "/root/.ssh", "srv": "/srv",
+         # What a Ceph node of its own keeps (init-distributed-storage): data, logs, our state.
+         "var-lib-ceph": "/var/lib/ceph", "var-log-ceph": "/var/log/ceph",
+         "var-lib-ganeti-ceph": "/var/lib/ganeti-ceph"}
 OVERLAYS = {"etc": "/etc", "usr-local-lib": "/usr/local/lib"}
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")  # overlay options cannot quote , : or spaces
 
@@ -66,7 +69,8 @@ def mount_script(node: Node) -> str:
     for sub, target in OVERLAYS.items():
         lines.append(f"mount -t overlay overlay -o lowerdir={target},upperdir={node.path(sub + '.upper')},"
                      f"workdir={node.path(sub + '.work')} {target}")
-    lines += [f"mount --bind {node.path(sub)} {target}" for sub, target in BINDS.items()]
+    # Mount points may be missing on a fresh host (no /root/.ssh yet, no Ceph dirs).
+    lines += [f"mkdir -p {target} && mount --bind {node.path(sub)} {target}" for sub, target in BINDS.items()]
     lines += [f"hostname {node.name}",
               "ip link set lo up",
               # Fresh host keys: the copies in /etc/ssh are the host's own.
@@ -124,15 +128,18 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
-def seed(node: Node, nodes: list[Node], ceph_dir: str, cluster_name: str, cluster_ip: str) -> None:
-    """Files the node starts with, written into its layers before anything is mounted."""
+def seed(node: Node, nodes: list[Node], ceph_dir: str | None, cluster_name: str, cluster_ip: str) -> None:
+    """Files the node starts with, written into its layers before anything is mounted
+    (without `ceph_dir`: no Ceph client files at all)."""
     etc = node.path("etc.upper")
     _write(os.path.join(etc, "hosts"), hosts_file(nodes, cluster_name, cluster_ip))
+    _write(os.path.join(etc, "ganeti", "file-storage-paths"), "/srv/ganeti/file-storage\n")
+    os.makedirs(node.path("srv", "ganeti", "file-storage"), mode=0o750)
+    os_noop.install(node.path("srv", "ganeti", "os"))
+    if ceph_dir is None:
+        return
     _write(os.path.join(etc, "ceph", "ceph.conf"), client_conf(os.path.join(ceph_dir, "ceph.conf")))
     cfg = gconfig.load(os.path.join(ceph_dir, "ganeti-ceph.yaml"))
     with open(cfg.keyring) as fh:
         _write(os.path.join(etc, "ceph", f"ceph.client.{cfg.client_id}.keyring"), fh.read(), 0o600)
     _write(os.path.join(etc, "ganeti", "ceph.yaml"), provider_config(ceph_dir, node), 0o640)
-    _write(os.path.join(etc, "ganeti", "file-storage-paths"), "/srv/ganeti/file-storage\n")
-    os.makedirs(node.path("srv", "ganeti", "file-storage"), mode=0o750)
-    os_noop.install(node.path("srv", "ganeti", "os"))

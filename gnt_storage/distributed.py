@@ -1,0 +1,325 @@
+"""`gnt-storage init-distributed-storage -s ceph [-S ceph:...] GROUP`, run on the Ganeti master.
+
+Steps, each converging (a re-run finds everything in place and says so):
+
+1. ask Ganeti for the group's nodes; refuse if another group is the storage
+   cluster; an empty group is only marked;
+2. connect to every node over SSH (Ganeti's key, the cluster's host key) and
+   probe it: Ceph installed, devices empty or already ours;
+3. keep the cluster's identity (fsid, keys, OSD ids) in a state file on the
+   master *before* touching any node, so an interrupted run resumes with it;
+4. per node, in parallel: conf, keyrings, provider config, mon and OSD stores
+   (`gnt_storage.node` on the node, one round trip);
+5. start the mons; from here mon commands go in-process (librados, bounded);
+6. keys, OSD ids, pools; start mgrs and OSDs; initialise the pool for RBD;
+7. wait for a settled HEALTH_OK, mark the group (Ganeti tags), print health.
+
+The Ceph side (conf rendering, keys, pools, health) is shared with
+`gnt-storage local-cluster` (gnt_storage.cephconf, gnt_storage.bootstrap).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.log import progress
+from ganeti_ceph.session import Session
+from gnt_storage import bootstrap, cephconf, options
+from gnt_storage.cephconf import ClusterSpec, Mon
+from gnt_storage.ganeti_cli import Ganeti, GNode
+from gnt_storage.options import STORAGE_TAG, StorageOptions
+from gnt_storage.remote import Node, SshSettings, load_client_key, load_host_keys
+
+STATE_DIR = "/var/lib/ganeti-ceph"
+STATE = os.path.join(STATE_DIR, "storage.json")
+MON_PORTS = (3300, 6789)
+OSD_PORTS = (6800, 7300)
+
+
+# -- the cluster's identity: kept on the master (and copied to each node) -----------
+
+def new_state(group: str, opts: StorageOptions, mons: tuple[str, ...]) -> dict[str, Any]:
+    keys = {e: cephconf.new_key() for e in ("mon.", "client.admin", f"client.{opts.client}")}
+    keys.update({f"mgr.{m.split('.')[0]}": cephconf.new_key() for m in mons})
+    return {"group": group, "fsid": str(uuid.uuid4()), "options": dataclasses.asdict(opts), "mons": list(mons),
+            "keys": keys, "osds": []}
+
+
+def add_osds(state: dict[str, Any], nodes: list[str], disks: tuple[str, ...]) -> list[dict[str, str]]:
+    """Give every (node, device) without an OSD the next id; return the new ones (pure)."""
+    have = {(o["node"], o["dev"]) for o in state["osds"]}
+    next_id = max((int(o["id"]) for o in state["osds"]), default=-1) + 1
+    added = []
+    for node in sorted(nodes):
+        for dev in disks:
+            if (node, dev) not in have:
+                osd = {"id": str(next_id), "node": node, "dev": dev, "uuid": str(uuid.uuid4())}
+                state["keys"][f"osd.{next_id}"] = cephconf.new_key()
+                state["osds"].append(osd)
+                added.append(osd)
+                next_id += 1
+    return added
+
+
+def state_options(state: dict[str, Any]) -> StorageOptions:
+    o = dict(state["options"])
+    o["disk"] = tuple(o["disk"])
+    return StorageOptions(**o)
+
+
+def load_state(path: str = STATE) -> dict[str, Any] | None:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise GanetiCephError(f"cannot read {path} ({exc}); restore it from a node of the storage group "
+                              f"({STATE} there)") from None
+
+
+def save_state(state: dict[str, Any], path: str = STATE) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    bootstrap.write_file(path, json.dumps(state, indent=1, sort_keys=True) + "\n", 0o600)
+
+
+# -- what each node gets (pure) -----------------------------------------------------------
+
+def spec_of(state: dict[str, Any], addrs: dict[str, str]) -> ClusterSpec:
+    opts = state_options(state)
+    size = state.get("size") or min(3, len(addrs))
+    mons = tuple(Mon(m.split(".")[0], addrs[m], *MON_PORTS) for m in state["mons"])
+    daemon_addrs = [(f"mgr.{m.split('.')[0]}", addrs[m]) for m in state["mons"]]
+    daemon_addrs += [(f"osd.{o['id']}", addrs[o["node"]]) for o in state["osds"] if o["node"] in addrs]
+    return ClusterSpec(fsid=state["fsid"], root="", mons=mons, public_network="", port_min=OSD_PORTS[0],
+                       port_max=OSD_PORTS[1], pool=opts.pool, pg_num=opts.pg_num, pool_size=size,
+                       pool_min_size=state.get("min_size") or size - size // 2, client_id=opts.client,
+                       single_host=False, standard_paths=True, daemon_addrs=tuple(daemon_addrs))
+
+
+def daemons_of(state: dict[str, Any], node: str, kinds: tuple[str, ...] = ("mon", "mgr", "osd")) -> list[list[str]]:
+    short = node.split(".")[0]
+    out = []
+    if node in state["mons"]:
+        out += [[k, short] for k in ("mon", "mgr") if k in kinds]
+    if "osd" in kinds:
+        out += [["osd", o["id"]] for o in state["osds"] if o["node"] == node]
+    return out
+
+
+def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: str) -> dict[str, Any]:
+    """The JSON a node's `gnt_storage.node` gets for `action` (probe, apply, start, stop)."""
+    keys = state["keys"]
+    client = f"client.{spec.client_id}"
+    osds = [{**o, "keyring": cephconf.keyring({f"osd.{o['id']}": (keys[f"osd.{o['id']}"], cephconf.OSD_CAPS)})}
+            for o in state["osds"] if o["node"] == node]
+    req: dict[str, Any] = {"action": action, "node": node, "osds": osds, "daemons": daemons_of(state, node)}
+    if action != "apply":
+        return req
+    admin = cephconf.keyring({"client.admin": (keys["client.admin"], cephconf.ADMIN_CAPS)})
+    files = [
+        {"path": spec.conf_path, "content": cephconf.render_conf(spec), "mode": 0o644, "owner": "root"},
+        {"path": spec.keyring_path(client), "content": cephconf.keyring(
+            {client: (keys[client], cephconf.rbd_client_caps(spec.pool))}), "mode": 0o600, "owner": "root"},
+        {"path": STATE, "content": json.dumps(state, indent=1, sort_keys=True) + "\n", "mode": 0o600,
+         "owner": "root"},
+    ]
+    req["provider"] = {"keyring": spec.keyring_path(client), "client": spec.client_id, "pool": spec.pool,
+                       "cluster": f"ceph {spec.fsid[:8]}"}
+    if node in state["mons"]:
+        short = node.split(".")[0]
+        files.append({"path": spec.keyring_path("client.admin"), "content": admin, "mode": 0o600, "owner": "root"})
+        seed = cephconf.keyring({"mon.": (keys["mon."], cephconf.MON_CAPS),
+                                 "client.admin": (keys["client.admin"], cephconf.ADMIN_CAPS)})
+        addv = [a for m in spec.mons for a in ("--addv", m.id, m.addrvec)]
+        req["mons"] = [{"id": short, "fsid": spec.fsid, "addv": addv, "seed": seed}]
+        req["mgrs"] = [{"id": short, "keyring": cephconf.keyring(
+            {f"mgr.{short}": (keys[f"mgr.{short}"], cephconf.MGR_CAPS)})}]
+    req["files"] = files
+    return req
+
+
+def auth_keyring(state: dict[str, Any], spec: ClusterSpec) -> bytes:
+    """Every daemon and client key with its caps, for `auth import` (idempotent)."""
+    keys = state["keys"]
+    entries = {f"client.{spec.client_id}": (keys[f"client.{spec.client_id}"], cephconf.rbd_client_caps(spec.pool))}
+    entries.update({e: (k, cephconf.MGR_CAPS) for e, k in keys.items() if e.startswith("mgr.")})
+    entries.update({e: (k, cephconf.OSD_CAPS) for e, k in keys.items() if e.startswith("osd.")})
+    return cephconf.keyring(entries).encode()
+
+
+# -- talking to nodes ---------------------------------------------------------------------
+
+def node_command() -> str:
+    """Our node side, with the same interpreter as here (ganeti-ceph is installed alike on every node)."""
+    return f"{sys.executable} -I -m gnt_storage.node"
+
+
+def call(node: Node, req: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+    rc, out, err = node.run(node_command(), json.dumps(req).encode(), timeout=timeout)
+    if rc != 0:
+        text = err.decode(errors="replace").strip() or out.decode(errors="replace").strip() or f"exit {rc}"
+        if rc == 127 or "No module named" in text:
+            text = f"ganeti-ceph is not installed there as on the master ({node_command()}): install it"
+        raise GanetiCephError(f"node {node.name}: {text.splitlines()[-1]}")
+    return json.loads(out)
+
+
+def on_all(nodes: list[Node], fn: Any) -> list[Any]:
+    """fn(node) on every node in parallel; every failure reported, the first raised."""
+    with ThreadPoolExecutor(max(1, len(nodes))) as pool:
+        futures = [pool.submit(fn, n) for n in nodes]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        for e in errors[1:]:
+            progress(f"also: {e}")
+        raise errors[0]  # type: ignore[misc]
+    return [f.result() for f in futures]
+
+
+def connect_all(gnodes: list[GNode], settings: SshSettings) -> list[Node]:
+    host_keys, client_key = load_host_keys(settings), load_client_key(settings)
+    nodes = [Node(g.name, g.pip, settings) for g in gnodes]
+    try:
+        on_all(nodes, lambda n: n.connect(host_keys, client_key))
+    except BaseException:
+        for n in nodes:
+            n.close()
+        raise
+    return nodes
+
+
+def admin_config(state: dict[str, Any], spec: ClusterSpec, wait: float) -> Config:
+    """The master's own admin access (it need not be in the group): conf + keyring in STATE_DIR."""
+    conf, keyring = os.path.join(STATE_DIR, "ceph.conf"), os.path.join(STATE_DIR, "ceph.client.admin.keyring")
+    bootstrap.write_file(conf, cephconf.render_conf(spec), 0o644)
+    bootstrap.write_file(keyring, cephconf.keyring({"client.admin": (state["keys"]["client.admin"],
+                                                                     cephconf.ADMIN_CAPS)}), 0o600)
+    return Config(conf=conf, keyring=keyring, client_id="admin", cluster=f"storage group {state['group']}",
+                  timeouts=Timeouts(connect=15, mon_op=30, osd_op=max(30.0, wait)))
+
+
+# -- the command ----------------------------------------------------------------------------
+
+def init(group: str, specs: list[str], wait: float = 300.0, ganeti: Ganeti | None = None,
+         settings: SshSettings | None = None) -> int:
+    ganeti = ganeti or Ganeti()
+    started = time.monotonic()
+    groups = ganeti.require_group(group)
+    others = [g for g, tags in groups.items() if STORAGE_TAG in tags and g != group]
+    if others:
+        raise UsageError(f"node group {others[0]} is already the storage cluster; only one group can be "
+                         f"(remove its tag {STORAGE_TAG} only if that cluster is gone)")
+    state = load_state()
+    if state is not None and state["group"] != group:
+        raise UsageError(f"this master keeps the storage cluster of group {state['group']} ({STATE}); "
+                         "only one group can be the storage cluster")
+    base = state_options(state) if state else options.from_tags(ganeti.cluster_tags())
+    opts = options.parse(specs, base)
+    if state and dataclasses.replace(opts, disk=()) != dataclasses.replace(base, disk=()):
+        raise UsageError("the storage cluster exists: only ceph:disk can change on a re-run "
+                         "(pool, client, mons and sizes are fixed at init)")
+    gnodes = [n for n in ganeti.nodes() if n.group == group]
+    if not gnodes:
+        if STORAGE_TAG not in groups[group]:
+            ganeti.add_group_tags(group, [STORAGE_TAG])
+        progress(f"node group {group} has no nodes: marked as the storage cluster; add nodes to it, "
+                 "then run this again")
+        return 0
+    offline = [n.name for n in gnodes if n.offline]
+    if offline and state is None:
+        raise UsageError(f"node {offline[0]} of group {group} is offline: bring it online "
+                         f"(gnt-node modify --offline no) or move it to another group first")
+    online = [n for n in gnodes if not n.offline]
+    layout = options.resolve(opts, [n.name for n in gnodes])
+    settings = settings or SshSettings(alias=ganeti.cluster_name())
+    progress(f"connecting to {len(online)} node(s) of group {group}: {', '.join(n.name for n in online)}")
+    nodes = connect_all(online, settings)
+    try:
+        return _converge(group, ganeti, state, opts, layout, gnodes, nodes, wait, started)
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def _converge(group: str, ganeti: Ganeti, state: dict[str, Any] | None, opts: StorageOptions,
+              layout: options.Layout, gnodes: list[GNode], nodes: list[Node], wait: float, started: float) -> int:
+    fresh = state is None
+    if state is None:
+        state = new_state(group, opts, layout.mons)
+        state.update(size=layout.size, min_size=layout.min_size)
+    state["options"]["disk"] = list(opts.disk)
+    staged = json.loads(json.dumps(state))
+    added = add_osds(staged, [n.name for n in gnodes], opts.disk)
+    addrs = {g.name: g.pip for g in gnodes}
+    spec = spec_of(staged, addrs)
+    # Probe before anything is written: bad devices or missing packages change nothing.
+    reports = on_all(nodes, lambda n: call(n, node_request(staged, spec, n.name, "probe")))
+    problems = [f"node {n.name}: {', '.join(r['missing'])} not installed (apt-get install ceph-mon ceph-mgr "
+                "ceph-osd)" for n, r in zip(nodes, reports, strict=True) if r["missing"]]
+    problems += [f"node {n.name}: {dev} is {st}" for n, r in zip(nodes, reports, strict=True)
+                 for dev, st in r["devices"].items() if st not in ("empty", "ours")]
+    if problems:
+        for p in problems[1:]:
+            progress(p)
+        raise UsageError(problems[0] + (f" (and {len(problems) - 1} more problem(s) above)" if problems[1:] else ""))
+    state = staged
+    save_state(state)
+    progress(f"{'new cluster, fsid' if fresh else 'cluster fsid'} {state['fsid']}; mons on "
+             f"{', '.join(m.split('.')[0] for m in state['mons'])}; {len(state['osds'])} OSD(s)"
+             + (f", {len(added)} new" if added and not fresh else ""))
+
+    def apply(n: Node) -> None:
+        changed = call(n, node_request(state, spec, n.name, "apply"))["changed"]
+        progress(f"{n.short}: " + (f"wrote {', '.join(changed)}" if changed else "files and stores in place"))
+
+    on_all(nodes, apply)
+    mon_nodes = [n for n in nodes if n.name in state["mons"]]
+    start(mon_nodes, state, spec, ("mon",))
+    cfg = admin_config(state, spec, wait)
+    with Session(cfg) as session:
+        session.mon_command("auth import", inbuf=auth_keyring(state, spec))
+        bootstrap.require_modern_clients(session)
+        bootstrap.register_osds(session, {o["id"]: o["uuid"] for o in state["osds"]})
+        bootstrap.create_pools(session, spec)
+        session.mon_command("osd pool set", pool=spec.pool, var="size", val=str(spec.pool_size))
+        session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
+        start(nodes, state, spec, ("mgr", "osd"))
+        progress(f"initialising pool {spec.pool} for RBD")
+        bootstrap.rbd_pool_init(session, spec.pool)
+        if len(nodes) == len(gnodes):
+            health = bootstrap.wait_healthy(session, wait)
+        else:
+            health = bootstrap.settled_line(session.mon_command("status"))
+            progress(f"{len(gnodes) - len(nodes)} node(s) offline: their daemons stay stopped")
+    tags = [t for t in (STORAGE_TAG, f"{options.FSID_TAG_PREFIX}{state['fsid']}")
+            if t not in ganeti.groups().get(group, [])]
+    if tags:
+        ganeti.add_group_tags(group, tags)
+    progress(f"group {group} is the storage cluster: {health} in {time.monotonic() - started:.1f} s")
+    print(f"health: {health}")
+    print(f"fsid: {state['fsid']}")
+    print(f"pool: {spec.pool} (size {spec.pool_size}, min_size {spec.pool_min_size}), client: client.{spec.client_id}")
+    return 0
+
+
+def start(nodes: list[Node], state: dict[str, Any], spec: ClusterSpec, kinds: tuple[str, ...]) -> None:
+    def one(n: Node) -> None:
+        req = node_request(state, spec, n.name, "start")
+        req["daemons"] = daemons_of(state, n.name, kinds)
+        if req["daemons"]:
+            changed = call(n, req)["changed"]
+            progress(f"{n.short}: " + (f"started {', '.join(changed)}" if changed else
+                                       f"{'/'.join(kinds)} daemons already running"))
+
+    on_all(nodes, one)
+

@@ -1,0 +1,105 @@
+"""What init-distributed-storage asks Ganeti: nodes, groups, tags (through gnt-* on the master).
+
+Parsing is pure and unit-tested; `Ganeti` runs the commands, each bounded
+by a timeout, and turns a failure into one line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+from ganeti_ceph.errors import GanetiCephError, UsageError
+
+SSCONF = "/var/lib/ganeti"
+SEP = "|"
+
+
+@dataclass(frozen=True)
+class GNode:
+    name: str
+    pip: str
+    group: str
+    offline: bool
+    master: bool
+
+    @property
+    def short(self) -> str:
+        return self.name.split(".")[0]
+
+
+def parse_nodes(text: str) -> list[GNode]:
+    """`gnt-node list --no-headers --separator='|' -o name,pip,group,offline,master`."""
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            name, pip, group, offline, master = line.split(SEP)
+            out.append(GNode(name, pip, group, offline == "Y", master == "Y"))
+    return out
+
+
+def parse_groups(text: str) -> dict[str, list[str]]:
+    """`gnt-group list --no-headers --separator='|' -o name,tags` -> {group: tags}."""
+    out = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, tags = line.split(SEP, 1)
+            out[name] = [t for t in tags.split(",") if t]
+    return out
+
+
+class Ganeti:
+    """gnt-* commands on the master; `timeout` bounds each (Ganeti's job queue may be busy)."""
+
+    def __init__(self, timeout: float = 120.0) -> None:
+        self.timeout = timeout
+
+    def _run(self, *argv: str) -> str:
+        try:
+            res = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout,
+                                 stdin=subprocess.DEVNULL, check=False)
+        except FileNotFoundError:
+            raise GanetiCephError(f"{argv[0]} not found: run this on the Ganeti master") from None
+        except subprocess.TimeoutExpired:
+            raise GanetiCephError(f"{' '.join(argv[:2])} did not answer within {self.timeout:.0f} s; "
+                                  "is the Ganeti master daemon running?") from None
+        if res.returncode != 0:
+            last = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+            raise GanetiCephError(f"{' '.join(argv[:2])} failed: {last}")
+        return res.stdout
+
+    def cluster_name(self) -> str:
+        try:
+            with open(f"{SSCONF}/ssconf_cluster_name") as fh:
+                return fh.read().strip()
+        except OSError:
+            raise GanetiCephError("this node is not part of a Ganeti cluster (no ssconf); run on the master"
+                                  ) from None
+
+    def nodes(self) -> list[GNode]:
+        return parse_nodes(self._run("gnt-node", "list", "--no-headers", f"--separator={SEP}",
+                                     "-o", "name,pip,group,offline,master"))
+
+    def groups(self) -> dict[str, list[str]]:
+        return parse_groups(self._run("gnt-group", "list", "--no-headers", f"--separator={SEP}", "-o", "name,tags"))
+
+    def cluster_tags(self) -> list[str]:
+        return self._run("gnt-cluster", "list-tags").split()
+
+    def add_cluster_tags(self, tags: list[str]) -> None:
+        if tags:
+            self._run("gnt-cluster", "add-tags", *tags)
+
+    def remove_cluster_tags(self, tags: list[str]) -> None:
+        if tags:
+            self._run("gnt-cluster", "remove-tags", *tags)
+
+    def add_group_tags(self, group: str, tags: list[str]) -> None:
+        self._run("gnt-group", "add-tags", group, *tags)
+
+    def require_group(self, group: str) -> dict[str, list[str]]:
+        groups = self.groups()
+        if group not in groups:
+            raise UsageError(f"node group {group} does not exist (groups: {', '.join(sorted(groups))}); "
+                             "create it with gnt-group add")
+        return groups

@@ -1,0 +1,256 @@
+"""The node side of init-distributed-storage: one JSON request in, one JSON report out.
+
+The master runs `python -I -m gnt_storage.node` on each node over SSH with a
+request on stdin (see `gnt_storage.distributed`), so every node does its
+part in one round trip and the convergence logic runs here, in Python, not
+in shell strings. Every step checks first and only changes what differs:
+a re-run reports everything "in place". Stores are marked done only after
+mkfs succeeded, so an interrupted run redoes exactly the unfinished ones.
+"""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from ganeti_ceph.errors import GanetiCephError, run_main
+from gnt_storage import bootstrap, daemons
+from gnt_storage.daemons import Daemon
+
+CONF = "/etc/ceph/ceph.conf"
+RUN_DIR = "/run/ceph"
+LOG_DIR = "/var/log/ceph"
+DONE = "ganeti-ceph.done"  # in a mon or OSD directory: its mkfs completed
+USER = "ceph"
+BLUESTORE_LABEL = b"bluestore block device\n"
+MIN_DEVICE_BYTES = 2 * 1024**3
+REQUIRED = ("ceph-mon", "ceph-mgr", "ceph-osd", "monmaptool")
+
+
+def data_dir(kind: str, ident: str) -> str:
+    return f"/var/lib/ceph/{kind}/ceph-{ident}"
+
+
+def systemd() -> bool:
+    """Where systemd runs, Ceph's packaged units start our daemons (same paths)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def ids(user: str) -> tuple[int, int]:
+    try:
+        return pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid
+    except KeyError:
+        raise GanetiCephError(f"user {user} does not exist; install Ceph's packages (ceph-common creates it)"
+                              ) from None
+
+
+# -- probe ---------------------------------------------------------------------
+
+def device_state(path: str, osd_uuid: str) -> str:
+    """"empty", "ours" (holds this OSD) or why it cannot be used; never writes."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"not usable: {exc.strerror.lower()}"
+    if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        return "not usable: neither a block device nor a file"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+            size = fh.seek(0, os.SEEK_END)
+    except OSError as exc:
+        return f"not usable: {exc.strerror.lower()}"
+    if head.startswith(BLUESTORE_LABEL):
+        found = head[len(BLUESTORE_LABEL):].split(b"\n", 1)[0].decode(errors="replace")
+        return "ours" if found == osd_uuid else f"not usable: holds another OSD ({found})"
+    if size < MIN_DEVICE_BYTES:
+        return f"not usable: {size // 1024**2} MiB, an OSD needs at least {MIN_DEVICE_BYTES // 1024**3} GiB"
+    if any(head):
+        return "not usable: holds data (a file system or partition table?); wipe it first if it is spare"
+    if stat.S_ISBLK(st.st_mode):
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_EXCL))
+        except OSError:
+            return "not usable: in use (mounted, or held by another program)"
+    return "empty"
+
+
+def probe(req: dict[str, Any]) -> dict[str, Any]:
+    missing = [b for b in REQUIRED if not shutil.which(b, path="/usr/sbin:/usr/bin:/sbin:/bin")]
+    devices = {o["dev"]: ("ours" if os.path.exists(os.path.join(data_dir("osd", o["id"]), DONE))
+                          else device_state(o["dev"], o["uuid"])) for o in req.get("osds", [])}
+    return {"missing": missing, "devices": devices, "systemd": systemd(), "running": running(req)}
+
+
+# -- apply: files, directories, stores ----------------------------------------
+
+def put_file(path: str, content: str, mode: int, owner: str) -> bool:
+    """Write `path` when content, mode or owner differ; True if it changed."""
+    uid, gid = ids(owner)
+    try:
+        st = os.stat(path)
+        with open(path) as fh:
+            same = fh.read() == content
+        if same and stat.S_IMODE(st.st_mode) == mode and (st.st_uid, st.st_gid) == (uid, gid):
+            return False
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    bootstrap.write_file(path, content, mode)
+    os.chown(path, uid, gid)
+    return True
+
+
+def make_dir(path: str, mode: int, owner: str) -> None:
+    uid, gid = ids(owner)
+    os.makedirs(path, mode=mode, exist_ok=True)
+    os.chmod(path, mode)
+    os.chown(path, uid, gid)
+
+
+def _ceph(argv: list[str], what: str) -> None:
+    bootstrap.run(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}, what, 300)
+
+
+def mkfs_mon(mon: dict[str, Any], user: str) -> bool:
+    d = data_dir("mon", mon["id"])
+    if os.path.exists(os.path.join(d, DONE)):
+        return False
+    shutil.rmtree(d, ignore_errors=True)  # an unfinished mkfs: this mon never ran
+    make_dir(d, 0o750, user)
+    with tempfile.TemporaryDirectory() as tmp:
+        seed, monmap = os.path.join(tmp, "seed.keyring"), os.path.join(tmp, "monmap")
+        bootstrap.write_file(seed, mon["seed"], 0o600)
+        os.chown(tmp, *ids(user))
+        os.chown(seed, *ids(user))
+        _ceph(["monmaptool", "--create", "--clobber", "--fsid", mon["fsid"], *mon["addv"], monmap], "create monmap")
+        os.chown(monmap, *ids(user))
+        _ceph(["ceph-mon", "-c", CONF, "--mkfs", "-i", mon["id"], "--monmap", monmap, "--keyring", seed,
+               "--setuser", user, "--setgroup", user], f"mkfs mon.{mon['id']}")
+    put_file(os.path.join(d, DONE), "", 0o644, user)
+    return True
+
+
+def mkfs_osd(osd: dict[str, Any], user: str) -> bool:
+    d = data_dir("osd", osd["id"])
+    if os.path.exists(os.path.join(d, DONE)):
+        return False
+    state = device_state(osd["dev"], osd["uuid"])
+    if state not in ("empty", "ours"):
+        raise GanetiCephError(f"osd.{osd['id']}: {osd['dev']} is {state}")
+    uid, gid = ids(user)
+    if state == "ours":  # our own unfinished mkfs: start the device over (nothing was ever stored)
+        with open(osd["dev"], "r+b") as fh:
+            fh.write(b"\0" * 65536)
+    shutil.rmtree(d, ignore_errors=True)
+    make_dir(d, 0o750, user)
+    os.symlink(osd["dev"], os.path.join(d, "block"))
+    os.chown(osd["dev"], uid, gid)
+    put_file(os.path.join(d, "keyring"), osd["keyring"], 0o600, user)
+    _ceph(["ceph-osd", "-c", CONF, "--mkfs", "-i", osd["id"], "--osd-uuid", osd["uuid"], "--no-mon-config",
+           "--setuser", user, "--setgroup", user], f"mkfs osd.{osd['id']} on {osd['dev']}")
+    put_file(os.path.join(d, DONE), "", 0o644, user)
+    return True
+
+
+def provider_config(cfg: dict[str, Any], node: str) -> str:
+    """/etc/ganeti/ceph.yaml: this node's client config, mapper detected here."""
+    from extstorage.mappers import detect
+    from ganeti_ceph import config as gconfig
+
+    return gconfig.dump(gconfig.Config(conf=CONF, keyring=cfg["keyring"], client_id=cfg["client"],
+                                       cluster=cfg["cluster"], pool=cfg["pool"], mapper=detect(), node=node))
+
+
+def apply(req: dict[str, Any]) -> dict[str, Any]:
+    user = req.get("user", USER)
+    changed: list[str] = []
+    for path, mode, owner in ((RUN_DIR, 0o770, user), (LOG_DIR, 0o2770, user), ("/var/lib/ceph", 0o750, user),
+                              ("/var/lib/ceph/mon", 0o750, user), ("/var/lib/ceph/mgr", 0o750, user),
+                              ("/var/lib/ceph/osd", 0o750, user), ("/etc/ceph", 0o755, "root")):
+        make_dir(path, mode, owner)
+    files = list(req.get("files", []))
+    if req.get("provider"):
+        files.append({"path": "/etc/ganeti/ceph.yaml", "content": provider_config(req["provider"], req["node"]),
+                      "mode": 0o640, "owner": "root"})
+    for mgr in req.get("mgrs", []):
+        make_dir(data_dir("mgr", mgr["id"]), 0o750, user)
+        files.append({"path": os.path.join(data_dir("mgr", mgr["id"]), "keyring"), "content": mgr["keyring"],
+                      "mode": 0o600, "owner": user})
+    for f in files:
+        if put_file(f["path"], f["content"], f["mode"], f["owner"]):
+            changed.append(f["path"])
+    for mon in req.get("mons", []):
+        if mkfs_mon(mon, user):
+            changed.append(f"mon.{mon['id']} store")
+    for osd in req.get("osds", []):
+        if mkfs_osd(osd, user):
+            changed.append(f"osd.{osd['id']} store on {osd['dev']}")
+    return {"changed": changed}
+
+
+# -- daemons -------------------------------------------------------------------
+
+def _daemons(req: dict[str, Any]) -> list[Daemon]:
+    return [Daemon(t, i) for t, i in req.get("daemons", [])]
+
+
+def _unit(d: Daemon) -> str:
+    return f"ceph-{d.type}@{d.id}"
+
+
+def running(req: dict[str, Any]) -> dict[str, bool]:
+    if systemd():
+        return {d.name: subprocess.run(["systemctl", "is-active", "--quiet", _unit(d)], check=False).returncode == 0
+                for d in _daemons(req)}
+    return {d.name: daemons.running_pid(RUN_DIR, d, CONF, "ceph-") is not None for d in _daemons(req)}
+
+
+def start(req: dict[str, Any]) -> dict[str, Any]:
+    user = req.get("user", USER)
+    todo = [d for d in _daemons(req) if not running({"daemons": [[d.type, d.id]]})[d.name]]
+    if systemd():
+        for d in todo:
+            _ceph(["systemctl", "enable", "--now", _unit(d)], f"start {d.name}")
+    elif todo:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
+        daemons.start(todo, CONF, LOG_DIR, env, user)
+    return {"changed": [d.name for d in todo]}
+
+
+def stop(req: dict[str, Any]) -> dict[str, Any]:
+    ds = _daemons(req)
+    if systemd():
+        was = [d.name for d in ds if running({"daemons": [[d.type, d.id]]})[d.name]]
+        for d in ds:
+            _ceph(["systemctl", "disable", "--now", _unit(d)], f"stop {d.name}")
+        return {"changed": was}
+    return {"changed": daemons.stop(ds, RUN_DIR, CONF, grace=30.0, prefix="ceph-")}
+
+
+ACTIONS = {"probe": probe, "apply": apply, "start": start, "stop": stop}
+
+
+def main() -> int:
+    req = json.load(sys.stdin)
+    action = ACTIONS.get(req.get("action", ""))
+    if action is None:
+        raise GanetiCephError(f"unknown node action {req.get('action')!r}")
+    json.dump(action(req), sys.stdout)
+    return 0
+
+
+def entry() -> None:
+    run_main("gnt-storage node", main)
+
+
+if __name__ == "__main__":
+    entry()
