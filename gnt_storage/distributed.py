@@ -245,13 +245,13 @@ def init(group: str, specs: list[str], wait: float = 300.0, ganeti: Ganeti | Non
     progress(f"connecting to {len(online)} node(s) of group {group}: {', '.join(n.name for n in online)}")
     nodes = connect_all(online, settings)
     try:
-        return _converge(group, ganeti, state, opts, layout, gnodes, nodes, wait, started)
+        return _converge(group, ganeti, groups[group], state, opts, layout, gnodes, nodes, wait, started)
     finally:
         for n in nodes:
             n.close()
 
 
-def _converge(group: str, ganeti: Ganeti, state: dict[str, Any] | None, opts: StorageOptions,
+def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str, Any] | None, opts: StorageOptions,
               layout: options.Layout, gnodes: list[GNode], nodes: list[Node], wait: float, started: float) -> int:
     fresh = state is None
     if state is None:
@@ -283,8 +283,10 @@ def _converge(group: str, ganeti: Ganeti, state: dict[str, Any] | None, opts: St
         progress(f"{n.short}: " + (f"wrote {', '.join(changed)}" if changed else "files and stores in place"))
 
     on_all(nodes, apply)
+    # Daemons the probe found running need no start round trip (a re-run then takes ~2 s).
+    running = {name for r in reports for name, up in r["running"].items() if up}
     mon_nodes = [n for n in nodes if n.name in state["mons"]]
-    start(mon_nodes, state, spec, ("mon",))
+    start(mon_nodes, state, spec, ("mon",), running)
     cfg = admin_config(state, spec, wait)
     with Session(cfg) as session:
         session.mon_command("auth import", inbuf=auth_keyring(state, spec))
@@ -293,16 +295,16 @@ def _converge(group: str, ganeti: Ganeti, state: dict[str, Any] | None, opts: St
         bootstrap.create_pools(session, spec)
         session.mon_command("osd pool set", pool=spec.pool, var="size", val=str(spec.pool_size))
         session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
-        start(nodes, state, spec, ("mgr", "osd"))
-        progress(f"initialising pool {spec.pool} for RBD")
-        bootstrap.rbd_pool_init(session, spec.pool)
+        start(nodes, state, spec, ("mgr", "osd"), running)
+        if fresh or added:
+            progress(f"initialising pool {spec.pool} for RBD")
+            bootstrap.rbd_pool_init(session, spec.pool)
         if len(nodes) == len(gnodes):
             health = bootstrap.wait_healthy(session, wait)
         else:
             health = bootstrap.settled_line(session.mon_command("status"))
             progress(f"{len(gnodes) - len(nodes)} node(s) offline: their daemons stay stopped")
-    tags = [t for t in (STORAGE_TAG, f"{options.FSID_TAG_PREFIX}{state['fsid']}")
-            if t not in ganeti.groups().get(group, [])]
+    tags = [t for t in (STORAGE_TAG, f"{options.FSID_TAG_PREFIX}{state['fsid']}") if t not in group_tags]
     if tags:
         ganeti.add_group_tags(group, tags)
     progress(f"group {group} is the storage cluster: {health} in {time.monotonic() - started:.1f} s")
@@ -312,10 +314,16 @@ def _converge(group: str, ganeti: Ganeti, state: dict[str, Any] | None, opts: St
     return 0
 
 
-def start(nodes: list[Node], state: dict[str, Any], spec: ClusterSpec, kinds: tuple[str, ...]) -> None:
+def start(nodes: list[Node], state: dict[str, Any], spec: ClusterSpec, kinds: tuple[str, ...],
+          running: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Start the `kinds` daemons of each node that are not known to be running."""
     def one(n: Node) -> None:
         req = node_request(state, spec, n.name, "start")
         req["daemons"] = daemons_of(state, n.name, kinds)
+        if all(f"{t}.{i}" in running for t, i in req["daemons"]):
+            if req["daemons"]:
+                progress(f"{n.short}: {', '.join(f'{t}.{i}' for t, i in req['daemons'])} running")
+            return
         if req["daemons"]:
             changed = call(n, req)["changed"]
             progress(f"{n.short}: " + (f"started {', '.join(changed)}" if changed else

@@ -6,6 +6,7 @@ by a timeout, and turns a failure into one line.
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from dataclasses import dataclass
 
@@ -44,7 +45,9 @@ def parse_groups(text: str) -> dict[str, list[str]]:
     for line in text.splitlines():
         if line.strip():
             name, tags = line.split(SEP, 1)
-            out[name] = [t for t in tags.split(",") if t]
+            # Ganeti prints a list field as Python's repr: ['a', 'b'] (tags cannot hold quotes).
+            out[name] = [str(t) for t in ast.literal_eval(tags)] if tags.startswith("[") else \
+                [t for t in tags.split(",") if t]
     return out
 
 
