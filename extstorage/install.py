@@ -32,7 +32,9 @@ HOOK_SCRIPT = "ganeti-ceph-hook"  # the one program behind every link (not itsel
 VERIFY_HOOK = "60-ganeti-ceph-health"  # cluster-verify-post.d: Ceph's health in gnt-cluster verify
 HOOKS = (("instance-start", "pre"), ("instance-migrate", "pre"), ("instance-failover", "pre"),
          ("instance-stop", "post"), ("instance-remove", "post"), ("instance-migrate", "post"),
-         ("instance-failover", "post"), ("node-add", "post"), ("disk-grow", "post"))
+         ("instance-failover", "post"), ("node-add", "post"), ("disk-grow", "post"),
+         # The storage group's node lifecycle (gnt_storage.lifecycle).
+         ("node-modify", "pre"), ("node-modify", "post"), ("node-remove", "pre"), ("node-remove", "post"))
 
 
 def script_text(python: str, path: list[str], module: str = "extstorage.client", func: str = "main") -> str:

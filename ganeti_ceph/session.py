@@ -91,9 +91,16 @@ class Session:
 
     def mon_command(self, prefix: str, inbuf: bytes = b"", **args: Any) -> Any:
         """Run a mon command; return its parsed JSON output (or None if empty)."""
+        return self._command(self.rados.mon_command, prefix, inbuf, args)
+
+    def mgr_command(self, prefix: str, **args: Any) -> Any:
+        """Run a mgr command (e.g. `osd ok-to-stop`); like mon_command."""
+        return self._command(self.rados.mgr_command, prefix, b"", args)
+
+    def _command(self, send: Any, prefix: str, inbuf: bytes, args: dict[str, Any]) -> Any:
         cmd = {"prefix": prefix, "format": "json", **args}
         with self.errors(prefix):
-            ret, out, outs = self.rados.mon_command(json.dumps(cmd), inbuf, timeout=_secs(self.cfg.timeouts.mon_op))
+            ret, out, outs = send(json.dumps(cmd), inbuf, timeout=_secs(self.cfg.timeouts.mon_op))
         if ret != 0:
             raise from_errno(self.cfg.cluster, prefix, -ret, outs.strip() or f"error {ret}")
         # Some commands print several JSON documents (pacific's "osd blocklist

@@ -296,6 +296,10 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
         session.mon_command("osd pool set", pool=spec.pool, var="size", val=str(spec.pool_size))
         session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
         start(nodes, state, spec, ("mgr", "osd"), running)
+        # OSDs of online nodes serve: in (a node back from offline had them marked out).
+        ids = [o["id"] for o in state["osds"] if o["node"] in {n.name for n in nodes}]
+        if ids:
+            session.mon_command("osd in", ids=ids)
         if fresh or added:
             progress(f"initialising pool {spec.pool} for RBD")
             bootstrap.rbd_pool_init(session, spec.pool)

@@ -31,6 +31,8 @@ class HookEnv:
     new_primary: str = ""
     node_name: str = ""
     node_ip: str = ""
+    target: str = ""  # OP_TARGET: the node of node-modify
+    offline: str = ""  # node-modify's --offline: "True", "False" or "None" (unchanged)
     ignore_consistency: bool = False
     hypervisor: str = ""
     grown_disk: int = -1
@@ -69,6 +71,7 @@ def parse(env: Mapping[str, str]) -> HookEnv:
         instance=g.get("INSTANCE_NAME", ""), primary=g.get("INSTANCE_PRIMARY", ""),
         old_primary=g.get("OLD_PRIMARY", ""), new_primary=g.get("NEW_PRIMARY", ""),
         node_name=g.get("NODE_NAME", ""), node_ip=g.get("NODE_PIP", ""),
+        target=g.get("OP_TARGET", ""), offline=g.get("OFFLINE", ""),
         ignore_consistency=g.get("IGNORE_CONSISTENCY") == "True",
         hypervisor=g.get("INSTANCE_HYPERVISOR", ""),
         grown_disk=int(g["DISK"]) if g.get("DISK", "").isdigit() else -1,

@@ -204,11 +204,30 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
     say(f"QEMU now sees disk {disk.index} ({pool}/{disk.volume}) at {size // 2**20} MiB")
 
 
+def storage_node_hook(h: HookEnv) -> None:
+    """The storage group's node lifecycle (gnt_storage.lifecycle), on the master only."""
+    from gnt_storage import lifecycle
+    from gnt_storage.ganeti_cli import Ganeti
+
+    ganeti = Ganeti()
+    name = h.target or h.node_name
+    if h.hpath == "node-modify" and h.offline == "True" and h.phase == "pre":
+        lifecycle.offline(lifecycle.find(ganeti, name), ganeti)
+    elif h.phase == "post" and (h.hpath == "node-add" or (h.hpath == "node-modify" and h.offline == "False")):
+        lifecycle.online(lifecycle.find(ganeti, name), ganeti)
+    elif h.hpath == "node-remove" and h.phase == "pre":
+        lifecycle.refuse_remove(lifecycle.find(ganeti, name))
+    elif h.hpath == "node-remove" and h.phase == "post":
+        lifecycle.forget(name)
+
+
 def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: checks.Probe | None = None) -> int:
     probe = probe or checks.Probe()
     is_master = same_node(h.master, me)
-    if h.hpath == "node-add":
-        if h.phase == "post" and is_master:
+    if h.hpath in ("node-add", "node-modify", "node-remove"):
+        if is_master:
+            storage_node_hook(h)
+        if h.hpath == "node-add" and h.phase == "post" and is_master and os.path.exists(config.config_path()):
             lift_fence(h, load())
         return 0
     if not h.rbd_disks:
