@@ -37,11 +37,9 @@ TESTBED_ID = os.environ.get("GANETI_TESTBED_ID", "0")
 BRIDGE = f"gcbr{TESTBED_ID}"
 NET_PREFIX = os.environ.get("GANETI_TESTBED_NET", "198.51.100") + "."
 HOST_ADDR = NET_PREFIX + "1"
-CLUSTER_IP = NET_PREFIX + "100"
 DOMAIN = "gcb.test"
 CLUSTER_NAME = f"cluster.{DOMAIN}"
 NODE_BRIDGE = "br0"
-VETH_PREFIX = f"gcv{TESTBED_ID}n"  # root-namespace ends: gcv0n0, gcv0n1...
 BIN = os.path.dirname(sys.executable)
 SETUP = os.path.join(BIN, "ganeti-ceph-setup")
 INIT_FLAGS = (
@@ -75,13 +73,17 @@ class Testbed:
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, workdir: str, ceph_dir: str | None, nodes: int = 2) -> None:
+    def __init__(self, workdir: str, ceph_dir: str | None, nodes: int = 2, bed_id: str = TESTBED_ID,
+                 net: str = NET_PREFIX.rstrip(".")) -> None:
+        """`bed_id` and `net` (first three octets) let beds run side by side (default: from the environment)."""
         if not 1 <= nodes <= 80:
             raise ValueError("nodes must be between 1 and 80")
+        self.bridge, self.veth_prefix = f"gcbr{bed_id}", f"gcv{bed_id}n"
+        self.host_addr, self.cluster_ip = f"{net}.1", f"{net}.100"
         self.workdir = os.path.abspath(workdir)
         # None: the nodes start without any Ceph (init-distributed-storage builds one on them).
         self.ceph_dir = os.path.abspath(ceph_dir) if ceph_dir else None
-        self.nodes = [nodefs.Node(i, f"node{i}.{DOMAIN}", f"{NET_PREFIX}{10 + i}",
+        self.nodes = [nodefs.Node(i, f"node{i}.{DOMAIN}", f"{net}.{10 + i}",
                                   os.path.join(self.workdir, f"node{i}")) for i in range(nodes)]
 
     @property
@@ -126,8 +128,8 @@ class Testbed:
     # -- bring-up ------------------------------------------------------------------------
     def network_up(self) -> None:
         """The root bridge with the host address; Ceph must be bound to it before `up`."""
-        if netns.bridge_up(BRIDGE, f"{HOST_ADDR}/24"):
-            progress(f"bridge {BRIDGE} with {HOST_ADDR}/24 created")
+        if netns.bridge_up(self.bridge, f"{self.host_addr}/24"):
+            progress(f"bridge {self.bridge} with {self.host_addr}/24 created")
 
     def up(self) -> None:
         """Start every node, create the cluster on node 0 and add the others. Cleans up after itself on failure."""
@@ -137,7 +139,7 @@ class Testbed:
         self.nodes_down()
         os.makedirs(self.workdir, exist_ok=True)
         with open(os.path.join(self.workdir, "bridge"), "w") as fh:
-            fh.write(BRIDGE + "\n")
+            fh.write(self.bridge + "\n")
         try:
             with ThreadPoolExecutor(len(self.nodes)) as pool:  # ssh-keygen and friends: ~2 s a node
                 list(pool.map(self._start_node, self.nodes))
@@ -158,9 +160,9 @@ class Testbed:
         for path in ("ceph.conf", "ganeti-ceph.yaml") if self.ceph_dir else ():
             if not os.path.exists(os.path.join(self.ceph_dir, path)):
                 raise TestbedError(f"{self.ceph_dir}/{path} not found: bring Ceph up there first "
-                                   f"(gnt-storage local-cluster up --dir {self.ceph_dir} --addr {HOST_ADDR})")
+                                   f"(gnt-storage local-cluster up --dir {self.ceph_dir} --addr {self.host_addr})")
         others = sorted(d for d in {os.path.dirname(t) for t in netns.all_tags()} - {self.workdir}
-                        if _bridge_of(d) in (BRIDGE, None))
+                        if _bridge_of(d) in (self.bridge, None))
         if others:
             raise TestbedError(f"another test bed runs from {others[0]} (links and addresses are per host): "
                                f"bring it down first: python -m testbed.ganeti down --dir {others[0]}")
@@ -172,11 +174,11 @@ class Testbed:
     def _start_node(self, node: nodefs.Node) -> None:
         """Namespaces, private files, network, sshd and the provider: a host ready to join."""
         nodefs.prepare(node)
-        nodefs.seed(node, self.nodes, self.ceph_dir, CLUSTER_NAME, CLUSTER_IP)
+        nodefs.seed(node, self.nodes, self.ceph_dir, CLUSTER_NAME, self.cluster_ip)
         holder = netns.spawn(node.dir, node.path("holder.log"))
         netns.drop_foreign_mounts(holder)
         self.run(node.index, ["sh", "-ec", nodefs.mount_script(node)])
-        netns.veth_into(f"{VETH_PREFIX}{node.index}", BRIDGE, holder, "eth0")
+        netns.veth_into(f"{self.veth_prefix}{node.index}", self.bridge, holder, "eth0")
         self.run(node.index, ["sh", "-ec", (
             f"ip link add {NODE_BRIDGE} type bridge\nip link set eth0 master {NODE_BRIDGE} up\n"
             f"ip addr add {node.addr}/24 dev {NODE_BRIDGE}\nip link set {NODE_BRIDGE} up\n")])
@@ -209,10 +211,10 @@ class Testbed:
 
     def network_down(self) -> None:
         """Remove the root bridge, unless something (Ceph) still listens on its address."""
-        if netns.link_exists(BRIDGE) and listening_on(HOST_ADDR):
-            raise TestbedError(f"something still listens on {HOST_ADDR} (Ceph?): stop it first, e.g. "
-                               f"gnt-storage local-cluster down --dir {self.ceph_dir}; bridge {BRIDGE} kept")
-        netns.link_delete(BRIDGE)
+        if netns.link_exists(self.bridge) and listening_on(self.host_addr):
+            raise TestbedError(f"something still listens on {self.host_addr} (Ceph?): stop it first, e.g. "
+                               f"gnt-storage local-cluster down --dir {self.ceph_dir}; bridge {self.bridge} kept")
+        netns.link_delete(self.bridge)
 
     def down(self) -> None:
         """Everything `up` and `network_up` made, gone; safe to call any time, any number of times."""

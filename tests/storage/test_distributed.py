@@ -1,0 +1,232 @@
+"""init-distributed-storage and the storage node lifecycle, on 3 real Ganeti nodes over real SSH.
+
+One story, in order (each test builds on the previous one): bad input
+changes nothing; an empty group is only marked; a first run killed midway
+is re-run to HEALTH_OK; every node is checked with testinfra; a re-run is a
+no-op; a node goes offline while I/O goes on, comes back with readd; a
+node with Ceph daemons cannot be removed while online.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import testinfra
+
+from testbed.ganeti import Testbed
+from tests.storage.conftest import DISK
+
+GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
+GROUP = "default"
+NODE_FILES = ("/etc/ceph/ceph.conf", "/var/lib/ganeti-ceph/storage.json", "/etc/ganeti/ceph.yaml")
+
+
+def gs(bed: Testbed, *args: str, check: bool = False, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return bed.run(0, [GNT_STORAGE, *args], check=check, timeout=timeout)
+
+
+def init(bed: Testbed, *specs: str, group: str = GROUP) -> subprocess.CompletedProcess[str]:
+    return gs(bed, "init-distributed-storage", "-s", "ceph", *[a for s in specs for a in ("-S", s)], group)
+
+
+def one_line_error(res: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert res.returncode != 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("gnt-storage:")]
+    assert len(lines) == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def untouched(bed: Testbed) -> None:
+    """Nothing of a storage cluster on any node, and no group tag."""
+    for i in range(3):
+        res = bed.run(i, ["sh", "-c", f"ls {' '.join(NODE_FILES)} /var/lib/ceph/mon 2>/dev/null; pgrep -x ceph-mon"],
+                      check=False)
+        assert res.stdout.strip() == "", f"node{i}: {res.stdout}"
+    assert "ganeti-ceph:storage" not in bed.gnt("gnt-group", "list-tags", GROUP)
+
+
+def host(bed: Testbed, i: int) -> testinfra.host.Host:
+    key = bed.nodes[0].path("root-ssh", "id_rsa")
+    return testinfra.get_host(f"ssh://root@{bed.nodes[i].addr}", ssh_identity_file=key,
+                              ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null")
+
+
+def ceph(bed: Testbed, *args: str, i: int = 0) -> str:
+    return bed.run(i, ["timeout", "30", "ceph", *args], timeout=60).stdout
+
+
+def wait_health(bed: Testbed, want: str = "HEALTH_OK", timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = json.loads(ceph(bed, "status", "-f", "json"))
+        line = status["health"]["status"]
+        osd = status["osdmap"]
+        if line == want and osd["num_up_osds"] == osd["num_osds"] == osd["num_in_osds"]:
+            return line
+        if time.monotonic() > deadline:
+            return f"{line}: {status['health'].get('checks')}"
+        time.sleep(1)
+
+
+class TestRefusals:
+    def test_unknown_group(self, bed: Testbed) -> None:
+        one_line_error(init(bed, f"ceph:disk={DISK}", group="nosuch"), "node group nosuch does not exist")
+        untouched(bed)
+
+    def test_even_mon_count(self, bed: Testbed) -> None:
+        one_line_error(init(bed, f"ceph:disk={DISK},mons=2"), "odd count")
+        untouched(bed)
+
+    def test_odd_devices(self, bed: Testbed) -> None:
+        one_line_error(init(bed, "ceph:disk=/dev/null"), "/dev/null", "neither a block device nor a file")
+        for i in range(3):
+            bed.run(i, ["sh", "-ec", "truncate -s 100M /srv/small.img && truncate -s 10G /srv/used.img && "
+                        "printf 'ext4 data' | dd of=/srv/used.img conv=notrunc status=none"])
+        one_line_error(init(bed, "ceph:disk=/srv/small.img"), "at least")
+        one_line_error(init(bed, "ceph:disk=/srv/used.img"), "holds data")
+        one_line_error(init(bed, "ceph:disk=relative.img"), "absolute")
+        untouched(bed)
+
+    def test_unreachable_node(self, bed: Testbed) -> None:
+        bed.run(2, ["/etc/init.d/ssh", "stop"])
+        try:
+            one_line_error(init(bed, f"ceph:disk={DISK}"), "node2.gcb.test", "unreachable")
+        finally:
+            bed.run(2, ["/etc/init.d/ssh", "start"])
+        untouched(bed)
+
+    def test_wrong_host_key(self, bed: Testbed) -> None:
+        """A node answering with a key that is not the cluster's is refused, never learnt."""
+        bed.run(1, ["sh", "-ec", "ssh-keygen -q -t rsa -N '' -f /tmp/impostor && /etc/init.d/ssh stop && "
+                    "/usr/sbin/sshd -h /tmp/impostor -o PidFile=/run/impostor.pid"])
+        try:
+            one_line_error(init(bed, f"ceph:disk={DISK}"), "node1.gcb.test", "not the cluster's")
+        finally:
+            bed.run(1, ["sh", "-c", "kill $(cat /run/impostor.pid); sleep 0.2; /etc/init.d/ssh start"])
+        untouched(bed)
+
+    def test_empty_group_is_only_marked(self, bed: Testbed) -> None:
+        bed.gnt("gnt-group", "add", "spare")
+        res = init(bed, group="spare")
+        assert res.returncode == 0, res.stderr
+        assert "has no nodes: marked" in res.stderr
+        assert "ganeti-ceph:storage" in bed.gnt("gnt-group", "list-tags", "spare")
+        one_line_error(init(bed, f"ceph:disk={DISK}"), "spare is already the storage cluster")
+        bed.gnt("gnt-group", "remove-tags", "spare", "ganeti-ceph:storage")
+        bed.gnt("gnt-group", "remove", "spare")
+        untouched(bed)
+
+    def test_cluster_options(self, bed: Testbed) -> None:
+        """`gnt-storage -S` sets defaults (as cluster tags) while no storage cluster exists."""
+        assert gs(bed, "-S", "ceph:pg_num=32").returncode == 0
+        assert "ceph:pg_num=32" in gs(bed, "options").stdout
+        one_line_error(gs(bed, "-S", "ceph:pg_num=33"), "power of two")
+        assert gs(bed, "-S", "ceph:pg_num=64").returncode == 0
+        assert "ganeti-ceph:opt" not in bed.gnt("gnt-cluster", "list-tags")
+
+
+class TestInit:
+    def test_killed_midway_then_rerun_is_healthy(self, bed: Testbed) -> None:
+        proc = subprocess.Popen([*bed.enter_argv(0), GNT_STORAGE, "init-distributed-storage", "-s", "ceph", "-S",
+                                 f"ceph:disk={DISK}", GROUP], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "wrote" in line:  # a node has its files and stores; the others may be half-way
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, "".join(seen)
+        res = init(bed, f"ceph:disk={DISK}")
+        assert res.returncode == 0, res.stderr
+        assert "health: HEALTH_OK" in res.stdout
+        assert "ganeti-ceph:storage" in bed.gnt("gnt-group", "list-tags", GROUP)
+
+    @pytest.mark.parametrize("i", [0, 1, 2])
+    def test_node_with_testinfra(self, bed: Testbed, i: int) -> None:
+        h = host(bed, i)
+        short = f"node{i}"
+        for comm, user in (("ceph-mon", "ceph"), ("ceph-mgr", "ceph"), ("ceph-osd", "ceph")):
+            procs = h.process.filter(comm=comm)
+            assert len(procs) == 1 and procs[0].user == user, (comm, procs)
+        for path, mode, owner in (("/etc/ceph/ceph.conf", 0o644, "root"),
+                                  ("/etc/ceph/ceph.client.admin.keyring", 0o600, "root"),
+                                  ("/etc/ceph/ceph.client.ganeti.keyring", 0o600, "root"),
+                                  ("/etc/ganeti/ceph.yaml", 0o640, "root"),
+                                  ("/var/lib/ganeti-ceph/storage.json", 0o600, "root"),
+                                  (f"/var/lib/ceph/mgr/ceph-{short}/keyring", 0o600, "ceph"),
+                                  (f"/var/lib/ceph/osd/ceph-{i}/keyring", 0o600, "ceph"),
+                                  (f"/var/lib/ceph/mon/ceph-{short}/keyring", 0o600, "ceph")):
+            f = h.file(path)
+            assert f.exists and f.mode == mode and f.user == owner, (path, oct(f.mode), f.user)
+        assert h.file(f"/var/lib/ceph/osd/ceph-{i}/block").linked_to == DISK
+        listening = h.check_output("ss -Hltnp | grep ceph- || true").splitlines()
+        assert listening, "no Ceph daemon listens"
+        for row in listening:
+            local = row.split()[3]
+            assert local.rsplit(":", 1)[0] == bed.nodes[i].addr, row  # never 0.0.0.0 or another address
+        assert any(row.split()[3].endswith(":3300") for row in listening)
+
+    def test_rerun_is_a_noop(self, bed: Testbed) -> None:
+        before = bed.run(0, ["sh", "-c", "stat -c '%n %Y' /etc/ceph/* /var/lib/ceph/osd/*/keyring"]).stdout
+        res = init(bed)
+        assert res.returncode == 0, res.stderr
+        assert "wrote" not in res.stderr and "started" not in res.stderr, res.stderr
+        assert res.stderr.count("files and stores in place") == 3
+        assert bed.run(0, ["sh", "-c", "stat -c '%n %Y' /etc/ceph/* /var/lib/ceph/osd/*/keyring"]).stdout == before
+
+    def test_options_fixed_after_init(self, bed: Testbed) -> None:
+        one_line_error(gs(bed, "-S", "ceph:pool=other"), "options are fixed")
+        one_line_error(init(bed, "ceph:pool=other"), "only ceph:disk can change")
+
+    def test_client_io_from_a_node(self, bed: Testbed) -> None:
+        out = bed.run(1, ["sh", "-ec", "rbd --id ganeti create --size 64 rbd/probe && "
+                          "rbd --id ganeti bench --io-type write --io-total 4M probe >/dev/null && "
+                          "rbd --id ganeti info rbd/probe --format json"]).stdout
+        assert json.loads(out)["size"] == 64 * 1024**2
+
+
+class TestLifecycle:
+    def test_remove_refused_while_online(self, bed: Testbed) -> None:
+        res = bed.run(0, ["gnt-node", "remove", "node2.gcb.test"], check=False)
+        assert res.returncode != 0
+        assert "take it offline first" in res.stdout + res.stderr
+
+    def test_offline_keeps_io(self, bed: Testbed) -> None:
+        res = bed.run(0, ["gnt-node", "modify", "-f", "--offline", "yes", "node2.gcb.test"], check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert bed.run(2, ["pgrep", "-x", "ceph-osd"], check=False).returncode == 1
+        assert bed.run(2, ["pgrep", "-x", "ceph-mon"], check=False).returncode == 1
+        quorum = json.loads(ceph(bed, "quorum_status", "-f", "json"))["quorum_names"]
+        assert sorted(quorum) == ["node0", "node1"]
+        out = bed.run(0, ["sh", "-ec", "rbd --id ganeti create --size 64 rbd/during && "
+                          "head -c 1048576 /dev/urandom > /tmp/blob && "
+                          "rbd --id ganeti import --no-progress /tmp/blob rbd/blob && "
+                          "rbd --id ganeti export --no-progress rbd/blob - | cmp - /tmp/blob && echo same"]).stdout
+        assert out.strip() == "same"
+
+    def test_second_offline_refused(self, bed: Testbed) -> None:
+        """With node2 away, node1 leaving would lose mon quorum and PGs below min_size: Ganeti's job is vetoed."""
+        res = bed.run(0, ["gnt-node", "modify", "-f", "--offline", "yes", "node1.gcb.test"], check=False)
+        assert res.returncode != 0
+        assert "cannot go offline now" in res.stdout + res.stderr
+        assert bed.run(1, ["pgrep", "-x", "ceph-osd"], check=False).returncode == 0
+        assert "offline" not in bed.gnt("gnt-node", "list", "-o", "name,offline", "node1.gcb.test").split()[-1]
+
+    def test_readd_brings_it_back(self, bed: Testbed) -> None:
+        bed.run(0, ["gnt-node", "add", "--readd", "--no-ssh-key-check", "node2.gcb.test"], timeout=300)
+        assert bed.run(2, ["pgrep", "-x", "ceph-osd"], check=False).returncode == 0
+        assert wait_health(bed) == "HEALTH_OK"
+        out = bed.run(2, ["sh", "-ec", "rbd --id ganeti export --no-progress rbd/blob - | sha1sum"]).stdout
+        ref = bed.run(0, ["sha1sum", "/tmp/blob"]).stdout
+        assert out.split()[0] == ref.split()[0]
