@@ -5,10 +5,12 @@ interleaved (ours first on even runs, baseline first on odd ones) so machine
 drift and cache warm-up hit both sides alike, and reports the medians.
 Results go to bench/results.json as [{name, ours_s, baseline, baseline_s, ratio}].
 
-    .venv/bin/python bench/run.py [--runs N] [--only NAME] [--out PATH]
+    .venv/bin/python bench/run.py [--runs N] [--only NAME [--only NAME...]] [--out PATH]
 
 Benches: local-cluster-up here; the provider actions (each a whole process,
-versus the rbd CLI) in bench/provider.py. To add one, decorate
+versus the rbd CLI) in bench/provider.py; init-distributed-storage on a
+3-node Ganeti test bed, from scratch and re-run, in bench/distributed.py
+(alone: --only init-distributed-storage --only init-distributed-storage-rerun). To add one, decorate
 `fn(ctx: Ctx) -> dict` with `@bench("name")` and return `compare(...)` (see
 bench/harness.py); clusters come from `ctx.slot()` or `ctx.shared` and are
 always torn down.
@@ -69,6 +71,10 @@ import collector  # noqa: E402, F401
 import ganeti_add  # noqa: E402, F401
 import provider  # noqa: E402, F401
 
+# isort: split
+# Last: its 3-node test bed, shared by its two benches, stays up until the run ends.
+import distributed  # noqa: E402, F401
+
 # -- main ---------------------------------------------------------------------
 
 def table(results: list[Result]) -> str:
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int,
                         help="samples per side (default: per bench, 3 for local-cluster-up, 5 for provider actions)")
-    parser.add_argument("--only", choices=[b.name for b in BENCHES], help="run only this bench")
+    parser.add_argument("--only", action="append", choices=[b.name for b in BENCHES],
+                        help="run only this bench (repeat for several)")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results.json"), help="results file")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the finally below still stops every cluster.
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     shared = Shared()
     try:
         for b in BENCHES:
-            if args.only and b.name != args.only:
+            if args.only and b.name not in args.only:
                 continue
             ctx = Ctx(runs=args.runs or b.runs, shared=shared)
             log(f"{b.name}: {ctx.runs} runs per side")

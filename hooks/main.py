@@ -206,9 +206,11 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
 
 def storage_node_hook(h: HookEnv) -> None:
     """The storage group's node lifecycle (gnt_storage.lifecycle), on the master only."""
-    from gnt_storage import lifecycle
+    from gnt_storage import distributed, lifecycle
     from gnt_storage.ganeti_cli import Ganeti
 
+    if distributed.load_state() is None:  # no storage cluster kept on this master: nothing to do
+        return
     ganeti = Ganeti()
     name = h.target or h.node_name
     if h.hpath == "node-modify" and h.offline == "True" and h.phase == "pre":
