@@ -78,8 +78,9 @@ import distributed  # noqa: E402, F401
 # -- main ---------------------------------------------------------------------
 
 def table(results: list[Result]) -> str:
-    head = f"{'name':<24} {'ours_s':>9}  {'baseline':<20} {'baseline_s':>10} {'ratio':>7}"
-    rows = [f"{r['name']:<24} {r['ours_s']:>9.3f}  {r['baseline']:<20} {r['baseline_s']:>10.3f} {r['ratio']:>7.3f}"
+    w = max(24, *(len(str(r["name"])) for r in results))
+    head = f"{'name':<{w}} {'ours_s':>9}  {'baseline':<20} {'baseline_s':>10} {'ratio':>7}"
+    rows = [f"{r['name']:<{w}} {r['ours_s']:>9.3f}  {r['baseline']:<20} {r['baseline_s']:>10.3f} {r['ratio']:>7.3f}"
             for r in results]
     return "\n".join([head, "-" * len(head), *rows])
 
