@@ -105,8 +105,8 @@ class TestRefusals:
 
     def test_wrong_host_key(self, bed: Testbed) -> None:
         """A node answering with a key that is not the cluster's is refused, never learnt."""
-        bed.run(1, ["sh", "-ec", "ssh-keygen -q -t rsa -N '' -f /tmp/impostor && /etc/init.d/ssh stop && "
-                    "/usr/sbin/sshd -h /tmp/impostor -o PidFile=/run/impostor.pid"])
+        bed.run(1, ["sh", "-ec", "rm -f /run/impostor* && ssh-keygen -q -t rsa -N '' -f /run/impostor && "
+                    "/etc/init.d/ssh stop && /usr/sbin/sshd -h /run/impostor -o PidFile=/run/impostor.pid"])
         try:
             one_line_error(init(bed, f"ceph:disk={DISK}"), "node1.gcb.test", "not the cluster's")
         finally:
@@ -207,12 +207,14 @@ class TestLifecycle:
         assert res.returncode == 0, res.stdout + res.stderr
         assert bed.run(2, ["pgrep", "-x", "ceph-osd"], check=False).returncode == 1
         assert bed.run(2, ["pgrep", "-x", "ceph-mon"], check=False).returncode == 1
-        quorum = json.loads(ceph(bed, "quorum_status", "-f", "json"))["quorum_names"]
-        assert sorted(quorum) == ["node0", "node1"]
+        deadline = time.monotonic() + 60  # the mons notice the stopped one within an election timeout
+        while sorted(json.loads(ceph(bed, "quorum_status", "-f", "json"))["quorum_names"]) != ["node0", "node1"]:
+            assert time.monotonic() < deadline, "quorum did not settle on node0, node1"
+            time.sleep(0.5)
         out = bed.run(0, ["sh", "-ec", "rbd --id ganeti create --size 64 rbd/during && "
-                          "head -c 1048576 /dev/urandom > /tmp/blob && "
-                          "rbd --id ganeti import --no-progress /tmp/blob rbd/blob && "
-                          "rbd --id ganeti export --no-progress rbd/blob - | cmp - /tmp/blob && echo same"]).stdout
+                          "head -c 1048576 /dev/urandom > /run/blob && "
+                          "rbd --id ganeti import --no-progress /run/blob rbd/blob && "
+                          "rbd --id ganeti export --no-progress rbd/blob - | cmp - /run/blob && echo same"]).stdout
         assert out.strip() == "same"
 
     def test_second_offline_refused(self, bed: Testbed) -> None:
@@ -227,6 +229,7 @@ class TestLifecycle:
         bed.run(0, ["gnt-node", "add", "--readd", "--no-ssh-key-check", "node2.gcb.test"], timeout=300)
         assert bed.run(2, ["pgrep", "-x", "ceph-osd"], check=False).returncode == 0
         assert wait_health(bed) == "HEALTH_OK"
-        out = bed.run(2, ["sh", "-ec", "rbd --id ganeti export --no-progress rbd/blob - | sha1sum"]).stdout
-        ref = bed.run(0, ["sha1sum", "/tmp/blob"]).stdout
+        out = bed.run(2, ["sh", "-ec", "rbd --id ganeti export --no-progress rbd/blob /run/copy && sha1sum /run/copy"]
+                      ).stdout
+        ref = bed.run(0, ["sha1sum", "/run/blob"]).stdout
         assert out.split()[0] == ref.split()[0]
