@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 
 from ganeti_ceph.errors import GanetiCephError, UsageError
 from ganeti_ceph.log import progress
+from gnt_storage.ganeti_cli import GanetiFailed, condense, run_command
 
 MODES = ("kernelspace", "userspace")
 PROVIDER = "rbd"
@@ -40,10 +40,6 @@ Runner = Callable[[list[str], float], subprocess.CompletedProcess]
 
 class Refused(GanetiCephError):
     """The switch cannot start; nothing was changed."""
-
-
-class GanetiFailed(GanetiCephError):
-    """A gnt-* command failed or did not finish in time, or the switch stopped midway."""
 
 
 @dataclass(frozen=True)
@@ -134,25 +130,6 @@ def commands(instance: str, disk: Disk, target: str) -> list[list[str]]:
     if disk.name:
         cmds.append(modify(instance, f"{disk.index}:modify,name={_esc(disk.name)}"))
     return cmds
-
-
-def condense(res: subprocess.CompletedProcess) -> str:
-    """Ganeti's failure text, on one line (the last lines say what went wrong)."""
-    lines = [ln.strip() for ln in f"{res.stdout}\n{res.stderr}".splitlines() if ln.strip()]
-    detail = [ln for ln in lines if not ln.startswith(("Waiting for job", "Please don't forget"))][-3:]
-    return " ".join(detail) or f"exit {res.returncode}"
-
-
-def run_command(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-    path = shutil.which(argv[0], path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin:/sbin:/bin") or argv[0]
-    try:
-        return subprocess.run([path, *argv[1:]], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, check=False)
-    except FileNotFoundError:
-        raise GanetiFailed(f"{argv[0]} not found: run this on the Ganeti master") from None
-    except subprocess.TimeoutExpired:
-        raise GanetiFailed(f"{shlex.join(argv)} did not finish within {timeout:.0f} s; its Ganeti job may "
-                           "still run (gnt-job list)") from None
 
 
 class Ganeti:

@@ -7,6 +7,9 @@ by a timeout, and turns a failure into one line.
 from __future__ import annotations
 
 import ast
+import os
+import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass
 
@@ -14,6 +17,30 @@ from ganeti_ceph.errors import GanetiCephError, UsageError
 
 SSCONF = "/var/lib/ganeti"
 SEP = "|"
+
+
+class GanetiFailed(GanetiCephError):
+    """A gnt-* command failed or did not finish in time (or, in the access switch, stopped midway)."""
+
+
+def condense(res: subprocess.CompletedProcess) -> str:
+    """Ganeti's failure text, on one line (the last lines say what went wrong)."""
+    lines = [ln.strip() for ln in f"{res.stdout}\n{res.stderr}".splitlines() if ln.strip()]
+    detail = [ln for ln in lines if not ln.startswith(("Waiting for job", "Please don't forget"))][-3:]
+    return " ".join(detail) or f"exit {res.returncode}"
+
+
+def run_command(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a gnt-* command (found in the sbin dirs too: hooks get a bare PATH), bounded by `timeout`."""
+    path = shutil.which(argv[0], path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin:/sbin:/bin") or argv[0]
+    try:
+        return subprocess.run([path, *argv[1:]], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError:
+        raise GanetiFailed(f"{argv[0]} not found: run this on the Ganeti master") from None
+    except subprocess.TimeoutExpired:
+        raise GanetiFailed(f"{shlex.join(argv)} did not finish within {timeout:.0f} s; its Ganeti job may "
+                           "still run (gnt-job list)") from None
 
 
 @dataclass(frozen=True)
@@ -58,17 +85,9 @@ class Ganeti:
         self.timeout = timeout
 
     def _run(self, *argv: str) -> str:
-        try:
-            res = subprocess.run(list(argv), capture_output=True, text=True, timeout=self.timeout,
-                                 stdin=subprocess.DEVNULL, check=False)
-        except FileNotFoundError:
-            raise GanetiCephError(f"{argv[0]} not found: run this on the Ganeti master") from None
-        except subprocess.TimeoutExpired:
-            raise GanetiCephError(f"{' '.join(argv[:2])} did not answer within {self.timeout:.0f} s; "
-                                  "is the Ganeti master daemon running?") from None
+        res = run_command(list(argv), self.timeout)
         if res.returncode != 0:
-            last = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
-            raise GanetiCephError(f"{' '.join(argv[:2])} failed: {last}")
+            raise GanetiFailed(f"{' '.join(argv[:2])} failed: {condense(res)}")
         return res.stdout
 
     def cluster_name(self) -> str:
