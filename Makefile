@@ -5,7 +5,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 DEMO_DIR ?= /var/lib/ganeti-ceph/demo
 
-.PHONY: install demo test unit lint bench clean
+.PHONY: install demo test unit lint bench reliability clean
 
 $(STAMP): setup.py scripts/install-deps
 	bash scripts/install-deps
@@ -24,6 +24,9 @@ unit: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+reliability: $(STAMP)
+	GANETI_CEPH_RELIABILITY_OUT=reliability/results.json $(PY) -m pytest tests/reliability
 
 bench: $(STAMP)
 	$(PY) bench/run.py
