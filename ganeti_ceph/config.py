@@ -6,6 +6,7 @@ Parsing is a pure function of a mapping so it is unit-tested without files;
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from dataclasses import dataclass, field, fields
@@ -31,6 +32,9 @@ class Timeouts:
     # process after this, even if a C call ignores the other bounds.
     action: float = 300.0
 
+
+# No Ceph call or action may wait longer than this, whatever the config says.
+MAX_SECONDS = 86400
 
 MAPPERS = ("krbd", "rbd-nbd", "fuse-loop")
 
@@ -62,8 +66,11 @@ _TOP_KEYS = {"cluster", "conf", "client", "keyring", "pool", "timeouts", "mapper
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where} must be a positive number of seconds, not {value!r}")
+    """Seconds in (0, a day]: NaN compares false with everything and inf (or
+    1e300) never fires, so either would silently unbound the calls it governs."""
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0
+            or value > MAX_SECONDS):
+        raise ConfigError(f"{where} must be a positive number of seconds up to {MAX_SECONDS}, not {value!r}")
     return float(value)
 
 

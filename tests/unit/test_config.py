@@ -28,6 +28,9 @@ def test_round_trip_through_dump() -> None:
         ({**BASE, "timeouts": {"connect": -1}}, "timeouts.connect must be a positive number"),
         ({**BASE, "timeouts": {"conect": 1}}, "unknown timeout(s) conect"),
         ({**BASE, "timeouts": {"connect": True}}, "positive number"),
+        ({**BASE, "timeouts": {"connect": float("nan")}}, "timeouts.connect must be a positive number"),
+        ({**BASE, "timeouts": {"action": float("inf")}}, "timeouts.action must be a positive number"),
+        ({**BASE, "timeouts": {"osd_op": 1e300}}, "timeouts.osd_op must be a positive number"),
         ({**BASE, "pool": "bad/pool"}, "invalid pool name"),
         ({**BASE, "client": "client.ganeti"}, "invalid Ceph client id"),
         ([1, 2], "expected a mapping"),
@@ -52,3 +55,13 @@ def test_load_missing_and_invalid(tmp_path) -> None:
 def test_path_from_environment() -> None:
     assert config.config_path({}) == config.DEFAULT_PATH
     assert config.config_path({config.ENV_VAR: "/tmp/x.yaml"}) == "/tmp/x.yaml"
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", ".NaN"])
+def test_yaml_nan_and_inf_timeouts_are_refused(tmp_path, text: str) -> None:
+    """YAML spells NaN and infinity .nan/.inf: both would unbound every call, so load refuses them."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"conf: /c\nkeyring: /k\ntimeouts:\n  connect: {text}\n")
+    with pytest.raises(ConfigError, match=r"timeouts\.connect must be a positive number") as exc:
+        config.load(str(path))
+    assert "\n" not in exc.value.message
