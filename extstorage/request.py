@@ -7,6 +7,7 @@ refused here, before anything touches Ceph.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,17 +54,31 @@ class Request:
         return self.params.get("origin")
 
 
+# Sizes are MiB counts of ASCII digits (int() would also take "1_0", " 64",
+# "+64" and other scripts' digits), at most 1 EiB: bytes then fit every
+# 64-bit size librbd and the kernel take, and nothing overflows.
+MAX_MIB = 1 << 40
+_DIGITS = re.compile(r"-?[0-9]{1,40}")
+
+
+def mib(raw: object, what: str) -> int:
+    """A size in MiB as Ganeti passes it (a string) or as code gives it (an int)."""
+    text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
+        raise UsageError(f"{what}={raw!r} is not a whole number of MiB")
+    value = int(text)
+    if value <= 0:
+        raise UsageError(f"{what}={value} must be at least 1 MiB")
+    if value > MAX_MIB:
+        raise UsageError(f"{what}={value} is more than the {MAX_MIB} MiB (1 EiB) an RBD volume may have")
+    return value
+
+
 def _mib(env: Mapping[str, str], key: str) -> int:
     raw = env.get(key)
     if raw is None or raw == "":
         raise UsageError(f"{key} is not set; Ganeti passes it to this action")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"{key}={raw!r} is not a whole number of MiB") from None
-    if value <= 0:
-        raise UsageError(f"{key}={value} must be at least 1 MiB")
-    return value
+    return mib(raw, key)
 
 
 def disk_params(env: Mapping[str, str]) -> dict[str, str]:

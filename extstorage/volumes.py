@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import rbd
 
+from extstorage import request
 from ganeti_ceph.errors import Busy, CephError, UsageError
 from ganeti_ceph.naming import check_image_name, check_pool_name, check_snap_name
 from ganeti_ceph.session import Session
@@ -78,13 +79,8 @@ def feature_bits(names: tuple[str, ...]) -> int:
 
 
 def size_bytes(mib: int | str, what: str = "size") -> int:
-    try:
-        value = int(mib)
-    except (TypeError, ValueError):
-        raise UsageError(f"invalid {what} {mib!r}: give a whole number of MiB") from None
-    if value <= 0:
-        raise UsageError(f"invalid {what} {value}: must be at least 1 MiB")
-    return value * MIB
+    """Bytes of a size in MiB, checked as request.mib does (bounded: no overflow in librbd)."""
+    return request.mib(mib, what) * MIB
 
 
 def _open(session: Session, ioctx: object, name: str, read_only: bool = False) -> rbd.Image:

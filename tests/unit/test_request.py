@@ -21,6 +21,10 @@ def test_defaults_pool_and_kernelspace() -> None:
     assert req.pool == "rbd" and req.access == "kernelspace"
 
 
+def test_largest_size_is_accepted() -> None:
+    assert request.parse("create", env(VOL_SIZE=str(2**40)), "rbd").size_mib == request.MAX_MIB
+
+
 def test_grow_open_snapshot_setinfo() -> None:
     assert request.parse("grow", env(VOL_SIZE="10", VOL_NEW_SIZE="20"), "rbd").new_size_mib == 20
     assert request.parse("open", env(VOL_OPEN_EXCLUSIVE="False"), "rbd").open_exclusive is False
@@ -35,6 +39,14 @@ def test_grow_open_snapshot_setinfo() -> None:
         ("create", {"VOL_SIZE": "abc"}, "not a whole number"),
         ("create", {"VOL_SIZE": "0"}, "at least 1 MiB"),
         ("create", {}, "VOL_SIZE is not set"),
+        ("create", {"VOL_SIZE": str(2**70)}, "more than the 1099511627776 MiB"),
+        ("create", {"VOL_SIZE": str(2**40 + 1)}, "more than the 1099511627776 MiB"),
+        ("create", {"VOL_SIZE": "1" * 41}, "not a whole number"),
+        ("create", {"VOL_SIZE": "1_0"}, "not a whole number"),
+        ("create", {"VOL_SIZE": " 64"}, "not a whole number"),
+        ("create", {"VOL_SIZE": "+64"}, "not a whole number"),
+        ("create", {"VOL_SIZE": "\u0666\u0664"}, "not a whole number"),
+        ("grow", {"VOL_SIZE": "64", "VOL_NEW_SIZE": str(2**70)}, "VOL_NEW_SIZE=1180591620717411303424 is more"),
         ("create", {"VOL_SIZE": "1", "EXTP_BOGUS": "1"}, "unknown disk parameter(s) bogus"),
         ("attach", {"EXTP_ACCESS": "kernel"}, "access='kernel' is not valid"),
         ("attach", {"EXTP_POOL": "a/b"}, "invalid pool name"),

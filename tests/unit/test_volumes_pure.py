@@ -31,9 +31,10 @@ def test_features() -> None:
 
 def test_sizes() -> None:
     assert volumes.size_bytes("10") == 10 * volumes.MIB
-    for bad in ("x", "0", "-1", "1.5"):
+    assert volumes.size_bytes(2**40) == 2**60
+    for bad in ("x", "0", "-1", "1.5", 0, -1, True, 2**40 + 1, 2**70, str(2**70), "1e3"):
         with pytest.raises(UsageError):
-            volumes.size_bytes(bad)
+            volumes.size_bytes(bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("client", ["admin", "ganeti", "ganeti.node-1"])
