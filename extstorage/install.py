@@ -17,6 +17,7 @@ import shutil
 import sys
 
 from extstorage.request import ACTIONS, parameters_list
+from ganeti_ceph import atomic
 from ganeti_ceph.errors import UsageError, run_main
 
 DEFAULT_DIR = "/usr/local/lib/ganeti/extstorage"
@@ -60,9 +61,7 @@ def install_hooks(hooks_dir: str, python: str) -> list[str]:
         d = os.path.join(hooks_dir, f"{hpath}-{phase}.d")
         os.makedirs(d, mode=0o755, exist_ok=True)
         link = os.path.join(d, HOOK_NAME)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(script, link)
+        atomic.symlink(script, link)
         done.append(link)
     return done
 
@@ -84,11 +83,7 @@ def remove_hooks(hooks_dir: str) -> int:
 
 
 def _write_executable(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    atomic.write(path, text, 0o755)
 
 
 def module_path() -> list[str]:
@@ -104,12 +99,8 @@ def install(base: str, python: str, log_dir: str = LOG_DIR) -> str:
     os.makedirs(target, mode=0o755, exist_ok=True)
     _write_executable(os.path.join(target, SCRIPT), script_text(python, module_path()))
     for action in ACTIONS:
-        link = os.path.join(target, action)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
-        os.symlink(SCRIPT, link)
-    with open(os.path.join(target, "parameters.list"), "w") as fh:
-        fh.write(parameters_list())
+        atomic.symlink(SCRIPT, os.path.join(target, action))  # never missing while Ganeti may call it
+    atomic.write(os.path.join(target, "parameters.list"), parameters_list())
     os.makedirs(log_dir, mode=0o750, exist_ok=True)
     with contextlib.suppress(KeyError):
         os.chown(log_dir, 0, grp.getgrnam("gnt-daemons").gr_gid)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ganeti_ceph import procs
+from ganeti_ceph import atomic, procs
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError
 
@@ -115,11 +115,7 @@ class Mapper:
             dev = self.map_device(t)
             link = self.link(t)
             os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
-            tmp = f"{link}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(dev, tmp)
-            os.replace(tmp, link)
+            atomic.symlink(dev, link)
             return dev
 
     def unmap(self, t: Target) -> bool:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ganeti_ceph import atomic
+
 
 def state(pid: int) -> str | None:
     """The one-letter state (R, S, Z...) or None if there is no such process."""
@@ -104,8 +106,7 @@ def terminate(pid: int | None, grace: float = 10.0) -> None:
 def serve_until_signalled(server: Any, pidfile: str, banner: str) -> None:
     """Write our pid, make SIGTERM/SIGINT shut `server` down cleanly, and
     serve until then; the caller cleans up after it returns."""
-    with open(pidfile, "w") as fh:
-        fh.write(f"{os.getpid()}\n")
+    atomic.write(pidfile, f"{os.getpid()}\n")
 
     def stop(*_: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from ganeti_ceph import atomic
 from ganeti_ceph.errors import CephUnavailable, GanetiCephError
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
@@ -36,12 +37,7 @@ def run(argv: list[str], env: dict[str, str], what: str, timeout: float = 120.0)
 
 def write_file(path: str, text: str, mode: int = 0o644) -> None:
     """Write atomically with `mode` set before any secret reaches the disk."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomic.write(path, text, mode)
 
 
 def osd_ids(count: int) -> list[str]:

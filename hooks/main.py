@@ -27,7 +27,7 @@ from collections.abc import Callable
 from extstorage import mappers
 from extstorage.mappers import Target
 from extstorage.volumes import META_ACCESS
-from ganeti_ceph import config
+from ganeti_ceph import atomic, config
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
 from ganeti_ceph.session import Session
@@ -109,10 +109,7 @@ def provision_chroot(cfg: Config, chroot: str) -> None:
                 data = fh.read()
         except OSError:
             continue  # the check that follows names it
-        dst = os.path.join(etc, os.path.basename(src))
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        atomic.write(os.path.join(etc, os.path.basename(src)), data, mode)
 
 
 def unmap_leftovers(h: HookEnv, cfg: Config) -> None:

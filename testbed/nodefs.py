@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 
+from ganeti_ceph import atomic
 from ganeti_ceph import config as gconfig
 from testbed import os_noop
 
@@ -123,9 +124,7 @@ def provider_config(ceph_dir: str, node: Node) -> str:
 
 def _write(path: str, text: str, mode: int = 0o644) -> None:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    with open(path, "w") as fh:
-        fh.write(text)
-    os.chmod(path, mode)
+    atomic.write(path, text, mode)
 
 
 def seed(node: Node, nodes: list[Node], ceph_dir: str | None, cluster_name: str, cluster_ip: str) -> None:
