@@ -4,7 +4,8 @@ Writes `<dir>/rbd/` with one script and a link per action (Ganeti accepts
 symlinks), plus parameters.list, and creates /var/log/ganeti/extstorage,
 which Ganeti 3.0.2 needs but never creates. The script runs the Python that
 ran this command, in isolated mode (-I), so PYTHONPATH and friends from
-noded's inherited environment cannot change what runs.
+noded's inherited environment cannot change what runs; and it refuses to
+install from a path that anyone but root could change (`untrusted`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import grp
 import os
 import shutil
+import stat
 import sys
 
 from extstorage.request import ACTIONS, parameters_list
@@ -49,13 +51,15 @@ def script_text(python: str, path: list[str], module: str = "extstorage.client",
 def install_hooks(hooks_dir: str, python: str) -> list[str]:
     """One script, linked into every hook path it serves (name: HOOK_NAME),
     plus the Ceph health line of `gnt-cluster verify` (data_collector)."""
+    path = module_path()
+    check_trusted(python, path)
     os.makedirs(hooks_dir, mode=0o755, exist_ok=True)
     script = os.path.join(hooks_dir, HOOK_SCRIPT)
-    _write_executable(script, script_text(python, module_path(), "hooks.main", "entry"))
+    _write_executable(script, script_text(python, path, "hooks.main", "entry"))
     verify_dir = os.path.join(hooks_dir, "cluster-verify-post.d")
     os.makedirs(verify_dir, mode=0o755, exist_ok=True)
     _write_executable(os.path.join(verify_dir, VERIFY_HOOK),
-                      script_text(python, module_path(), "data_collector.verify_hook", "entry"))
+                      script_text(python, path, "data_collector.verify_hook", "entry"))
     done = [os.path.join(verify_dir, VERIFY_HOOK)]
     for hpath, phase in HOOKS:
         d = os.path.join(hooks_dir, f"{hpath}-{phase}.d")
@@ -92,12 +96,49 @@ def module_path() -> list[str]:
     return [root, *(p for p in sys.path if p and os.path.isdir(p) and p != root)]
 
 
+def _chain(path: str) -> list[str]:
+    """`path` and every directory above it, as resolved (what loads) and as written."""
+    found: list[str] = []
+    for start in (os.path.realpath(path), os.path.abspath(path)):
+        p = start
+        while p not in found:
+            found.append(p)
+            p = os.path.dirname(p)
+    return found
+
+
+def untrusted(path: str) -> str | None:
+    """Why someone but root (or the installing user) could change what `path`
+    holds, or None. Ganeti runs the scripts as root with this path first."""
+    for p in _chain(path):
+        try:
+            st = os.lstat(p)
+        except OSError as exc:
+            return f"{p} cannot be checked ({exc.strerror})"
+        if st.st_uid not in (0, os.geteuid()):
+            return f"{p} is owned by uid {st.st_uid}"
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o022:
+            return f"{p} is writable by its group or by everyone (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def check_trusted(python: str, paths: list[str]) -> None:
+    """Refuse to install scripts that would run, as root, code others can change."""
+    for path in (python, *paths):
+        why = untrusted(path)
+        if why:
+            raise UsageError(f"refusing to install: the scripts would run {path} as root, but {why}; "
+                             "install from a root-owned checkout or virtualenv that only root can write")
+
+
 def install(base: str, python: str, log_dir: str = LOG_DIR) -> str:
     target = os.path.join(base, PROVIDER)
     if os.path.exists(target) and not _is_ours(target):
         raise UsageError(f"{target} exists and is not a ganeti-ceph provider; move it away first")
+    path = module_path()
+    check_trusted(python, path)
     os.makedirs(target, mode=0o755, exist_ok=True)
-    _write_executable(os.path.join(target, SCRIPT), script_text(python, module_path()))
+    _write_executable(os.path.join(target, SCRIPT), script_text(python, path))
     for action in ACTIONS:
         atomic.symlink(SCRIPT, os.path.join(target, action))  # never missing while Ganeti may call it
     atomic.write(os.path.join(target, "parameters.list"), parameters_list())

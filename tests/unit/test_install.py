@@ -43,3 +43,47 @@ def test_hooks_install_and_remove(tmp_path) -> None:
     assert "from hooks.main import entry" in script and script.startswith("#!/usr/bin/python3 -IS\n")
     assert install.remove_hooks(str(tmp_path)) == len(install.HOOKS) + 1
     assert not (tmp_path / install.HOOK_SCRIPT).exists()
+
+
+def test_trusted_paths_pass() -> None:
+    assert install.untrusted("/usr/lib/python3/dist-packages") is None
+    for path in install.module_path():  # the checkout under test and its venv are root's
+        assert install.untrusted(path) is None, path
+
+
+def test_untrusted_paths_are_named(tmp_path) -> None:
+    """A path others could write, anywhere up to /, is named with the reason (/tmp itself is 1777)."""
+    assert "/tmp is writable by its group or by everyone" in str(install.untrusted("/tmp"))
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    os.chown(owned, 1000, 1000)
+    assert install.untrusted(str(owned)) == f"{owned} is owned by uid 1000"
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o775)
+    assert install.untrusted(str(shared)) == f"{shared} is writable by its group or by everyone (mode 775)"
+    link = tmp_path / "link"
+    link.symlink_to(owned)
+    assert "owned by uid 1000" in str(install.untrusted(str(link)))  # the resolved path counts too
+
+
+@pytest.mark.parametrize("where", ["provider", "hooks"])
+def test_refuses_a_user_writable_module_path(tmp_path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The scripts run as root with module_path() first on sys.path: a user-writable entry is refused, and
+    nothing is written."""
+    evil = tmp_path / "checkout"
+    evil.mkdir()
+    os.chown(evil, 1000, 1000)
+    monkeypatch.setattr("sys.path", [str(evil), *__import__("sys").path])
+    with pytest.raises(UsageError, match=f"refusing to install: .*{evil} is owned by uid 1000") as exc:
+        if where == "provider":
+            install.install(str(tmp_path / "es"), "/usr/bin/python3", log_dir=str(tmp_path / "log"))
+        else:
+            install.install_hooks(str(tmp_path / "hooks"), "/usr/bin/python3")
+    assert "\n" not in exc.value.message
+    assert not (tmp_path / "es").exists() and not (tmp_path / "hooks").exists()
+
+
+def test_refuses_an_untrusted_interpreter(tmp_path) -> None:
+    with pytest.raises(UsageError, match="refusing to install: the scripts would run /tmp/python3"):
+        install.install(str(tmp_path / "es"), "/tmp/python3", log_dir=str(tmp_path / "log"))
