@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     lc = sub.add_parser("local-cluster", help="a single-host Ceph cluster for trying and testing ganeti-ceph")
     lc_sub = lc.add_subparsers(dest="action", required=True)
-    for action, text in (("up", "build and start a fresh cluster"), ("status", "show daemons and health"),
+    for action, text in (("up", "build and start a cluster, or restart its stopped daemons"),
+                         ("status", "show daemons and health"),
                          ("down", "stop the daemons and remove the data")):
         p = lc_sub.add_parser(action, help=text)
         p.add_argument("--dir", default=local.DEFAULT_DIR, help=f"cluster directory (default {local.DEFAULT_DIR})")
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--addr", default=local.HOST,
                            help="IPv4 address of this host to bind (default 127.0.0.1; others for test networks)")
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for HEALTH_OK")
+            p.add_argument("--wipe", action="store_true", help="over an existing cluster in DIR: destroy it and "
+                           "every volume in it, then build anew (without it, stopped daemons are restarted)")
     ids = sub.add_parser("init-distributed-storage", help="bootstrap Ceph onto a Ganeti node group over SSH "
                          "(on the master; re-runnable)")
     ids.add_argument("-s", dest="storage_type", required=True, help="storage type: ceph")
@@ -119,7 +122,7 @@ def _local_cluster(args: argparse.Namespace) -> int:
     check_pool_name(args.pool)
     check_client_id(args.client)
     opts = local.Options(dir=args.dir, port=args.port, osds=args.osds, mons=args.mons, pool=args.pool,
-                         client=args.client, wait=args.wait, addr=args.addr)
+                         client=args.client, wait=args.wait, addr=args.addr, wipe=args.wipe)
     cfg = local.up(opts)
     print(f"conf: {cfg.conf}")
     print(f"client: client.{cfg.client_id} (keyring {cfg.keyring})")

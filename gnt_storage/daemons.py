@@ -20,6 +20,7 @@ from ganeti_ceph import procs
 from ganeti_ceph.errors import GanetiCephError
 
 BINARIES = {"mon": "ceph-mon", "mgr": "ceph-mgr", "osd": "ceph-osd"}
+KILL_WAIT = 60.0  # seconds for a SIGKILLed daemon to be gone (its threads too)
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,24 @@ def stop(daemons: list[Daemon], run_dir: str, conf: str, grace: float = 10.0, pr
     for pid in pids.values():
         if procs.alive(pid):
             _signal(pid, signal.SIGKILL)
-    while any(procs.alive(p) for p in pids.values()):
+    deadline = time.monotonic() + KILL_WAIT
+    while not all(exited(p) for p in pids.values()):
+        if time.monotonic() > deadline:
+            left = [n for n, p in pids.items() if not exited(p)]
+            raise GanetiCephError(f"{', '.join(left)} still exiting {KILL_WAIT:.0f} s after SIGKILL; try again")
         time.sleep(0.02)
     return sorted(pids)
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie whose every thread has exited: only then are its
+    sockets and files closed (a zombie leader's threads may still hold them)."""
+    if procs.state(pid) in (None, "Z"):
+        try:
+            return len(os.listdir(f"/proc/{pid}/task")) <= 1
+        except OSError:
+            return True
+    return False
 
 
 def _signal(pid: int, sig: int) -> None:

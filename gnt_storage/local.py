@@ -49,6 +49,7 @@ class Options:
     client: str = "ganeti"
     wait: float = 120.0
     addr: str = HOST
+    wipe: bool = False  # over an existing cluster: destroy it and every volume, then build anew
 
 
 MON_IDS = "abc"
@@ -167,23 +168,29 @@ def running(root: str, state: dict) -> dict[str, int | None]:
 
 
 def stop_and_wipe(root: str, state: dict | None) -> list[str]:
-    """Stop exactly our daemons, then remove only the files we created.
+    """Stop exactly our daemons, then remove only the files we created."""
+    stopped = stop_all(root, state)
+    remove_files(root, state)
+    return stopped
 
-    The data is deleted right after, so a graceful shutdown buys nothing:
-    the daemons are killed at once.
-    """
-    stopped: list[str] = []
-    if state is not None:
-        _unmap_everything(root, state)
-        stopped = daemons.stop(daemon_list(state["osds"], state.get("mons", 1)), os.path.join(root, "run"),
-                               os.path.join(root, "ceph.conf"), grace=0)
+
+def stop_all(root: str, state: dict | None) -> list[str]:
+    """Unmap this cluster's devices here and kill its daemons at once: only
+    called before its data is deleted, so a graceful shutdown buys nothing."""
+    if state is None:
+        return []
+    _unmap_everything(root, state)
+    return daemons.stop(daemon_list(state["osds"], state.get("mons", 1)), os.path.join(root, "run"),
+                        os.path.join(root, "ceph.conf"), grace=0)
+
+
+def remove_files(root: str, state: dict | None) -> None:
     for name in (*OURS, f"ceph.client.{(state or {}).get('client', 'ganeti')}.keyring"):
         path = os.path.join(root, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         elif os.path.lexists(path):
             os.unlink(path)
-    return stopped
 
 
 def _unmap_everything(root: str, state: dict) -> None:
@@ -203,20 +210,25 @@ def _unmap_everything(root: str, state: dict) -> None:
 # -- commands -----------------------------------------------------------------
 
 def up(opts: Options) -> Config:
-    """Bring a fresh cluster up (or say it already runs); return the client config."""
+    """Bring a fresh cluster up, restart the stopped daemons of an existing one
+    (its volumes kept), or say it already runs; return the client config.
+
+    Only `opts.wipe` removes an existing cluster's data.
+    """
     root = os.path.abspath(opts.dir)
     if opts.mons not in (1, 3):
         raise UsageError(f"--mons {opts.mons}: use 1 or 3")
     env = child_env()
     check_packages(env)
     state = read_state(root)
+    if state is not None and not opts.wipe:
+        return restart(root, state, opts.wait, env)
     if state is not None:
-        alive = running(root, state)
-        if all(alive.values()):
-            progress(f"local cluster in {root} is already running (fsid {state['fsid']}); nothing to do")
-            return gconfig.load(os.path.join(root, "ganeti-ceph.yaml"))
-        progress(f"cleaning the remains of a stopped cluster in {root}")
-        stop_and_wipe(root, state)
+        progress(f"--wipe: removing the cluster in {root} (fsid {state['fsid']}) and every volume in it")
+        stop_all(root, state)
+        check_addr(opts.addr)
+        check_ports(opts.port, opts.addr)  # before the wipe: a busy port leaves the old cluster's data in place
+        remove_files(root, state)
     check_dir(root)
     check_addr(opts.addr)
     check_ports(opts.port, opts.addr)
@@ -236,6 +248,37 @@ def up(opts: Options) -> Config:
     bootstrap.write_file(spec.path("ganeti-ceph.yaml"), gconfig.dump(cfg))
     progress(f"cluster up and HEALTH_OK in {time.monotonic() - started:.1f} s")
     return cfg
+
+
+def store_path(root: str, d: Daemon) -> str:
+    """The file a daemon's finished store has: a stopped daemon restarts only from it."""
+    return os.path.join(root, d.type, d.id, {"mon": "store.db", "mgr": "keyring", "osd": "ready"}[d.type])
+
+
+def restart(root: str, state: dict, wait: float, env: dict[str, str]) -> Config:
+    """Start the stopped daemons of an existing cluster from their stores; nothing is removed."""
+    yaml = os.path.join(root, "ganeti-ceph.yaml")
+    alive = running(root, state)
+    if all(alive.values()):
+        progress(f"local cluster in {root} is already running (fsid {state['fsid']}); nothing to do")
+        return gconfig.load(yaml)
+    wipe = f"to start over, destroying its volumes: local-cluster up --wipe --dir {root}"
+    if not os.path.exists(yaml):
+        raise GanetiCephError(f"the local cluster in {root} never finished its bring-up; {wipe}")
+    todo = [d for d in daemon_list(state["osds"], state.get("mons", 1)) if not alive[d.name]]
+    lost = [d.name for d in todo if not os.path.exists(store_path(root, d))]
+    if lost:
+        raise GanetiCephError(f"cannot restart {', '.join(lost)} in {root}: store missing; {wipe}")
+    started = time.monotonic()
+    conf, log = os.path.join(root, "ceph.conf"), os.path.join(root, "log")
+    progress(f"restarting {', '.join(d.name for d in todo)} of the cluster in {root} (fsid {state['fsid']}); "
+             "its data is kept")
+    daemons.start([d for d in todo if d.type != "osd"], conf, log, env)
+    with Session(admin_config(root, Timeouts(connect=15, mon_op=30, osd_op=max(30.0, wait)))) as session:
+        daemons.start([d for d in todo if d.type == "osd"], conf, log, env)
+        bootstrap.wait_healthy(session, wait)
+    progress(f"cluster up and HEALTH_OK in {time.monotonic() - started:.1f} s")
+    return gconfig.load(yaml)
 
 
 def _bring_up(spec: ClusterSpec, opts: Options, env: dict[str, str]) -> None:

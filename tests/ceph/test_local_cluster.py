@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import stat
+import subprocess
 import time
 
 import pytest
@@ -122,21 +124,114 @@ def test_foreign_nonempty_dir_is_refused(tmp_path) -> None:
     assert (tmp_path / "precious.txt").read_text() == "mine"
 
 
-def test_up_over_a_dead_cluster_cleans_then_rebuilds(tmp_path) -> None:
-    d = str(tmp_path / "dead")
-    port = "13700"
-    first = gnt_storage("local-cluster", "up", "--dir", d, "--port", port, "--osds", "1")
-    assert first.returncode == 0, first.stderr
-    try:
-        for pid, _ in processes_using(d):
-            os.kill(pid, signal.SIGKILL)  # the host "crashed"
-        while processes_using(d):
+# -- up over an existing cluster: restart, keep the data; wipe only when asked --
+# These run on the session's cluster (one port range per test run); the
+# --wipe test, which gives it a new identity, comes last in this module.
+
+def _up(d: str, *extra: str) -> subprocess.CompletedProcess:
+    return gnt_storage("local-cluster", "up", "--dir", d, "--port", str(TEST_PORT), *extra)
+
+
+def _kill(d: str, *names: str) -> None:
+    """SIGKILL the named daemons of the cluster in `d` (the host "crashed" under them)."""
+    from gnt_storage import daemons, local
+
+    for name in names:
+        daemon = daemons.Daemon(*name.split("."))
+        pid = daemons.running_pid(os.path.join(d, "run"), daemon, os.path.join(d, "ceph.conf"))
+        assert pid, name
+        os.kill(pid, signal.SIGKILL)
+        while not daemons.exited(pid):
             time.sleep(0.05)
-        again = gnt_storage("local-cluster", "up", "--dir", d, "--port", port, "--osds", "1")
+    assert not any(local.running(d, local.read_state(d))[n] for n in names)
+
+
+def _write_image(client: Config, name: str) -> bytes:
+    data = os.urandom(4 * 1024 * 1024)
+    with Session(client) as s, s.ioctx() as ioctx:
+        rbd.RBD().create(ioctx, name, 64 * 1024 * 1024)
+        with rbd.Image(ioctx, name) as img:
+            img.write(data, 0)
+            img.flush()
+    return data
+
+
+def _image_data(client: Config, name: str) -> bytes:
+    with Session(client) as s, s.ioctx() as ioctx, rbd.Image(ioctx, name, read_only=True) as img:
+        return img.read(0, 4 * 1024 * 1024)
+
+
+def _fsid(cfg: Config) -> str:
+    with Session(cfg) as s:
+        return s.fsid()
+
+
+def test_up_restarts_stopped_daemons_and_keeps_the_data(local_cluster: LocalCluster) -> None:
+    d, client = local_cluster.dir, local_cluster.client
+    fsid = _fsid(local_cluster.admin)
+    data = _write_image(client, "kept-across-restart")
+    try:
+        # One OSD and the mgr die: up restarts them from their stores.
+        _kill(d, "osd.1", "mgr.x")
+        again = _up(d)
         assert again.returncode == 0, again.stderr
-        assert "cleaning the remains" in again.stderr
-        assert gnt_storage("local-cluster", "status", "--dir", d).returncode == 0
+        assert "restarting mgr.x, osd.1" in again.stderr and "data is kept" in again.stderr, again.stderr
+        assert "HEALTH_OK" in again.stderr
+        assert _image_data(client, "kept-across-restart") == data
+        # Every daemon died (the host crashed): the same, the monitor included.
+        _kill(d, "mon.a", "mgr.x", "osd.0", "osd.1", "osd.2")
+        again = _up(d)
+        assert again.returncode == 0, again.stderr
+        status = gnt_storage("local-cluster", "status", "--dir", d)
+        assert status.returncode == 0 and "health   HEALTH_OK" in status.stdout, status.stdout
+        assert _image_data(client, "kept-across-restart") == data
+        assert _fsid(local_cluster.admin) == fsid
     finally:
-        down = gnt_storage("local-cluster", "down", "--dir", d)
-    assert down.returncode == 0
-    assert processes_using(d) == [] and not os.path.exists(d)
+        with Session(client) as s, s.ioctx() as ioctx:
+            rbd.RBD().remove(ioctx, "kept-across-restart")
+
+
+def _fake_stopped_cluster(d, finished: bool) -> dict[str, float]:
+    """The files of a stopped 1-OSD cluster (no daemon, no store); their mtimes."""
+    d.mkdir()
+    state = {"fsid": "f00", "port": TEST_PORT, "osds": 1, "pool": "rbd", "client": "ganeti"}
+    (d / "local-cluster.json").write_text(json.dumps(state))
+    (d / "ceph.conf").write_text("[global]\n")
+    if finished:
+        (d / "ganeti-ceph.yaml").write_text("conf: x\n")
+    for sub in ("mon/a", "mgr/x", "osd/0"):
+        (d / sub).mkdir(parents=True)
+    (d / "osd/0/block").write_bytes(b"precious")
+    return {str(p): p.stat().st_mtime for p in d.rglob("*")}
+
+
+def test_up_over_an_unfinished_bring_up_refuses_without_wipe(tmp_path) -> None:
+    d = tmp_path / "unfinished"
+    before = _fake_stopped_cluster(d, finished=False)
+    res = gnt_storage("local-cluster", "up", "--dir", str(d), "--port", str(TEST_PORT))
+    _assert_fails_cleanly(res, "never finished its bring-up", str(d))
+    assert "--wipe" in res.stderr
+    assert {str(p): p.stat().st_mtime for p in d.rglob("*")} == before
+
+
+def test_up_with_a_store_missing_refuses_without_wipe(tmp_path) -> None:
+    d = tmp_path / "lost"
+    before = _fake_stopped_cluster(d, finished=True)
+    res = gnt_storage("local-cluster", "up", "--dir", str(d), "--port", str(TEST_PORT))
+    _assert_fails_cleanly(res, "cannot restart mon.a, mgr.x, osd.0", str(d))
+    assert "store missing" in res.stderr and "--wipe" in res.stderr
+    assert {str(p): p.stat().st_mtime for p in d.rglob("*")} == before
+
+
+def test_up_with_wipe_starts_over(local_cluster: LocalCluster) -> None:
+    """Last in this module: the session's cluster gets a new identity, healthy and empty."""
+    d = local_cluster.dir
+    fsid = _fsid(local_cluster.admin)
+    _write_image(local_cluster.client, "gone-with-wipe")
+    wiped = _up(d, "--wipe")
+    assert wiped.returncode == 0, wiped.stderr
+    assert f"--wipe: removing the cluster in {d} (fsid {fsid})" in wiped.stderr
+    assert "HEALTH_OK" in wiped.stderr
+    assert _fsid(local_cluster.admin) != fsid
+    with Session(local_cluster.client) as s, s.ioctx() as ioctx:
+        assert rbd.RBD().list(ioctx) == []
