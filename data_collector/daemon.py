@@ -1,6 +1,7 @@
 """`ganeti-ceph-mond`: mond's HTTP API for the `ceph` collector, and /metrics.
 
     ganeti-ceph-mond start|stop|status|run [--bind ADDR] [--port PORT] [--interval S] [--config PATH]
+                                           [--max-connections N] [--idle-timeout S]
 
 Ganeti's mond cannot load external collectors, so this small daemon serves
 the same API for ours on its own port (mond uses 1815): `/` -> [1],
@@ -9,7 +10,10 @@ same facts as Prometheus text at `/metrics`. One librados connection, a
 background thread refreshing the report every --interval seconds; requests
 only read the latest report, so they cost the same whatever the cluster
 size. GET only; binds the node's primary IP (from ssconf) or 127.0.0.1,
-never all addresses unless told.
+never all addresses unless told. At most --max-connections connections are
+held, each closed after --idle-timeout seconds without a request: a new
+connection past the limit closes the oldest one still waiting for its
+request, so idle or slow clients cannot lock out a scrape.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ DEFAULT_PIDFILE = "/run/ganeti-ceph/mond.pid"
 DEFAULT_LOG = "/var/log/ganeti/ceph-mond.log"
 SSCONF = "/var/lib/ganeti"
 JSON = "application/json"
+MAX_CONNECTIONS = 64  # far below a default fd limit (1024), with room for librados' sockets
+IDLE_TIMEOUT = 10.0  # Prometheus' default scrape timeout
 
 
 def default_bind(ssconf_dir: str = SSCONF, names: set[str] | None = None) -> str:
@@ -103,6 +109,10 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "ganeti-ceph-mond"
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per scrape every few seconds would only fill the log
 
@@ -134,30 +144,81 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, ctype: str, body: str, extra: dict[str, str] | None = None) -> None:
         data = body.encode()
+        self.server.busy(self.connection)
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)  # bounded by the socket timeout (idle_timeout)
+        finally:
+            self.server.idle(self.connection)
 
 
 class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+    """One thread per connection, at most `max_connections` of them, each bounded by `idle_timeout`."""
 
-    def __init__(self, addr: tuple[str, int], reports: Reports) -> None:
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, addr: tuple[str, int], reports: Reports, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.reports = reports
+        self.max_connections, self.idle_timeout = max_connections, idle_timeout
+        # Open connections, oldest first; True while a response is being written to it.
+        self._conns: dict[socket.socket, bool] = {}
+        self._conns_lock = threading.Lock()
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         super().__init__(addr, Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Make room past the limit by closing the oldest connection still waiting for its request;
+        if every one is busy writing (each bounded by idle_timeout), refuse the new one."""
+        with self._conns_lock:
+            if len(self._conns) >= self.max_connections:
+                victim = next((c for c, busy in self._conns.items() if not busy), None)
+                if victim is None:
+                    self.shutdown_request(request)
+                    return
+                del self._conns[victim]
+                with contextlib.suppress(OSError):
+                    victim.shutdown(socket.SHUT_RDWR)  # its thread sees EOF and ends
+            self._conns[request] = False
+        super().process_request(request, client_address)
 
-def serve(cfg: Config, bind: str, port: int, interval: float, pidfile: str) -> int:
+    def busy(self, conn: socket.socket) -> None:
+        """`conn` is being answered: not to be shed until its next request."""
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns[conn] = True
+
+    def idle(self, conn: socket.socket) -> None:
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns[conn] = False
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            self._conns.pop(request, None)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet about a dropped client (a timeout, a reset, a shed connection); a bug keeps its traceback."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            traceback.print_exc(file=sys.stderr)
+
+
+def serve(cfg: Config, bind: str, port: int, interval: float, pidfile: str,
+          max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT) -> int:
     reports = Reports(cfg, interval)
     try:
-        server = Server((bind, port), reports)
+        server = Server((bind, port), reports, max_connections, idle_timeout)
     except OSError as exc:
         raise UsageError(f"cannot listen on {bind}:{port} ({exc.strerror}); choose --bind/--port") from None
     reports.start()
@@ -186,6 +247,7 @@ def start(args: argparse.Namespace) -> int:
         return 0
     argv = [sys.executable, "-I", "-m", "data_collector.daemon", "run", "--bind", args.bind, "--port",
             str(args.port), "--interval", str(args.interval), "--timeout", str(args.timeout), "--pidfile", args.pidfile,
+            "--max-connections", str(args.max_connections), "--idle-timeout", str(args.idle_timeout),
             "--config", os.path.abspath(config.config_path() if args.config is None else args.config)]
     if not procs.spawn(argv, args.log, lambda child: running_pid(args.pidfile) == child.pid):
         raise GanetiCephError(f"{PROG} did not start within 10 s; see {args.log}")
@@ -205,15 +267,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
     parser.add_argument("--timeout", type=float, default=5.0, help="cap on connect and each mon command (default 5)")
     parser.add_argument("--config", help=f"ganeti-ceph config (default ${config.ENV_VAR} or {config.DEFAULT_PATH})")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                        help=f"connections held; past it the oldest idle one closes (default {MAX_CONNECTIONS})")
+    parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT,
+                        help=f"seconds a connection may wait for or send its request (default {IDLE_TIMEOUT:g})")
     parser.add_argument("--pidfile", default=DEFAULT_PIDFILE)
     parser.add_argument("--log", default=DEFAULT_LOG)
     args = parser.parse_args(argv)
     args.bind = args.bind or default_bind()
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
+    for name in ("interval", "idle_timeout", "max_connections"):
+        value = getattr(args, name)
+        if not (0 < value < float("inf")):
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
     if args.action == "run":
         return serve(gather.with_timeout(config.load(args.config), args.timeout), args.bind, args.port,
-                     args.interval, args.pidfile)
+                     args.interval, args.pidfile, args.max_connections, args.idle_timeout)
     if args.action == "start":
         return start(args)
     if args.action == "stop":

@@ -13,7 +13,9 @@ import dataclasses
 import json
 import math
 import os
+import pwd
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +45,7 @@ MGR_BACKED = frozenset({"osd pool stats", PG_BRIEF[0]})
 NOTES = "_notes"
 GANETI_RUN = "/var/run/ganeti"
 CEPH_DAEMONS = ("ceph-mon", "ceph-osd", "ceph-mgr")
+MAX_CONF_BYTES = 1 << 20  # a ceph.conf is a few KiB
 
 
 def fetch(session: Session) -> dict[str, Any]:
@@ -99,9 +102,55 @@ class ProcSampler:
         self._last = {k: v for k, v in self._last.items() if k[0] in pids}
 
 
+def trusted_uids() -> set[int]:
+    """root, and the ceph user Ceph's daemons drop to (--setuser ceph) if this node has one."""
+    try:
+        return {0, pwd.getpwnam("ceph").pw_uid}
+    except KeyError:
+        return {0}
+
+
+def process_uids(pid: str) -> set[int]:
+    """The real, effective, saved and fs uids of a process (from status: /proc/PID's owner
+    turns root for any process that makes itself non-dumpable)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("Uid:"):
+                    return {int(u) for u in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return {-1}
+
+
+def trusted_conf_fsid(path: str, trusted: set[int]) -> str | None:
+    """The fsid in `path` if it is a regular file of a trusted user and of a conf's size, else None.
+
+    Opened without blocking (a FIFO would hang the open) and judged by what was opened, not by
+    its name; then read through the open descriptor, so the file checked is the file read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in trusted or st.st_size > MAX_CONF_BYTES:
+            return None
+        return conf_fsid(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 def ceph_processes(sampler: ProcSampler, fsid: str | None, own_conf: str) -> list[dict[str, Any]]:
-    """Running mon/osd/mgr processes of this cluster (by the fsid of their conf)."""
+    """Running mon/osd/mgr processes of this cluster (by the fsid of their conf).
+
+    Only daemons run by root or the ceph user count, and only their confs that are regular
+    files of those users: anyone can start a process named ceph-mon with `--conf` naming a
+    FIFO (which would hang us) or /dev/zero (which would grow us without end).
+    """
     found, fsids = [], {}
+    trusted = trusted_uids()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -111,11 +160,13 @@ def ceph_processes(sampler: ProcSampler, fsid: str | None, own_conf: str) -> lis
                     continue
         except OSError:
             continue
+        if not process_uids(entry) <= trusted:
+            continue
         d = node.parse_daemon_argv(procs.cmdline(entry))
         if d is None:
             continue
         if d["conf"] not in fsids:
-            fsids[d["conf"]] = conf_fsid(d["conf"])
+            fsids[d["conf"]] = trusted_conf_fsid(d["conf"], trusted)
         same = fsids[d["conf"]] == fsid if fsid and fsids[d["conf"]] else os.path.realpath(d["conf"]) == own_conf
         stats = sampler.sample(int(entry)) if same and procs.alive(int(entry)) else None
         if stats:

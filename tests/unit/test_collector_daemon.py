@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import resource
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +19,7 @@ import pytest
 
 from data_collector import cli, daemon, gather, metrics, verify_hook
 from ganeti_ceph.config import Config, Timeouts
+from tests.conftest import REPO
 from tests.unit.test_collector_formats import parse_prometheus, validate_report
 from tests.unit.test_collector_report import REAL, make
 
@@ -36,8 +42,8 @@ def server() -> Iterator[tuple[str, int]]:
     srv.server_close()
 
 
-def request(addr: tuple[str, int], path: str, method: str = "GET") -> tuple[int, str, str]:
-    conn = http.client.HTTPConnection(*addr, timeout=5)
+def request(addr: tuple[str, int], path: str, method: str = "GET", timeout: float = 5) -> tuple[int, str, str]:
+    conn = http.client.HTTPConnection(*addr, timeout=timeout)
     conn.request(method, path, body=b"x" if method in ("POST", "PUT") else None)
     res = conn.getresponse()
     body = res.read().decode()
@@ -200,3 +206,103 @@ def test_timeout_caps_the_config() -> None:
     capped = gather.with_timeout(cfg, 5)
     assert (capped.timeouts.connect, capped.timeouts.mon_op, capped.timeouts.osd_op) == (5, 2, 30)
     assert gather.with_timeout(cfg, None) is cfg and gather.deadline(capped) == 5 + 4 + 2
+
+
+# -- the real daemon under idle connections (defect 9) --------------------------------------
+
+DAEMON_PORTS = iter(range(14450, 14470))  # this file's share of the collector test ports
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP response (headers, then Content-Length bytes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+@contextlib.contextmanager
+def real_daemon(tmp_path: Path, *options: str, nofile: int = 256) -> Iterator[tuple[str, int]]:
+    """`ganeti-ceph-mond run` as its own process, with a small fd limit (as a busy node would hit),
+    against a cluster that is not there (it then serves code-2 reports)."""
+    port = next(DAEMON_PORTS)
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text(f"conf: {tmp_path}/absent.conf\nkeyring: {tmp_path}/absent.keyring\n")
+    argv = [sys.executable, "-m", "data_collector.daemon", "run", "--bind", "127.0.0.1", "--port", str(port),
+            "--config", str(yaml), "--interval", "1", "--timeout", "1", "--pidfile", str(tmp_path / "mond.pid"),
+            *options]
+    limit = (nofile, nofile)
+    with open(tmp_path / "mond.log", "ab") as log:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=REPO,
+                                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limit))
+    try:
+        until(lambda: (tmp_path / "mond.pid").exists() or child.poll() is not None, 10)
+        assert child.poll() is None, (tmp_path / "mond.log").read_text()
+        yield "127.0.0.1", port
+    finally:
+        child.terminate()
+        child.wait(10)
+
+
+def test_idle_connections_do_not_exhaust_the_daemon(tmp_path: Path) -> None:
+    """More idle connections (silent, and kept alive after a request) than the daemon has fds:
+    /metrics still answers within its bound, with the default limits."""
+    bound = 5.0
+    with real_daemon(tmp_path) as addr:
+        idle: list[socket.socket] = []
+        try:
+            for i in range(300):
+                try:
+                    s = socket.create_connection(addr, timeout=1)
+                except OSError:
+                    break  # not accepted any more: the daemon is exhausted
+                idle.append(s)
+                if i % 2:
+                    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                    with contextlib.suppress(OSError):
+                        read_response(s)  # keep-alive: the connection stays open, idle
+            started = time.monotonic()
+            try:
+                status, _, body = request(addr, "/metrics", timeout=bound)
+            except OSError as exc:
+                pytest.fail(f"/metrics not answered within {bound} s after {len(idle)} idle connections: {exc!r}")
+            assert status == 200 and "ganeti_ceph_status_code 2" in body
+            assert time.monotonic() - started < bound
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_idle_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    with real_daemon(tmp_path, "--idle-timeout", "1") as addr:
+        silent = socket.create_connection(addr, timeout=5)
+        kept = socket.create_connection(addr, timeout=5)
+        kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(kept).endswith(b"[1]")
+        for s in (silent, kept):
+            started = time.monotonic()
+            try:
+                assert s.recv(1) == b""  # closed by the daemon, within its idle timeout
+            except TimeoutError:
+                pytest.fail("the daemon kept an idle connection open past 5 s (its idle timeout is 1 s)")
+            assert time.monotonic() - started < 5
+            s.close()
+
+
+def test_connection_limit_sheds_the_oldest_idle_connection(tmp_path: Path) -> None:
+    with real_daemon(tmp_path, "--max-connections", "4") as addr:
+        first = [socket.create_connection(addr, timeout=5) for _ in range(4)]
+        time.sleep(0.2)
+        newest = socket.create_connection(addr, timeout=5)
+        assert first[0].recv(1) == b""  # the oldest idle one made room
+        newest.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(newest).endswith(b"[1]")
+        for s in (*first, newest):
+            s.close()

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from data_collector import gather, node
+from ganeti_ceph import procs
 from ganeti_ceph.config import conf_fsid
 from tests.unit.test_collector_report import captured, make
 
@@ -110,3 +119,73 @@ def test_sampler_measures_this_process() -> None:
     assert first and second and second["rss_bytes"] > 0 and second["cpu_seconds"] >= first["cpu_seconds"]
     assert second["cpu_window_s"] < first["cpu_window_s"]  # since the previous sample, not since start
     assert sampler.sample(2**22 + 12345) is None
+
+
+# -- whose daemons and confs are trusted (defect 9) ---------------------------------------------
+
+NOBODY = 65534
+FSID = "f5f5f5f5-0000-4000-8000-hostile00000"
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[Path, list[subprocess.Popen]]]:
+    """A world-readable dir holding a copy of Python named ceph-mon (so /proc/PID/comm says
+    ceph-mon), and the fake daemons started from it (killed at the end)."""
+    d = Path(tempfile.mkdtemp(prefix="gct-F-fakemon-"))
+    d.chmod(0o755)
+    shutil.copy(os.path.realpath(sys.executable), d / "ceph-mon")
+    children: list[subprocess.Popen] = []
+    try:
+        yield d, children
+    finally:
+        for c in children:
+            c.kill()
+            c.wait(10)
+        shutil.rmtree(d)
+
+
+def fake_mon(d: Path, children: list[subprocess.Popen], ident: str, conf: str, user: int | None = None) -> None:
+    argv = [str(d / "ceph-mon"), "-I", "-S", "-c", "import time; time.sleep(120)", "--conf", conf, "-i", ident]
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, user=user, group=user,
+                             extra_groups=[] if user is not None else None)
+    children.append(child)
+    deadline = time.monotonic() + 10
+    while procs.cmdline(child.pid)[-2:] != ["-i", ident]:  # exec done
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def found(fsid: str, own_conf: str, bound: float = 10.0) -> set[str]:
+    """Names ceph_processes reports, failing (not hanging) if it does not end within `bound`."""
+    out: list[list[dict]] = []
+    worker = threading.Thread(target=lambda: out.append(gather.ceph_processes(gather.ProcSampler(), fsid, own_conf)),
+                              daemon=True)
+    worker.start()
+    worker.join(bound)
+    assert out, f"ceph_processes did not return within {bound} s"
+    return {p["name"] for p in out[0]}
+
+
+def test_daemons_of_unprivileged_users_and_odd_confs_are_ignored(fakes: tuple[Path, list[subprocess.Popen]]
+                                                                 ) -> None:
+    d, children = fakes
+    conf = d / "ceph.conf"
+    conf.write_text(f"[global]\nfsid = {FSID}\n")
+    theirs = d / "theirs.conf"
+    theirs.write_text(f"[global]\nfsid = {FSID}\n")
+    os.chown(theirs, NOBODY, NOBODY)
+    fifo = d / "fifo"
+    os.mkfifo(fifo)
+    tag = f"h{os.getpid()}"
+    fake_mon(d, children, f"{tag}root", str(conf))  # root's, a regular root-owned conf: counted
+    fake_mon(d, children, f"{tag}nobody", str(conf), user=NOBODY)  # anyone can name a process ceph-mon
+    fake_mon(d, children, f"{tag}nobodyfifo", str(fifo), user=NOBODY)
+    fake_mon(d, children, f"{tag}theirconf", str(theirs))  # root's, but the conf is not root's
+    fake_mon(d, children, f"{tag}fifo", str(fifo))  # root's, a FIFO: opening it would hang
+    fake_mon(d, children, f"{tag}zero", "/dev/zero")  # root's, endless: reading it would grow without end
+    try:
+        names = {n for n in found(FSID, str(conf)) if tag in n}
+    finally:
+        with contextlib.suppress(OSError):  # release a reader stuck on the FIFO (before the fix)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert names == {f"mon.{tag}root"}
