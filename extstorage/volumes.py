@@ -8,6 +8,7 @@ here shrinks, overwrites or removes data a user still needs.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import rbd
 
 from extstorage import request
-from ganeti_ceph.errors import Busy, CephError, UsageError
+from ganeti_ceph.errors import Busy, CephError, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name, check_pool_name, check_snap_name
 from ganeti_ceph.session import Session
 
@@ -26,6 +27,8 @@ OUR_SNAP_PREFIX = "ganeti-"
 META_UUID, META_CNAME, META_INFO, META_ORIGIN = "ganeti.uuid", "ganeti.cname", "ganeti.metadata", "ganeti.origin"
 # The disk's access mode, which hooks cannot learn from Ganeti (see doc/hooks.md).
 META_ACCESS = "ganeti.access"
+# An adoption: {"from": old name, "to": new name, "done": bool}, written before the rename (see adopt).
+META_ADOPT = "ganeti.adopt"
 # Safe for krbd on kernels >= 5.3 and for librbd (QEMU, rbd-nbd, rbd-fuse).
 DEFAULT_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 KNOWN_FEATURES = (*DEFAULT_FEATURES, "journaling")
@@ -254,30 +257,90 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
     """Take over image `old` as volume `name`: a rename, no data copied.
 
     Refused while the image is in use (watchers) or when the new volume
-    would be smaller than the image. A repeat after success is a no-op.
+    would be smaller than the image. The target is recorded on the image
+    (META_ADOPT) before the rename and marked done after the metadata, so an
+    interrupted adopt is found and completed by a repeat: of this create
+    (`name` carries the open record), or of any create adopting `old` (the
+    image renamed under another name is found by its record and moved on).
+    A repeat after success is a no-op.
     """
     check_image_name(name)
+    check_image_name(old)
     nbytes = size_bytes(size_mib)
     meta = metadata or {}
     with session.ioctx(pool) as ioctx:
-        if not exists_fast(ioctx, old) and exists_fast(ioctx, name):
-            _check_same_volume(ioctx, pool, name, meta, nbytes)
-            return False
-        with _open(session, ioctx, old) as img:
+        source = old
+        if exists_fast(ioctx, name):
+            if not _interrupted(adopt_record(session, ioctx, name), old, name):
+                _check_same_volume(ioctx, pool, name, meta, nbytes)
+                return False
+            source = name  # this very adopt, interrupted after the rename
+        elif not exists_fast(ioctx, old):
+            found = interrupted_adoption(session, ioctx, old)
+            if found is None:
+                raise NotFound(f"image {pool}/{old} does not exist (nor an interrupted adoption of it); "
+                               "nothing to adopt")
+            source = found
+        with _open(session, ioctx, source) as img:
             users = watchers(session, img)
             if users:
-                raise Busy(f"image {pool}/{old} is in use by {', '.join(users)}; stop the instance before adopting it")
+                raise Busy(f"image {pool}/{source} is in use by {', '.join(users)}; stop the instance before "
+                           "adopting it")
             if img.size() > nbytes:
-                raise UsageError(f"image {pool}/{old} is {img.size() // MIB} MiB, more than the {nbytes // MIB} MiB "
-                                 "asked; give at least its size (volumes never shrink)")
-        with session.errors(f"rename {pool}/{old} to {name}"):
-            rbd.RBD().rename(ioctx, old, name)
+                raise UsageError(f"image {pool}/{source} is {img.size() // MIB} MiB, more than the {nbytes // MIB} "
+                                 "MiB asked; give at least its size (volumes never shrink)")
+            with session.errors(f"record the adoption of {pool}/{source} as {name}"):
+                img.metadata_set(META_ADOPT, _adopt_text(old, name, False))
+        if source != name:
+            with session.errors(f"rename {pool}/{source} to {name}"):
+                rbd.RBD().rename(ioctx, source, name)
         with _open(session, ioctx, name) as img, session.errors(f"finish adopting {pool}/{name}"):
             if img.size() < nbytes:
-                img.resize(nbytes)
+                img.resize(nbytes, allow_shrink=False)
             for key, value in meta.items():
                 img.metadata_set(key, value)
+            img.metadata_set(META_ADOPT, _adopt_text(old, name, True))  # last: complete
     return True
+
+
+def _adopt_text(old: str, name: str, done: bool) -> str:
+    return json.dumps({"from": old, "to": name, "done": done}, sort_keys=True)
+
+
+def adopt_record(session: Session, ioctx: object, name: str) -> dict | None:
+    """The image's META_ADOPT record ({"from", "to", "done"}), None if it was never adopted."""
+    with session.errors(f"read metadata of {ioctx.name}/{name}"), rbd.Image(ioctx, name, read_only=True) as img:  # type: ignore[attr-defined]
+        try:
+            raw = img.metadata_get(META_ADOPT)
+        except KeyError:
+            return None
+    try:
+        rec = json.loads(raw)
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def interrupted_adoption(session: Session, ioctx: object, old: str) -> str | None:
+    """The image an interrupted adopt of `old` left renamed (its record names itself, not done), if any.
+
+    A scan of the pool's images: only when `old` is missing, i.e. on recovery.
+    """
+    with session.errors(f"list images of {ioctx.name}"):  # type: ignore[attr-defined]
+        names = rbd.RBD().list(ioctx)
+    for image in names:
+        try:
+            rec = adopt_record(session, ioctx, image)
+        except NotFound:  # removed meanwhile
+            continue
+        if _interrupted(rec, old, image):
+            return str(image)
+    return None
+
+
+def _interrupted(rec: dict | None, old: str, image: str) -> bool:
+    """`image` is `old` as left by an adopt that renamed it but did not finish."""
+    return bool(rec) and rec.get("from") == old and rec.get("to") == image and rec.get("done") is False  # type: ignore[union-attr]
 
 
 def grow(session: Session, pool: str, name: str, new_mib: int | str) -> int:
