@@ -78,7 +78,7 @@ ceph-authtool --create-keyring "$T/mon.keyring" --gen-key -n mon. --cap mon 'all
 ceph-authtool --create-keyring "$T/ceph.client.admin.keyring" --gen-key -n client.admin \
     --cap mon 'allow *' --cap osd 'allow *' --cap mds 'allow *' --cap mgr 'allow *' >/dev/null
 ceph-authtool --create-keyring "$T/ceph.client.ganeti.keyring" --gen-key -n client.ganeti \
-    --cap mon "profile rbd, allow command 'osd blocklist'" --cap osd 'profile rbd pool=rbd' \
+    --cap mon 'profile rbd' --cap osd 'profile rbd pool=rbd' \
     --cap mgr 'profile rbd pool=rbd' >/dev/null
 ceph-authtool "$T/mon.keyring" --import-keyring "$T/ceph.client.admin.keyring" >/dev/null
 ceph-authtool "$T/mon.keyring" --import-keyring "$T/ceph.client.ganeti.keyring" >/dev/null

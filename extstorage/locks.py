@@ -53,15 +53,23 @@ def parse_holders(metadata: dict[str, str]) -> list[Holder]:
 
 
 def ip_of(addr: str) -> str:
-    """'v2:1.2.3.4:0/5', '[v2:1.2.3.4:0/5,v1:...]' or '1.2.3.4:0/5' -> '1.2.3.4'."""
-    first = addr.strip("[]").split(",")[0]
+    """'v2:1.2.3.4:0/5', '[v2:1.2.3.4:0/5,v1:...]', '1.2.3.4:0/5' -> '1.2.3.4';
+    '[v2:[::1]:0/5]' or '[::1]:0/5' -> '::1' (IPv6 without brackets)."""
+    first = addr[1:-1] if addr.startswith("[v") and addr.endswith("]") else addr
+    first = first.split(",")[0]
     plain = first.split(":", 1)[1] if first.startswith(("v1:", "v2:", "any:")) else first
-    return plain.rsplit(":", 1)[0]
+    return plain.rsplit(":", 1)[0].strip("[]")
+
+
+def fence_entry(ip: str) -> str:
+    """The OSD blocklist entry that cuts off every Ceph client of `ip`, as Ceph
+    prints it: `1.2.3.4:0/0`, `[2001:db8::1]:0/0`. The only place it is built."""
+    return f"[{ip}]:0/0" if ":" in ip else f"{ip}:0/0"
 
 
 def fenced(blocklist: set[str], ip: str) -> bool:
     """True if every Ceph client from `ip` is blocklisted."""
-    return bool(ip) and f"{ip}:0/0" in blocklist
+    return bool(ip) and fence_entry(ip) in blocklist
 
 
 def read_blocklist(session: Session) -> set[str]:
@@ -90,7 +98,7 @@ def open_volume(session: Session, pool: str, name: str, node: str, exclusive: bo
                 raise Busy(
                     f"volume {pool}/{name} is open {how} on node {h.node} ({h.ip or 'address unknown'}); "
                     f"close it there first, or if {h.node} is dead, fence it first: "
-                    f"ceph osd blocklist add {h.ip or '<its ip>'}:0/0"
+                    f"ceph osd blocklist add {fence_entry(h.ip) if h.ip else '<its ip>:0/0'}"
                 )
             img.metadata_remove(PREFIX + h.node)
         if blocklist:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -24,7 +22,7 @@ from extstorage import remove as removal
 from extstorage.access import userspace_uri
 from extstorage.mappers import Target
 from extstorage.request import Request
-from ganeti_ceph import config
+from ganeti_ceph import config, watchdog
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
 from ganeti_ceph.session import Session, one_shot
@@ -218,24 +216,13 @@ def action_timeout(env: Mapping[str, str]) -> float:
         return config.Timeouts().action
 
 
-def _watchdog(seconds: float, action: str) -> None:
-    """Backstop: end the process if an action outlives its bound (Ganeti never would)."""
-    def fire() -> None:
-        time.sleep(seconds)
-        print(f"rbd {action}: did not finish within {seconds:.0f} s (timeouts.action); giving up", file=sys.stderr,
-              flush=True)
-        os._exit(4)
-
-    threading.Thread(target=fire, daemon=True).start()
-
-
 def entry() -> None:
     """The in-process path: run the call named by argv[0] and exit with its code."""
     action = os.path.basename(sys.argv[0])
     env = dict(os.environ)
     os.environ.clear()  # children (rbd, losetup...) inherit nothing from noded
     os.environ.update({"PATH": mappers.PATH, "LC_ALL": "C"})
-    _watchdog(action_timeout(env), action)
+    watchdog.start(action_timeout(env), f"rbd {action}")
     out = execute(action, env)
     sys.stdout.write(out.stdout)
     sys.stderr.write(out.stderr)

@@ -22,9 +22,9 @@ MON_CAPS = {"mon": "allow *"}
 
 def rbd_client_caps(pool: str) -> dict[str, str]:
     """Ganeti's client: RBD on its pool only. `profile rbd` may add blocklist
-    entries (fencing); lifting one when a fenced node is readded needs
-    the whole `osd blocklist` command."""
-    return {"mon": "profile rbd, allow command 'osd blocklist'", "osd": f"profile rbd pool={pool}",
+    entries (fencing) but not remove them: a fenced node must not lift its
+    own fence, so only the master's admin key lifts one (hooks/fence.py)."""
+    return {"mon": "profile rbd", "osd": f"profile rbd pool={pool}",
             "mgr": f"profile rbd pool={pool}"}
 
 

@@ -8,6 +8,7 @@ metadata instead (see hooks/main.py and doc/hooks.md).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -80,6 +81,18 @@ def parse(env: Mapping[str, str]) -> HookEnv:
     )
 
 
+def normalized(name: str) -> str:
+    """A node name as Ganeti keeps it (netutils.Hostname.GetNormalizedName): lower case, no final dot."""
+    return name.lower().rstrip(".")
+
+
 def same_node(a: str, b: str) -> bool:
-    """Ganeti names nodes by FQDN; a host may know itself by its short name."""
-    return bool(a and b) and (a == b or a.split(".")[0] == b.split(".")[0])
+    """The exact same node. Never by short name: store1.rack-a is not store1.rack-b,
+    and mistaking one for the other would fence (blocklist) the wrong node."""
+    return bool(a and b) and normalized(a) == normalized(b)
+
+
+def this_node() -> str:
+    """This host's node name the way Ganeti itself learns it (Hostname.GetSysName:
+    the normalized FQDN), so it equals GANETI_MASTER, *_PRIMARY, ... exactly."""
+    return normalized(socket.getfqdn())

@@ -8,57 +8,37 @@
   the disks.
 - instance-stop/remove/migrate/failover, post: no mapping of the
   instance's disks is left on the old node.
-- node-add, post, on the master: a readded node's blocklist entry is lifted.
+- node-add and node-modify --offline no, post, on the master: the node's
+  fence (blocklist entry) is lifted, with the master's admin key.
 - disk-grow, post, on the primary: a running QEMU is told the disk's new
   size (block_resize); Ganeti 3.0 does not, and the guest would not see it.
 
 The access mode of a disk is read from its image's metadata
 (`ganeti.access`, written by the provider at create and by
 `gnt-storage rbd-access`): Ganeti does not give hooks disk parameters.
+
+Every hook is bounded by `timeouts.action` (Ganeti runs hooks without a
+timeout): past it, one line and a non-zero exit (a pre hook then vetoes).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Callable
 
 from extstorage import mappers
 from extstorage.mappers import Target
-from extstorage.volumes import META_ACCESS
-from ganeti_ceph import atomic, config
+from extstorage.provider import action_timeout
+from ganeti_ceph import atomic, config, watchdog
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
 from ganeti_ceph.session import Session
-from hooks import checks, qmp
-from hooks.env import Disk, HookEnv, parse, same_node
+from hooks import checks, images, qmp, say
+from hooks.env import HookEnv, parse, same_node, this_node
+from hooks.fence import fence_if_dead, lift_fence
 
-SSCONF = "/var/lib/ganeti"
-NODED_PORT = 1811
-FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted on readd, not Ceph's default hour
 CHROOT_BASE = "/var/run/ganeti/kvm-hypervisor/chroot"
-
-
-def say(text: str) -> None:
-    print(f"ganeti-ceph: {text}", flush=True)
-
-
-def disk_info(session: Session, cfg: Config, disk: Disk) -> tuple[str, str, tuple[str, ...]]:
-    """(pool, access, features) of the disk's image; the config's pool first, then any pool."""
-    import rbd
-
-    pools = [cfg.pool, *(p for p in session.rados.list_pools() if p != cfg.pool)]
-    for pool in pools:
-        with session.ioctx(pool) as ioctx:
-            try:
-                with rbd.Image(ioctx, disk.volume, read_only=True) as img:
-                    meta = dict(img.metadata_list())
-                    names = rbd.RBD().features_to_string(img.features()).split(",")
-                    return pool, meta.get(META_ACCESS, "kernelspace"), tuple(n for n in names if n)
-            except rbd.ImageNotFound:
-                continue
-    raise UsageError(f"disk {disk.index} ({disk.volume}) has no image in any pool of cluster {cfg.cluster}")
 
 
 def module_present(name: str) -> bool:
@@ -84,7 +64,8 @@ def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
         raise UsageError(f"{disks} cannot be served on this node: {exc.message}") from None
     with session as s:
         for disk in h.rbd_disks:
-            pool, access, features = disk_info(s, cfg, disk)
+            image = images.find(s, cfg, disk)
+            pool, access, features = image.pool, image.access, image.features
             if access == "userspace":
                 if chroot:
                     provision_chroot(cfg, chroot)
@@ -127,52 +108,6 @@ def unmap_leftovers(h: HookEnv, cfg: Config) -> None:
                 say(f"unmapped leftover {pool}/{disk.volume}")
 
 
-def ssconf(name: str) -> list[str]:
-    try:
-        with open(os.path.join(SSCONF, f"ssconf_{name}")) as fh:
-            return [line.strip() for line in fh if line.strip()]
-    except OSError:
-        return []
-
-
-def primary_ip(node: str) -> str | None:
-    for line in ssconf("node_primary_ips"):
-        name, _, ip = line.partition(" ")
-        if same_node(name, node):
-            return ip.strip()
-    return None
-
-
-def reachable(ip: str, timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection((ip, NODED_PORT), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def fence_if_dead(h: HookEnv, cfg: Config) -> None:
-    node = h.old_primary or h.primary
-    ip = primary_ip(node)
-    offline = any(same_node(n, node) for n in ssconf("offline_nodes"))
-    if not ip or (not offline and reachable(ip)):
-        return
-    with Session(cfg) as s:
-        s.mon_command("osd blocklist", blocklistop="add", addr=f"{ip}:0/0", expire=FENCE_SECONDS)
-    say(f"fenced {node}: every Ceph client from {ip} is blocklisted until the node is readded")
-
-
-def lift_fence(h: HookEnv, cfg: Config) -> None:
-    ip = h.node_ip or primary_ip(h.node_name)
-    if not ip:
-        return
-    with Session(cfg) as s:
-        fenced = {e["addr"] for e in s.mon_command("osd blocklist ls") or []}
-        if f"{ip}:0/0" in fenced:
-            s.mon_command("osd blocklist", blocklistop="rm", addr=f"{ip}:0/0")
-            say(f"lifted the fence of {h.node_name} ({ip})")
-
-
 def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
     """After grow-disk, tell a running QEMU the disk's new size (Ganeti 3.0 does not)."""
     sock = os.path.join(qmp.CTRL_DIR, f"{h.instance}.qmp")
@@ -180,7 +115,7 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
     if disk is None or not os.path.exists(sock):
         return
     with Session(cfg) as s:
-        pool, _, _ = disk_info(s, cfg, disk)
+        pool = images.find(s, cfg, disk).pool
         with s.ioctx(pool) as ioctx, s.errors(f"size of {pool}/{disk.volume}"):
             import rbd
 
@@ -201,7 +136,7 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
     say(f"QEMU now sees disk {disk.index} ({pool}/{disk.volume}) at {size // 2**20} MiB")
 
 
-def storage_node_hook(h: HookEnv) -> None:
+def storage_node_hook(h: HookEnv, bound: float) -> None:
     """The storage group's node lifecycle (gnt_storage.lifecycle), on the master only."""
     from gnt_storage import distributed, lifecycle
     from gnt_storage.ganeti_cli import Ganeti
@@ -211,8 +146,9 @@ def storage_node_hook(h: HookEnv) -> None:
     ganeti = Ganeti()
     name = h.target or h.node_name
     if h.hpath == "node-modify" and h.offline == "True" and h.phase == "pre":
-        lifecycle.offline(lifecycle.find(ganeti, name), ganeti)
-    elif h.phase == "post" and (h.hpath == "node-add" or (h.hpath == "node-modify" and h.offline == "False")):
+        # Data that is still moving is a clean veto before the watchdog ends the hook.
+        lifecycle.offline(lifecycle.find(ganeti, name), ganeti, drain_timeout=max(1.0, bound - 60))
+    elif back_in_service(h):
         lifecycle.online(lifecycle.find(ganeti, name), ganeti)
     elif h.hpath == "node-remove" and h.phase == "pre":
         lifecycle.refuse_remove(lifecycle.find(ganeti, name))
@@ -220,14 +156,21 @@ def storage_node_hook(h: HookEnv) -> None:
         lifecycle.forget(name)
 
 
-def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: checks.Probe | None = None) -> int:
+def back_in_service(h: HookEnv) -> bool:
+    """node-add (readd) or `gnt-node modify --offline no`, post: the node serves again."""
+    return h.phase == "post" and (h.hpath == "node-add" or (h.hpath == "node-modify" and h.offline == "False"))
+
+
+def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: checks.Probe | None = None,
+        bound: float = config.Timeouts().action) -> int:
+    """Do this node's part of the hook `h`; `me` is this node's exact Ganeti name."""
     probe = probe or checks.Probe()
     is_master = same_node(h.master, me)
     if h.hpath in ("node-add", "node-modify", "node-remove"):
+        if back_in_service(h) and is_master and os.path.exists(config.config_path()):
+            lift_fence(h.target or h.node_name, load(), h.node_ip)
         if is_master:
-            storage_node_hook(h)
-        if h.hpath == "node-add" and h.phase == "post" and is_master and os.path.exists(config.config_path()):
-            lift_fence(h, load())
+            storage_node_hook(h, bound)
         return 0
     if not h.rbd_disks:
         return 0
@@ -251,4 +194,6 @@ def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: ch
 
 def entry() -> None:
     where = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))  # e.g. instance-start-pre.d
-    run_main(f"ganeti-ceph hook {where}", lambda: run(parse(os.environ), socket.gethostname()))
+    prog, bound = f"ganeti-ceph hook {where}", action_timeout(os.environ)
+    watchdog.start(bound, prog)
+    run_main(prog, lambda: run(parse(os.environ), this_node(), bound=bound))

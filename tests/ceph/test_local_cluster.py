@@ -51,7 +51,7 @@ def test_restricted_client_is_refused_another_pool(local_cluster: LocalCluster) 
 def test_admin_sees_the_client_caps(local_cluster: LocalCluster) -> None:
     with Session(local_cluster.admin) as s:
         caps = s.mon_command("auth get", entity="client.ganeti")[0]["caps"]
-    assert caps == {"mon": "profile rbd, allow command 'osd blocklist'", "osd": "profile rbd pool=rbd",
+    assert caps == {"mon": "profile rbd", "osd": "profile rbd pool=rbd",
                     "mgr": "profile rbd pool=rbd"}
 
 

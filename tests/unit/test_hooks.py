@@ -32,8 +32,10 @@ def test_disks_added_by_modify_show_in_post() -> None:
     assert [d.volume for d in parse(env).rbd_disks] == ["u2.ext.disk0"]
 
 
-def test_same_node() -> None:
-    assert same_node("node0.gcb.test", "node0") and same_node("a", "a")
+def test_same_node_is_exact() -> None:
+    """Ganeti names nodes exactly (normalized: lower case, no final dot); a short name is another name."""
+    assert same_node("a", "a") and same_node("Node0.GCB.test.", "node0.gcb.test")
+    assert not same_node("node0.gcb.test", "node0") and not same_node("store1.rack-a", "store1.rack-b")
     assert not same_node("node0.t", "node1.t") and not same_node("", "")
 
 

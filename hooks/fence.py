@@ -1,0 +1,127 @@
+"""Fencing a dead primary on failover, and lifting the fence when it is back (on the master).
+
+Fencing blocklists whole IPs, which cuts off every Ceph client there: the
+wrong IP would cut off a healthy node (the master, say). So the IP fenced
+is only one that an open record of the dead node itself names (exactly that
+node name, see extstorage/locks.py), and never the IP of any other Ganeti
+node or of this master's own Ceph client. Adding the entry needs only the
+client key (`profile rbd` may add blocklist entries); removing one needs the
+admin key, which only the master holds: a fenced node cannot lift its own
+fence with the key it keeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Iterable
+
+from extstorage.locks import Holder, fence_entry, ip_of, parse_holders, read_blocklist
+from ganeti_ceph.config import Config, conf_fsid
+from ganeti_ceph.errors import UsageError
+from ganeti_ceph.session import Session
+from hooks import images, say
+from hooks.env import HookEnv, same_node
+
+SSCONF = "/var/lib/ganeti"
+NODED_PORT = 1811
+FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted, not Ceph's default hour
+
+
+def ssconf(name: str) -> list[str]:
+    try:
+        with open(os.path.join(SSCONF, f"ssconf_{name}")) as fh:
+            return [line.strip() for line in fh if line.strip()]
+    except OSError:
+        return []
+
+
+def node_ips() -> list[tuple[str, str]]:
+    """(node, ip) for every Ganeti IP of every node: primary and secondary."""
+    out = []
+    for line in ssconf("node_primary_ips") + ssconf("node_secondary_ips"):
+        name, _, ip = line.partition(" ")
+        if ip.strip():
+            out.append((name, ip.strip()))
+    return out
+
+
+def ips_of(node: str, pairs: list[tuple[str, str]]) -> set[str]:
+    return {ip for name, ip in pairs if same_node(name, node)}
+
+
+def reachable(ip: str, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((ip, NODED_PORT), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fence_targets(node: str, holders: Iterable[Holder], protected: set[str]) -> tuple[list[str], list[str]]:
+    """(IPs to fence, why others were not): the IPs of `node`'s own open records,
+    exactly that node name, never a protected IP. Pure."""
+    ips, notes = set(), []
+    for h in holders:
+        if not same_node(h.node, node):
+            continue
+        if not h.ip:
+            notes.append(f"{node}'s open record names no address")
+        elif h.ip in protected:
+            notes.append(f"{node}'s open record names {h.ip}, an address of another node or of this master")
+        else:
+            ips.add(h.ip)
+    return sorted(ips), notes
+
+
+def fence_if_dead(h: HookEnv, cfg: Config) -> None:
+    """Fence the old primary if Ganeti marks it offline or its node daemon does not answer."""
+    node = h.old_primary or h.primary
+    pairs = node_ips()
+    ip = next(iter(sorted(ips_of(node, pairs))), "")
+    offline = any(same_node(n, node) for n in ssconf("offline_nodes"))
+    if not ip or (not offline and reachable(ip)):
+        return
+    protected = {addr for name, addr in pairs if not same_node(name, node)}
+    with Session(cfg) as s:
+        protected.add(ip_of(s.rados.get_addrs()))  # this master's own Ceph clients
+        holders = [r for d in h.rbd_disks for r in parse_holders(images.find(s, cfg, d).meta)]
+        targets, notes = fence_targets(node, holders, protected)
+        for note in notes:
+            say(f"not fencing: {note}")
+        for target in targets:
+            s.mon_command("osd blocklist", blocklistop="add", addr=fence_entry(target), expire=FENCE_SECONDS)
+            say(f"fenced {node}: every Ceph client from {target} is blocklisted until the node is back")
+    if not targets and not notes:
+        say(f"{node} holds no open record of {h.instance}'s disks: nothing to fence")
+
+
+def admin_config(cfg: Config) -> Config | None:
+    """This master's admin access to cfg's cluster, if it keeps one: the keyring
+    init-distributed-storage leaves in /var/lib/ganeti-ceph, or the admin keyring
+    next to the configured conf (/etc/ceph, a local-cluster's directory)."""
+    from gnt_storage.distributed import STATE_DIR  # see distributed.admin_config
+
+    cluster = os.path.basename(cfg.conf).removesuffix(".conf") or "ceph"
+    candidates = [(os.path.join(STATE_DIR, "ceph.conf"), os.path.join(STATE_DIR, "ceph.client.admin.keyring")),
+                  (cfg.conf, os.path.join(os.path.dirname(cfg.conf), f"{cluster}.client.admin.keyring"))]
+    fsid = conf_fsid(cfg.conf)
+    for conf, keyring in candidates:
+        if os.access(conf, os.R_OK) and os.access(keyring, os.R_OK) and conf_fsid(conf) == fsid:
+            return dataclasses.replace(cfg, conf=conf, keyring=keyring, client_id="admin")
+    return None
+
+
+def lift_fence(name: str, cfg: Config, ip: str = "") -> None:
+    """Lift the fence of a node back in service: the entries of its Ganeti IPs (admin key)."""
+    entries = sorted(fence_entry(a) for a in ({ip} | ips_of(name, node_ips())) if a)
+    admin = admin_config(cfg)
+    with Session(admin or cfg) as s:
+        fenced = [e for e in entries if e in read_blocklist(s)]
+        if fenced and admin is None:
+            raise UsageError(f"{name} is still fenced ({', '.join(fenced)}): lifting needs the admin key, and this "
+                             f"master has none for {cfg.conf}; run `ceph osd blocklist rm <entry>` as client.admin")
+        for entry in fenced:
+            s.mon_command("osd blocklist", blocklistop="rm", addr=entry)
+            say(f"lifted the fence of {name} ({entry})")
