@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from extstorage import locks, mappers, request, snapshots, volumes
+from extstorage import locks, mappers, prealloc_wipe, request, snapshots, volumes
 from extstorage import remove as removal
 from extstorage.access import userspace_uri
 from extstorage.mappers import Target
@@ -82,6 +82,9 @@ def do_create(c: Call) -> tuple[str, str]:
         raise UsageError("feature journaling is not supported by krbd; drop it or use access=userspace")
     origin = volumes.parse_origin(req.origin, req.pool) if req.origin else None
     data_pool = req.params.get("data_pool")
+    if req.params.get("adopt_image") or origin:  # Ganeti's wipe would zero them: see extstorage/prealloc_wipe.py
+        prealloc_wipe.refuse_if_wiped(f"the adopted image {req.pool}/{req.params['adopt_image']}"
+                                      if req.params.get("adopt_image") else f"this clone of {origin}")
     with c.session() as s:
         if req.params.get("adopt_image"):
             made = volumes.adopt(s, req.pool, req.params["adopt_image"], req.volume, req.size_mib or 0, _meta(req))

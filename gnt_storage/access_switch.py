@@ -4,7 +4,10 @@ Ganeti refuses to change a disk's `access`. Per disk, in index order: add a
 disk at its index whose create adopts (renames) the old image, then remove the
 old disk, now one further; its attach fails (no image under that name), so
 Ganeti drops only the config entry. No data is copied. Stopped instances only:
-QEMU would have to reopen the disk. See doc/access-switch.md.
+QEMU would have to reopen the disk. Refused while Ganeti's prealloc_wipe_disks
+is on: Ganeti would zero the adopted image right after the add. An adopt
+interrupted after its rename is resumed by the next run (extstorage.volumes.adopt
+finds the image by its record). See doc/access-switch.md.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from extstorage import prealloc_wipe
 from ganeti_ceph.errors import GanetiCephError, UsageError
 from ganeti_ceph.log import progress
 from gnt_storage.ganeti_cli import GanetiFailed, condense, run_command
 
 MODES = ("kernelspace", "userspace")
+COMMAND = "rbd-access"
 PROVIDER = "rbd"
 # Must not be one of Ganeti's own disk parameters (access, adopt, mode, name, provider, size...):
 # those never reach the provider. Has to match extstorage/request.py.
@@ -166,6 +171,10 @@ class Ganeti:
             raise GanetiFailed(f"cannot read Ganeti's config.data: {exc}") from None
         return parse_instance(res.stdout.splitlines()[0] if res.stdout.strip() else "", cfg)
 
+    def wipes_new_disks(self) -> bool | None:
+        """Ganeti's prealloc_wipe_disks, from the master's config.data (None: unreadable)."""
+        return prealloc_wipe.wipes_new_disks(self.lib_dir)
+
     def run(self, argv: list[str]) -> None:
         res = self.runner(argv, MODIFY_TIMEOUT)
         if res.returncode != 0:
@@ -193,6 +202,26 @@ class CephImages:
             self.session.connect()
             self.connected = True
         return volumes.exists(self.session, pool, image)
+
+    def _record(self, pool: str, image: str, lookup: Callable) -> object:
+        if not self.connected:
+            self.session.connect()
+            self.connected = True
+        with self.session.ioctx(pool) as ioctx:
+            return lookup(self.session, ioctx, image)
+
+    def interrupted(self, pool: str, image: str) -> str | None:
+        """Where an adopt of `image` that stopped after its rename left it (None: nowhere)."""
+        from extstorage import volumes
+
+        return self._record(pool, image, volumes.interrupted_adoption)  # type: ignore[return-value]
+
+    def adopted_from(self, pool: str, image: str) -> str | None:
+        """The image `image` was completely adopted from (None: not an adoption, or not finished)."""
+        from extstorage import volumes
+
+        rec = self._record(pool, image, volumes.adopt_record) or {}
+        return str(rec["from"]) if rec.get("done") is True and rec.get("from") else None  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.session.close()
@@ -234,7 +263,10 @@ def switch_disk(ganeti: Ganeti, images: CephImages, instance: str, disk: Disk, t
             raise DiskFailed(_why(exc), "; ".join(shlex.join(a) for a in finish)) from exc
 
     progress(f"{where}: {disk.access} -> {target}: adding the new disk at index {disk.index}, adopting the image")
-    attempt(add, [])
+    try:
+        ganeti.run(add)
+    except (GanetiCephError, KeyboardInterrupt) as exc:
+        raise add_failed(images, instance, disk, pool, target, _why(exc)) from exc
     undo = modify(instance, f"{disk.index}:remove")
     try:
         disks = ganeti.instance(instance).disks
@@ -263,6 +295,39 @@ def switch_disk(ganeti: Ganeti, images: CephImages, instance: str, disk: Disk, t
         attempt(rename[0], rename)
 
 
+def add_failed(images: CephImages, instance: str, disk: Disk, pool: str, target: str, cause: str) -> DiskFailed:
+    """What a failed add left: the image untouched, or renamed by an adopt that stopped (a new run completes
+    it: the provider finds the image by its record), or gone (the add may have gone through after all)."""
+    rerun = f"gnt-storage {COMMAND} {instance} {target}"
+    try:
+        if images.exists(pool, disk.volume):
+            return DiskFailed(cause)
+        moved = images.interrupted(pool, disk.volume)
+    except GanetiCephError as exc:
+        return DiskFailed(f"{cause}; looking for image {pool}/{disk.volume} failed too: {exc.message}; once Ceph "
+                          "answers, a new run resumes or says what is left", rerun, rerun=False)
+    if moved:
+        return DiskFailed(f"{cause}; the adoption stopped halfway: image {pool}/{disk.volume} is now {pool}/{moved}, "
+                          "which a new run completes", rerun, rerun=False)
+    return DiskFailed(f"{cause}; image {pool}/{disk.volume} is no longer there (a Ganeti job may still run: wait "
+                      "for it, gnt-job list); a new run resumes or says what is left", rerun, rerun=False)
+
+
+def missing_image(images: CephImages, inst: Instance, d: Disk, pool: str, resumes: bool) -> str | None:
+    """Why disk `d`, whose image is missing, stops the switch (None: the switch's add resumes its adoption)."""
+    moved = images.interrupted(pool, d.volume)
+    where = f"disk/{d.index} of {inst.name}: image {pool}/{d.volume} does not exist"
+    if moved:
+        return None if resumes else (f"{where}: an interrupted adoption left it as {pool}/{moved}; to undo that: "
+                                     f"rbd rename {pool}/{moved} {pool}/{d.volume}")
+    before = inst.disks[d.index - 1] if d.index else None
+    if before and before.is_rbd and images.adopted_from(before.params.get("pool") or pool, before.volume) == d.volume:
+        return (f"{where}: disk/{before.index} adopted it (an interrupted switch left this entry): drop the entry "
+                f"with gnt-instance modify --disk {d.index}:remove {inst.name}")
+    return (f"{where} and no adoption of it was found; find its data first (rbd ls {pool}, rbd trash ls {pool}) "
+            "and change nothing until then")
+
+
 def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None = None,
            images: CephImages | None = None) -> int:
     """Switch every rbd disk of `name` not yet in `target` mode; see the module docstring."""
@@ -281,14 +346,21 @@ def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None 
         return 0
     if target == "userspace" and inst.hypervisor != "kvm":
         raise Refused(f"userspace access needs the kvm hypervisor; instance {inst.name} uses {inst.hypervisor}")
+    wipe = ganeti.wipes_new_disks()
+    if wipe is not False:
+        raise Refused("Ganeti's prealloc_wipe_disks is on and would zero each adopted image right after its add; "
+                      f"turn it off ({prealloc_wipe.OFF}), switch, then turn it on again" if wipe else
+                      "cannot read prealloc_wipe_disks from Ganeti's config.data (it would zero the adopted images)")
     images = images or CephImages()
     try:
         for d in rbd:  # also those already in `target`: a start would fail on a disk without image
             pool = d.params.get("pool") or images.default_pool()
             if not images.exists(pool, d.volume):
-                raise Refused(f"disk/{d.index} of {inst.name}: image {pool}/{d.volume} does not exist (left by an "
-                              "interrupted switch? then its data is in the disk before it): drop the entry with "
-                              f"gnt-instance modify --disk {d.index}:remove {inst.name}")
+                why = missing_image(images, inst, d, pool, resumes=d in todo)
+                if why:
+                    raise Refused(why)
+                progress(f"disk/{d.index}: image {pool}/{d.volume} was left halfway by an interrupted adoption; "
+                         "its add resumes it")
         # A stopped instance may still have its disks mapped (after gnt-instance add --no-start or
         # activate-disks); the mapping would be a watcher, and the provider refuses to adopt a watched image.
         deactivate = ["gnt-instance", "deactivate-disks", inst.name]

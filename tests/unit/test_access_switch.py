@@ -94,8 +94,11 @@ def test_condense_keeps_ganetis_last_words() -> None:
 # -- the switch, against a fake Ganeti and a fake Ceph ---------------------------------------------------------------
 
 class FakeImages:
+    """Image names, and the adoption records (ganeti.adopt) that extstorage.volumes.adopt writes."""
+
     def __init__(self, names: set[str]) -> None:
         self.names = set(names)
+        self.records: dict[str, dict] = {}
         self.closed = False
 
     def default_pool(self) -> str:
@@ -103,6 +106,22 @@ class FakeImages:
 
     def exists(self, pool: str, image: str) -> bool:
         return image in self.names
+
+    def interrupted(self, pool: str, image: str) -> str | None:
+        return next((n for n, r in self.records.items() if n in self.names and r == {"from": image, "to": n,
+                                                                                      "done": False}), None)
+
+    def adopted_from(self, pool: str, image: str) -> str | None:
+        rec = self.records.get(image, {})
+        return rec["from"] if rec.get("done") else None
+
+    def adopt(self, old: str, new: str, stop_after_rename: bool = False) -> None:
+        """As volumes.adopt: resume an interrupted adoption of `old`, else rename `old`; record done last."""
+        source = self.interrupted("rbd", old) or old
+        self.names.discard(source)
+        self.names.add(new)
+        self.records.pop(source, None)
+        self.records[new] = {"from": old, "to": new, "done": not stop_after_rename}
 
     def close(self) -> None:
         self.closed = True
@@ -112,8 +131,9 @@ class FakeGaneti(sw.Ganeti):
     """Applies the --disk add/remove/modify calls to an in-memory disk list, as Ganeti and the provider would."""
 
     def __init__(self, disks: list[Disk], images: FakeImages, adopts: bool = True, fail: str = "",
-                 **state: object) -> None:
+                 wipe: bool | None = False, halfway: bool = False, **state: object) -> None:
         self.disks, self.images, self.adopts, self.fail = list(disks), images, adopts, fail
+        self.wipe, self.halfway = wipe, halfway  # halfway: the failing add's adopt stops after its rename
         self.state = {"running": False, "admin_state": "down", "hypervisor": "kvm", **state}
         self.calls: list[str] = []
         self.deactivated = False
@@ -121,6 +141,9 @@ class FakeGaneti(sw.Ganeti):
 
     def check_master(self) -> None:
         pass
+
+    def wipes_new_disks(self) -> bool | None:
+        return self.wipe
 
     def instance(self, name: str) -> Instance:
         if name != "vm":
@@ -134,18 +157,20 @@ class FakeGaneti(sw.Ganeti):
             return
         spec = argv[3]
         self.calls.append(spec)
-        if self.fail and self.fail in spec:
-            raise GanetiFailed(f"{spec} failed: boom")
         idx, _, rest = spec.partition(":")
         action, *kv = rest.split(",")
         params = dict(p.split("=", 1) for p in kv)
         i = int(idx)
+        if self.fail and self.fail in spec:
+            if self.halfway:  # the provider renamed the image, then died before its metadata
+                self.images.adopt(params["adopt_image"], f"v{next(self.ids)}", stop_after_rename=True)
+            raise GanetiFailed(f"{spec} failed: boom")
         if action == "add":
             n = next(self.ids)
             vol, old = f"v{n}", params.pop("adopt_image")
-            self.images.names.add(vol)
             if self.adopts:
-                self.images.names.discard(old)
+                self.images.adopt(old, vol)
+            self.images.names.add(vol)
             size = int(params.pop("size").rstrip("M"))
             self.disks.insert(i, Disk(i, f"u{n}", "ext", size, "rw", None, vol, params, params["access"]))
         elif action == "remove":
@@ -207,12 +232,72 @@ def test_invalid_mode_and_no_rbd_disks() -> None:
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
 
 
-def test_a_disk_whose_image_is_gone_is_refused_with_the_fix() -> None:
-    g, images = setup(disk(0), disk(1))
+def test_an_entry_left_by_an_interrupted_switch_is_named_only_when_proven() -> None:
+    """The tool killed between the add and the remove: disk/0 holds the data, adopted from disk/1's image."""
+    g, images = setup(disk(0, access="userspace"), disk(1))
     images.names.discard("v1")
-    with pytest.raises(Refused, match=r"v1 does not exist.*--disk 1:remove vm"):
+    with pytest.raises(Refused, match=r"no adoption of it was found; find its data first"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    images.records["v0"] = {"from": "v1", "to": "v0", "done": True}
+    with pytest.raises(Refused, match=r"v1 does not exist: disk/0 adopted it .*--disk 1:remove vm$"):
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
     assert g.calls == []
+
+
+def test_an_adoption_stopped_after_its_rename_is_completed_by_the_printed_command() -> None:
+    """Before the fix: "nothing changed for it", and the re-run refused and advised dropping the only entry."""
+    g, images = setup(disk(0, name="root"), fail="0:add", halfway=True)
+    with pytest.raises(GanetiFailed) as err:
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert err.value.message == (
+        "vm: switched to userspace: none; disk/0 failed: 0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0 "
+        "failed: boom; the adoption stopped halfway: image rbd/v0 is now rbd/v100, which a new run completes; "
+        "to finish it run: gnt-storage rbd-access vm userspace")
+    assert images.names == {"v100"} and [d.volume for d in g.disks] == ["v0"]
+    g.fail = ""
+    assert sw.switch("vm", "userspace", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert [(d.name, d.access, d.volume) for d in g.disks] == [("root", "userspace", "v101")]
+    assert images.names == {"v101"} and images.records["v101"] == {"from": "v0", "to": "v101", "done": True}
+
+
+def test_an_interrupted_adoption_of_a_disk_not_to_switch_is_refused_with_the_undo() -> None:
+    g, images = setup(disk(0), disk(1, access="userspace"))
+    images.adopt("v1", "t9", stop_after_rename=True)
+    with pytest.raises(Refused, match=r"v1 does not exist: an interrupted adoption left it as rbd/t9; to undo that: "
+                                      r"rbd rename rbd/t9 rbd/v1$"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == []
+
+
+@pytest.mark.parametrize(("wipe", "match"), [(True, "prealloc_wipe_disks is on .*--prealloc-wipe-disks no"),
+                                             (None, "cannot read prealloc_wipe_disks")])
+def test_refused_while_ganeti_would_wipe_the_adopted_images(wipe: bool | None, match: str) -> None:
+    g, images = setup(disk(0), wipe=wipe)
+    with pytest.raises(Refused, match=match):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    with pytest.raises(Refused, match=match):
+        sw.switch("vm", "userspace", dry_run=True, ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == [] and not g.deactivated and images.names == {"v0"}
+
+
+def test_the_wipe_setting_as_the_provider_and_the_switch_read_it(tmp_path) -> None:
+    from extstorage import prealloc_wipe as pw
+
+    lib = str(tmp_path)
+    assert pw.wipes_new_disks(lib) is False  # no Ganeti cluster on this host: nothing wipes
+    (tmp_path / "ssconf_cluster_name").write_text("c\n")
+    assert pw.wipes_new_disks(lib) is None  # a node without config.data (not a master candidate)
+    with pytest.raises(UsageError, match="cannot tell whether Ganeti's prealloc_wipe_disks"):
+        pw.refuse_if_wiped("x", lib)
+    for text, want in (("{", None), ("[]", None), ('{"cluster": {}}', False),
+                       ('{"cluster": {"prealloc_wipe_disks": false}}', False),
+                       ('{"cluster": {"prealloc_wipe_disks": true}}', True)):
+        (tmp_path / "config.data").write_text(text)
+        assert pw.wipes_new_disks(lib) is want, text
+    with pytest.raises(UsageError, match=r"is on and would zero the adopted image rbd/v0 .*modify --prealloc-wipe"):
+        pw.refuse_if_wiped("the adopted image rbd/v0", lib)
+    (tmp_path / "config.data").write_text('{"cluster": {"prealloc_wipe_disks": false}}')
+    pw.refuse_if_wiped("x", lib)
 
 
 def test_failure_midway_says_what_was_switched_and_how_to_finish() -> None:
