@@ -66,11 +66,16 @@ class Session:
         """Context manager mapping librados errors for this cluster."""
         return ceph_errors(self.cfg.cluster, what)
 
-    def connect(self) -> None:
+    def handle(self) -> Any:
+        """A librados handle with our options set, not yet connected (no cluster needed)."""
         import rados  # Debian's python3-rados; imported late so pure code runs without it
 
+        with self.errors("configure the client"):
+            return rados.Rados(conffile=self.cfg.conf, rados_id=self.cfg.client_id, conf=rados_options(self.cfg))
+
+    def connect(self) -> None:
         with self.errors("connect"):
-            cluster = rados.Rados(conffile=self.cfg.conf, rados_id=self.cfg.client_id, conf=rados_options(self.cfg))
+            cluster = self.handle()
             try:
                 cluster.connect(timeout=_secs(self.cfg.timeouts.connect))
             except Exception:

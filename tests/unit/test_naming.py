@@ -31,3 +31,20 @@ def test_client_ids() -> None:
     for bad in ("client.x:y", "", "A", "a b"):
         with pytest.raises(UsageError):
             naming.check_client_id(bad)
+
+
+DOTS = [".", "..", ".hidden", "..x", "./a", "../a"]
+
+
+@pytest.mark.parametrize("name", DOTS)
+def test_dot_names_are_never_pools_images_or_snapshots(name: str) -> None:
+    """`.`, `..` and a leading dot would be path components (rbd-fuse mounts, the mapping links under
+    run_dir/dev/<fsid>/<pool>/<image>) that climb or hide: refused everywhere a name is taken."""
+    for check in (naming.check_pool_name, naming.check_image_name, naming.check_snap_name,
+                  naming.check_client_id):
+        with pytest.raises(UsageError):
+            check(name)
+
+
+def test_inner_dots_stay_valid_in_images() -> None:
+    assert naming.check_image_name("a.b..c") == "a.b..c"
