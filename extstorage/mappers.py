@@ -31,6 +31,11 @@ from ganeti_ceph.errors import GanetiCephError
 SYS_BLOCK = "/sys/block"
 SYS_RBD = "/sys/bus/rbd/devices"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# librbd's write-back cache acknowledges a write before Ceph has it: an
+# rbd-fuse or rbd-nbd killed then loses it, although the kernel device (an
+# O_DIRECT loop write, no flush) said done. Off, a mapped write completes in
+# Ceph before it is acknowledged, as with krbd, which has no such cache.
+WRITE_THROUGH = ("--rbd_cache=false",)
 
 
 @dataclass(frozen=True)
@@ -113,9 +118,7 @@ class Mapper:
                 return dev
             self.cleanup(t)  # whatever a crashed map left behind
             dev = self.map_device(t)
-            link = self.link(t)
-            os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
-            atomic.symlink(dev, link)
+            self.publish(t, dev)
             return dev
 
     def unmap(self, t: Target) -> bool:
@@ -125,12 +128,22 @@ class Mapper:
             if dev:
                 self.unmap_device(dev, t)
             self.cleanup(t)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.link(t))
-            with contextlib.suppress(OSError):  # empty <pool> and <fsid> dirs
-                os.rmdir(os.path.dirname(self.link(t)))
-                os.rmdir(os.path.dirname(os.path.dirname(self.link(t))))
+            self.unpublish(t)
             return dev is not None
+
+    def publish(self, t: Target, dev: str) -> None:
+        """Point t's link at `dev`. Only t's own lock is held here, so another
+        image's unmap runs meanwhile: that is why no link directory is ever
+        removed (an emptied <pool> dir vanishing between this makedirs and the
+        symlink left the other image mapped without its link)."""
+        link = self.link(t)
+        os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+        atomic.symlink(dev, link)
+
+    def unpublish(self, t: Target) -> None:
+        """Drop t's link; its directories stay (see publish)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.link(t))
 
     def unmap_all(self, fsid: str) -> list[str]:
         """Unmap every mapping of one cluster on this node (its teardown)."""
@@ -204,7 +217,7 @@ class RbdNbd(Mapper):
         if not os.path.exists("/sys/module/nbd") and not _module_available("nbd"):
             raise MapError("rbd-nbd needs the nbd kernel module, which this kernel lacks; "
                            f"set mapper: krbd or fuse-loop in {self.cfg.source}")
-        return run_tool(["rbd-nbd", "map", *self.client_args(), t.spec], f"map {t.spec} with rbd-nbd",
+        return run_tool(["rbd-nbd", "map", *self.client_args(), *WRITE_THROUGH, t.spec], f"map {t.spec} with rbd-nbd",
                         self.cfg.timeouts.osd_op)
 
     def unmap_device(self, dev: str, t: Target) -> None:
@@ -234,8 +247,8 @@ class FuseLoop(Mapper):
     def map_device(self, t: Target) -> str:
         mnt = self.mountpoint(t)
         os.makedirs(mnt, mode=0o700, exist_ok=True)
-        run_tool(["rbd-fuse", *self.client_args(), "--log_to_file=false", "-p", t.pool, "-r", t.image, mnt],
-                 f"mount {t.spec} with rbd-fuse", self.cfg.timeouts.osd_op)
+        run_tool(["rbd-fuse", *self.client_args(), *WRITE_THROUGH, "--log_to_file=false", "-p", t.pool,
+                  "-r", t.image, mnt], f"mount {t.spec} with rbd-fuse", self.cfg.timeouts.osd_op)
         if not os.path.exists(self.backing_file(t)):
             self.cleanup(t)
             raise MapError(f"rbd-fuse did not expose {t.spec}; check that the image exists and the client may read it")

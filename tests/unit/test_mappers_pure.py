@@ -1,6 +1,7 @@
 """Mapper logic against a fake sysfs: what this kernel cannot show for real."""
 
 import os
+import threading
 
 from extstorage.mappers import FuseLoop, Krbd, Target
 from ganeti_ceph.config import Config
@@ -51,3 +52,35 @@ def test_free_loops_skip_minor_zero_and_busy(tmp_path) -> None:
     write(str(block / "loop1/loop/backing_file"), "/x")
     m = FuseLoop(cfg(tmp_path, "fuse-loop"), str(block))
     assert m.free_loops() == ["/dev/loop2", "/dev/loop3"]
+
+
+def test_links_of_two_images_race_without_loss(tmp_path) -> None:
+    """Two images of one pool published and dropped at once from real threads,
+    as two Ganeti jobs' attach and detach do (each holds only its own image's
+    lock): every publish must leave its link in place, whatever the other
+    image's unpublish does to the shared <fsid>/<pool> directories."""
+    m = FuseLoop(cfg(tmp_path, "fuse-loop"))
+    targets = [Target("f5", "rbd", f"vol{i}.ext.disk0") for i in range(2)]
+    failures: list[str] = []
+    start = threading.Barrier(len(targets))
+
+    def churn(t: Target) -> None:
+        start.wait()
+        for _ in range(3000):
+            try:
+                m.publish(t, "/dev/loop3")
+            except OSError as exc:
+                failures.append(f"publish {t.image}: {exc}")
+                return
+            if os.readlink(m.link(t)) != "/dev/loop3":
+                failures.append(f"{t.image}: link lost")
+                return
+            m.unpublish(t)
+
+    threads = [threading.Thread(target=churn, args=(t,)) for t in targets]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not failures, failures[0]
+    assert not any(th.is_alive() for th in threads)
