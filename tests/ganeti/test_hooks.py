@@ -8,6 +8,9 @@ and repairs. Ganeti shows a failed pre hook as "hooks execution failed: ...
 script: <hpath>-pre.d/50-ganeti-ceph, output: <the hook's line>". The output
 of hooks that succeed (e.g. "fenced node1...") is not kept anywhere by
 Ganeti 3.0, so the fencing test reads the result in Ceph's OSD blocklist.
+Lifting a fence needs the admin key on the master: the `admin_on_master`
+fixture puts the cluster's admin keyring next to node0's /etc/ceph/ceph.conf,
+as a real master keeps it.
 """
 
 from __future__ import annotations
@@ -19,14 +22,34 @@ from collections.abc import Iterator
 
 import pytest
 
+from extstorage.locks import fence_entry, ip_of
+from ganeti_ceph import config as gconfig
 from ganeti_ceph.config import Config
+from ganeti_ceph.errors import CephError
+from ganeti_ceph.session import Session
 from testbed.ganeti import Testbed
 from tests.ganeti import checks
 from tests.ganeti.checks import Inst, expect_state, known_bug
+from tests.ganeti.conftest import CEPH_DIR
 
 KEYRING = "/etc/ceph/ceph.client.ganeti.keyring"
 QEMU_MODULES = "/usr/lib/x86_64-linux-gnu/qemu"
 PROVIDER = "/usr/local/lib/ganeti/extstorage/rbd"
+ADMIN_KEYRING = "/etc/ceph/ceph.client.admin.keyring"
+
+
+@pytest.fixture(scope="module")
+def admin_on_master(testbed: Testbed, ceph_admin: Config) -> Iterator[None]:
+    """The admin keyring on node0 (the master), mode 0600, passed on stdin (never in argv)."""
+    with open(ceph_admin.keyring) as fh:
+        testbed.run(0, ["sh", "-ec", f"umask 077; cat > {ADMIN_KEYRING}"], input=fh.read())
+    yield
+    testbed.run(0, ["rm", "-f", ADMIN_KEYRING], check=False)
+
+
+def client_config() -> Config:
+    """What every node's provider and hooks use: the restricted client key."""
+    return gconfig.load(os.path.join(CEPH_DIR, "ganeti-ceph.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +150,19 @@ def test_migrate_vetoed_without_rbd_fuse_on_target(testbed: Testbed, ceph_admin:
     expect_state(testbed, ceph_admin, kernelspace)
 
 
-def test_failover_fences_a_dead_primary(testbed: Testbed, ceph_admin: Config, kernelspace: Inst) -> None:
+def test_failover_fences_a_dead_primary(testbed: Testbed, ceph_admin: Config, kernelspace: Inst,
+                                       admin_on_master: None) -> None:
     """node1 dies with the instance's disk mapped; after `--offline yes` the failover to node0 fences node1
-    (its whole IP blocklisted), which cuts its still-running rbd-fuse off the image; readding node1 lifts it."""
+    (the IP of its own open record, exactly: nothing else), which cuts its still-running rbd-fuse off the
+    image; `gnt-node modify --offline no` lifts it with the master's admin key."""
     if kernelspace.primary != 1:
         testbed.gnt("gnt-instance", "migrate", "-f", kernelspace.name)
         kernelspace.primary = 1
     vol, node1, ip1 = next(iter(kernelspace.sizes)), testbed.node_names[1], testbed.addresses[1]
-    fence = f"{ip1}:0/0"
+    record = checks.pool_state(ceph_admin)[vol]["meta"][f"ganeti.open.{node1}"]
+    assert f'"ip": "{ip1}"' in record, record
+    fence = fence_entry(ip1)
+    before = checks.blocklist(ceph_admin)
     # node1 "dies": its node daemon is killed (Ganeti cannot reach it) while rbd-fuse keeps its Ceph session,
     # so there is a live client for the fence to cut off. (Taking its link down works too, but every RPC to it
     # then times out and `--offline yes` alone takes ~30 s.)
@@ -149,15 +177,21 @@ def test_failover_fences_a_dead_primary(testbed: Testbed, ceph_admin: Config, ke
         kernelspace.primary = 0
         # No tb.mappings(1)/leaked_loops() yet: the fenced rbd-fuse on node1 never answers, and asking its loop
         # device for its status (LOOP_GET_STATUS) would wait on it for good.
-        assert fence in checks.blocklist(ceph_admin), "node1 was not fenced"
+        added = checks.blocklist(ceph_admin) - before
+        # Besides the fence, node0's rbd-fuse breaking the dead owner's exclusive lock blocklists that one client.
+        assert fence in added and {ip_of(e) for e in added} == {ip1}, f"not node1's IP alone was fenced: {added}"
         assert checks.fields(testbed, kernelspace.name, "status", "pnode") == ["running", testbed.node_names[0]]
         assert re.fullmatch(r"/dev/loop[1-9]\d*", checks.disk_link(testbed, 0, kernelspace.name))
         assert checks.rbd_fuse_pids(testbed, 0, vol), "the disk is not mapped on node0"
         checks.expect_ceph(testbed, ceph_admin, kernelspace)  # node0 the only watcher: node1's was cut off
     finally:  # node1 back in the cluster whatever happened: later tests need it
         bury_node1(testbed, kernelspace, vol)
-        testbed.gnt("gnt-node", "add", "--readd", "--no-ssh-key-check", node1)  # restarts its noded too
-    assert fence not in checks.blocklist(ceph_admin), "readding node1 did not lift its fence"
+        testbed.run(1, ["/usr/lib/ganeti/daemon-util", "start", "ganeti-noded"])  # the node is back up
+        res = testbed.run(0, ["gnt-node", "modify", "-f", "--offline", "no", node1], check=False)
+        if res.returncode != 0:  # the way back that always works, so later tests still have node1
+            testbed.gnt("gnt-node", "add", "--readd", "--no-ssh-key-check", node1)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert fence not in checks.blocklist(ceph_admin), "--offline no did not lift node1's fence"
     flags = testbed.gnt("gnt-node", "list", "--no-headers", "-o", "offline,master_candidate", node1).split()
     assert flags == ["N", "Y"], flags
     expect_state(testbed, ceph_admin, kernelspace)
@@ -179,3 +213,69 @@ def bury_node1(tb: Testbed, inst: Inst, vol: str) -> None:
     tb.run(1, ["rm", "-f", f"/var/run/ganeti/fake-hypervisor/{inst.name}",
                f"{checks.INSTANCE_DISKS}/{inst.name}:0"], check=False)
     assert tb.mappings(1) == checks.NO_MAPPINGS
+
+
+def test_the_client_key_fences_but_cannot_lift(testbed: Testbed, ceph_admin: Config) -> None:
+    """Every node's key may add a fence (the failover hook does so with it), IPv4 and IPv6 in the form Ceph
+    lists, but may not remove one: a fenced node cannot lift its own fence. The admin key can."""
+    entries = {fence_entry(f"{testbed.host_addr.rsplit('.', 1)[0]}.250"), fence_entry("2001:db8::250")}
+    with Session(client_config()) as s:
+        for entry in entries:
+            s.mon_command("osd blocklist", blocklistop="add", addr=entry, expire=600.0)
+        try:
+            assert entries <= checks.blocklist(ceph_admin)
+            for entry in entries:
+                with pytest.raises(CephError, match="check the client's caps"):
+                    s.mon_command("osd blocklist", blocklistop="rm", addr=entry)
+        finally:
+            with Session(ceph_admin) as admin:
+                for entry in entries:
+                    admin.mon_command("osd blocklist", blocklistop="rm", addr=entry)
+    assert not entries & checks.blocklist(ceph_admin)
+
+
+@pytest.fixture()
+def second_pool(testbed: Testbed, ceph_admin: Config) -> Iterator[str]:
+    """Pools `hkpriv` (RBD, not for Ganeti's key) then `hk2` (RBD, added to the key's caps); caps restored after."""
+    with Session(ceph_admin) as s:
+        caps = s.mon_command("auth get", entity="client.ganeti")[0]["caps"]
+        for pool in ("hkpriv", "hk2"):
+            s.mon_command("osd pool create", pool=pool, pg_num=8, pgp_num=8)
+            s.mon_command("osd pool application enable", pool=pool, app="rbd")
+        grant(s, caps, "osd", f"{caps['osd']}, profile rbd pool=hk2")
+        try:
+            yield "hk2"
+        finally:
+            grant(s, caps, "osd", caps["osd"])
+
+
+def grant(s: Session, caps: dict[str, str], kind: str, cap: str) -> None:
+    new = {**caps, kind: cap}
+    s.mon_command("auth caps", entity="client.ganeti", caps=[x for k, v in new.items() for x in (k, v)])
+
+
+def test_start_with_a_disk_beyond_pools_the_key_may_not_read(testbed: Testbed, ceph_admin: Config,
+                                                              second_pool: str) -> None:
+    """The disk lives in hk2; the key may not read hkpriv (nor the mgr's pool): the start hook skips what it
+    may not read and passes. Once the key loses hk2 too, the start is vetoed in one line naming the pools and
+    the cap to add, not with a traceback."""
+    name = "hk-pool.gcb.test"
+    testbed.gnt("gnt-instance", "add", "-t", "ext", "--disk", f"0:size=64M,provider=rbd,pool={second_pool}",
+                "-o", "noop+default", "--hypervisor", "fake", "-B", "memory=128M", "-n", testbed.node_names[0],
+                "--no-ip-check", "--no-name-check", "--no-start", name)
+    try:
+        testbed.gnt("gnt-instance", "start", name)
+        testbed.gnt("gnt-instance", "shutdown", "--timeout=0", name)
+        with Session(ceph_admin) as s:
+            caps = s.mon_command("auth get", entity="client.ganeti")[0]["caps"]
+            grant(s, caps, "osd", "profile rbd pool=rbd")
+            try:
+                line = hook_line(checks.failed(testbed, "gnt-instance", "start", name), "instance-start")
+            finally:
+                grant(s, caps, "osd", caps["osd"])
+        assert "Traceback" not in line and "disk 0 (" in line and "hkpriv" in line and second_pool in line, line
+        assert "profile rbd pool=<that pool>" in line, line
+        assert checks.fields(testbed, name, "status", "pnode") == ["ADMIN_down", testbed.node_names[0]]
+    finally:
+        testbed.run(0, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", "--ignore-failures", name],
+                    check=False)
