@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ganeti_ceph import atomic
 from ganeti_ceph import config as gconfig
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import GanetiCephError, UsageError
@@ -108,8 +109,7 @@ def check_dir(root: str) -> None:
     try:
         os.makedirs(root, mode=0o750, exist_ok=True)
         probe = os.path.join(root, ".write-test")
-        with open(probe, "w"):
-            pass
+        atomic.write(probe, "")  # replaces, never follows, a link planted at the probe's name
         os.unlink(probe)
     except OSError as exc:
         raise UsageError(f"directory {root} is not writable ({exc.strerror}); choose another with --dir") from None
