@@ -22,14 +22,16 @@ from gnt_storage import cephconf
 from gnt_storage.cephconf import ClusterSpec
 
 
-def run(argv: list[str], env: dict[str, str], what: str, timeout: float = 120.0) -> str:
-    """Run a Ceph tool; on failure raise one line with the tool's last words."""
+def run(argv: list[str], env: dict[str, str], what: str, timeout: float = 120.0, ok: tuple[int, ...] = (0,)) -> str:
+    """Run a tool, bounded; on an exit code not in `ok` raise one line with its last words."""
     try:
         res = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                              text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise GanetiCephError(f"{what}: {argv[0]} did not finish within {timeout:.0f} s") from None
-    if res.returncode != 0:
+    except OSError as exc:
+        raise GanetiCephError(f"{what}: cannot run {argv[0]} ({exc.strerror})") from None
+    if res.returncode not in ok:
         last = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
         raise GanetiCephError(f"{what}: {argv[0]} failed (exit {res.returncode}): {last}")
     return res.stdout

@@ -120,7 +120,8 @@ def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: st
     """The JSON a node's `gnt_storage.node` gets for `action` (probe, apply, start, stop)."""
     keys = state["keys"]
     client = f"client.{spec.client_id}"
-    osds = [{**o, "keyring": cephconf.keyring({f"osd.{o['id']}": (keys[f"osd.{o['id']}"], cephconf.OSD_CAPS)})}
+    osds = [{**o, "fsid": state["fsid"],
+             "keyring": cephconf.keyring({f"osd.{o['id']}": (keys[f"osd.{o['id']}"], cephconf.OSD_CAPS)})}
             for o in state["osds"] if o["node"] == node]
     req: dict[str, Any] = {"action": action, "node": node, "osds": osds, "daemons": daemons_of(state, node)}
     if action != "apply":
@@ -146,6 +147,11 @@ def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: st
             {f"mgr.{short}": (keys[f"mgr.{short}"], cephconf.MGR_CAPS)})}]
     req["files"] = files
     return req
+
+
+def boot_epochs(session: Session) -> dict[str, int]:
+    """OSD id -> the osdmap epoch it last came up at (`up_from`; 0: it never booted)."""
+    return {str(o["osd"]): int(o.get("up_from", 0)) for o in session.mon_command("osd dump").get("osds", [])}
 
 
 def auth_keyring(state: dict[str, Any], spec: ClusterSpec) -> bytes:
@@ -278,9 +284,18 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
              f"{', '.join(m.split('.')[0] for m in state['mons'])}; {len(state['osds'])} OSD(s)"
              + (f", {len(added)} new" if added and not fresh else ""))
 
-    def apply(n: Node) -> None:
-        changed = call(n, node_request(state, spec, n.name, "apply"))["changed"]
-        progress(f"{n.short}: " + (f"wrote {', '.join(changed)}" if changed else "files and stores in place"))
+    pending: dict[str, list[str]] = {}
+
+    def apply(n: Node, up_from: dict[str, int] | None = None) -> None:
+        req = node_request(state, spec, n.name, "apply")
+        for o in req["osds"]:
+            if up_from is not None:
+                o["up_from"] = up_from.get(o["id"], 0)  # not in the osdmap: it never booted
+        report = call(n, req)
+        changed = report["changed"]
+        pending[n.name] = report.get("pending", [])
+        waits = f"; osd.{', osd.'.join(pending[n.name])} wait for the osdmap" if pending[n.name] else ""
+        progress(f"{n.short}: " + (f"wrote {', '.join(changed)}" if changed else "files and stores in place") + waits)
 
     on_all(nodes, apply)
     # Daemons the probe found running need no start round trip (a re-run then takes ~2 s).
@@ -295,6 +310,10 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
         bootstrap.create_pools(session, spec)
         session.mon_command("osd pool set", pool=spec.pool, var="size", val=str(spec.pool_size))
         session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
+        waiting = [n for n in nodes if pending.get(n.name)]
+        if waiting:  # stores of ours without a done-marker: redo only what never booted, adopt the rest
+            up_from = boot_epochs(session)
+            on_all(waiting, lambda n: apply(n, up_from))
         start(nodes, state, spec, ("mgr", "osd"), running)
         # OSDs of online nodes serve: in (a node back from offline had them marked out).
         ids = [o["id"] for o in state["osds"] if o["node"] in {n.name for n in nodes}]

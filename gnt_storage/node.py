@@ -5,7 +5,10 @@ request on stdin (see `gnt_storage.distributed`), so every node does its
 part in one round trip and the convergence logic runs here, in Python, not
 in shell strings. Every step checks first and only changes what differs:
 a re-run reports everything "in place". Stores are marked done only after
-mkfs succeeded, so an interrupted run redoes exactly the unfinished ones.
+mkfs succeeded. A device with this OSD's label but no marker is made anew
+only when the osdmap (read by the master) says the OSD never booted: an
+interrupted first run. Otherwise the store holds data (a node reinstalled
+with its disk kept): it is adopted, never zeroed.
 """
 
 from __future__ import annotations
@@ -24,14 +27,13 @@ from typing import Any
 from ganeti_ceph.errors import GanetiCephError, run_main
 from gnt_storage import bootstrap, daemons
 from gnt_storage.daemons import Daemon
+from gnt_storage.devices import device_state
 
 CONF = "/etc/ceph/ceph.conf"
 RUN_DIR = "/run/ceph"
 LOG_DIR = "/var/log/ceph"
 DONE = "ganeti-ceph.done"  # in a mon or OSD directory: its mkfs completed
 USER = "ceph"
-BLUESTORE_LABEL = b"bluestore block device\n"
-MIN_DEVICE_BYTES = 2 * 1024**3
 REQUIRED = ("ceph-mon", "ceph-mgr", "ceph-osd", "monmaptool")
 
 
@@ -53,35 +55,6 @@ def ids(user: str) -> tuple[int, int]:
 
 
 # -- probe ---------------------------------------------------------------------
-
-def device_state(path: str, osd_uuid: str) -> str:
-    """"empty", "ours" (holds this OSD) or why it cannot be used; never writes."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return f"not usable: {exc.strerror.lower()}"
-    if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
-        return "not usable: neither a block device nor a file"
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-            size = fh.seek(0, os.SEEK_END)
-    except OSError as exc:
-        return f"not usable: {exc.strerror.lower()}"
-    if head.startswith(BLUESTORE_LABEL):
-        found = head[len(BLUESTORE_LABEL):].split(b"\n", 1)[0].decode(errors="replace")
-        return "ours" if found == osd_uuid else f"not usable: holds another OSD ({found})"
-    if size < MIN_DEVICE_BYTES:
-        return f"not usable: {size // 1024**2} MiB, an OSD needs at least {MIN_DEVICE_BYTES // 1024**3} GiB"
-    if any(head):
-        return "not usable: holds data (a file system or partition table?); wipe it first if it is spare"
-    if stat.S_ISBLK(st.st_mode):
-        try:
-            os.close(os.open(path, os.O_RDONLY | os.O_EXCL))
-        except OSError:
-            return "not usable: in use (mounted, or held by another program)"
-    return "empty"
-
 
 def probe(req: dict[str, Any]) -> dict[str, Any]:
     missing = [b for b in REQUIRED if not shutil.which(b, path="/usr/sbin:/usr/bin:/sbin:/bin")]
@@ -116,8 +89,11 @@ def make_dir(path: str, mode: int, owner: str) -> None:
     os.chown(path, uid, gid)
 
 
+TOOL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
+
+
 def _ceph(argv: list[str], what: str) -> None:
-    bootstrap.run(argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}, what, 300)
+    bootstrap.run(argv, TOOL_ENV, what, 300)
 
 
 def mkfs_mon(mon: dict[str, Any], user: str) -> bool:
@@ -139,15 +115,46 @@ def mkfs_mon(mon: dict[str, Any], user: str) -> bool:
     return True
 
 
-def mkfs_osd(osd: dict[str, Any], user: str) -> bool:
+def osd_plan(state: str, up_from: int | None) -> str:
+    """What to do with an OSD device that has no done-marker here (pure).
+
+    "mkfs" an empty device; "redo" our own label only when the osdmap says
+    this OSD never booted (up_from 0: nothing was ever stored on it); "adopt"
+    our label of an OSD that booted (a node reinstalled with its disk kept);
+    "pending" when the master has not read the osdmap yet; else "refuse".
+    """
+    if state == "empty":
+        return "mkfs"
+    if state != "ours":
+        return "refuse"
+    if up_from is None:
+        return "pending"
+    return "redo" if up_from == 0 else "adopt"
+
+
+def label_problems(label: dict[str, str], osd: dict[str, Any]) -> list[str]:
+    """How a bluestore label differs from a finished store of `osd` (pure)."""
+    want = {"osd_uuid": osd["uuid"], "whoami": str(osd["id"]), "ceph_fsid": osd["fsid"], "mkfs_done": "yes",
+            "ready": "ready"}
+    return [f"{k} {label.get(k)!r} (expected {v!r})" for k, v in want.items() if label.get(k) != v]
+
+
+def mkfs_osd(osd: dict[str, Any], user: str) -> str:
+    """Make, redo or adopt an OSD's store; "" if in place, "pending" if the osdmap is needed first."""
     d = data_dir("osd", osd["id"])
     if os.path.exists(os.path.join(d, DONE)):
-        return False
+        return ""
     state = device_state(osd["dev"], osd["uuid"])
-    if state not in ("empty", "ours"):
+    plan = osd_plan(state, osd.get("up_from"))
+    if plan == "refuse":
         raise GanetiCephError(f"osd.{osd['id']}: {osd['dev']} is {state}")
+    if plan == "pending":
+        return plan
+    if plan == "adopt":
+        adopt_osd(osd, user)
+        return f"osd.{osd['id']} adopted from {osd['dev']} (store kept, it booted at epoch {osd['up_from']})"
     uid, gid = ids(user)
-    if state == "ours":  # our own unfinished mkfs: start the device over (nothing was ever stored)
+    if plan == "redo":  # our own mkfs, and the osdmap says it never booted: nothing was ever stored
         with open(osd["dev"], "r+b") as fh:
             fh.write(b"\0" * 65536)
     shutil.rmtree(d, ignore_errors=True)
@@ -158,7 +165,32 @@ def mkfs_osd(osd: dict[str, Any], user: str) -> bool:
     _ceph(["ceph-osd", "-c", CONF, "--mkfs", "-i", osd["id"], "--osd-uuid", osd["uuid"], "--no-mon-config",
            "--setuser", user, "--setgroup", user], f"mkfs osd.{osd['id']} on {osd['dev']}")
     put_file(os.path.join(d, DONE), "", 0o644, user)
-    return True
+    return f"osd.{osd['id']} store on {osd['dev']}" + (" (made anew: it never booted)" if plan == "redo" else "")
+
+
+def adopt_osd(osd: dict[str, Any], user: str) -> None:
+    """Give a booted OSD's kept store its directory back (what ceph-volume activate does); never writes the device."""
+    dev, d = osd["dev"], data_dir("osd", osd["id"])
+    out = bootstrap.run(["ceph-bluestore-tool", "show-label", "--dev", dev], TOOL_ENV, f"read the label of {dev}", 60)
+    label = next(iter(json.loads(out).values()), {})
+    bad = label_problems(label, osd)
+    if bad:
+        raise GanetiCephError(f"osd.{osd['id']}: {dev} holds this OSD's label but not a finished store of it "
+                              f"({'; '.join(bad)}); refusing to adopt or overwrite it: check the device")
+    uid, gid = ids(user)
+    make_dir(d, 0o750, user)
+    link = os.path.join(d, "block")
+    if os.path.lexists(link) and os.readlink(link) != dev:
+        os.unlink(link)
+    if not os.path.lexists(link):
+        os.symlink(dev, link)
+    os.chown(dev, uid, gid)
+    _ceph(["ceph-bluestore-tool", "prime-osd-dir", "--dev", dev, "--path", d, "--no-mon-config"],
+          f"restore the directory of osd.{osd['id']} from {dev}")
+    for name in os.listdir(d):
+        os.lchown(os.path.join(d, name), uid, gid)
+    put_file(os.path.join(d, "keyring"), osd["keyring"], 0o600, user)
+    put_file(os.path.join(d, DONE), "", 0o644, user)
 
 
 def provider_config(cfg: dict[str, Any], node: str) -> str:
@@ -191,10 +223,14 @@ def apply(req: dict[str, Any]) -> dict[str, Any]:
     for mon in req.get("mons", []):
         if mkfs_mon(mon, user):
             changed.append(f"mon.{mon['id']} store")
+    pending = []
     for osd in req.get("osds", []):
-        if mkfs_osd(osd, user):
-            changed.append(f"osd.{osd['id']} store on {osd['dev']}")
-    return {"changed": changed}
+        done = mkfs_osd(osd, user)
+        if done == "pending":
+            pending.append(osd["id"])
+        elif done:
+            changed.append(done)
+    return {"changed": changed, "pending": pending}
 
 
 # -- daemons -------------------------------------------------------------------
@@ -221,8 +257,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
         for d in todo:
             _ceph(["systemctl", "enable", "--now", _unit(d)], f"start {d.name}")
     elif todo:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
-        daemons.start(todo, CONF, LOG_DIR, env, user)
+        daemons.start(todo, CONF, LOG_DIR, TOOL_ENV, user)
     return {"changed": [d.name for d in todo]}
 
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ganeti_ceph.errors import UsageError
-from gnt_storage import cephconf, distributed, lifecycle, node, options
+from gnt_storage import cephconf, devices, distributed, lifecycle, node, options
 from gnt_storage.ganeti_cli import parse_groups, parse_nodes
 from gnt_storage.options import StorageOptions
 from hooks.env import parse as parse_hook_env
@@ -97,6 +97,9 @@ class TestPlan:
         assert paths["/etc/ceph/ceph.conf"] == (0o644, "root")
         assert mon_node["mons"][0]["id"] == "n0" and mon_node["mgrs"][0]["id"] == "n0"
         assert [o["id"] for o in mon_node["osds"]] == ["0", "1"]
+        # Each OSD carries the cluster's fsid (adoption checks the label against it), never an up_from:
+        # only the osdmap, read once the mons run, may say an OSD never booted.
+        assert all(o["fsid"] == s["fsid"] and "up_from" not in o for o in mon_node["osds"])
         osd_only = distributed.node_request(s, spec, "n2.example", "apply")
         assert "/etc/ceph/ceph.client.admin.keyring" not in {f["path"] for f in osd_only["files"]}
         assert "mons" not in osd_only and osd_only["daemons"] == [["osd", "4"], ["osd", "5"]]
@@ -120,7 +123,7 @@ class TestDeviceState:
             fh.truncate(3 * 1024**3)
         assert node.device_state(empty, "u1") == "empty"
         with open(empty, "r+b") as fh:
-            fh.write(node.BLUESTORE_LABEL + b"u1\n")
+            fh.write(devices.BLUESTORE_LABEL + b"u1\n")
         assert node.device_state(empty, "u1") == "ours"
         assert "another OSD" in node.device_state(empty, "u2")
         with open(empty, "r+b") as fh:

@@ -1,0 +1,163 @@
+"""Is this device ours, empty, or anything else? Read-only probes for an OSD's disk.
+
+"Empty" must be proven, not guessed from the first bytes: md 1.2 and bcache
+superblocks sit at 4 KiB, btrfs at 64 KiB, others further in. So the
+system's own probes (libblkid through `wipefs --no-act` and `blkid -p`, over
+the whole device) must find no signature, and the kernel must show no
+holder (LVM, dm-crypt, md, bcache), partition, mount, swap or loop device
+on it. A probe that fails or times out means "not usable", never "empty".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from ganeti_ceph.errors import GanetiCephError
+from gnt_storage import bootstrap
+
+BLUESTORE_LABEL = b"bluestore block device\n"
+MIN_DEVICE_BYTES = 2 * 1024**3
+PROBE_TIMEOUT = 30.0
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+WIPE_HINT = "wipe it first only if it is spare (wipefs -a)"
+
+
+def label_uuid(head: bytes) -> str | None:
+    """The OSD uuid in a bluestore label at the device's start, or None (pure)."""
+    if not head.startswith(BLUESTORE_LABEL):
+        return None
+    return head[len(BLUESTORE_LABEL):].split(b"\n", 1)[0].decode(errors="replace")
+
+
+def signatures(path: str) -> list[str]:
+    """Every signature libblkid finds anywhere on `path`, as "TYPE at OFFSET"."""
+    out = bootstrap.run(["wipefs", "--no-act", "--json", path], ENV, f"probe {path}", PROBE_TIMEOUT)
+    found = [f"{s.get('type')} at {s.get('offset')}" for s in (json.loads(out) if out.strip() else {})
+             .get("signatures", [])]
+    # blkid -p: 0 found, 2 nothing, anything else (8: ambivalent) raises.
+    out = bootstrap.run(["blkid", "-p", "-o", "export", path], ENV, f"probe {path}", PROBE_TIMEOUT, ok=(0, 2))
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key in ("TYPE", "PTTYPE") and not any(f.startswith(f"{value} ") for f in found):
+            found.append(f"{value} (blkid)")
+    return found
+
+
+def _sysfs_dir(st: os.stat_result) -> str:
+    return os.path.realpath(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+
+
+def _partitions(sysdir: str) -> list[str]:
+    try:
+        return sorted(e for e in os.listdir(sysdir) if os.path.exists(os.path.join(sysdir, e, "partition")))
+    except OSError:
+        return []
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _mounted(devnums: set[str], paths: set[str]) -> str | None:
+    """The mount point of a file system on one of `devnums` (maj:min) or `paths`."""
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                fields = line.split()
+                source = fields[fields.index("-") + 2] if "-" in fields else ""
+                if fields[2] in devnums or (source.startswith("/") and os.path.realpath(source) in paths):
+                    return fields[4]
+    except OSError:
+        pass
+    return None
+
+
+def _swap(paths: set[str]) -> str | None:
+    try:
+        with open("/proc/swaps") as fh:
+            return next((ln.split()[0] for ln in fh.readlines()[1:]
+                         if ln.split() and os.path.realpath(ln.split()[0].replace("\\040", " ")) in paths), None)
+    except OSError:
+        return None
+
+
+def _loops_on(path: str) -> list[str]:
+    """Loop devices whose backing file is `path`."""
+    real = os.path.realpath(path)
+    found = []
+    for name in _listdir("/sys/block"):
+        try:
+            with open(f"/sys/block/{name}/loop/backing_file") as fh:
+                if os.path.realpath(fh.read().strip()) == real:
+                    found.append(f"/dev/{name}")
+        except OSError:
+            continue
+    return found
+
+
+def in_use(path: str, st: os.stat_result) -> str | None:
+    """Why the kernel says `path` is in use (holder, partition, mount, swap, loop), or None."""
+    real = os.path.realpath(path)
+    if stat.S_ISREG(st.st_mode):
+        loops = _loops_on(real)
+        if loops:
+            return f"in use: backs {', '.join(loops)}"
+        swap = _swap({real})
+        return f"in use: swap file ({swap})" if swap else None
+    sysdir = _sysfs_dir(st)
+    holders = _listdir(os.path.join(sysdir, "holders"))
+    if holders:
+        return f"in use: held by {', '.join(holders)} (LVM, dm-crypt, md or bcache)"
+    parts = _partitions(sysdir)
+    if parts:
+        return f"not usable: has partitions ({', '.join(parts)}); {WIPE_HINT}"
+    devnums = {f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"}
+    where = _mounted(devnums, {real})
+    if where:
+        return f"in use: mounted on {where}"
+    swap = _swap({real})
+    if swap:
+        return f"in use: swap ({swap})"
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_EXCL))
+    except OSError:
+        return "in use: held open exclusively by another program"
+    return None
+
+
+def device_state(path: str, osd_uuid: str) -> str:
+    """"empty", "ours" (holds this OSD) or why it cannot be used; never writes."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"not usable: {(exc.strerror or str(exc)).lower()}"
+    if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        return "not usable: neither a block device nor a file"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+            size = fh.seek(0, os.SEEK_END)
+    except OSError as exc:
+        return f"not usable: {(exc.strerror or str(exc)).lower()}"
+    found = label_uuid(head)
+    if found is not None:
+        return "ours" if found == osd_uuid else f"not usable: holds another OSD ({found})"
+    if size < MIN_DEVICE_BYTES:
+        return f"not usable: {size // 1024**2} MiB, an OSD needs at least {MIN_DEVICE_BYTES // 1024**3} GiB"
+    busy = in_use(path, st)
+    if busy:
+        return busy
+    try:
+        sigs = signatures(path)
+    except GanetiCephError as exc:
+        return f"not usable: cannot prove it empty ({exc.message})"
+    if sigs:
+        return f"not usable: holds data ({', '.join(sigs)}); {WIPE_HINT}"
+    if any(head):
+        return f"not usable: holds data (no known signature, but its first 4 KiB are not zero); {WIPE_HINT}"
+    return "empty"
