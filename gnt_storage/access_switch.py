@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from extstorage import prealloc_wipe
-from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
 from ganeti_ceph.log import progress
 from gnt_storage.ganeti_cli import GanetiFailed, condense, run_command
 
@@ -220,7 +220,10 @@ class CephImages:
         """The image `image` was completely adopted from (None: not an adoption, or not finished)."""
         from extstorage import volumes
 
-        rec = self._record(pool, image, volumes.adopt_record) or {}
+        try:
+            rec = self._record(pool, image, volumes.adopt_record) or {}
+        except NotFound:
+            return None
         return str(rec["from"]) if rec.get("done") is True and rec.get("from") else None  # type: ignore[union-attr]
 
     def close(self) -> None:

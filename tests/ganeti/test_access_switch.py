@@ -3,6 +3,7 @@ userspace, keeping data, image, order and name; QEMU then opens them the other w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -145,3 +146,83 @@ def test_switch_back_and_forth(testbed: Testbed, ceph_admin: Config, kvm_instanc
     assert {vol0, vol1, new0, last0, last1}.isdisjoint(images(ceph_admin))
     no_leaks(tb)
     print(f"whole test {time.monotonic() - started:.1f} s")
+
+
+@contextlib.contextmanager
+def wipe_on(tb: Testbed) -> Iterator[None]:
+    """Ganeti's prealloc_wipe_disks on for the block, off again after it (the test bed's default)."""
+    tb.gnt("gnt-cluster", "modify", "--prealloc-wipe-disks", "yes")
+    try:
+        yield
+    finally:
+        tb.gnt("gnt-cluster", "modify", "--prealloc-wipe-disks", "no")
+
+
+def test_prealloc_wipe_disks_refused_with_nothing_changed(testbed: Testbed, ceph_admin: Config,
+                                                         kvm_instance: str) -> None:
+    """With the setting on, Ganeti zeroes every disk it adds: before the fix `rbd-access INST kernelspace` reported
+    success and the adopted image read back as zeros. Now both directions, and the provider's adopt_image= and
+    origin= on `gnt-instance modify --disk add`, are refused in one line and nothing changes."""
+    tb, inst = testbed, kvm_instance
+    before = summary(tb, inst)
+    (_, _, vol0), (_, _, vol1) = before
+    head, small = os.urandom(MiB), os.urandom(MiB)
+    io(ceph_admin, vol0, 255 * MiB, head)
+    io(ceph_admin, vol1, 0, small)
+    present, mapped = images(ceph_admin), [tb.mappings(i) for i in range(len(tb.nodes))]
+    with wipe_on(tb):
+        for target in ("userspace", "kernelspace"):  # disk 0 goes one way, disk 1 the other
+            code, out, err = rbd_access(tb, inst, target)
+            assert code != 0 and out == "" and len(err.splitlines()) == 1, err
+            assert "prealloc_wipe_disks is on" in err and "--prealloc-wipe-disks no" in err, err
+        for param in (f"adopt_image={vol1}", f"origin={vol1}"):
+            res = tb.run(0, ["gnt-instance", "modify", "--disk", f"2:add,size=64M,provider=rbd,access=kernelspace,"
+                             f"{param}", inst], check=False)
+            assert res.returncode != 0 and "prealloc_wipe_disks is on and would zero" in res.stdout + res.stderr
+    assert summary(tb, inst) == before and images(ceph_admin) == present
+    assert io(ceph_admin, vol0, 255 * MiB, MiB) == head and io(ceph_admin, vol1, 0, MiB) == small
+    assert "preallocation wipe disks: False" in tb.gnt("gnt-cluster", "info")
+    assert [tb.mappings(i) for i in range(len(tb.nodes))] == mapped  # as `gnt-instance add --no-start` left them
+
+
+@contextlib.contextmanager
+def held(admin: Config, vol: str) -> Iterator[None]:
+    """The image open (a watcher) for the block, as a forgotten mapping elsewhere would hold it."""
+    import rbd
+
+    with Session(admin) as s, s.ioctx("rbd") as ioctx, rbd.Image(ioctx, vol):
+        yield
+
+
+def test_an_adoption_stopped_halfway_is_completed_by_the_printed_command(testbed: Testbed, ceph_admin: Config,
+                                                                        kvm_instance: str) -> None:
+    """An adopt that died after its rename (done here by hand, as adopt does it: record, then rename) leaves the
+    config naming an image that is gone. Before the fix the switch said "nothing changed" and its re-run advised
+    dropping that disk. Now a switch that fails (the image held open) names where the image is and the command
+    that finishes; that command completes the adoption with the data."""
+    import rbd
+
+    tb, inst = testbed, kvm_instance
+    (name, _, vol0), second = before = summary(tb, inst)
+    data = os.urandom(MiB)
+    io(ceph_admin, vol0, 255 * MiB, data)
+    halfway = f"halfway-{time.monotonic_ns() % 10**6}"
+    with Session(ceph_admin) as s, s.ioctx("rbd") as ioctx:
+        with rbd.Image(ioctx, vol0) as img:
+            img.metadata_set("ganeti.adopt", json.dumps({"from": vol0, "to": halfway, "done": False}, sort_keys=True))
+        rbd.RBD().rename(ioctx, vol0, halfway)
+    with held(ceph_admin, halfway):
+        code, out, err = rbd_access(tb, inst, "userspace")
+    assert code != 0 and out == "", err
+    last = err.splitlines()[-1]
+    assert f"image rbd/{vol0} is now rbd/{halfway}, which a new run completes" in last, err
+    assert summary(tb, inst) == before and halfway in images(ceph_admin)
+    printed = last.split("; to finish it run: ")[1]
+    assert printed == f"gnt-storage rbd-access {inst} userspace"
+
+    code, out, err = rbd_access(tb, *printed.split()[2:])
+    assert code == 0 and out == f"{inst}: disk/0 switched to userspace\n", err
+    (new_name, access, new0), after1 = summary(tb, inst)
+    assert (new_name, access, after1) == (name, "userspace", second)
+    assert {vol0, halfway}.isdisjoint(images(ceph_admin)) and io(ceph_admin, new0, 255 * MiB, MiB) == data
+    no_leaks(tb)
