@@ -3,12 +3,21 @@
 The userspace URI must pass Ganeti 3.0 (-drive, HMP drive_add: no raw
 commas) and Ganeti 3.1's pattern ^rbd:(\\w+)/([a-z0-9-.]+)(:id=...)?$, so it
 carries no conf or monitors: QEMU reads /etc/ceph/ceph.conf and the
-client's keyring there.
+client's keyring there. That conf may name another cluster than the one the
+provider's own `conf` reaches (where it just checked the image), and an
+image of the same name there would be opened instead: `check_qemu_conf`
+refuses unless both name the same fsid.
 """
 
 from __future__ import annotations
 
+import os
 import re
+
+from ganeti_ceph.config import conf_fsid
+from ganeti_ceph.errors import ConfigError
+
+QEMU_CONF = "/etc/ceph/ceph.conf"
 
 URI_31 = re.compile(r"^rbd:(\w+)/([a-z0-9-.]+)(:id=[a-z0-9-._]+)?$")
 
@@ -16,3 +25,15 @@ URI_31 = re.compile(r"^rbd:(\w+)/([a-z0-9-.]+)(:id=[a-z0-9-._]+)?$")
 def userspace_uri(pool: str, image: str, client_id: str) -> str:
     uri = f"rbd:{pool}/{image}"
     return uri if client_id == "admin" else f"{uri}:id={client_id}"
+
+
+def check_qemu_conf(fsid: str, source: str, path: str = QEMU_CONF) -> None:
+    """QEMU's conf names the provider's cluster. A missing file is left to
+    the start hook, which vetoes it (QEMU could reach no cluster at all)."""
+    if not os.path.exists(path):
+        return
+    theirs = conf_fsid(path)
+    if theirs != fsid:
+        named = f"names fsid {theirs}" if theirs else "names no fsid"
+        raise ConfigError(f"{path}, which QEMU reads for userspace disks, {named}, but the cluster of {source} is "
+                          f"{fsid}; make {path} describe that cluster (fsid = {fsid})")

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 from extstorage import locks, mappers, prealloc_wipe, request, snapshots, volumes
 from extstorage import remove as removal
-from extstorage.access import userspace_uri
+from extstorage.access import check_qemu_conf, userspace_uri
 from extstorage.mappers import Target
 from extstorage.request import Request
 from ganeti_ceph import config, watchdog
 from ganeti_ceph.config import Config, conf_fsid
-from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
+from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError, ceph_errors
 from ganeti_ceph.session import Session, one_shot
 
 Sessions = Callable[[Config], AbstractContextManager[Session]]
@@ -105,6 +105,7 @@ def do_attach(c: Call) -> tuple[str, str]:
     if c.req.access == "userspace":
         with c.session() as s:
             _require_volume(s, c)
+            check_qemu_conf(fsid_of(c, s), c.cfg.source)
         return "\n" + uri, ""
     mapper = mappers.for_config(c.cfg)
     fsid = conf_fsid(c.cfg.conf)
@@ -202,7 +203,9 @@ def execute(action: str, env: Mapping[str, str], sessions: Sessions = one_shot) 
     try:
         cfg = config.load(config.config_path(dict(env)))
         req = request.parse(action, env, cfg.pool)
-        out, note = HANDLERS[action](Call(cfg, req, sessions))
+        # Backstop: a librados/librbd error a handler did not map is still one line and its exit code.
+        with ceph_errors(cfg.cluster, f"{action} {req.pool}/{req.volume}"):
+            out, note = HANDLERS[action](Call(cfg, req, sessions))
     except GanetiCephError as exc:
         return Outcome(exc.exit_code, "", f"rbd {action}: {exc.message}\n")
     except Exception as exc:  # a bug: still one line for Ganeti, the traceback for the log

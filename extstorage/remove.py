@@ -12,7 +12,7 @@ import rbd
 
 from extstorage import snapshots
 from extstorage.volumes import META_ORIGIN, OUR_SNAP_PREFIX, watchers
-from ganeti_ceph.errors import Busy
+from ganeti_ceph.errors import Busy, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.session import Session
@@ -23,10 +23,15 @@ def remove(session: Session, pool: str, name: str) -> bool:
     check_image_name(name)
     with session.ioctx(pool) as ioctx:
         try:
-            img = rbd.Image(ioctx, name)
-        except rbd.ImageNotFound:
+            with session.errors(f"open {pool}/{name}"):
+                img = rbd.Image(ioctx, name)
+        except NotFound:
             return snapshots.forget_pending(session, ioctx, pool, name)
-        with img:
+        with img, session.errors(f"inspect {pool}/{name} before removing it"):
+            pending = snapshots.pending_for(session, ioctx, name)
+            if pending:
+                raise Busy(f"image {pool}/{name} has the snapshot volume(s) {', '.join(pending)}, made and not yet "
+                           "read or removed (an export in progress); remove those first")
             holders = watchers(session, img)
             if holders:
                 raise Busy(f"image {pool}/{name} is in use by {', '.join(holders)} (a running VM or a mapping); "
@@ -56,7 +61,8 @@ def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> N
     """Move to trash (atomic), then delete; a failed delete leaves it in the trash."""
     with session.errors(f"move {pool}/{name} to trash"):
         rbd.RBD().trash_move(ioctx, name, 0)
-    image_id = next((e["id"] for e in rbd.RBD().trash_list(ioctx) if e["name"] == name), None)
+    with session.errors(f"list the RBD trash of {pool}"):
+        image_id = next((e["id"] for e in rbd.RBD().trash_list(ioctx) if e["name"] == name), None)
     if image_id is None:
         return
     try:

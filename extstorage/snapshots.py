@@ -17,11 +17,31 @@ import os
 import rados
 import rbd
 
-from extstorage.volumes import DEFAULT_FEATURES, OUR_SNAP_PREFIX, ImageRef, clone, exists_fast
+from extstorage.volumes import DEFAULT_FEATURES, META_ORIGIN, OUR_SNAP_PREFIX, ImageRef, clone, exists_fast
+from ganeti_ceph.errors import Busy, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.session import Session
 
 REGISTRY = "ganeti_ceph_snapshots"  # omap: snapshot volume -> "image@snapshot"
+
+
+def pending_for(session: Session, ioctx: rados.Ioctx, image: str) -> list[str]:
+    """Snapshot volumes taken of `image` and not yet removed nor made real:
+    removing `image` now would take their point in time with it."""
+    found: list[str] = []
+    after = ""
+    while True:
+        with session.errors("read the snapshot registry"), rados.ReadOpCtx() as op:
+            it, _ = ioctx.get_omap_vals(op, after, "", 512)
+            try:
+                ioctx.operate_read_op(op, REGISTRY)
+            except rados.ObjectNotFound:
+                return found
+            page = [(k, v.decode()) for k, v in it]
+        found += [k for k, spec in page if spec.partition("@")[0] == image]
+        if len(page) < 512:
+            return found
+        after = page[-1][0]
 
 
 def _pending(session: Session, ioctx: rados.Ioctx, snap_volume: str) -> str | None:
@@ -47,17 +67,36 @@ def _record(session: Session, ioctx: rados.Ioctx, snap_volume: str, spec: str | 
 def snapshot(session: Session, pool: str, name: str, snap_volume: str) -> bool:
     """Take the point-in-time snapshot of `name` for the volume `snap_volume`.
 
-    False if that snapshot volume already exists or is pending (a repeat).
+    False if that snapshot volume of `name` already exists or is pending (a
+    repeat). A `snap_volume` that is `name` itself, any other volume, or a
+    snapshot volume of another image is refused: "made" must mean made.
     """
     check_image_name(snap_volume)
+    if snap_volume == name:
+        raise UsageError(f"VOL_SNAPSHOT_NAME {snap_volume} is the volume itself; give the snapshot its own name")
     with session.ioctx(pool) as ioctx:
-        if exists_fast(ioctx, snap_volume) or _pending(session, ioctx, snap_volume):
+        pending = _pending(session, ioctx, snap_volume)
+        if pending is not None or exists_fast(ioctx, snap_volume):
+            if _snapshot_of(session, ioctx, pool, snap_volume, pending) != name:
+                raise Busy(f"{pool}/{snap_volume} already exists and is not a snapshot of {pool}/{name}; "
+                           "give the snapshot a name no volume has")
             return False
         snap = f"{OUR_SNAP_PREFIX}snap-{os.urandom(6).hex()}"
-        with rbd.Image(ioctx, name) as img, session.errors(f"snapshot {pool}/{name}"):
+        with session.errors(f"snapshot {pool}/{name}"), rbd.Image(ioctx, name) as img:
             img.create_snap(snap)
         _record(session, ioctx, snap_volume, f"{name}@{snap}")
     return True
+
+
+def _snapshot_of(session: Session, ioctx: rados.Ioctx, pool: str, snap_volume: str, pending: str | None) -> str:
+    """The image `snap_volume` is a snapshot volume of ("" if it is not one)."""
+    if pending is not None:
+        return pending.partition("@")[0]
+    with session.errors(f"look at {pool}/{snap_volume}"), rbd.Image(ioctx, snap_volume, read_only=True) as img:
+        origin = dict(img.metadata_list()).get(META_ORIGIN, "")
+    source, _, snap = origin.partition("@")
+    src_pool, _, image = source.partition("/")
+    return image if src_pool == pool and snap.startswith(f"{OUR_SNAP_PREFIX}snap-") else ""
 
 
 def materialize(session: Session, pool: str, snap_volume: str) -> bool:
@@ -68,7 +107,8 @@ def materialize(session: Session, pool: str, snap_volume: str) -> bool:
             return False
         if not exists_fast(ioctx, snap_volume):
             image, _, snap = spec.partition("@")
-            with rbd.Image(ioctx, image, read_only=True, snapshot=snap) as img:
+            with session.errors(f"open the snapshot {pool}/{spec}"), \
+                    rbd.Image(ioctx, image, read_only=True, snapshot=snap) as img:
                 size = max(1, img.size() // (1024 * 1024))
             # Never flattened: the copy lives only as long as the export.
             clone(session, ImageRef(pool, image, snap), pool, snap_volume, size, DEFAULT_FEATURES,
@@ -106,11 +146,14 @@ def drop_if_unused(session: Session, spec: str) -> None:
         return
     with session.ioctx(pool) as ioctx:
         try:
-            img = rbd.Image(ioctx, image)
-        except rbd.ImageNotFound:
+            with session.errors(f"open {image_spec}"):
+                img = rbd.Image(ioctx, image)
+        except NotFound:
             return
         with img:
-            if snap not in {s["name"] for s in img.list_snaps()} or children(session, img, [snap]):
+            with session.errors(f"list the snapshots of {image_spec}"):
+                snaps = {s["name"] for s in img.list_snaps()}
+            if snap not in snaps or children(session, img, [snap]):
                 return
             with session.errors(f"remove snapshot {spec}"):
                 if img.is_protected_snap(snap):

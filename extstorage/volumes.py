@@ -104,22 +104,96 @@ def create(session: Session, pool: str, name: str, size_mib: int | str, features
            data_pool: str | None = None, metadata: dict[str, str] | None = None) -> bool:
     """Create an empty image; True if created, False if this exact one exists.
 
-    A repeat with the same VOL_UUID is a success (Ganeti retries); any
-    other existing image of that name is refused, never overwritten.
+    A repeat with the same VOL_UUID is a success (Ganeti retries), and so
+    completes a create interrupted between the image and its metadata (see
+    `_claim`); any other existing image of that name is refused, never
+    overwritten.
     """
     check_image_name(name)
     nbytes = size_bytes(size_mib)
     meta = metadata or {}
+    bits = feature_bits(features)
     with session.ioctx(pool) as ioctx:
         try:
             with session.errors(f"create {pool}/{name}"):
-                rbd.RBD().create(ioctx, name, nbytes, old_format=False, features=feature_bits(features),
-                                 data_pool=data_pool)
+                rbd.RBD().create(ioctx, name, nbytes, old_format=False, features=bits, data_pool=data_pool)
         except Busy:  # EEXIST: a retry of this very create, or someone else's image
-            _check_same_volume(ioctx, pool, name, meta, nbytes)
+            _claim(session, ioctx, pool, name, meta, Shape(nbytes, bits))
             return False
         set_meta_new(session, ioctx, name, meta)
     return True
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What an image we made and never used looks like: size, features, or parent."""
+
+    nbytes: int
+    features: int | None = None
+    origin: ImageRef | None = None
+
+
+def _claim(session: Session, ioctx: object, pool: str, name: str, meta: dict[str, str], shape: Shape) -> None:
+    """Accept an existing image as this volume, or refuse it (Busy).
+
+    Ours when its ganeti.uuid is VOL_UUID. Our metadata is one write after
+    the image is made, so an interrupted create leaves an image without
+    metadata, and an interrupted clone one with only what librbd copied from
+    the parent (its ganeti.origin is not the clone's own parent). Such an
+    image is completed only when it provably holds nothing a user could
+    need: unused, unsnapshotted, no data of its own, and exactly the shape
+    this call makes. A clone may still lack its final size (grown after).
+    """
+    with session.errors(f"look at the existing image {pool}/{name}"), \
+            rbd.Image(ioctx, name, read_only=True) as img:
+        have = dict(img.metadata_list())
+        if meta.get(META_UUID) and have.get(META_UUID) == meta[META_UUID]:
+            if shape.origin is None and img.size() < shape.nbytes:
+                raise Busy(f"image {pool}/{name} is this volume but smaller than asked; refusing to guess why")
+            return
+        written = bool(have) if shape.origin is None else have.get(META_ORIGIN) == _parent_spec(img)
+        if written:
+            raise Busy(f"image {pool}/{name} already exists and is not this volume; refusing to overwrite it")
+        why, origin = _half_made(session, img, shape)
+    if why:
+        raise Busy(f"image {pool}/{name} already exists without ganeti-ceph metadata and {why}: not a create of "
+                   "this volume that was cut short; refusing to take it over (remove or rename it, or adopt it)")
+    set_meta_new(session, ioctx, name, {**meta, **({META_ORIGIN: origin} if origin else {})})
+
+
+def _parent(img: rbd.Image) -> dict | None:
+    try:
+        return dict(img.get_parent_image_spec())
+    except rbd.ImageNotFound:
+        return None
+
+
+def _parent_spec(img: rbd.Image) -> str | None:
+    """`pool/image@snap` of a clone's parent, as recorded in ganeti.origin."""
+    p = _parent(img)
+    return f"{p['pool_name']}/{p['image_name']}@{p['snap_name']}" if p else None
+
+
+def _half_made(session: Session, img: rbd.Image, shape: Shape) -> tuple[str | None, str | None]:
+    """(why `img` is not an unused image as this create or clone makes it, or
+    None; the clone's origin spec to record)."""
+    if watchers(session, img):
+        return "is in use", None
+    if list(img.list_snaps()):
+        return "has snapshots", None
+    parent = _parent(img)
+    spec = _parent_spec(img)
+    want = shape.origin
+    if want is None and (parent or img.size() != shape.nbytes or img.features() != shape.features):
+        return "differs in size, features or parent from what was asked", None
+    if want is not None and not (parent and (parent["pool_name"], parent["image_name"]) == (want.pool, want.image)
+                                 and want.snap in (None, parent["snap_name"]) and img.size() <= shape.nbytes):
+        return f"is not a clone of {want}", None
+    if not img.features() & rbd.RBD_FEATURE_FAST_DIFF or img.flags() & rbd.RBD_FLAG_FAST_DIFF_INVALID:
+        return "cannot be proven empty quickly (no valid fast-diff)", None
+    extents: list[tuple[int, int, bool]] = []
+    img.diff_iterate(0, img.size(), None, lambda *e: extents.append(e), include_parent=False, whole_object=True)
+    return ("holds data", None) if extents else (None, spec)
 
 
 def _check_same_volume(ioctx: object, pool: str, name: str, meta: dict[str, str], nbytes: int) -> None:
@@ -183,26 +257,28 @@ def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: in
     nbytes = size_bytes(size_mib)
     meta = metadata or {}
     with session.ioctx(pool) as ioctx:
-        if exists_fast(ioctx, name):
-            _check_same_volume(ioctx, pool, name, meta, nbytes)
-            return False
-        with session.ioctx(origin.pool) as pioctx:
-            snap = origin.snap or _snapshot_for_clone(session, pioctx, origin)
-            depth = 1 + (_depth(session, origin.pool, origin.image) if parent_depth is None else parent_depth)
-            _clone_snapshot(session, pioctx, ImageRef(origin.pool, origin.image, snap), ioctx, name,
-                            feature_bits(features), data_pool)
-        set_meta_new(session, ioctx, name, {**meta, META_ORIGIN: f"{origin.pool}/{origin.image}@{snap}"})
-        if depth > max_depth or nbytes > _size_of(ioctx, name):
+        made = not exists_fast(ioctx, name)
+        if made:
+            with session.ioctx(origin.pool) as pioctx:
+                snap = origin.snap or _snapshot_for_clone(session, pioctx, origin)
+                depth = 1 + (_depth(session, origin.pool, origin.image) if parent_depth is None else parent_depth)
+                _clone_snapshot(session, pioctx, ImageRef(origin.pool, origin.image, snap), ioctx, name,
+                                feature_bits(features), data_pool)
+            set_meta_new(session, ioctx, name, {**meta, META_ORIGIN: f"{origin.pool}/{origin.image}@{snap}"})
+        else:  # a repeat: refuse what is not ours, else finish what an interrupted clone left undone
+            _claim(session, ioctx, pool, name, meta, Shape(nbytes, origin=origin))
+            depth = _depth(session, pool, name)  # 0 once flattened
+        if depth > max_depth or nbytes > _size_of(session, ioctx, name):
             with _open(session, ioctx, name) as img, session.errors(f"finish clone {pool}/{name}"):
                 if img.size() < nbytes:
-                    img.resize(nbytes)
+                    img.resize(nbytes, allow_shrink=False)
                 if depth > max_depth:
                     img.flatten()
-    return True
+    return made
 
 
-def _size_of(ioctx: object, name: str) -> int:
-    with rbd.Image(ioctx, name, read_only=True) as img:
+def _size_of(session: Session, ioctx: object, name: str) -> int:
+    with _open(session, ioctx, name, read_only=True) as img, session.errors(f"size of {name}"):
         return int(img.size())
 
 
@@ -236,7 +312,8 @@ def _snapshot_for_clone(session: Session, ioctx: object, origin: ImageRef) -> st
 def _depth(session: Session, pool: str, name: str, limit: int = 64) -> int:
     """How many parents `pool/name` has (0 for a plain image)."""
     for depth in range(limit):
-        with session.ioctx(pool) as ioctx, _open(session, ioctx, name, read_only=True) as img:
+        with session.ioctx(pool) as ioctx, _open(session, ioctx, name, read_only=True) as img, \
+                session.errors(f"find the parent of {pool}/{name}"):
             try:
                 spec = img.get_parent_image_spec()
             except rbd.ImageNotFound:
@@ -247,8 +324,8 @@ def _depth(session: Session, pool: str, name: str, limit: int = 64) -> int:
 
 def watchers(session: Session, img: rbd.Image) -> list[str]:
     """Addresses of the clients watching the image (a VM, a mapping), except ourselves."""
-    me = session.rados.get_instance_id()
     with session.errors("list watchers"):
+        me = session.rados.get_instance_id()
         return sorted({w["addr"] for w in img.watchers_list() if w.get("id") != me})
 
 
@@ -346,17 +423,20 @@ def _interrupted(rec: dict | None, old: str, image: str) -> bool:
 def grow(session: Session, pool: str, name: str, new_mib: int | str) -> int:
     """Grow to `new_mib`; a repeat at the same size succeeds; never shrinks."""
     nbytes = size_bytes(new_mib, "new size")
-    with session.ioctx(pool) as ioctx, _open(session, ioctx, name) as img:
-        current = img.size()
-        if nbytes < current:
-            raise UsageError(
-                f"refusing to shrink {pool}/{name} from {current // MIB} MiB to {nbytes // MIB} MiB; "
-                "RBD volumes only grow"
-            )
-        if nbytes > current:
-            with session.errors(f"resize {pool}/{name}"):
-                img.resize(nbytes)
+    with session.ioctx(pool) as ioctx, _open(session, ioctx, name) as img, session.errors(f"resize {pool}/{name}"):
+        grow_image(img, nbytes, f"{pool}/{name}")
     return nbytes // MIB
+
+
+def grow_image(img: rbd.Image, nbytes: int, what: str) -> None:
+    """Resize an open image up to `nbytes`: a shrink is refused here, and librbd
+    is told so too (its resize shrinks by default)."""
+    current = img.size()
+    if nbytes < current:
+        raise UsageError(f"refusing to shrink {what} from {current // MIB} MiB to {nbytes // MIB} MiB; "
+                         "RBD volumes only grow")
+    if nbytes > current:
+        img.resize(nbytes, allow_shrink=False)
 
 
 def set_metadata(session: Session, pool: str, name: str, meta: dict[str, str]) -> None:
@@ -365,5 +445,6 @@ def set_metadata(session: Session, pool: str, name: str, meta: dict[str, str]) -
 
 
 def size_mib(session: Session, pool: str, name: str) -> int:
-    with session.ioctx(pool) as ioctx, _open(session, ioctx, name, read_only=True) as img:
-        return img.size() // MIB
+    with session.ioctx(pool) as ioctx, _open(session, ioctx, name, read_only=True) as img, \
+            session.errors(f"size of {pool}/{name}"):
+        return int(img.size()) // MIB

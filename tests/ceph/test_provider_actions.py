@@ -248,3 +248,29 @@ def test_grow_while_mapped_reaches_the_device(prov: Provider) -> None:
 def test_nothing_leaked(prov: Provider) -> None:
     """Last in the module: no mapping, rbd-fuse, image, snapshot or trash entry of these tests is left."""
     assert prov.leaks() == []
+
+
+def test_a_create_cut_short_before_its_metadata_is_completed_by_the_retry(prov: Provider,
+                                                                          local_cluster: LocalCluster) -> None:
+    """create makes the image, then writes its metadata: an image of the volume's name with no metadata,
+    no data, no user and the shape asked is what an interruption in between leaves, and the retry completes
+    it. One holding data, or of another size, is refused in one line and left as it was."""
+    bits = (rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK | rbd.RBD_FEATURE_OBJECT_MAP
+            | rbd.RBD_FEATURE_FAST_DIFF | rbd.RBD_FEATURE_DEEP_FLATTEN)
+    cut, used, other_size = prov.volume(), prov.volume(), prov.volume()
+    with Session(local_cluster.client) as s, s.ioctx() as io:
+        for vol, mib in ((cut, 64), (used, 64), (other_size, 32)):
+            rbd.RBD().create(io, vol, mib * MIB, old_format=False, features=bits)
+    pattern = os.urandom(MIB)
+    prov.write(used, pattern, 7 * MIB)
+
+    assert "already exists" in prov.run("create", cut, VOL_SIZE="64", VOL_CNAME="c").ok().note
+    meta = prov.metadata(cut)
+    assert meta["ganeti.uuid"] == prov.uuids[cut] and meta["ganeti.cname"] == "c"
+    for vol, why in ((used, "holds data"), (other_size, "differs in size")):
+        line = prov.run("create", vol, VOL_SIZE="64").one_error()
+        assert vol in line and why in line and "refusing" in line
+        assert prov.metadata(vol) == {}
+    assert prov.read(used, 7 * MIB, MIB) == pattern and prov.size_mib(other_size) == 32
+    for vol in (cut, used, other_size):
+        prov.run("remove", vol).ok()

@@ -23,9 +23,19 @@ from tests.conftest import LocalCluster
 
 CREATE_CASES: dict[str, dict[str, str | None]] = {
     "bad-name": {"VOL_NAME": "Bad/Name"},
+    "name-dot": {"VOL_NAME": "."},
+    "name-dotdot": {"VOL_NAME": ".."},
+    "name-leading-dot": {"VOL_NAME": ".hidden.ext.disk0"},
+    "pool-dot": {"EXTP_POOL": "."},
+    "pool-dotdot": {"EXTP_POOL": ".."},
+    "pool-leading-dot": {"EXTP_POOL": ".rbd"},
+    "data-pool-dotdot": {"EXTP_DATA_POOL": ".."},
+    "origin-dotdot": {"EXTP_ORIGIN": "rbd/.."},
     "size-abc": {"VOL_SIZE": "abc"},
     "size-zero": {"VOL_SIZE": "0"},
     "size-negative": {"VOL_SIZE": "-5"},
+    "size-2-to-the-70": {"VOL_SIZE": str(2**70)},
+    "size-underscored": {"VOL_SIZE": "6_4"},
     "size-missing": {"VOL_SIZE": None},
     "unknown-parameter": {"EXTP_BOGUS": "1"},
     "bad-access": {"EXTP_ACCESS": "sideways"},
@@ -40,12 +50,16 @@ OTHER_CASES: list[tuple[str, dict[str, str | None]]] = [
     ("grow", {"VOL_SIZE": "64", "VOL_NEW_SIZE": "0"}),
     ("grow", {"VOL_SIZE": "64", "VOL_NEW_SIZE": "-5"}),
     ("grow", {"VOL_SIZE": "64", "VOL_NEW_SIZE": "32"}),
+    ("grow", {"VOL_SIZE": "64", "VOL_NEW_SIZE": str(2**70)}),
     ("attach", {"EXTP_ACCESS": "sideways"}),
     ("attach", {"EXTP_BOGUS": "1"}),
     ("open", {"VOL_OPEN_EXCLUSIVE": "maybe"}),
     ("setinfo", {"VOL_METADATA": "originstname+x", "EXTP_BOGUS": "1"}),
     ("snapshot", {"VOL_SNAPSHOT_NAME": "Bad/Snap"}),
     ("snapshot", {"VOL_SNAPSHOT_NAME": None}),
+    ("snapshot", {"VOL_SNAPSHOT_NAME": ".."}),
+    ("snapshot", {"VOL_SNAPSHOT_NAME": ".snap"}),
+    ("attach", {"EXTP_POOL": ".."}),
     ("remove", {"EXTP_POOL": "no/pool"}),
     ("verify", {"EXTP_FEATURES": "teleport"}),
 ]
@@ -119,6 +133,29 @@ def test_bad_config_changes_nothing(prov: Provider, victim: str, kind: str, acti
     assert state(prov, victim) == before
 
 
+MISSING_CASES: list[tuple[str, dict[str, str]]] = [
+    ("snapshot", {"VOL_SNAPSHOT_NAME": "x.snap"}), ("grow", {"VOL_SIZE": "64", "VOL_NEW_SIZE": "128"}),
+    ("setinfo", {"VOL_METADATA": "x"}), ("open", {"VOL_OPEN_EXCLUSIVE": "True"}), ("close", {}),
+    ("attach", {"EXTP_ACCESS": "userspace"}), ("verify", {"EXTP_ORIGIN": "no-such-template"}),
+]
+
+
+@pytest.mark.parametrize(("action", "env"), MISSING_CASES, ids=[a for a, _ in MISSING_CASES])
+def test_actions_on_a_missing_volume_are_one_line_not_found(prov: Provider, action: str,
+                                                           env: dict[str, str]) -> None:
+    """Every librbd call is mapped: a missing volume (or origin) is one line and exit 5, never a traceback
+    or an "internal error"; close of a volume never opened is fine; nothing is made."""
+    vol = prov.volume()
+    before = pool_images(prov.cluster)
+    res = prov.run(action, vol, **env)
+    if action == "close":
+        res.ok()
+    else:
+        line = res.one_error()
+        assert res.rc == 5 and "internal error" not in line, line
+    assert pool_images(prov.cluster) == before
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,7 +164,7 @@ def closed_port() -> int:
 
 def test_unreachable_monitors_fail_every_action_in_time(prov: Provider, victim: str, tmp_path: Any) -> None:
     """With the monitors unreachable and timeouts.connect: 2, every action that needs the cluster exits 4
-    within the bound (plus slack) with one line naming the cluster; detach, which needs no cluster when
+    within the bound (plus start-up slack, less than the 10 s default) with one line naming the cluster; detach, which needs no cluster when
     the conf gives the fsid, still succeeds."""
     with Session(prov.cluster.admin) as s:
         fsid = s.fsid()
@@ -146,7 +183,10 @@ def test_unreachable_monitors_fail_every_action_in_time(prov: Provider, victim: 
     for res in results:
         line = res.one_error()
         assert res.rc == 4 and "far-away" in line, line
-        assert res.elapsed < 2 + 13, f"{res.action} took {res.elapsed:.1f} s"
+        # The configured 2 s plus process start-up on a busy 2-core host: below librados' own defaults, so
+        # a regression to them (or to the 10 s of our Timeouts) fails here; the unit test
+        # tests/unit/test_session_options.py checks the option values themselves.
+        assert res.elapsed < 2 + 5, f"{res.action} took {res.elapsed:.1f} s, bound 2 s"
     assert "was not mapped" in prov.run("detach", victim, cfg, timeout=30).ok().note
     assert state(prov, victim) == before
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import rbd
 
+from ganeti_ceph.session import Session
 from tests.ceph.provider_env import GANETI_31_URI, MIB, Provider, provider_fixture, read_device, write_device
 from tests.conftest import LocalCluster
 
@@ -221,3 +222,73 @@ def test_adopt_renames_without_copying(prov: Provider) -> None:
 def test_nothing_leaked(prov: Provider) -> None:
     """Last in the module: no mapping, rbd-fuse, image, snapshot or trash entry of these tests is left."""
     assert prov.leaks() == []
+
+
+def test_snapshot_name_must_be_a_new_volume(prov: Provider) -> None:
+    """VOL_SNAPSHOT_NAME equal to VOL_NAME, to another volume, or to another volume's snapshot volume (pending
+    or made real) is refused in one line, and nothing is snapshotted; a repeat of a real snapshot succeeds."""
+    vol, other = prov.volume(), prov.volume()
+    for v in (vol, other):
+        prov.run("create", v, VOL_SIZE="64").ok()
+    assert "itself" in prov.run("snapshot", vol, VOL_SNAPSHOT_NAME=vol).one_error()
+    assert other in prov.run("snapshot", vol, VOL_SNAPSHOT_NAME=other).one_error()
+    snapvol = prov.track(f"{other}.snap")
+    prov.run("snapshot", other, VOL_SNAPSHOT_NAME=snapvol).ok()
+    assert snapvol in prov.run("snapshot", vol, VOL_SNAPSHOT_NAME=snapvol).one_error()
+    prov.attach(snapvol)  # made real: a clone of other's snapshot
+    assert snapvol in prov.run("snapshot", vol, VOL_SNAPSHOT_NAME=snapvol).one_error()
+    assert "already exists" in prov.run("snapshot", other, VOL_SNAPSHOT_NAME=snapvol).ok().note
+    assert snaps(prov, vol) == [] and len(snaps(prov, other)) == 1
+    assert prov.metadata(other)["ganeti.uuid"] == prov.uuids[other]
+    prov.run("detach", snapvol).ok()
+    for v in (snapvol, vol, other):
+        prov.run("remove", v).ok()
+
+
+def test_remove_keeps_a_pending_snapshot_volume_readable(prov: Provider) -> None:
+    """A snapshot volume the provider said it made must not vanish with its source: removing the source
+    while the snapshot volume is pending is refused naming it, and the snapshot volume still reads."""
+    vol = prov.volume()
+    snapvol = prov.track(f"{vol}.snap")
+    prov.run("create", vol, VOL_SIZE="64").ok()
+    pattern = os.urandom(MIB)
+    prov.write(vol, pattern)
+    prov.run("snapshot", vol, VOL_SNAPSHOT_NAME=snapvol).ok()
+    line = prov.run("remove", vol).one_error()
+    assert snapvol in line and prov.exists(vol)
+    dev, _ = prov.attach(snapvol)
+    assert read_device(dev, 0, MIB) == pattern
+    prov.run("detach", snapvol).ok()
+    prov.run("remove", vol).one_error()  # now a clone depends on it
+    prov.run("remove", snapvol).ok()
+    prov.run("remove", vol).ok()
+    assert not prov.exists(vol) and not prov.exists(snapvol)
+
+
+def test_a_clone_cut_short_is_finished_by_the_retry(prov: Provider) -> None:
+    """clone makes the image, then writes its metadata, then grows it: a retry after an interruption at
+    either point completes the volume (metadata, origin, size) instead of refusing it."""
+    tmpl = prov.volume()
+    prov.run("create", tmpl, VOL_SIZE="64").ok()
+    pattern = os.urandom(MIB)
+    prov.write(tmpl, pattern)
+    with prov.image(tmpl, read_only=False) as img:
+        img.create_snap("gold")
+    bits = (rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK | rbd.RBD_FEATURE_OBJECT_MAP
+            | rbd.RBD_FEATURE_FAST_DIFF | rbd.RBD_FEATURE_DEEP_FLATTEN)
+    cut, half = prov.volume(), prov.volume()
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        for vol in (cut, half):  # what each interrupted clone left
+            rbd.RBD().clone(io, tmpl, "gold", io, vol, features=bits)
+        with rbd.Image(io, half) as img:
+            img.metadata_set("ganeti.uuid", prov.uuids[half])
+            img.metadata_set("ganeti.origin", f"rbd/{tmpl}@gold")
+    for vol in (cut, half):
+        assert "already exists" in prov.run("create", vol, VOL_SIZE="128", EXTP_ORIGIN=f"{tmpl}@gold").ok().note
+        meta = prov.metadata(vol)
+        assert meta["ganeti.uuid"] == prov.uuids[vol] and meta["ganeti.origin"] == f"rbd/{tmpl}@gold"
+        assert prov.size_mib(vol) == 128 and prov.read(vol, 0, MIB) == pattern
+        prov.run("remove", vol).ok()
+    with prov.image(tmpl, read_only=False) as img:
+        img.remove_snap("gold")
+    prov.run("remove", tmpl).ok()

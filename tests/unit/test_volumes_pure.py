@@ -43,3 +43,25 @@ def test_userspace_uri_fits_ganeti_31(client: str) -> None:
     assert URI_31.match(uri) and "," not in uri
     assert re.fullmatch(r"rbd:rbd/[a-z0-9.-]+(:id=[a-z0-9._-]+)?", uri)
     assert (":id=" in uri) == (client != "admin")
+
+
+FSID = "5b7f3c1e-0000-4000-8000-000000000001"
+
+
+def test_qemu_conf_must_name_the_providers_cluster(tmp_path) -> None:
+    """The userspace URI makes QEMU read /etc/ceph/ceph.conf: it must name the fsid of the provider's conf,
+    else QEMU would open a same-named image in another cluster."""
+    from extstorage.access import check_qemu_conf
+    from ganeti_ceph.errors import ConfigError
+
+    conf = tmp_path / "ceph.conf"
+    conf.write_text(f"[global]\n\tfsid = {FSID}\n\tmon_host = v1:10.0.0.1:6789\n")
+    check_qemu_conf(FSID, "ceph.yaml", str(conf))
+    check_qemu_conf(FSID, "ceph.yaml", str(tmp_path / "missing.conf"))  # the start hook vetoes that
+    other = "5b7f3c1e-0000-4000-8000-000000000002"
+    for text, needle in ((f"[global]\nfsid = {other}\n", f"names fsid {other}"),
+                         ("[global]\nmon_host = v1:10.0.0.1:6789\n", "names no fsid")):
+        conf.write_text(text)
+        with pytest.raises(ConfigError) as exc:
+            check_qemu_conf(FSID, "ceph.yaml", str(conf))
+        assert needle in exc.value.message and FSID in exc.value.message and "\n" not in exc.value.message
