@@ -158,6 +158,8 @@ def _claim(session: Session, ioctx: object, pool: str, name: str, meta: dict[str
     if why:
         raise Busy(f"image {pool}/{name} already exists without ganeti-ceph metadata and {why}: not a create of "
                    "this volume that was cut short; refusing to take it over (remove or rename it, or adopt it)")
+    if origin:
+        drop_inherited(session, ioctx, name, {*meta, META_ORIGIN})
     set_meta_new(session, ioctx, name, {**meta, **({META_ORIGIN: origin} if origin else {})})
 
 
@@ -232,11 +234,42 @@ def set_meta_new(session: Session, ioctx: object, name: str, meta: dict[str, str
     if not meta:
         return
     with session.errors(f"set metadata on {name}"):
-        raw = ioctx.read(f"rbd_id.{name}")  # type: ignore[attr-defined]
-        (length,) = struct.unpack("<I", raw[:4])
-        header = "rbd_header." + raw[4:4 + length].decode()
         payload = struct.pack("<I", len(meta)) + b"".join(_encode(k) + _encode(v) for k, v in meta.items())
-        ioctx.execute(header, "rbd", "metadata_set", payload)  # type: ignore[attr-defined]
+        ioctx.execute(_header(ioctx, name), "rbd", "metadata_set", payload)  # type: ignore[attr-defined]
+
+
+def _header(ioctx: object, name: str) -> str:
+    raw = ioctx.read(f"rbd_id.{name}")  # type: ignore[attr-defined]
+    (length,) = struct.unpack("<I", raw[:4])
+    return "rbd_header." + raw[4:4 + length].decode()
+
+
+def _decode_map(raw: bytes) -> dict[str, bytes]:
+    """cls_rbd's map<string, bufferlist>: u32 count, then u32-length-prefixed pairs."""
+    (count,), pos, found = struct.unpack_from("<I", raw), 4, {}
+    for _ in range(count):
+        (klen,) = struct.unpack_from("<I", raw, pos)
+        key = raw[pos + 4:pos + 4 + klen].decode()
+        pos += 4 + klen
+        (vlen,) = struct.unpack_from("<I", raw, pos)
+        found[key] = raw[pos + 4:pos + 4 + vlen]
+        pos += 4 + vlen
+    return found
+
+
+def drop_inherited(session: Session, ioctx: object, name: str, keep: set[str]) -> None:
+    """librbd copies a parent's metadata into its clone: the parent's open
+    records (ganeti.open.*, naming the nodes that hold the parent, which
+    fencing trusts), its ganeti.uuid, setinfo text, adoption record. Every
+    ganeti.* key the new volume does not set itself is removed (same cls_rbd
+    calls as set_meta_new; only for an image nobody has open yet)."""
+    with session.errors(f"clear the metadata {name} inherited from its parent"):
+        header = _header(ioctx, name)
+        _, out = ioctx.execute(header, "rbd", "metadata_list", _encode("") + struct.pack("<Q", 4096),  # type: ignore[attr-defined]
+                               length=1 << 22)
+        for key in _decode_map(out):
+            if key.startswith("ganeti.") and key not in keep:
+                ioctx.execute(header, "rbd", "metadata_remove", _encode(key))  # type: ignore[attr-defined]
 
 
 def _set_meta(session: Session, ioctx: object, name: str, meta: dict[str, str]) -> None:
@@ -264,6 +297,7 @@ def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: in
                 depth = 1 + (_depth(session, origin.pool, origin.image) if parent_depth is None else parent_depth)
                 _clone_snapshot(session, pioctx, ImageRef(origin.pool, origin.image, snap), ioctx, name,
                                 feature_bits(features), data_pool)
+            drop_inherited(session, ioctx, name, {*meta, META_ORIGIN})
             set_meta_new(session, ioctx, name, {**meta, META_ORIGIN: f"{origin.pool}/{origin.image}@{snap}"})
         else:  # a repeat: refuse what is not ours, else finish what an interrupted clone left undone
             _claim(session, ioctx, pool, name, meta, Shape(nbytes, origin=origin))

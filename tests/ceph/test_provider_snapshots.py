@@ -292,3 +292,23 @@ def test_a_clone_cut_short_is_finished_by_the_retry(prov: Provider) -> None:
     with prov.image(tmpl, read_only=False) as img:
         img.remove_snap("gold")
     prov.run("remove", tmpl).ok()
+
+
+def test_a_clone_inherits_none_of_its_parents_ganeti_metadata(prov: Provider) -> None:
+    """librbd copies a parent's metadata into a clone: the template's open record (which fencing trusts),
+    uuid and setinfo text must not reach the new volume, nor its retry after a cut-short clone."""
+    tmpl = prov.volume()
+    prov.run("create", tmpl, VOL_SIZE="64", VOL_CNAME="template").ok()
+    prov.run("setinfo", tmpl, VOL_METADATA="originstname+template-vm").ok()
+    prov.run("open", tmpl, VOL_OPEN_EXCLUSIVE="True").ok()
+    assert any(k.startswith("ganeti.open.") for k in prov.metadata(tmpl))
+    vol = prov.volume()
+    prov.run("create", vol, VOL_SIZE="64", EXTP_ORIGIN=f"rbd/{tmpl}").ok()
+    meta = prov.metadata(vol)
+    assert sorted(meta) == ["ganeti.access", "ganeti.origin", "ganeti.uuid"], meta
+    assert meta["ganeti.uuid"] == prov.uuids[vol] and meta["ganeti.origin"].startswith(f"rbd/{tmpl}@ganeti-")
+    prov.run("open", vol, VOL_OPEN_EXCLUSIVE="True", config=prov.b).ok()  # nothing claims it for node-a
+    prov.run("close", vol, config=prov.b).ok()
+    prov.run("remove", vol).ok()
+    prov.run("close", tmpl).ok()
+    prov.run("remove", tmpl).ok()
