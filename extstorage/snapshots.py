@@ -7,7 +7,9 @@ time) and records it in the pool's registry object; the copy-on-write
 clone that Ganeti reads is made when the snapshot volume is first used
 (`materialize`, from attach or open). Removing the snapshot volume removes
 the clone if one was made, the RBD snapshot and the registry entry: nothing
-is left behind, even when the volume was never attached.
+is left behind, even when the volume was never attached. A snapshot volume
+the provider reported made never vanishes behind Ganeti's back: its name must
+be new, and the source's remove is refused while it is pending.
 """
 
 from __future__ import annotations

@@ -65,3 +65,41 @@ def test_qemu_conf_must_name_the_providers_cluster(tmp_path) -> None:
         with pytest.raises(ConfigError) as exc:
             check_qemu_conf(FSID, "ceph.yaml", str(conf))
         assert needle in exc.value.message and FSID in exc.value.message and "\n" not in exc.value.message
+
+
+class RecordingImage:
+    """Stands in for an open rbd.Image: its size, and every resize asked of it."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self.resizes: list[tuple[int, dict]] = []
+
+    def size(self) -> int:
+        return self._size
+
+    def resize(self, size: int, **kwargs: object) -> None:
+        self.resizes.append((size, kwargs))
+        self._size = size
+
+
+def test_grow_never_shrinks_and_tells_librbd_so() -> None:
+    """librbd's resize shrinks by default (allow_shrink=True): a smaller size is refused before librbd is
+    called, the same size is a no-op, and a real grow passes allow_shrink=False."""
+    img = RecordingImage(128 * volumes.MIB)
+    with pytest.raises(UsageError, match="refusing to shrink rbd/v from 128 MiB to 64 MiB"):
+        volumes.grow_image(img, 64 * volumes.MIB, "rbd/v")  # type: ignore[arg-type]
+    volumes.grow_image(img, 128 * volumes.MIB, "rbd/v")  # type: ignore[arg-type]
+    assert img.resizes == []
+    volumes.grow_image(img, 256 * volumes.MIB, "rbd/v")  # type: ignore[arg-type]
+    assert img.resizes == [(256 * volumes.MIB, {"allow_shrink": False})]
+
+
+def test_every_resize_in_the_provider_passes_allow_shrink_false() -> None:
+    """No resize call anywhere in the provider relies on librbd's shrinking default."""
+    import pathlib
+    import re as _re
+
+    root = pathlib.Path(volumes.__file__).parent
+    calls = [(p.name, m.group(0)) for p in root.glob("*.py")
+             for m in _re.finditer(r"\.resize\([^)]*\)", p.read_text())]
+    assert calls and all("allow_shrink=False" in c for _, c in calls), calls
