@@ -40,6 +40,8 @@ from harness import (
     time_cmd,
 )
 
+from ganeti_ceph import atomic  # importable once harness put the repo on sys.path
+
 MANUAL_BOOTSTRAP = os.path.join(REPO, "bench", "manual-bootstrap.sh")
 
 
@@ -93,11 +95,7 @@ def write_results(path: str, results: list[Result], merge: bool) -> None:
         old.update({r["name"]: r for r in results})
         order = [b.name for b in BENCHES]
         results = sorted(old.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(results, fh, indent=1)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic.write(path, json.dumps(results, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
