@@ -6,9 +6,11 @@ Parsing is a pure function of a mapping so it is unit-tested without files;
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
+import stat
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -147,10 +149,17 @@ def config_path(environ: dict[str, str] | None = None) -> str:
 
 
 def load(path: str | None = None) -> Config:
-    """Read and parse the config file; a missing or bad file is one ConfigError."""
+    """Read and parse the config file; a missing or bad file is one ConfigError.
+
+    Opened without blocking and read only if it is a regular file: a FIFO would hang the call
+    before its watchdog (set from this very file) runs. conf and keyring, when present, must be
+    regular files too: librados would block on a FIFO and read /dev/zero without end.
+    """
     path = path or config_path()
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ConfigError(f"config file {path} is not a regular file; point {ENV_VAR} at the YAML file")
             data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError(
@@ -162,7 +171,14 @@ def load(path: str | None = None) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
-    return parse(data, path)
+    except (UnicodeDecodeError, RecursionError):
+        raise ConfigError(f"config file {path} is not UTF-8 YAML of a sane depth; fix its content") from None
+    cfg = parse(data, path)
+    for key in ("conf", "keyring"):
+        with contextlib.suppress(OSError):  # a missing file is reported where it is used
+            if not stat.S_ISREG(os.stat(getattr(cfg, key)).st_mode):
+                raise ConfigError(f"{path}: {key} {getattr(cfg, key)} is not a regular file; name the file itself")
+    return cfg
 
 
 def conf_fsid(conf_path: str) -> str | None:

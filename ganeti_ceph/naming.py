@@ -19,13 +19,13 @@ SNAP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_pool_name(name: str) -> str:
-    if not POOL_RE.match(name):
+    if not POOL_RE.fullmatch(name):  # fullmatch: "$" would let a trailing newline through
         raise UsageError(f"invalid pool name {name!r}: use letters, digits and '_' only (at most 64)")
     return name
 
 
 def check_client_id(name: str) -> str:
-    if name.startswith("client.") or not CLIENT_RE.match(name):
+    if name.startswith("client.") or not CLIENT_RE.fullmatch(name):
         raise UsageError(
             f"invalid Ceph client id {name!r}: use lower-case letters, digits, '.', '_' and '-' "
             "(without the 'client.' prefix)"
@@ -34,7 +34,7 @@ def check_client_id(name: str) -> str:
 
 
 def check_image_name(name: str) -> str:
-    if not IMAGE_RE.match(name):
+    if not IMAGE_RE.fullmatch(name):
         raise UsageError(
             f"invalid image name {name!r}: use lower-case letters, digits, '.' and '-' (at most 200)"
         )
@@ -42,6 +42,6 @@ def check_image_name(name: str) -> str:
 
 
 def check_snap_name(name: str) -> str:
-    if not SNAP_RE.match(name):
+    if not SNAP_RE.fullmatch(name):
         raise UsageError(f"invalid snapshot name {name!r}: use letters, digits, '.', '_' and '-'")
     return name
