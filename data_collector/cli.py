@@ -9,7 +9,6 @@ commands' answers instead (what the unit tests' fixtures are made of).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -19,7 +18,7 @@ from typing import Any
 from data_collector import gather, metrics, node, report
 from ganeti_ceph import __version__, config
 from ganeti_ceph.config import Config
-from ganeti_ceph.errors import GanetiCephError, run_main
+from ganeti_ceph.errors import ArgumentParser, GanetiCephError, run_main
 from ganeti_ceph.session import Session
 
 PROG = "ganeti-ceph-collector"
@@ -51,7 +50,7 @@ def raw_answers(cfg: Config) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--config", help=f"ganeti-ceph config (default ${config.ENV_VAR} or {config.DEFAULT_PATH})")
     parser.add_argument("--timeout", type=float, default=5.0,
                         help="cap, in seconds, on the connect and on each mon command (default 5)")

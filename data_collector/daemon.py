@@ -34,7 +34,7 @@ from data_collector import CATEGORY, KIND, NAME, gather, metrics
 from data_collector.cli import unknown_report
 from ganeti_ceph import config, procs
 from ganeti_ceph.config import Config
-from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
+from ganeti_ceph.errors import ArgumentParser, GanetiCephError, UsageError, run_main
 
 PROG = "ganeti-ceph-mond"
 DEFAULT_PORT = 1816
@@ -260,7 +260,7 @@ def stop_daemon(pidfile: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop", "status", "run"))
     parser.add_argument("--bind", help="address to listen on (default: the node's primary IP, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")

@@ -15,7 +15,6 @@ needs a look. A healthy Ceph exits 0 and verify stays quiet about it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import urllib.request
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from data_collector import CATEGORY, NAME, cli, daemon, gather
 from data_collector.report import OK
 from ganeti_ceph import config
-from ganeti_ceph.errors import GanetiCephError, run_main
+from ganeti_ceph.errors import ArgumentParser, GanetiCephError, run_main
 
 PROG = "ganeti-ceph-verify-hook"
 HOOK_PATH = "/etc/ganeti/hooks/cluster-verify-post.d/60-ganeti-ceph-health"
@@ -50,7 +49,7 @@ def from_daemon(bind: str, port: int, timeout: float) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--config", help=f"ganeti-ceph config (default {config.DEFAULT_PATH})")
     parser.add_argument("--port", type=int, default=daemon.DEFAULT_PORT, help="ganeti-ceph-mond's port")
     parser.add_argument("--timeout", type=float, default=3.0, help="cap on connect and each mon command (default 3)")

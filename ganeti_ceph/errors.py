@@ -7,6 +7,7 @@ that says what is wrong and what to do. Entry points wrap their main in
 
 from __future__ import annotations
 
+import argparse
 import errno as _errno
 import sys
 from collections.abc import Callable, Iterator
@@ -104,6 +105,13 @@ def ceph_errors(cluster: str, what: str) -> Iterator[None]:
             raise
         timed_out = exc.__class__.__name__ in ("TimedOut", "InterruptedOrTimeoutError")
         raise from_errno(cluster, what, _errno_of(exc), str(exc) or exc.__class__.__name__, timed_out) from exc
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one UsageError line (run_main prints it), not usage lines plus one."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see {self.prog} --help")
 
 
 def run_main(prog: str, main: Callable[[], int | None]) -> NoReturn:

@@ -9,10 +9,11 @@ command name.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
-from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
+from ganeti_ceph.errors import ArgumentParser, GanetiCephError, UsageError, run_main
 from gnt_storage import local
 
 PROG = "gnt-storage"
@@ -31,8 +32,8 @@ def ganeti_command() -> str | None:
     return None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Ceph storage for Ganeti (ganeti-ceph).")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="Ceph storage for Ganeti (ganeti-ceph).")
     sub = parser.add_subparsers(dest="command", required=True)
     lc = sub.add_parser("local-cluster", help="a single-host Ceph cluster for trying and testing ganeti-ceph")
     lc_sub = lc.add_subparsers(dest="action", required=True)
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         os.execv(ganeti, [ganeti, *args_in])
     args = build_parser().parse_args(args_in)
+    if not 0 < getattr(args, "wait", 1) < math.inf:
+        raise UsageError(f"--wait {args.wait}: give a positive number of seconds")
     if args.command == "local-cluster":
         return _local_cluster(args)
     if args.command == "init-distributed-storage":

@@ -229,9 +229,9 @@ def up(opts: Options) -> Config:
         check_addr(opts.addr)
         check_ports(opts.port, opts.addr)  # before the wipe: a busy port leaves the old cluster's data in place
         remove_files(root, state)
-    check_dir(root)
     check_addr(opts.addr)
     check_ports(opts.port, opts.addr)
+    check_dir(root)  # last: it creates DIR, and a refused call leaves nothing behind
     spec = spec_for(opts, str(uuid.uuid4()))
     started = time.monotonic()
     state = {"fsid": spec.fsid, "port": opts.port, "osds": opts.osds, "pool": opts.pool, "client": opts.client}
