@@ -1,11 +1,13 @@
 """`ganeti-ceph-agent`: a node-local helper that keeps librados connected.
 
 A provider call is a fresh process; importing librados and connecting costs
-more than the work itself. The agent holds one connected session per
-cluster config and runs the provider's handlers for the thin executables
-(extstorage/client.py) over a root-only Unix socket. It adds speed, not
-behaviour: every call gives the same output and exit code as the
-in-process path, which is used whenever no agent runs.
+more than the work itself. The agent runs the provider's handlers for the
+thin executables (extstorage/client.py) over a root-only Unix socket, in
+worker processes that keep their sessions connected between calls
+(extstorage/agent_worker.py). It adds speed, not behaviour: every call gives
+the same output and exit code as the in-process path, which is used
+whenever no agent takes the call, and is bounded the same way: at
+`timeouts.action` the call's worker is killed before the answer is sent.
 
     ganeti-ceph-agent start|stop|status|run [--socket PATH] [--pidfile PATH]
 """
@@ -19,22 +21,35 @@ import socket
 import socketserver
 import struct
 import sys
-import threading
+import time
 
 from extstorage import provider
-from extstorage.client import DEFAULT_SOCKET, decode_request, encode_answer
+from extstorage.agent_worker import Worker, WorkerLost, Workers, boot_argv
+from extstorage.client import (
+    DEFAULT_SOCKET,
+    HANDSHAKE_S,
+    WireError,
+    decode_answer,
+    decode_request,
+    encode_answer,
+    frame,
+    recv_frame,
+)
 from ganeti_ceph import procs
 from ganeti_ceph.errors import GanetiCephError, run_main
-from ganeti_ceph.session import SessionPool
 
 DEFAULT_PIDFILE = "/run/ganeti-ceph/agent.pid"
 DEFAULT_LOG = "/var/log/ganeti/ceph-agent.log"
-MAX_REQUEST = 1 << 20
+STOP_WAIT_S = 8.0  # on SIGTERM, calls under way get this long (procs.terminate waits 10 s)
 
 
 def peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
+
+
+def log(line: str) -> None:
+    print(f"ganeti-ceph-agent: {line}", file=sys.stderr, flush=True)
 
 
 class Handler(socketserver.BaseRequestHandler):
@@ -43,22 +58,24 @@ class Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         if peer_uid(self.request) not in (0, os.getuid()):
             return  # only root (Ganeti's noded) may drive volumes
-        data = b""
-        while len(data) < MAX_REQUEST and (chunk := self.request.recv(65536)):
-            data += chunk
         try:
-            action, env = decode_request(data)
-        except ValueError:
+            request = recv_frame(self.request, time.monotonic() + HANDSHAKE_S)
+            action, env = decode_request(request)
+        except (WireError, OSError, ValueError) as exc:
+            log(f"dropped a malformed or late request: {exc}")
             return
-        out = self.server.run(action, env)
-        self.request.sendall(encode_answer(out.code, out.stdout, out.stderr))
+        bound = provider.action_timeout(env)
+        with contextlib.suppress(OSError):
+            self.request.sendall(frame(f"started {bound}".encode()))
+            out = self.server.run(action, request, bound)
+            self.request.sendall(frame(encode_answer(out.code, out.stdout, out.stderr)))
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
     def __init__(self, path: str) -> None:
-        self.pool = SessionPool()
+        self.workers = Workers()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -67,29 +84,42 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             super().__init__(path, Handler)
         finally:
             os.umask(old)
+        self.workers.spare()
 
-    def run(self, action: str, env: dict[str, str]) -> provider.Outcome:
-        """Run one call in a worker, bounded by the config's timeouts.action."""
-        result: list[provider.Outcome] = []
-        limit = provider.action_timeout(env)
-        worker = threading.Thread(target=lambda: result.append(provider.execute(action, env, self.pool)),
-                                  daemon=True)
-        worker.start()
-        worker.join(limit)
-        if result:
-            return result[0]
-        return provider.Outcome(4, "", f"rbd {action}: did not finish within {limit:.0f} s (timeouts.action)\n")
+    def run(self, action: str, request: bytes, bound: float) -> provider.Outcome:
+        """Run one call in a worker process; at `bound` (timeouts.action) the
+        worker is killed, so nothing of the call happens after the answer."""
+        deadline = time.monotonic() + bound
+        worker: Worker | None = None
+        healthy = False
+        try:
+            worker = self.workers.take()
+            code, out, err = decode_answer(worker.call(request, deadline))
+            healthy = True
+            return provider.Outcome(code, out, err)
+        except TimeoutError:
+            return provider.Outcome(4, "", f"rbd {action}: did not finish within {bound:.0f} s (timeouts.action); "
+                                           "stopped it\n")
+        except (WorkerLost, OSError, ValueError) as exc:
+            log(f"{action}: {exc}")
+            return provider.Outcome(4, "", f"rbd {action}: {exc}; it may or may not have been done\n")
+        finally:
+            if worker is not None:
+                self.workers.give(worker, healthy)
 
 
 def serve(path: str, pidfile: str) -> int:
     server = Server(path)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        procs.serve_until_signalled(server, pidfile, f"ganeti-ceph-agent: serving {path} (pid {os.getpid()})")
+        procs.serve_until_signalled(server, pidfile, f"ganeti-ceph-agent: serving {path} (pid {os.getpid()}, "
+                                                     f"code from {root})")
     finally:
-        server.pool.close_all()
+        server.server_close()
         for leftover in (path, pidfile):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
+        server.workers.close(STOP_WAIT_S)
     return 0
 
 
@@ -103,7 +133,7 @@ def start(path: str, pidfile: str, log: str) -> int:
         print(f"ganeti-ceph-agent: already running (pid {pid})", file=sys.stderr)
         return 0
     os.makedirs(os.path.dirname(pidfile), mode=0o700, exist_ok=True)
-    argv = [sys.executable, "-I", "-m", "extstorage.agent", "run", "--socket", path, "--pidfile", pidfile]
+    argv = boot_argv("extstorage.agent", "run", "--socket", path, "--pidfile", pidfile)
     if not procs.spawn(argv, log, lambda _: bool(running_pid(pidfile)) and os.path.exists(path)):
         raise GanetiCephError(f"ganeti-ceph-agent did not start within 10 s; see {log}")
     return 0

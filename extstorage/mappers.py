@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ganeti_ceph import atomic, procs
 from ganeti_ceph.config import Config
-from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.errors import Busy, GanetiCephError
 
 SYS_BLOCK = "/sys/block"
 SYS_RBD = "/sys/bus/rbd/devices"
@@ -101,12 +101,24 @@ class Mapper:
 
     @contextlib.contextmanager
     def locked(self, t: Target) -> Iterator[None]:
-        """Serialise map/unmap of one image on this node (Ganeti runs jobs in parallel)."""
+        """Serialise map/unmap of one image on this node (Ganeti runs jobs in
+        parallel). The wait is bounded by timeouts.osd_op: a holder is a call
+        of its own, itself bounded, and a killed one lets go at once."""
         lockdir = os.path.join(self.cfg.run_dir, "lock")
         os.makedirs(lockdir, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(lockdir, f"{t.fsid}.{t.pool}.{t.image}"), os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            wait = self.cfg.timeouts.osd_op
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise Busy(f"another map or unmap of {t.spec} on this node did not end within {wait:.0f} s "
+                                   "(timeouts.osd_op); retry") from None
+                    time.sleep(0.02)
             yield
         finally:
             os.close(fd)

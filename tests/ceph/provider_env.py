@@ -27,11 +27,11 @@ from typing import Any
 import rbd
 import yaml
 
-from extstorage.install import install
+from extstorage.install import install, module_path
 from ganeti_ceph import procs
 from ganeti_ceph.config import Config
 from ganeti_ceph.session import Session
-from tests.conftest import LocalCluster
+from tests.conftest import REPO, LocalCluster
 
 MIB = 1024 * 1024
 # Ganeti 3.1's userspace URI pattern, copied here on purpose (not imported from the code under test).
@@ -89,9 +89,14 @@ class Provider:
         self.socket = os.path.join(base, "agent.sock")
         self.agent = [sys.executable, "-m", "extstorage.agent", "--socket", self.socket, "--pidfile",
                       os.path.join(base, "agent.pid"), "--log", os.path.join(base, "agent.log")]
+        self.pidfile = os.path.join(base, "agent.pid")
         if agent:
-            subprocess.run([*self.agent[:3], "start", *self.agent[3:]], check=True, timeout=30)
+            self.start_agent()
         self.dir = install(os.path.join(base, "extstorage"), sys.executable, log_dir=os.path.join(base, "log"))
+        # Both variants run the tree under test, not some installed copy: the
+        # executables put this root first on sys.path, the agent says where
+        # its code came from (its workers run the same).
+        assert module_path()[0] == REPO, f"the provider would run {module_path()[0]}, not the tree {REPO}"
         self.fake_bin = os.path.join(base, "fake-bin")
         self.fake_calls = os.path.join(base, "fake-tool-calls")
         os.makedirs(self.fake_bin)
@@ -106,6 +111,18 @@ class Provider:
         self.results: list[Result] = []
         self.a = self.config("node-a")
         self.b = self.config("node-b", node="nodeb")
+
+    # -- the agent ---------------------------------------------------------------
+    def start_agent(self) -> None:
+        """`ganeti-ceph-agent start` from the tree under test; checked to run that tree's code."""
+        subprocess.run([*self.agent[:3], "start", *self.agent[3:]], check=True, timeout=30, cwd=REPO)
+        pid = self.agent_pid()
+        with open(self.agent[-1]) as fh:
+            banner = f"(pid {pid}, code from {REPO})"
+            assert banner in fh.read(), f"the agent does not run the tree under test: no {banner!r} in its log"
+
+    def agent_pid(self) -> int | None:
+        return procs.pid_from_file(self.pidfile, "extstorage.agent")
 
     # -- configs and names ------------------------------------------------------
     def config(self, name: str, **changes: Any) -> str:

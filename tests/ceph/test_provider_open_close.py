@@ -102,6 +102,26 @@ def test_exclusive_open_refuses_another_node(prov: Provider) -> None:
     assert "was not open" in prov.run("close", vol).ok().note  # a gone volume closes fine
 
 
+def test_exclusive_open_refused_while_another_node_holds_a_shared_record(prov: Provider) -> None:
+    """Mid-migration both nodes hold shared records; neither may then open exclusively while the
+    other's shared record stands (one line naming the other node), and nothing changes. Once the
+    source closes, the target's exclusive open succeeds, as in Ganeti's migration order."""
+    vol = prov.volume()
+    prov.run("create", vol, VOL_SIZE="64").ok()
+    prov.run("open", vol, VOL_OPEN_EXCLUSIVE="False").ok()
+    prov.run("open", vol, prov.b, VOL_OPEN_EXCLUSIVE="False").ok()
+    line = prov.run("open", vol, prov.b, VOL_OPEN_EXCLUSIVE="True").one_error()
+    assert f"node {HOST}" in line and "for migration" in line, line
+    line = prov.run("open", vol, VOL_OPEN_EXCLUSIVE="True").one_error()
+    assert "node nodeb" in line and "for migration" in line, line
+    assert records(prov, vol) == {HOST: "shared", "nodeb": "shared"}
+    prov.run("close", vol).ok()
+    prov.run("open", vol, prov.b, VOL_OPEN_EXCLUSIVE="True").ok()
+    assert records(prov, vol) == {"nodeb": "exclusive"}
+    prov.run("close", vol, prov.b).ok()
+    prov.run("remove", vol).ok()
+
+
 def test_fenced_owner_is_overruled(prov: Provider, local_cluster: LocalCluster) -> None:
     """A dead node's exclusive record is overruled once its whole IP is in the OSD blocklist, never before.
 

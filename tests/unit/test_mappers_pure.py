@@ -1,10 +1,15 @@
 """Mapper logic against a fake sysfs: what this kernel cannot show for real."""
 
+import dataclasses
 import os
 import threading
+import time
+
+import pytest
 
 from extstorage.mappers import FuseLoop, Krbd, Target
-from ganeti_ceph.config import Config
+from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.errors import Busy
 
 T = Target("f5", "rbd", "vol.ext.disk0")
 
@@ -84,3 +89,18 @@ def test_links_of_two_images_race_without_loss(tmp_path) -> None:
         th.join(60)
     assert not failures, failures[0]
     assert not any(th.is_alive() for th in threads)
+
+
+def test_lock_wait_is_bounded(tmp_path) -> None:
+    """A map or unmap of an image whose lock another call holds gives up after timeouts.osd_op,
+    in one line, instead of waiting for ever; the image's lock is free again once the holder ends."""
+    bound = 0.5
+    m = FuseLoop(dataclasses.replace(cfg(tmp_path, "fuse-loop"), timeouts=Timeouts(osd_op=bound)))
+    with m.locked(T):
+        started = time.monotonic()
+        with pytest.raises(Busy, match=f"another map or unmap of rbd/{T.image}") as err, m.locked(T):
+            pass
+        assert time.monotonic() - started < bound + 2  # ended within its configured bound
+        assert "\n" not in err.value.message
+    with m.locked(T):
+        pass

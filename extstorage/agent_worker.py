@@ -1,0 +1,199 @@
+"""The agent's workers: processes that run provider calls, one at a time, and can be killed.
+
+A thread cannot be stopped: a call that outlived its bound in a thread went
+on (a remove finishing after Ganeti saw failure, an open record written
+after its close) and kept the image's mapping lock. So every call runs in a
+worker process of its own session, which keeps its librados sessions warm
+between calls; at the call's bound the agent kills the worker's whole
+process group, children included, and waits for it to be gone before it
+answers. A worker also kills itself if the agent dies or is so stuck that
+the bound passes unnoticed: nothing it started outlives the call.
+
+    (agent) Workers.take / Worker.call / Workers.give  <->  socketpair  <->  serve(fd) (worker)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from extstorage.client import WireError, frame, recv_frame
+from ganeti_ceph import procs
+
+MODULE = "extstorage.agent_worker"
+SELF_KILL_MARGIN_S = 2.0  # the agent kills at the bound; the worker itself shortly after
+REAP_S = 10.0  # a SIGKILLed process in uninterruptible sleep (a dead FUSE mount) may take a while
+MAX_IDLE = 4
+
+
+def boot_argv(module: str, *args: str) -> list[str]:
+    """Run `module` isolated (-I) from the tree this code was loaded from,
+    so the agent and its workers run the same code as whoever started them,
+    whatever an installed copy of the package holds."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = (f"import runpy, sys; sys.path[:0] = [{root!r}]; del sys.argv[0]; "
+            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-I", "-c", boot, module, *args]
+
+
+class WorkerLost(Exception):
+    """The worker died or broke the wire mid-call."""
+
+
+class Worker:
+    """One worker process, seen from the agent."""
+
+    def __init__(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(boot_argv(MODULE, str(theirs.fileno())), pass_fds=(theirs.fileno(),),
+                                         stdin=subprocess.DEVNULL, start_new_session=True, env=procs.DAEMON_ENV)
+        finally:
+            theirs.close()
+        self.sock = mine
+
+    def call(self, request: bytes, deadline: float) -> bytes:
+        """Send one call and wait for its answer until `deadline`: TimeoutError
+        if it is late, WorkerLost if the worker broke."""
+        try:
+            self.sock.sendall(frame(request))
+            return recv_frame(self.sock, deadline)
+        except WireError as exc:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            raise WorkerLost(f"the agent's worker {self.proc.pid} died during the call ({self.status()})") from exc
+        except OSError as exc:
+            raise WorkerLost(f"the agent's worker {self.proc.pid} broke: {exc}") from exc
+
+    def status(self) -> str:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(1)
+        code = self.proc.poll()
+        return "still running" if code is None else f"exit {code}" if code >= 0 else f"signal {-code}"
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started in its session, then reap it."""
+        self.sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(REAP_S)
+
+    def retire(self) -> None:
+        """An idle worker: closing its socket ends it (EOF); reaped without waiting on it."""
+        self.sock.close()
+        threading.Thread(target=self.kill, daemon=True).start()
+
+
+class Workers:
+    """The agent's worker processes: idle ones are reused, a broken one is killed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[Worker] = []
+        self._spawning = False
+        self.busy = 0
+
+    def take(self) -> Worker:
+        """An idle worker, or a new one; a spare is started for the next call
+        (a worker's start costs more than most calls)."""
+        worker = None
+        with self._lock:
+            while self._idle and worker is None:
+                candidate = self._idle.pop()
+                worker = candidate if candidate.proc.poll() is None else None
+            self.busy += 1
+        self.spare()
+        try:
+            return worker or Worker()
+        except BaseException:
+            with self._lock:
+                self.busy -= 1
+            raise
+
+    def spare(self) -> None:
+        """Start one idle worker in the background unless one is idle or starting."""
+        with self._lock:
+            if self._idle or self._spawning:
+                return
+            self._spawning = True
+
+        def spawn() -> None:
+            try:
+                worker = Worker()
+            finally:
+                with self._lock:
+                    self._spawning = False
+            self.give(worker, True, taken=False)
+
+        threading.Thread(target=spawn, daemon=True).start()
+
+    def give(self, worker: Worker, healthy: bool, taken: bool = True) -> None:
+        """Back to the pool if `healthy`, else killed (and reaped) now."""
+        if not healthy:
+            worker.kill()
+        with self._lock:
+            self.busy -= taken
+            if healthy and len(self._idle) < MAX_IDLE:
+                self._idle.append(worker)
+                return
+        if healthy:
+            worker.retire()
+
+    def close(self, wait: float) -> None:
+        """Retire idle workers; give busy ones up to `wait` seconds to finish."""
+        deadline = time.monotonic() + wait
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.retire()
+
+
+# -- the worker process ---------------------------------------------------------------
+
+def _guard(parent: int, deadline: list[float]) -> None:
+    """Kill this worker's process group once the agent is gone or the call's bound has passed."""
+    while True:
+        if os.getppid() != parent or (deadline and time.monotonic() > deadline[0]):
+            os.killpg(0, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def serve(fd: int) -> None:
+    """Run the calls the agent sends over `fd` until it closes it."""
+    from extstorage import provider
+    from extstorage.client import decode_request, encode_answer
+    from extstorage.mappers import PATH
+    from ganeti_ceph.session import SessionPool
+
+    os.environ.clear()  # as the in-process path: children inherit nothing
+    os.environ.update({"PATH": PATH, "LC_ALL": "C"})
+    sock = socket.socket(fileno=fd)
+    deadline: list[float] = []
+    threading.Thread(target=_guard, args=(os.getppid(), deadline), daemon=True).start()
+    pool = SessionPool()
+    try:
+        while True:
+            try:
+                request = recv_frame(sock, None)
+            except WireError:
+                return  # the agent closed: retired
+            action, env = decode_request(request)
+            deadline[:] = [time.monotonic() + provider.action_timeout(env) + SELF_KILL_MARGIN_S]
+            out = provider.execute(action, env, pool)
+            deadline.clear()
+            sock.sendall(frame(encode_answer(out.code, out.stdout, out.stderr)))
+    finally:
+        pool.close_all()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
