@@ -233,3 +233,35 @@ class TestLifecycle:
                       ).stdout
         ref = bed.run(0, ["sha1sum", "/run/blob"]).stdout
         assert out.split()[0] == ref.split()[0]
+
+    def test_reinstalled_node_keeps_its_osd(self, bed: Testbed) -> None:
+        """node2 is reinstalled with its data disk kept, then readded: its OSD is adopted, never made anew.
+
+        The OSD booted before, so its store may hold the only copy of data: the
+        device's bluestore label (its birth time) must survive, and the OSD must
+        come back up from that store.
+        """
+        state = json.loads(bed.run(0, ["cat", "/var/lib/ganeti-ceph/storage.json"]).stdout)
+        osd = next(o for o in state["osds"] if o["node"] == "node2.gcb.test")
+        label = json.loads(bed.run(2, ["ceph-bluestore-tool", "show-label", "--dev", DISK]).stdout)[DISK]
+
+        def up_from() -> int:
+            dump = json.loads(ceph(bed, "osd", "dump", "-f", "json"))
+            return next(o["up_from"] for o in dump["osds"] if str(o["osd"]) == osd["id"])
+
+        booted = up_from()
+        assert booted > 0
+        res = bed.run(0, ["gnt-node", "modify", "-f", "--offline", "yes", "node2.gcb.test"], check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        # The reinstall: every Ceph and ganeti-ceph file of the node is gone, the data disk stays.
+        bed.run(2, ["sh", "-ec", "rm -rf /var/lib/ceph/* /etc/ceph/* /var/lib/ganeti-ceph/* /var/log/ceph/* "
+                    "/run/ceph /etc/ganeti/ceph.yaml"])
+        bed.run(0, ["gnt-node", "add", "--readd", "--no-ssh-key-check", "node2.gcb.test"], timeout=300)
+        assert wait_health(bed) == "HEALTH_OK"
+        after = json.loads(bed.run(2, ["ceph-bluestore-tool", "show-label", "--dev", DISK]).stdout)[DISK]
+        assert after["btime"] == label["btime"] and after["osd_uuid"] == label["osd_uuid"] == osd["uuid"]
+        assert up_from() > booted  # it booted again, from its kept store
+        assert bed.run(2, ["test", "-e", f"/var/lib/ceph/osd/ceph-{osd['id']}/ganeti-ceph.done"],
+                       check=False).returncode == 0
+        res = init(bed)  # converged: nothing to write, nothing pending
+        assert res.returncode == 0 and res.stderr.count("files and stores in place") == 3, res.stderr
