@@ -85,7 +85,8 @@ def fence_if_dead(h: HookEnv, cfg: Config) -> None:
         return
     protected = {addr for name, addr in pairs if not same_node(name, node)}
     with Session(cfg) as s:
-        protected.add(ip_of(s.rados.get_addrs()))  # this master's own Ceph clients
+        with s.errors("get this client's address"):
+            protected.add(ip_of(s.rados.get_addrs()))  # this master's own Ceph clients
         holders = [r for d in h.rbd_disks for r in parse_holders(images.find(s, cfg, d).meta)]
         targets, notes = fence_targets(node, holders, protected)
         for note in notes:
