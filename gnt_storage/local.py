@@ -226,11 +226,10 @@ def up(opts: Options) -> Config:
     if state is not None:
         progress(f"--wipe: removing the cluster in {root} (fsid {state['fsid']}) and every volume in it")
         stop_all(root, state)
-        check_addr(opts.addr)
-        check_ports(opts.port, opts.addr)  # before the wipe: a busy port leaves the old cluster's data in place
-        remove_files(root, state)
     check_addr(opts.addr)
-    check_ports(opts.port, opts.addr)
+    check_ports(opts.port, opts.addr)  # before any wipe: a busy port leaves the old cluster's data in place
+    if state is not None:
+        remove_files(root, state)
     check_dir(root)  # last: it creates DIR, and a refused call leaves nothing behind
     spec = spec_for(opts, str(uuid.uuid4()))
     started = time.monotonic()

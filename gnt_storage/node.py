@@ -19,7 +19,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 from typing import Any
@@ -245,7 +244,9 @@ def _unit(d: Daemon) -> str:
 
 def running(req: dict[str, Any]) -> dict[str, bool]:
     if systemd():
-        return {d.name: subprocess.run(["systemctl", "is-active", "--quiet", _unit(d)], check=False).returncode == 0
+        # is-active prints the state and exits 3 (or 4: no such unit) when not active; bounded like every call.
+        return {d.name: bootstrap.run(["systemctl", "is-active", _unit(d)], TOOL_ENV, f"ask systemd about {d.name}",
+                                      30, ok=(0, 1, 2, 3, 4)).strip() == "active"
                 for d in _daemons(req)}
     return {d.name: daemons.running_pid(RUN_DIR, d, CONF, "ceph-") is not None for d in _daemons(req)}
 

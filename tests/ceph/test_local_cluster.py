@@ -223,6 +223,23 @@ def test_up_with_a_store_missing_refuses_without_wipe(tmp_path) -> None:
     assert {str(p): p.stat().st_mtime for p in d.rglob("*")} == before
 
 
+def test_boot_epochs_tell_a_booted_osd_from_one_that_never_booted(local_cluster: LocalCluster) -> None:
+    """What init-distributed-storage reads before it may redo an OSD store: only up_from 0 may be redone."""
+    import uuid
+
+    from gnt_storage.distributed import boot_epochs
+
+    with Session(local_cluster.admin) as s:
+        booted = boot_epochs(s)
+        assert set(booted) == {"0", "1", "2"} and all(e > 0 for e in booted.values()), booted
+        new = str(s.mon_command("osd new", uuid=str(uuid.uuid4()))["osdid"])
+        try:
+            assert boot_epochs(s)[new] == 0
+        finally:
+            s.mon_command("osd purge-new", id=int(new), yes_i_really_mean_it=True)
+        assert new not in boot_epochs(s)
+
+
 def test_up_with_wipe_starts_over(local_cluster: LocalCluster) -> None:
     """Last in this module: the session's cluster gets a new identity, healthy and empty."""
     d = local_cluster.dir
