@@ -13,6 +13,7 @@ from tests.ceph.provider_env import mounts_under
 from tests.conftest import LocalCluster
 from tests.reliability.bed import Bed
 from tests.reliability.ledger import OUT_ENV, Ledger
+from tests.reliability.secrets_watch import secrets_final, secrets_watch  # noqa: F401 (session-wide, autouse)
 
 LEDGER = Ledger()
 
