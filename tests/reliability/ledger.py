@@ -69,9 +69,25 @@ class Ledger:
                 "past_bound": sum(r.past_bound for r in rows), "tracebacks": sum(r.tracebacks for r in rows)}
 
     def dump(self, path: str) -> None:
-        data = [asdict(r) for r in sorted(self.rows.values(), key=lambda r: r.scenario)]
+        """Write the rows as JSON; rows of scenarios this session did not run are kept from `path`,
+        so a partial run (`make reliability RELIABILITY=...`) updates only its own rows."""
+        rows = {r["scenario"]: r for r in _previous(path)}
+        rows.update((r.scenario, asdict(r)) for r in self.rows.values())
+        data = [rows[k] for k in sorted(rows)]
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as fh:
             json.dump(data, fh, indent=1)
             fh.write("\n")
         os.replace(tmp, path)
+
+
+def _previous(path: str) -> list[dict]:
+    """The rows of an earlier results file with the same columns, or none."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(data, list):
+        return []
+    return [r for r in data if isinstance(r, dict) and set(r) == set(COLUMNS)]

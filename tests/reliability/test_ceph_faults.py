@@ -133,10 +133,9 @@ def readable(dev: str) -> bool:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "defects in extstorage/mappers.py + the provider watchdog (D1): after rbd-fuse died, attach hands out "
-    "the dead loop device (FuseLoop.is_mapping_of checks only the backing-file path, not that its rbd-fuse "
-    "lives); the re-map then waits for the dead client's watch to expire (~30 s, past timeouts.action here), "
-    "and the watchdog's exit leaves the new rbd-fuse, its mount and a hanging losetup behind"))
+    "defect in extstorage/mappers.py (D1): after rbd-fuse died, attach hands out the dead loop device "
+    "(FuseLoop.find/is_mapping_of check only the loop's backing-file path, not that its rbd-fuse still "
+    "serves it), so a restarted instance gets a disk that answers every I/O with EIO"))
 def test_rbd_fuse_killed_under_a_mapped_device(bed: Bed, ledger: Ledger) -> None:
     """rbd-fuse dies under a written fuse-loop device: every fsync'ed record is in Ceph; attach does not
     hand out the dead device; detach cleans up; attach again (as a restart would, retried until the dead
