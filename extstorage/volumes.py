@@ -152,7 +152,7 @@ def _claim(session: Session, ioctx: object, pool: str, name: str, meta: dict[str
                 raise Busy(f"image {pool}/{name} is this volume but smaller than asked; refusing to guess why")
             return
         written = bool(have) if shape.origin is None else have.get(META_ORIGIN) == _parent_spec(img)
-        if written:
+        if written or not meta.get(META_UUID):  # without VOL_UUID no repeat can be told from a stranger
             raise Busy(f"image {pool}/{name} already exists and is not this volume; refusing to overwrite it")
         why, origin = _half_made(session, img, shape)
     if why:
