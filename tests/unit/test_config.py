@@ -65,3 +65,27 @@ def test_yaml_nan_and_inf_timeouts_are_refused(tmp_path, text: str) -> None:
     with pytest.raises(ConfigError, match=r"timeouts\.connect must be a positive number") as exc:
         config.load(str(path))
     assert "\n" not in exc.value.message
+
+
+@pytest.mark.parametrize("content", [b"conf: /c\nkeyring: \xff\n", b"conf: " + b"[" * 400 + b"]" * 400 + b"\n"],
+                         ids=["not-utf8", "deep"])
+def test_undecodable_or_too_deep_yaml_is_one_config_error(tmp_path, content: bytes) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="UTF-8 YAML of a sane depth"):
+        config.load(str(path))
+
+
+def test_special_files_are_refused_without_blocking(tmp_path) -> None:
+    """A FIFO as the config would block the open; as conf or keyring it would block librados."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        config.load(str(fifo))
+    for key, special in (("conf", str(fifo)), ("keyring", "/dev/zero")):
+        path = tmp_path / f"{key}.yaml"
+        path.write_text(config.dump(config.parse({**BASE, key: special}, "t")))
+        with pytest.raises(ConfigError, match=f"{key} {special} is not a regular file"):
+            config.load(str(path))

@@ -48,3 +48,11 @@ def test_dot_names_are_never_pools_images_or_snapshots(name: str) -> None:
 
 def test_inner_dots_stay_valid_in_images() -> None:
     assert naming.check_image_name("a.b..c") == "a.b..c"
+
+
+@pytest.mark.parametrize("check", [naming.check_pool_name, naming.check_image_name, naming.check_snap_name,
+                                   naming.check_client_id])
+def test_a_trailing_newline_is_not_a_name(check: object) -> None:
+    """`$` matches before a final newline: the patterns must match the whole name."""
+    with pytest.raises(UsageError):
+        check("abc\n")  # type: ignore[operator]
