@@ -67,7 +67,7 @@ def test_yaml_nan_and_inf_timeouts_are_refused(tmp_path, text: str) -> None:
     assert "\n" not in exc.value.message
 
 
-@pytest.mark.parametrize("content", [b"conf: /c\nkeyring: \xff\n", b"conf: " + b"[" * 400 + b"]" * 400 + b"\n"],
+@pytest.mark.parametrize("content", [b"conf: /c\nkeyring: \xff\n", b"conf: " + b"[" * 600 + b"]" * 600 + b"\n"],
                          ids=["not-utf8", "deep"])
 def test_undecodable_or_too_deep_yaml_is_one_config_error(tmp_path, content: bytes) -> None:
     path = tmp_path / "c.yaml"
