@@ -85,6 +85,7 @@ class Disk:
     vol: str
     kernel: bool
     dev: str = ""
+    flush: bool = True  # kernelspace: fsync each record before acknowledging it
     writers: list[Writer] = field(default_factory=list)
 
 
@@ -138,12 +139,12 @@ class Bed:
         return vol
 
     # -- disks written while faults happen ------------------------------------------------
-    def disk(self, tally: Tally, kernel: bool) -> Disk:
+    def disk(self, tally: Tally, kernel: bool, flush: bool = True) -> Disk:
         vol = self.new_volume(tally)
         access = "kernelspace" if kernel else "userspace"
         dev = self.ok(tally, "attach", vol, EXTP_ACCESS=access).stdout.split("\n")[0]
         self.ok(tally, "open", vol, VOL_OPEN_EXCLUSIVE="True")
-        disk = Disk(vol, kernel, dev)
+        disk = Disk(vol, kernel, dev, flush)
         self.start_writer(disk)
         return disk
 
@@ -151,7 +152,7 @@ class Bed:
         first = max((max(w.acked, default=w.first) + 1 for w in disk.writers), default=0)
         count = DISK_MIB * 256 - first
         c = self.cluster.client
-        w = (Writer.device(disk.dev, next(self.salts), first, count) if disk.kernel else
+        w = (Writer.device(disk.dev, next(self.salts), first, count, disk.flush) if disk.kernel else
              Writer.rbd(c.conf, c.keyring, c.client_id, c.pool, disk.vol, next(self.salts), first, count))
         disk.writers.append(w)
         self.writers.append(w)

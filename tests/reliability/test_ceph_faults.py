@@ -1,7 +1,7 @@
 """Faults on a real local Ceph cluster while a userspace and a kernelspace disk are written.
 
 Each scenario: a userspace disk (librbd) and a kernelspace disk (fuse-loop
-device, O_DIRECT + fsync) are created, attached and opened through the
+device, O_DIRECT + fsync; O_DIRECT alone when rbd-fuse is killed) are created, attached and opened through the
 provider and written by verifying writers; the fault is injected; provider
 calls run during it (each must end within timeouts.action); the fault is
 healed; the writers must go on; then every acknowledged record is read back
@@ -45,8 +45,8 @@ def both_ways(bed: Bed, t: Tally, probe: str, new: str) -> None:
             done.result()
 
 
-def begin(bed: Bed, t: Tally, kernel: bool = True) -> tuple[list[Disk], str, str]:
-    disks = [bed.disk(t, kernel=False)] + ([bed.disk(t, kernel=True)] if kernel else [])
+def begin(bed: Bed, t: Tally, flush: bool = True) -> tuple[list[Disk], str, str]:
+    disks = [bed.disk(t, kernel=False), bed.disk(t, kernel=True, flush=flush)]
     probe = bed.new_volume(t, 64)
     t.stalled += bed.progress(disks)
     return disks, probe, bed.prov.volume()
@@ -137,11 +137,11 @@ def readable(dev: str) -> bool:
     "(FuseLoop.find/is_mapping_of check only the loop's backing-file path, not that its rbd-fuse still "
     "serves it), so a restarted instance gets a disk that answers every I/O with EIO"))
 def test_rbd_fuse_killed_under_a_mapped_device(bed: Bed, ledger: Ledger) -> None:
-    """rbd-fuse dies under a written fuse-loop device: every fsync'ed record is in Ceph; attach does not
-    hand out the dead device; detach cleans up; attach again (as a restart would, retried until the dead
-    client's watch is gone) maps afresh and writing goes on."""
+    """rbd-fuse dies under a written fuse-loop device: every record whose O_DIRECT write returned (no
+    fsync) is in Ceph; attach does not hand out the dead device; detach cleans up; attach again (as a
+    restart would, retried until the dead client's watch is gone) maps afresh and writing goes on."""
     with bed.scenario("rbd-fuse killed (SIGKILL) under a mapped device", ledger.record) as t:
-        disks, probe, new = begin(bed, t)
+        disks, probe, new = begin(bed, t, flush=False)  # acknowledged = the O_DIRECT write returned
         kdisk = disks[1]
         fuse = [p for p in procs.find("rbd-fuse") if any(kdisk.vol in a for a in procs.cmdline(p))]
         assert len(fuse) == 1, f"rbd-fuse processes of {kdisk.vol}: {fuse}"

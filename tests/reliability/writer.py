@@ -6,8 +6,9 @@ derived from both, and a SHA-256 over all of it. A record is acknowledged
 only once it is durable by the contract of its path:
 
 - kernelspace (`device`): pwrite with O_DIRECT from an aligned buffer, then
-  fsync; the disk's volatile cache (rbd-fuse, see doc/reliability.md) is
-  flushed by the fsync, as a guest's flush would.
+  fsync, as a guest's flush would; `device-noflush` acknowledges when the
+  O_DIRECT write returns (doc/extstorage.md: an acknowledged write is in
+  Ceph, flushed or not).
 - userspace (`rbd`): librbd `write` then `flush`, as QEMU does. The session
   has no op timeouts, like QEMU's: I/O waits out a fault instead of failing.
 
@@ -15,7 +16,7 @@ The writer runs as its own process (a hung write must not hang the tests)
 and prints each acknowledged seq on stdout; the parent (`Writer`) collects
 them and `lost()` reads the image back through librbd.
 
-    python -m tests.reliability.writer device DEV SALT FIRST COUNT
+    python -m tests.reliability.writer device|device-noflush DEV SALT FIRST COUNT
     python -m tests.reliability.writer rbd CONF KEYRING ID POOL IMAGE SALT FIRST COUNT
 """
 
@@ -57,7 +58,7 @@ def parse(block: bytes) -> tuple[int, int] | None:
 
 # -- the writer process -----------------------------------------------------------
 
-def _device_writes(dev: str) -> Iterator[Callable[[int, bytes], None]]:
+def _device_writes(dev: str, flush: bool = True) -> Iterator[Callable[[int, bytes], None]]:
     fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
     buf = mmap.mmap(-1, BLOCK)  # page-aligned, as O_DIRECT needs
 
@@ -65,7 +66,8 @@ def _device_writes(dev: str) -> Iterator[Callable[[int, bytes], None]]:
         buf[:] = data
         if os.pwritev(fd, [buf], offset) != BLOCK:
             raise OSError("short write")
-        os.fsync(fd)
+        if flush:
+            os.fsync(fd)
 
     try:
         yield write
@@ -93,7 +95,7 @@ def _rbd_writes(conf: str, keyring: str, client: str, pool: str, image: str) -> 
 
 def main(argv: list[str]) -> int:
     kind, *args = argv
-    gen = _device_writes(args[0]) if kind == "device" else _rbd_writes(*args[:5])
+    gen = _device_writes(args[0], kind == "device") if kind.startswith("device") else _rbd_writes(*args[:5])
     salt, first, count = (int(x) for x in args[-3:])
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -131,8 +133,10 @@ class Writer:
         self._out.start()
 
     @classmethod
-    def device(cls, dev: str, salt: int, first: int = 0, count: int = 1 << 20) -> Writer:
-        return cls(["device", dev], salt, first, count)
+    def device(cls, dev: str, salt: int, first: int = 0, count: int = 1 << 20, flush: bool = True) -> Writer:
+        """Without `flush`, a record counts as acknowledged when its O_DIRECT write returns: the
+        contract doc/extstorage.md gives every mapper (no volatile cache)."""
+        return cls(["device" if flush else "device-noflush", dev], salt, first, count)
 
     @classmethod
     def rbd(cls, conf: str, keyring: str, client: str, pool: str, image: str, salt: int, first: int = 0,
