@@ -59,7 +59,7 @@ class Tally:
     tracebacks: int = 0
     results: list[Result] = field(default_factory=list)
     unanswered: list[str] = field(default_factory=list)
-    stalled: list[str] = field(default_factory=list)  # writers that did not resume: fail the scenario
+    failures: list[str] = field(default_factory=list)  # no column (a stalled writer, a logged traceback)
 
     def row(self) -> Row:
         max_s = max((r.elapsed for r in self.results), default=0.0)
@@ -72,7 +72,7 @@ class Tally:
         row = self.row()
         slow = [f"{r.action} took {r.elapsed:.1f} s: {r.note}" for r in self.results if r.elapsed > BOUND]
         traced = [f"{r.action}: {r.stderr}" for r in self.results if TRACEBACK in r.stderr]
-        return ([f"lost: {x}" for x in self.lost] + self.stalled + [f"no answer: {x}" for x in self.unanswered]
+        return ([f"lost: {x}" for x in self.lost] + self.failures + [f"no answer: {x}" for x in self.unanswered]
                 + [f"leak: {x}" for x in self.leaks] + [f"past bound: {x}" for x in slow] + traced
                 + ([f"{row.tracebacks - len(traced)} traceback(s) in writer/agent stderr"]
                    if row.tracebacks > len(traced) else []))
@@ -255,11 +255,12 @@ class Bed:
             return os.path.getsize(self.agent_log)
         return 0
 
-    def agent_tracebacks(self, since: int) -> int:
+    def agent_tracebacks(self, since: int) -> list[str]:
+        """The exception line of each traceback in the agent's log since offset `since`."""
         with contextlib.suppress(OSError), open(self.agent_log, errors="replace") as fh:
             fh.seek(since)
-            return fh.read().count(TRACEBACK)
-        return 0
+            return [block.split("\n")[-1] for block in _traceback_blocks(fh.read())]
+        return []
 
     # -- what a scenario may leave behind ----------------------------------------------------
     def held(self, vols: list[str]) -> list[str]:
@@ -313,7 +314,9 @@ class Bed:
                 if w.running:
                     w.stop()
             tally.leaks += sorted(self.leftovers() - before)
-            tally.tracebacks += self.agent_tracebacks(log_at)
+            logged = self.agent_tracebacks(log_at)
+            tally.tracebacks += len(logged)
+            tally.failures += [f"agent log: {line}" for line in logged]
             record(tally.row())
             self.log(tally)
         problems = tally.problems()
@@ -334,3 +337,14 @@ class Bed:
         key = client_key(self.cluster.client)
         shown = [r.action for r in self.prov.results if key in r.stdout or key in r.stderr]
         assert not shown, f"the client key appeared in the output of: {shown}"
+
+
+def _traceback_blocks(text: str) -> list[str]:
+    """Each traceback in `text`, up to and including its exception line."""
+    blocks = []
+    for part in text.split(TRACEBACK)[1:]:
+        lines = part.split("\n")[1:]
+        body = [x for x in itertools.takewhile(lambda x: x.startswith(" "), lines)]
+        rest = lines[len(body):]
+        blocks.append("\n".join([TRACEBACK, *body, rest[0] if rest else ""]))
+    return blocks

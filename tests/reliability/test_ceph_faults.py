@@ -48,13 +48,13 @@ def both_ways(bed: Bed, t: Tally, probe: str, new: str) -> None:
 def begin(bed: Bed, t: Tally, flush: bool = True) -> tuple[list[Disk], str, str]:
     disks = [bed.disk(t, kernel=False), bed.disk(t, kernel=True, flush=flush)]
     probe = bed.new_volume(t, 64)
-    t.stalled += bed.progress(disks)
+    t.failures += bed.progress(disks)
     return disks, probe, bed.prov.volume()
 
 
 def finish(bed: Bed, t: Tally, disks: list[Disk], probe: str, new: str) -> None:
     """After the fault: writers go on, then everything is read back, closed, detached and removed."""
-    t.stalled += bed.progress(disks)
+    t.failures += bed.progress(disks)
     for disk in disks:
         bed.retire(t, disk)
     bed.ok(t, "close", probe)
@@ -100,6 +100,9 @@ def test_pool_quota_reached_then_lifted(bed: Bed, ledger: Ledger) -> None:
         bed.set_quota(0)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "defect in extstorage/agent_worker.py (D1): a worker whose agent was killed finishes the call and "
+    "then dies in sock.sendall with a BrokenPipeError traceback in the agent's log (one per call in flight)"))
 def test_agent_killed_mid_call(bed: Bed, ledger: Ledger) -> None:
     """Calls through the agent are held mid-way (OSDs paused) when the agent is SIGKILLed: each
     caller gets one line within the bound, none re-runs the call, Ganeti's follow-ups clean up."""
