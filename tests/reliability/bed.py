@@ -103,11 +103,21 @@ class Bed:
         self.writers: list[Writer] = []  # every writer started, stopped at the latest when its scenario ends
 
     # -- provider calls ----------------------------------------------------------------
-    def call(self, tally: Tally, action: str, vol: str, agent: bool = True, **extra: str) -> Result:
-        """One provider executable, as noded runs it; an answer that never comes is `unanswered`."""
+    def env(self, action: str, vol: str, agent: bool, extra: dict[str, str]) -> dict[str, str]:
         env = self.prov.env(action, vol, self.cfg, dict(extra))
         if not agent:
             env["GANETI_CEPH_AGENT_SOCKET"] = self.no_agent
+        return env
+
+    def spawn(self, action: str, vol: str, agent: bool = False, **extra: str) -> subprocess.Popen:
+        """A provider executable left running, for a test that kills it."""
+        return subprocess.Popen([os.path.join(self.prov.dir, action)], cwd=self.prov.dir,
+                                env=self.env(action, vol, agent, extra), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def call(self, tally: Tally, action: str, vol: str, agent: bool = True, **extra: str) -> Result:
+        """One provider executable, as noded runs it; an answer that never comes is `unanswered`."""
+        env = self.env(action, vol, agent, extra)
         started = time.monotonic()
         try:
             res = subprocess.run([os.path.join(self.prov.dir, action)], cwd=self.prov.dir, env=env,
