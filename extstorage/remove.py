@@ -11,7 +11,7 @@ from __future__ import annotations
 import rbd
 
 from extstorage import snapshots
-from extstorage.volumes import META_ORIGIN, OUR_SNAP_PREFIX, watchers
+from extstorage.volumes import META_ORIGIN, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.errors import Busy, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
@@ -45,7 +45,9 @@ def remove(session: Session, pool: str, name: str) -> bool:
             if foreign:
                 raise Busy(f"image {pool}/{name} has snapshots not made by ganeti-ceph ({', '.join(foreign)}); "
                            "remove or keep them deliberately with `rbd snap rm` first")
-            parent = dict(img.metadata_list()).get(META_ORIGIN)
+            meta = dict(img.metadata_list())
+            removable_adoption(meta, pool, name)  # Ganeti's undo of a failed wipe must not take adopted data
+            parent = meta.get(META_ORIGIN)
             for snap in snaps:
                 with session.errors(f"remove snapshot {pool}/{name}@{snap}"):
                     if img.is_protected_snap(snap):

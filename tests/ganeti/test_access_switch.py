@@ -226,3 +226,28 @@ def test_an_adoption_stopped_halfway_is_completed_by_the_printed_command(testbed
     assert (new_name, access, after1) == (name, "userspace", second)
     assert {vol0, halfway}.isdisjoint(images(ceph_admin)) and io(ceph_admin, new0, 255 * MiB, MiB) == data
     no_leaks(tb)
+
+
+def test_a_fresh_adoption_survives_a_remove_while_ganeti_wipes(testbed: Testbed, ceph_admin: Config,
+                                                              kvm_instance: str) -> None:
+    """Ganeti removes a disk whose wipe failed; if the setting was turned on after the adopt, that remove would
+    delete adopted data. Within WIPE_UNDO_S of the adoption, with the setting on, the provider keeps the image:
+    Ganeti warns and drops only its config entry (the same remove call its undo makes)."""
+    import rbd
+
+    tb, inst = testbed, kvm_instance
+    before = summary(tb, inst)
+    spare, data = f"spare-{time.monotonic_ns() % 10**6}", os.urandom(MiB)
+    with Session(ceph_admin) as s, s.ioctx("rbd") as ioctx:
+        rbd.RBD().create(ioctx, spare, 64 * MiB, old_format=False)
+    io(ceph_admin, spare, 0, data)
+    tb.gnt("gnt-instance", "modify", "--disk", f"2:add,size=64M,provider=rbd,access=userspace,adopt_image={spare}",
+           inst)
+    adopted = summary(tb, inst)[2][2]
+    with wipe_on(tb):
+        res = tb.run(0, ["gnt-instance", "modify", "--disk", "2:remove", inst], check=False)
+    assert "undoing its failed wipe" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert summary(tb, inst) == before and adopted in images(ceph_admin)
+    assert io(ceph_admin, adopted, 0, MiB) == data
+    with Session(ceph_admin) as s, s.ioctx("rbd") as ioctx:
+        rbd.RBD().remove(ioctx, adopted)

@@ -1,0 +1,44 @@
+"""The adoption record (ganeti.adopt) as remove reads it: which adopted images a remove must keep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from extstorage.volumes import META_ADOPT, WIPE_UNDO_S, removable_adoption
+from ganeti_ceph.errors import Busy
+
+NOW = 1_800_000_000.0
+
+
+def meta(**rec: object) -> dict[str, str]:
+    return {META_ADOPT: json.dumps(rec)}
+
+
+@pytest.fixture
+def lib(tmp_path) -> str:
+    """A master candidate's /var/lib/ganeti with prealloc_wipe_disks on."""
+    (tmp_path / "ssconf_cluster_name").write_text("c\n")
+    (tmp_path / "config.data").write_text(json.dumps({"cluster": {"prealloc_wipe_disks": True}}))
+    return str(tmp_path)
+
+
+def test_halfway_adoption_is_kept(lib: str) -> None:
+    with pytest.raises(Busy, match=r"in the middle of an adoption.*adopt_image=old.*rbd rename rbd/new rbd/old"):
+        removable_adoption(meta(**{"from": "old", "to": "new", "done": False}), "rbd", "new", NOW, lib)
+
+
+def test_fresh_adoption_is_kept_while_ganeti_wipes(lib: str, tmp_path) -> None:
+    fresh = meta(**{"from": "old", "to": "new", "done": True, "at": int(NOW) - 5})
+    with pytest.raises(Busy, match=r"adopted from rbd/old 5 s ago.*prealloc_wipe_disks is on.*undoing its failed wipe"):
+        removable_adoption(fresh, "rbd", "new", NOW, lib)
+    removable_adoption(fresh, "rbd", "new", NOW + WIPE_UNDO_S, lib)  # long since adopted: an ordinary remove
+    (tmp_path / "config.data").write_text(json.dumps({"cluster": {"prealloc_wipe_disks": False}}))
+    removable_adoption(fresh, "rbd", "new", NOW, lib)
+
+
+@pytest.mark.parametrize("m", [{}, {META_ADOPT: "{"}, {META_ADOPT: "[]"}, {"ganeti.uuid": "u"},
+                               meta(**{"from": "x", "to": "other", "done": False})])
+def test_no_or_foreign_record_is_an_ordinary_remove(lib: str, m: dict[str, str]) -> None:
+    removable_adoption(m, "rbd", "new", NOW, lib)
