@@ -11,11 +11,12 @@ import errno
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass
 
 import rbd
 
-from extstorage import request
+from extstorage import prealloc_wipe, request
 from ganeti_ceph.errors import Busy, CephError, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name, check_pool_name, check_snap_name
 from ganeti_ceph.session import Session
@@ -27,8 +28,10 @@ OUR_SNAP_PREFIX = "ganeti-"
 META_UUID, META_CNAME, META_INFO, META_ORIGIN = "ganeti.uuid", "ganeti.cname", "ganeti.metadata", "ganeti.origin"
 # The disk's access mode, which hooks cannot learn from Ganeti (see doc/hooks.md).
 META_ACCESS = "ganeti.access"
-# An adoption: {"from": old name, "to": new name, "done": bool}, written before the rename (see adopt).
+# An adoption: {"from": old name, "to": new name, "done": bool[, "at": epoch s]}, written before the rename (adopt).
 META_ADOPT = "ganeti.adopt"
+# How long after an adoption a remove may be Ganeti undoing its failed wipe of it (see removable_adoption).
+WIPE_UNDO_S = 600
 # Safe for krbd on kernels >= 5.3 and for librbd (QEMU, rbd-nbd, rbd-fuse).
 DEFAULT_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten")
 KNOWN_FEATURES = (*DEFAULT_FEATURES, "journaling")
@@ -417,21 +420,46 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
 
 
 def _adopt_text(old: str, name: str, done: bool) -> str:
-    return json.dumps({"from": old, "to": name, "done": done}, sort_keys=True)
+    rec: dict[str, object] = {"from": old, "to": name, "done": done}
+    if done:
+        rec["at"] = int(time.time())
+    return json.dumps(rec, sort_keys=True)
+
+
+def _parse_record(raw: str | None) -> dict | None:
+    try:
+        rec = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def removable_adoption(meta: dict[str, str], pool: str, name: str, now: float | None = None,
+                       lib_dir: str = prealloc_wipe.GANETI_LIB) -> None:
+    """Refuse (Busy) to remove an adopted image whose data was never proven to be nobody's: one an adopt left
+    halfway, or one adopted less than WIPE_UNDO_S ago while Ganeti's prealloc_wipe_disks is on (Ganeti removes
+    a disk whose wipe failed, and an adopted image is not the new, empty one it believes it made)."""
+    rec = _parse_record(meta.get(META_ADOPT))
+    if not rec:
+        return
+    old = rec.get("from")
+    if rec.get("done") is False and rec.get("to") == name:
+        raise Busy(f"image {pool}/{name} is {pool}/{old} in the middle of an adoption; complete it (create with "
+                   f"adopt_image={old}) or undo it (rbd rename {pool}/{name} {pool}/{old}); not removing it")
+    age = (time.time() if now is None else now) - float(rec.get("at") or 0)
+    if rec.get("done") is True and age < WIPE_UNDO_S and prealloc_wipe.wipes_new_disks(lib_dir):
+        raise Busy(f"image {pool}/{name} was adopted from {pool}/{old} {max(age, 0):.0f} s ago and Ganeti's "
+                   "prealloc_wipe_disks is on: this remove may be Ganeti undoing its failed wipe, and the image "
+                   f"holds data; not removing it (if you mean it: {prealloc_wipe.OFF}, or wait {WIPE_UNDO_S} s)")
 
 
 def adopt_record(session: Session, ioctx: object, name: str) -> dict | None:
     """The image's META_ADOPT record ({"from", "to", "done"}), None if it was never adopted."""
     with session.errors(f"read metadata of {ioctx.name}/{name}"), rbd.Image(ioctx, name, read_only=True) as img:  # type: ignore[attr-defined]
         try:
-            raw = img.metadata_get(META_ADOPT)
+            return _parse_record(img.metadata_get(META_ADOPT))
         except KeyError:
             return None
-    try:
-        rec = json.loads(raw)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 def interrupted_adoption(session: Session, ioctx: object, old: str) -> str | None:
