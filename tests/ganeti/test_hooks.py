@@ -279,3 +279,23 @@ def test_start_with_a_disk_beyond_pools_the_key_may_not_read(testbed: Testbed, c
     finally:
         testbed.run(0, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", "--ignore-failures", name],
                     check=False)
+
+
+def test_readd_lifts_a_fence_with_the_admin_key(testbed: Testbed, ceph_admin: Config, kernelspace: Inst,
+                                               admin_on_master: None) -> None:
+    """A fence on node1's IP (as a failover leaves it) is lifted by `gnt-node add --readd`: the master's
+    node-add post hook removes it with the admin key, since the client key may not."""
+    if kernelspace.primary == 1:  # nothing of node1 may be serving while it is fenced
+        testbed.gnt("gnt-instance", "migrate", "-f", kernelspace.name)
+        kernelspace.primary = 0
+    assert testbed.mappings(1) == checks.NO_MAPPINGS
+    node1, fence = testbed.node_names[1], fence_entry(testbed.addresses[1])
+    with Session(ceph_admin) as s:
+        s.mon_command("osd blocklist", blocklistop="add", addr=fence, expire=600.0)
+    try:
+        testbed.gnt("gnt-node", "add", "--readd", "--no-ssh-key-check", node1)
+        assert fence not in checks.blocklist(ceph_admin), "readding node1 did not lift its fence"
+    finally:
+        if fence in checks.blocklist(ceph_admin):
+            with Session(ceph_admin) as s:
+                s.mon_command("osd blocklist", blocklistop="rm", addr=fence)
