@@ -36,8 +36,10 @@ SETTLE_S = 3  # how long a stopped call gets to show it is not stopped
 
 
 @pytest.fixture(scope="module")
-def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("agent-faults")), agent=True)
+def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Iterator[Provider]:
+    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("agent-faults")), agent=True,
+                                request=request)
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,23 @@ WATCH_GONE_S = 60  # a killed client's watch lapses after osd_client_watch_timeo
 
 
 @pytest.fixture(scope="module")
-def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("mapper-faults")))
+def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Iterator[Provider]:
+    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("mapper-faults")),
+                                request=request)
 
 
 def write_direct(dev: str, data: bytes, offset: int) -> None:
-    """One O_DIRECT write from a page-aligned buffer, and no flush of any kind."""
+    """One O_DIRECT write from a page-aligned buffer, and no flush after it.
+
+    One flush comes first, as any guest sends them: librbd's cache stays
+    write-through until it has seen one (rbd_cache_writethrough_until_flush),
+    and without it a cache that is on would lose this write only by chance."""
     buf = mmap.mmap(-1, len(data))
     buf[:] = data
     fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
     try:
+        os.fsync(fd)
         assert os.pwritev(fd, [buf], offset) == len(data)
     finally:
         os.close(fd)

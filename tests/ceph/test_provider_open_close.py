@@ -22,8 +22,10 @@ HOST = socket.gethostname()
 
 
 @pytest.fixture(scope="module")
-def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("provider-open")))
+def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Iterator[Provider]:
+    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("provider-open")),
+                                request=request)
 
 
 def records(prov: Provider, vol: str) -> dict[str, str]:
