@@ -94,6 +94,9 @@ def parse(data: Any, source: str = "<memory>") -> Config:
     if bad:
         raise ConfigError(f"{source}: unknown timeout(s) {', '.join(bad)}; allowed: {', '.join(sorted(names))}")
     timeouts = Timeouts(**{k: _number(v, f"{source}: timeouts.{k}") for k, v in tdata.items()})
+    nested = sorted(k for k in _TOP_KEYS - {"timeouts"} if isinstance(data.get(k), list | dict))
+    if nested:  # str() of a YAML alias bomb would not end
+        raise ConfigError(f"{source}: {', '.join(nested)} must be a single value, not a list or mapping")
     client = str(data.get("client", "admin"))
     pool = str(data.get("pool", "rbd"))
     try:
@@ -148,6 +151,22 @@ def config_path(environ: dict[str, str] | None = None) -> str:
     return env.get(ENV_VAR) or DEFAULT_PATH
 
 
+MAX_BYTES = 64 << 10  # a config is well under 1 KiB
+MAX_DEPTH = 32
+
+
+def _flow_depth(text: str) -> int:
+    """How deep [ and { nest (quotes ignored: an overestimate is only a refusal of an odd file)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def load(path: str | None = None) -> Config:
     """Read and parse the config file; a missing or bad file is one ConfigError.
 
@@ -160,7 +179,11 @@ def load(path: str | None = None) -> Config:
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise ConfigError(f"config file {path} is not a regular file; point {ENV_VAR} at the YAML file")
-            data = yaml.safe_load(fh)
+            text = fh.read(MAX_BYTES + 1)
+        if len(text) > MAX_BYTES or _flow_depth(text) > MAX_DEPTH:  # yaml takes seconds per KiB of [[[...
+            raise ConfigError(f"config file {path} is over {MAX_BYTES} bytes or nests over {MAX_DEPTH} deep; "
+                              "fix its content")
+        data = yaml.safe_load(text)
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found; create it (see doc/configuration.md) or set {ENV_VAR}"

@@ -72,7 +72,7 @@ def test_yaml_nan_and_inf_timeouts_are_refused(tmp_path, text: str) -> None:
 def test_undecodable_or_too_deep_yaml_is_one_config_error(tmp_path, content: bytes) -> None:
     path = tmp_path / "c.yaml"
     path.write_bytes(content)
-    with pytest.raises(ConfigError, match="UTF-8 YAML of a sane depth"):
+    with pytest.raises(ConfigError, match=r"UTF-8 YAML of a sane depth|nests over 32 deep"):
         config.load(str(path))
 
 
@@ -89,3 +89,20 @@ def test_special_files_are_refused_without_blocking(tmp_path) -> None:
         path.write_text(config.dump(config.parse({**BASE, key: special}, "t")))
         with pytest.raises(ConfigError, match=f"{key} {special} is not a regular file"):
             config.load(str(path))
+
+
+def test_an_alias_bomb_or_a_huge_file_is_refused_at_once(tmp_path) -> None:
+    """9 levels of 9 aliases: 387 million strings if anything walked (or str()-ed) the value."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\nconf: /c\nkeyring: /k\nclient: *l8\n")
+    with pytest.raises(ConfigError):
+        config.load(str(bomb))
+    assert config.parse({**BASE, "pool": "rbd"}, "t").pool == "rbd"
+    with pytest.raises(ConfigError, match="pool must be a single value"):
+        config.parse({**BASE, "pool": ["rbd"]}, "t")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(f"conf: /c\nkeyring: /k\nnode: {'x' * (config.MAX_BYTES + 1)}\n")
+    with pytest.raises(ConfigError, match="is over"):
+        config.load(str(huge))
