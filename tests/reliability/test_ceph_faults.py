@@ -181,13 +181,16 @@ def test_remove_killed_between_trash_move_and_purge(bed: Bed, ledger: Ledger) ->
         proc = bed.spawn("remove", vol)
         caught = False
         with bed.admin() as s, s.ioctx(bed.cluster.client.pool) as io:
-            while proc.poll() is None and not caught:
-                caught = any(e["name"] == vol for e in rbd.RBD().trash_list(io))
+            def in_trash() -> bool:
+                return any(e["name"] == vol for e in rbd.RBD().trash_list(io))
+
+            while proc.poll() is None and not caught:  # moved: in the trash and no longer under its name
+                caught = in_trash() and vol not in rbd.RBD().list(io)
             if caught:
                 with bed.paused(OSDS):
                     proc.kill()
                     proc.wait(30)
-        proc.wait(60)
-        if not caught:
-            pytest.skip("the remove ended before it was seen in the trash (a lost race, not a result)")
+            proc.wait(60)
+            if not (caught and in_trash()):
+                pytest.skip("the remove was not caught with its image in the trash (a lost race, not a result)")
         bed.ok(t, "remove", vol)
