@@ -63,7 +63,9 @@ def ip_of(addr: str) -> str:
 
 def fence_entry(ip: str) -> str:
     """The OSD blocklist entry that cuts off every Ceph client of `ip`, as Ceph
-    prints it: `1.2.3.4:0/0`, `[2001:db8::1]:0/0`. The only place it is built."""
+    prints it: `1.2.3.4:0/0`, `[2001:db8::1]:0/0`. The only place it is built.
+    (Records of older versions hold a v6 address in brackets: the same entry.)"""
+    ip = ip.strip("[]")
     return f"[{ip}]:0/0" if ":" in ip else f"{ip}:0/0"
 
 

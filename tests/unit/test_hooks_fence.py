@@ -49,7 +49,7 @@ def test_a_node_with_the_masters_short_name_does_not_act_as_master() -> None:
 def test_fence_entry_ipv4_and_ipv6() -> None:
     """Ceph writes a v6 entry as [addr]:0/0 (seen in `osd blocklist ls`); `addr:0/0` would not match."""
     assert fence_entry("198.18.2.11") == "198.18.2.11:0/0"
-    assert fence_entry("2001:db8::1") == "[2001:db8::1]:0/0"
+    assert fence_entry("2001:db8::1") == fence_entry("[2001:db8::1]") == "[2001:db8::1]:0/0"
     assert fenced({"[2001:db8::1]:0/0"}, "2001:db8::1") and not fenced({"2001:db8::1:0/0"}, "2001:db8::1")
 
 
