@@ -52,7 +52,8 @@ class Worker:
     def __init__(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.proc = subprocess.Popen(boot_argv(MODULE, str(theirs.fileno())), pass_fds=(theirs.fileno(),),
+            self.proc = subprocess.Popen(boot_argv(MODULE, str(theirs.fileno()), str(os.getpid())),
+                                         pass_fds=(theirs.fileno(),),
                                          stdin=subprocess.DEVNULL, start_new_session=True, env=procs.DAEMON_ENV)
         finally:
             theirs.close()
@@ -79,16 +80,16 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the worker and everything it started in its session, then reap it."""
-        self.sock.close()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        self.sock.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(REAP_S)
 
     def retire(self) -> None:
         """An idle worker: closing its socket ends it (EOF); reaped without waiting on it."""
         self.sock.close()
-        threading.Thread(target=self.kill, daemon=True).start()
+        threading.Thread(target=self.proc.wait, daemon=True).start()
 
 
 class Workers:
@@ -167,8 +168,14 @@ def _guard(parent: int, deadline: list[float]) -> None:
         time.sleep(0.1)
 
 
-def serve(fd: int) -> None:
-    """Run the calls the agent sends over `fd` until it closes it."""
+def serve(fd: int, agent: int) -> None:
+    """Run the calls the agent (pid `agent`) sends over `fd` until it closes it.
+
+    The guard starts first and gets the agent's pid from the agent itself: an
+    agent killed while this worker was still importing must not leave it
+    serving the call already queued on its socket."""
+    deadline: list[float] = []
+    threading.Thread(target=_guard, args=(agent, deadline), daemon=True).start()
     from extstorage import provider
     from extstorage.client import decode_request, encode_answer
     from extstorage.mappers import PATH
@@ -177,8 +184,6 @@ def serve(fd: int) -> None:
     os.environ.clear()  # as the in-process path: children inherit nothing
     os.environ.update({"PATH": PATH, "LC_ALL": "C"})
     sock = socket.socket(fileno=fd)
-    deadline: list[float] = []
-    threading.Thread(target=_guard, args=(os.getppid(), deadline), daemon=True).start()
     pool = SessionPool()
     try:
         while True:
@@ -190,10 +195,13 @@ def serve(fd: int) -> None:
             deadline[:] = [time.monotonic() + provider.action_timeout(env) + SELF_KILL_MARGIN_S]
             out = provider.execute(action, env, pool)
             deadline.clear()
-            sock.sendall(frame(encode_answer(out.code, out.stdout, out.stderr)))
+            try:
+                sock.sendall(frame(encode_answer(out.code, out.stdout, out.stderr)))
+            except OSError:
+                return  # the agent is gone or gave up on this call; the guard ends the rest
     finally:
         pool.close_all()
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -253,8 +253,16 @@ class FuseLoop(Mapper):
         return os.path.join(self.mountpoint(t), t.image)
 
     def is_mapping_of(self, dev: str, t: Target) -> bool:
+        """Bound to t's file, and t's rbd-fuse alive: once rbd-fuse died the loop
+        device answers every I/O with EIO and must not be handed out again.
+        Only sysfs and /proc are read, nothing rbd-fuse serves."""
         backing = read(os.path.join(self.sys_block, os.path.basename(dev), "loop", "backing_file"))
-        return backing == self.backing_file(t)
+        return backing == self.backing_file(t) and bool(procs.find("rbd-fuse", arg=self.mountpoint(t)))
+
+    def loops_of(self, t: Target) -> list[str]:
+        """Loop devices bound to t's file, live or not."""
+        return [f"/dev/{n}" for n in sorted(os.listdir(self.sys_block)) if n.startswith("loop")
+                and read(os.path.join(self.sys_block, n, "loop", "backing_file")) == self.backing_file(t)]
 
     def map_device(self, t: Target) -> str:
         mnt = self.mountpoint(t)
@@ -302,8 +310,12 @@ class FuseLoop(Mapper):
             run_tool(["losetup", "-c", dev], f"resize {dev}", 30)
 
     def cleanup(self, t: Target) -> None:
-        """Unmount, then wait for rbd-fuse to close the image: until it has,
-        its watcher stays and a remove right after would be refused."""
+        """Detach loop devices left on t's file (a dead or half-made mapping's;
+        never a live one's: map and unmap call this only without one), unmount,
+        then wait for rbd-fuse to close the image: until it has, its watcher
+        stays and a remove right after would be refused."""
+        for loop in self.loops_of(t):
+            run_tool(["losetup", "-d", loop], f"detach {loop}, left on {t.spec}", 30)
         mnt = self.mountpoint(t)
         pids = procs.find("rbd-fuse", arg=mnt)
         if _dead_mount(mnt):  # rbd-fuse died: the mount answers ENOTCONN and ismount() says no
