@@ -179,6 +179,12 @@ def test_prealloc_wipe_disks_refused_with_nothing_changed(testbed: Testbed, ceph
             res = tb.run(0, ["gnt-instance", "modify", "--disk", f"2:add,size=64M,provider=rbd,access=kernelspace,"
                              f"{param}", inst], check=False)
             assert res.returncode != 0 and "prealloc_wipe_disks is on and would zero" in res.stdout + res.stderr
+            other = f"new{time.monotonic_ns() % 10**6}.gcb.test"  # gnt-instance add wipes too (instance_create)
+            res = tb.run(0, ["gnt-instance", "add", "-t", "ext", "--disk", f"0:size=64M,provider=rbd,{param}",
+                             "--hypervisor", "kvm", "-o", "noop+default", "-B", "memory=128M", "-n",
+                             tb.node_names[0], "--no-ip-check", "--no-name-check", "--no-start", other], check=False)
+            assert res.returncode != 0 and "prealloc_wipe_disks is on and would zero" in res.stdout + res.stderr
+            assert other not in tb.gnt("gnt-instance", "list", "--no-headers", "-o", "name")
     assert summary(tb, inst) == before and images(ceph_admin) == present
     assert io(ceph_admin, vol0, 255 * MiB, MiB) == head and io(ceph_admin, vol1, 0, MiB) == small
     assert "preallocation wipe disks: False" in tb.gnt("gnt-cluster", "info")
