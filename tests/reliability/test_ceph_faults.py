@@ -101,9 +101,6 @@ def test_pool_quota_reached_then_lifted(bed: Bed, ledger: Ledger) -> None:
         bed.set_quota(0)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in extstorage/agent_worker.py (D1): a worker whose agent was killed finishes the call and "
-    "then dies in sock.sendall with a BrokenPipeError traceback in the agent's log (one per call in flight)"))
 def test_agent_killed_mid_call(bed: Bed, ledger: Ledger) -> None:
     """Calls through the agent are held mid-way (OSDs paused) when the agent is SIGKILLed: each
     caller gets one line within the bound, none re-runs the call, Ganeti's follow-ups clean up."""
@@ -136,10 +133,6 @@ def readable(dev: str) -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in extstorage/mappers.py (D1): after rbd-fuse died, attach hands out the dead loop device "
-    "(FuseLoop.find/is_mapping_of check only the loop's backing-file path, not that its rbd-fuse still "
-    "serves it), so a restarted instance gets a disk that answers every I/O with EIO"))
 def test_rbd_fuse_killed_under_a_mapped_device(bed: Bed, ledger: Ledger) -> None:
     """rbd-fuse dies under a written fuse-loop device: every record whose O_DIRECT write returned (no
     fsync) is in Ceph; attach does not hand out the dead device; detach cleans up; attach again (as a
