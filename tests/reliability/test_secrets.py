@@ -140,7 +140,10 @@ def test_provider_children_hold_no_key(prov: Provider) -> None:
     assert not found_in("cmdline of provider") and not found_in("environ of provider")
 
 
-def test_nothing_found_so_far() -> None:
-    """Everything the session's watch has seen up to here (the final scan repeats it at the end)."""
+def test_nothing_found_so_far(local_cluster: LocalCluster) -> None:
+    """Last of the suite (files sort last), while the session's cluster still runs: its logs and
+    every world-readable file under the test dirs, and everything the watch kept up to here
+    (the end of the session repeats it for what comes after)."""
+    WATCH.files()
     leaks = WATCH.leaks()
     assert leaks == [], "\n".join(leaks)
