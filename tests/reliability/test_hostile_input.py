@@ -335,14 +335,39 @@ def fill(value: str | None, victim: str) -> str | None:
     return None if value is None else value.replace(VIC, victim)
 
 
-@pytest.mark.parametrize(("case", "action", "env"), PROVIDER_CASES, ids=[c[0] for c in PROVIDER_CASES])
-def test_provider_refuses_hostile_input(prov: Provider, victim: str, scratch: str, case: str, action: str,
-                                        env: dict[str, str | None]) -> None:
+# Through the agent too (the executable hands the call to it): a case of each kind.
+AGENT_CASES = {"create-name-0", "create-name-newline", "create-size-0", "create-size-3", "create-extp_pool-0",
+               "create-extp_origin-0", "create-extp_bogus-0", "grow-0", "snapshot-0", "attach-name-0",
+               "open-exclusive-odd", "yaml-bomb", "deep-nesting", "not-utf8", "timeout-nan", "config-fifo",
+               "conf-fifo", "conf-dev-zero", "keyring-fifo"}
+
+
+@pytest.fixture(scope="module")
+def prov_agent(local_cluster: LocalCluster, scratch: str) -> Iterator[Provider]:
+    os.makedirs(os.path.join(scratch, "agent"))
+    yield from provider_fixture(local_cluster, os.path.join(scratch, "agent"), agent=True)
+
+
+def caller(request: pytest.FixtureRequest, via: str) -> Provider:
+    return request.getfixturevalue("prov_agent" if via == "agent" else "prov")
+
+
+def with_agent(cases: list[tuple], ids: list[str]) -> Any:
+    """Every case in-process, and those of AGENT_CASES through the agent too."""
+    params = [pytest.param(*c, "in-process", id=i) for c, i in zip(cases, ids, strict=True)]
+    return params + [pytest.param(*c, "agent", id=f"{i}-agent") for c, i in zip(cases, ids, strict=True)
+                     if i.removesuffix("-create") in AGENT_CASES]
+
+
+@pytest.mark.parametrize(("case", "action", "env", "via"), with_agent(PROVIDER_CASES, [c[0] for c in PROVIDER_CASES]))
+def test_provider_refuses_hostile_input(request: pytest.FixtureRequest, victim: str, scratch: str, case: str,
+                                        action: str, env: dict[str, str | None], via: str) -> None:
+    prov = caller(request, via)
     env = {k.replace(VIC, victim): fill(v, victim) for k, v in env.items()}
     vol = env.pop("VOL_NAME", None)
-    if vol is None:
-        vol = prov.track(f"{uuid.uuid4()}.ext.disk0")
-    prov.track(vol)
+    vol = f"{uuid.uuid4()}.ext.disk0" if vol is None else vol
+    if vol != victim:
+        prov.track(vol)
     hostile(prov.cluster, scratch, lambda: prov.run(action, vol, timeout=BOUND_S, **env))
 
 
@@ -393,11 +418,15 @@ CONFIG_FILE_CASES = [*sorted(CONFIG_TEXTS), "config-fifo", "config-dev-zero", "c
                      "keyring-fifo", "keyring-dev-zero"]
 
 
-@pytest.mark.parametrize(("kind", "action"), [(k, "create") for k in CONFIG_FILE_CASES]
-                         + [(k, "attach") for k in CONFIG_FILE_CASES if k.endswith(("fifo", "zero"))])
-def test_provider_refuses_hostile_configs(prov: Provider, victim: str, scratch: str, kind: str, action: str
-                                          ) -> None:
+CONFIG_CALLS = [(k, "create") for k in CONFIG_FILE_CASES] + [
+    (k, "attach") for k in CONFIG_FILE_CASES if k.endswith(("fifo", "zero"))]
+
+
+@pytest.mark.parametrize(("kind", "action", "via"), with_agent(CONFIG_CALLS, [f"{k}-{a}" for k, a in CONFIG_CALLS]))
+def test_provider_refuses_hostile_configs(request: pytest.FixtureRequest, victim: str, scratch: str, kind: str,
+                                          action: str, via: str) -> None:
     """A malformed or hostile config (or one naming a FIFO or /dev/zero) is one line, and nothing changes."""
+    prov = caller(request, via)
     base = os.path.join(scratch, "configs")
     os.makedirs(base, exist_ok=True)
     if kind in CONFIG_TEXTS:
