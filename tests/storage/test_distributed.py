@@ -22,6 +22,7 @@ import testinfra
 from testbed.ganeti import Testbed
 from tests.storage.conftest import DISK
 
+DISK2 = "/srv/osd1.img"  # a second disk, added by the last test
 GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
 GROUP = "default"
 NODE_FILES = ("/etc/ceph/ceph.conf", "/var/lib/ganeti-ceph/storage.json", "/etc/ganeti/ceph.yaml")
@@ -137,13 +138,13 @@ class TestInit:
     def test_killed_midway_then_rerun_is_healthy(self, bed: Testbed) -> None:
         proc = subprocess.Popen([*bed.enter_argv(0), GNT_STORAGE, "init-distributed-storage", "-s", "ceph", "-S",
                                  f"ceph:disk={DISK}", GROUP], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
+                                text=True, stdin=subprocess.DEVNULL, start_new_session=True)
         assert proc.stderr is not None
         seen = []
         for line in proc.stderr:
             seen.append(line)
             if "wrote" in line:  # a node has its files and stores; the others may be half-way
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # nsenter forks: the command is its child
                 break
         proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL, "".join(seen)
@@ -265,3 +266,36 @@ class TestLifecycle:
                        check=False).returncode == 0
         res = init(bed)  # converged: nothing to write, nothing pending
         assert res.returncode == 0 and res.stderr.count("files and stores in place") == 3, res.stderr
+
+    def test_new_osd_that_never_booted_is_made_anew(self, bed: Testbed) -> None:
+        """A run adding a disk is killed before any new OSD started, and one store lost its done-marker
+        (the kill came between mkfs and marker): the re-run waits for the osdmap, which says that OSD
+        never booted (up_from 0), so only then is its store made anew. Last: it leaves 2 OSDs per node."""
+        disks = f"ceph:disk={DISK},{DISK2}"
+        for i in range(3):
+            bed.run(i, ["truncate", "-s", "10G", DISK2])
+        proc = subprocess.Popen([*bed.enter_argv(0), GNT_STORAGE, "init-distributed-storage", "-s", "ceph", "-S",
+                                 disks, GROUP], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "wrote" in line:  # stores made; the OSDs start only after every node's apply and the mons
+                os.killpg(proc.pid, signal.SIGKILL)  # nsenter forks: the command is its child
+                break
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 120
+        while any(bed.run(i, ["pgrep", "-f", "gnt_storage.node"], check=False).returncode == 0 for i in range(3)):
+            assert time.monotonic() < deadline, "the killed run's node side did not finish"
+            time.sleep(1)
+        state = json.loads(bed.run(0, ["cat", "/var/lib/ganeti-ceph/storage.json"]).stdout)
+        new = next(o for o in state["osds"] if o["node"] == "node1.gcb.test" and o["dev"] == DISK2)
+        label = json.loads(bed.run(1, ["ceph-bluestore-tool", "show-label", "--dev", DISK2]).stdout)[DISK2]
+        assert label["osd_uuid"] == new["uuid"]
+        bed.run(1, ["rm", f"/var/lib/ceph/osd/ceph-{new['id']}/ganeti-ceph.done"])
+        res = init(bed, disks)
+        assert res.returncode == 0, res.stderr
+        assert f"osd.{new['id']} wait for the osdmap" in res.stderr, res.stderr
+        assert f"osd.{new['id']} store on {DISK2} (made anew: it never booted)" in res.stderr, res.stderr
+        assert "health: HEALTH_OK" in res.stdout
+        dump = json.loads(ceph(bed, "osd", "dump", "-f", "json"))
+        assert next(o["up_from"] for o in dump["osds"] if str(o["osd"]) == new["id"]) > 0
