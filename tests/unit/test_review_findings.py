@@ -1,0 +1,124 @@
+"""Review findings of helper I (issue 10), each a strict xfail until fixed: see /tmp/review-I.md.
+
+Each test states the rule the code should keep; it fails today for the reason given in its
+marker. When a fix lands, the test passes, the strict xfail turns red, and the marker goes.
+No Ceph cluster is needed (one test runs ceph-osd --mkfs on a sparse file, as test_node_probe does).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from extstorage import mappers, prealloc_wipe
+from ganeti_ceph.config import Config
+from ganeti_ceph.errors import GanetiCephError, UsageError
+from gnt_storage import node
+from hooks import fence
+from hooks.env import parse
+
+
+@pytest.mark.xfail(strict=True, reason="R1: mappers.run_tool starts map tools in the caller's process group; "
+                   "rbd-nbd daemonizes without setsid (Ceph's Preforker), so agent_worker's killpg at a call's "
+                   "bound, or its guard when the agent dies, also kills every rbd-nbd that worker mapped")
+def test_a_daemon_a_mapping_tool_leaves_behind_is_out_of_the_callers_process_group() -> None:
+    """A tool that forks a daemon and exits, as `rbd-nbd map` does: the daemon must not share the
+    process group of the caller (an agent worker, whose group is SIGKILLed at the call's bound)."""
+    out = mappers.run_tool(["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"], "start a daemon", 10)
+    daemon = int(out)
+    try:
+        assert os.getpgid(daemon) != os.getpgrp(), "killpg of this process group would kill the mapping daemon"
+    finally:
+        os.kill(daemon, signal.SIGKILL)  # an orphan of its shell: PID 1 here may leave it a zombie
+
+
+def _dual_homed_ssconf(tmp_path) -> None:
+    (tmp_path / "ssconf_node_primary_ips").write_text("n1.example 192.0.2.10\nn2.example 192.0.2.20\n")
+    (tmp_path / "ssconf_node_secondary_ips").write_text("n1.example 10.0.0.10\nn2.example 10.0.0.20\n")
+    (tmp_path / "ssconf_offline_nodes").write_text("")
+
+
+@pytest.mark.xfail(strict=True, reason="R2: fence_if_dead probes the lexicographically first of the node's "
+                   "primary and secondary IPs (here the secondary, where noded may not listen or be firewalled) "
+                   "and fences a node whose noded answers on its primary IP")
+def test_a_node_answering_on_its_primary_ip_is_not_fenced(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ganeti reaches noded on the primary IP; a node that answers there is alive and must not be fenced."""
+    _dual_homed_ssconf(tmp_path)
+    monkeypatch.setattr(fence, "SSCONF", str(tmp_path))
+    probed: list[str] = []
+
+    def reachable(ip: str, timeout: float = 3.0) -> bool:  # noded: listens on the primary network only
+        probed.append(ip)
+        return ip.startswith("192.0.2.")
+
+    def no_session(cfg: Config) -> None:
+        raise AssertionError(f"would fence the live node n1 (probed {probed})")
+
+    monkeypatch.setattr(fence, "reachable", reachable)
+    monkeypatch.setattr(fence, "Session", no_session)
+    h = parse({"GANETI_HOOKS_PATH": "instance-failover", "GANETI_HOOKS_PHASE": "pre",
+               "GANETI_MASTER": "n2.example", "GANETI_INSTANCE_NAME": "i1",
+               "GANETI_INSTANCE_PRIMARY": "n1.example", "GANETI_OLD_PRIMARY": "n1.example",
+               "GANETI_NEW_PRIMARY": "n2.example"})
+    fence.fence_if_dead(h, Config(conf=str(tmp_path / "ceph.conf"), keyring=str(tmp_path / "k")))
+
+
+@pytest.mark.xfail(strict=True, reason="R3: with no readable Ganeti state at the expected path (Ganeti built "
+                   "with another localstatedir, or a moved data dir), wipes_new_disks says False ('no Ganeti "
+                   "cluster') and an adopt/clone proceeds, though Ganeti, which is calling the provider, may wipe")
+def test_adopting_is_refused_when_ganetis_state_cannot_be_found(tmp_path) -> None:
+    """The provider is only ever run by Ganeti: not finding its config is 'unknown', never 'off'."""
+    with pytest.raises(UsageError):
+        prealloc_wipe.refuse_if_wiped("the adopted image rbd/old", str(tmp_path / "no-ganeti-here"))
+
+
+@pytest.fixture()
+def finished_store(tmp_path) -> str:
+    """A finished bluestore store of osd.7 on a 3 GiB sparse file (as test_node_probe's fixture)."""
+    if not shutil.which("ceph-osd"):
+        pytest.fail("ceph-osd is not installed (make install)")
+    dev, data = str(tmp_path / "osd.img"), tmp_path / "osd"
+    with open(dev, "wb") as fh:
+        fh.truncate(3 * 1024**3)
+    data.mkdir()
+    (data / "block").symlink_to(dev)
+    conf = tmp_path / "ceph.conf"
+    conf.write_text(f"[global]\nfsid = {FSID}\n[osd]\nosd_objectstore = bluestore\nbluestore_block_create = false\n"
+                    "bluestore_fsck_on_mkfs = false\n")
+    subprocess.run(["ceph-osd", "-c", str(conf), "--mkfs", "-i", "7", "--osd-uuid", OSD_UUID, "--osd-data", str(data),
+                    "--no-mon-config", "--log-file", str(tmp_path / "log")], check=True, capture_output=True,
+                   timeout=120)
+    return dev
+
+
+OSD_UUID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+FSID = "11111111-2222-3333-4444-555555555555"
+
+
+def _head(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(65536)
+
+
+@pytest.mark.xfail(strict=True, reason="R4: up_from 0 is taken as proof that a store never held data, but "
+                   "`ceph osd purge` + register_osds (`osd new`) gives a booted OSD up_from 0 again, and an OSD "
+                   "missing from the osdmap is mapped to 0 too: mkfs_osd then zeroes a finished store "
+                   "(label mkfs_done=yes)")
+def test_a_finished_store_is_never_zeroed_even_with_up_from_0(finished_store: str, tmp_path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _head(finished_store)
+    assert before.startswith(b"bluestore block device\n")
+    monkeypatch.setattr(node, "data_dir", lambda kind, ident: str(tmp_path / f"{kind}-{ident}"))
+
+    def stop(argv: list[str], what: str) -> None:
+        raise GanetiCephError(f"stopped by the test before {what}")
+
+    monkeypatch.setattr(node, "_ceph", stop)
+    osd = {"id": "7", "dev": finished_store, "uuid": OSD_UUID, "fsid": FSID, "keyring": "", "up_from": 0}
+    with pytest.raises(GanetiCephError):
+        node.mkfs_osd(osd, "ceph")
+    assert _head(finished_store) == before, "the finished store's label was zeroed"
