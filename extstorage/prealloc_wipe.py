@@ -9,6 +9,8 @@ device and Ganeti 3.0 runs dd with `of=None`: the zeros go to a file `None`
 in ganeti-noded's working directory, `/` (seen on the test bed), so the
 image survives by accident. Ganeti tells the provider nothing of the setting;
 it is in config.data, which only the master and the master candidates hold.
+Elsewhere (Ganeti keeps at most candidate_pool_size candidates) we ask
+ganeti-confd on the candidates, with Ganeti's own confd client, bounded.
 See doc/extstorage.md and doc/access-switch.md.
 """
 
@@ -16,11 +18,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
 
 from ganeti_ceph.errors import UsageError
 
 GANETI_LIB = "/var/lib/ganeti"
 OFF = "gnt-cluster modify --prealloc-wipe-disks no"
+GANETI_PY = "/usr/share/ganeti/default"  # Ganeti's packaged Python tree (-> /etc/ganeti/share)
+# Haskell confd's ReqConfigQuery (type 10) takes an RFC 6901 pointer into config.data (Confd/Utils.hs
+# extractJSONPath), as Ganeti's tools/query-config sends it.
+CONFD_QUERY = "/cluster/prealloc_wipe_disks"
+# The whole ask, import included: confd answers in milliseconds; no config timeout is this short, and a
+# create should not wait the 10 s of a Ceph connect for an answer that, missing, only means "refuse".
+CONFD_BOUND_S = 2.0
+CONFD_OK = 0  # ConfdReply status: CONFD_REPL_STATUS_OK
 
 
 def from_config(cfg: dict) -> bool:
@@ -28,16 +44,82 @@ def from_config(cfg: dict) -> bool:
     return bool((cfg.get("cluster") or {}).get("prealloc_wipe_disks"))
 
 
+def from_confd(answers: Iterable[tuple[int, object]], needed: int) -> bool | None:
+    """The setting from confd's replies (status, answer), one per candidate that answered: conclusive only
+    when at least `needed` answered, all with status OK and the same boolean; else None (cannot tell)."""
+    answers = list(answers)
+    if needed < 1 or len(answers) < needed:
+        return None
+    if any(status != CONFD_OK or not isinstance(value, bool) for status, value in answers):
+        return None
+    values = {value for _, value in answers}
+    return values.pop() if len(values) == 1 else None
+
+
+def _ganeti_confd() -> tuple[ModuleType, ModuleType]:
+    """Ganeti's confd client and constants, imported only here: its tree is on sys.path only during the
+    import (nothing else may pick up Ganeti's modules), and its asyncore DeprecationWarnings stay quiet."""
+    saved = list(sys.path)
+    sys.path.insert(0, GANETI_PY)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from ganeti import constants  # type: ignore[import-not-found]
+            from ganeti.confd import client  # type: ignore[import-not-found]
+    finally:
+        sys.path[:] = saved
+    return client, constants
+
+
+def ask_confd(lib_dir: str = GANETI_LIB, bound: float = CONFD_BOUND_S) -> bool | None:
+    """The setting as ganeti-confd on the master candidates (ssconf_master_candidates_ips, signed with
+    hmac.key, which every node has) says it, within `bound` seconds in all; None if it cannot tell."""
+    deadline = time.monotonic() + bound
+    try:
+        with open(os.path.join(lib_dir, "hmac.key")) as fh:
+            key = fh.read()
+        with open(os.path.join(lib_dir, "ssconf_master_candidates_ips")) as fh:
+            peers = fh.read().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not peers or not key:
+        return None
+    try:  # anything Ganeti's client raises (no route, bad address, ...) only means "cannot tell"
+        client, constants = _ganeti_confd()
+        req = client.ConfdClientRequest(type=constants.CONFD_REQ_CONFIG_QUERY, query=CONFD_QUERY)
+        needed = client.ConfdClient._NeededReplies(len(peers))  # Ganeti's quorum: all of 1-2, all but 1 of 3-4, ...
+        replies: dict[str, tuple[int, object]] = {}
+
+        def store(up: Any) -> None:
+            """Every candidate's reply (ConfdClient has dropped unsigned ones): StoreResultCallback keeps only
+            the last and ConfdFilterCallback hides repeats, but "off" needs all of them to agree."""
+            if up.type == client.UPCALL_REPLY and up.salt == req.rsalt:
+                replies[up.server_ip] = (up.server_reply.status, up.server_reply.answer)
+
+        confd = client.ConfdClient(key, peers, store)
+        try:
+            confd.SendRequest(req, coverage=-1, async_=False)  # to every candidate
+            while len(replies) < needed and (left := deadline - time.monotonic()) > 0:
+                confd.ReceiveReply(timeout=left)
+        finally:
+            confd._socket.close()  # its UDP socket, also out of asyncore's global map
+    except Exception:
+        return None
+    return from_confd(replies.values(), needed)
+
+
 def wipes_new_disks(lib_dir: str = GANETI_LIB) -> bool | None:
-    """True or False as this node's config.data says; False on a host in no Ganeti cluster (no ssconf);
-    None when this node is in a cluster but cannot read config.data (not a master candidate)."""
+    """True or False as this node's config.data says, or else (not a master candidate) as ganeti-confd
+    says; False on a host in no Ganeti cluster (no ssconf); None when neither can tell."""
     try:
         with open(os.path.join(lib_dir, "config.data")) as fh:
             return from_config(json.load(fh))
     except FileNotFoundError:
-        return None if os.path.exists(os.path.join(lib_dir, "ssconf_cluster_name")) else False
+        if not os.path.exists(os.path.join(lib_dir, "ssconf_cluster_name")):
+            return False
     except (OSError, ValueError, AttributeError):
-        return None
+        pass
+    return ask_confd(lib_dir)
 
 
 def refuse_if_wiped(what: str, lib_dir: str = GANETI_LIB) -> None:
@@ -48,5 +130,7 @@ def refuse_if_wiped(what: str, lib_dir: str = GANETI_LIB) -> None:
                          f"turn it off for this ({OFF}), add the disk, then turn it on again")
     if state is None:
         raise UsageError(f"cannot tell whether Ganeti's prealloc_wipe_disks (which would zero {what}) is on: this "
-                         f"node has no readable {lib_dir}/config.data (not a master candidate?); make it one "
-                         "(gnt-node modify --master-candidate=yes) or use a master candidate as primary node")
+                         f"node has no readable {lib_dir}/config.data (not a master candidate?) and ganeti-confd on "
+                         f"the master candidates gave no consistent answer within {CONFD_BOUND_S:g} s; check that "
+                         "ganeti-confd runs there, make this node a candidate (gnt-node modify "
+                         "--master-candidate=yes) or use a master candidate as primary node")

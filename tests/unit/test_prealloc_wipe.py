@@ -1,0 +1,86 @@
+"""prealloc_wipe's pure parts: the verdict from confd's replies, where the setting is read from, and that asking
+a confd that does not answer ends within its bound with "cannot tell" and leaves nothing behind (sys.path,
+stderr). The answering confd is tested on the real cluster: tests/ganeti/test_prealloc_confd.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from extstorage import prealloc_wipe as pw
+from ganeti_ceph.errors import UsageError
+
+OK, ERR = pw.CONFD_OK, 1
+
+
+@pytest.mark.parametrize(("answers", "needed", "want"), [
+    ([(OK, False)], 1, False),
+    ([(OK, True)], 1, True),
+    ([(OK, False), (OK, False)], 2, False),
+    ([(OK, True), (OK, True), (OK, True)], 2, True),
+    ([], 1, None),  # nobody answered
+    ([(OK, False)], 2, None),  # too few of the candidates asked
+    ([(OK, False), (OK, True)], 2, None),  # candidates disagree (one has a stale config)
+    ([(OK, False), (OK, True), (OK, False)], 2, None),
+    ([(ERR, 2)], 1, None),  # the path is unknown to this confd (an older Ganeti)
+    ([(OK, False), (ERR, 2)], 1, None),
+    ([(OK, 0)], 1, None),  # not a boolean: never read as off
+    ([(OK, None)], 1, None),
+    ([(OK, "false")], 1, None),
+    ([(OK, False)], 0, None),
+])
+def test_only_agreeing_boolean_answers_of_enough_candidates_count(answers: list, needed: int,
+                                                                  want: bool | None) -> None:
+    assert pw.from_confd(answers, needed) is want
+
+
+def _node(tmp_path: Path, peers: str = "127.0.0.1\n", key: bool = True) -> str:
+    """A non-candidate node's /var/lib/ganeti: ssconf, hmac.key, no config.data."""
+    (tmp_path / "ssconf_cluster_name").write_text("cluster.example\n")
+    (tmp_path / "ssconf_master_candidates_ips").write_text(peers)
+    if key:
+        (tmp_path / "hmac.key").write_text("0123456789abcdef0123456789abcdef01234567\n")
+    return str(tmp_path)
+
+
+def test_config_data_wins_over_confd(tmp_path: Path) -> None:
+    lib = _node(tmp_path)
+    for value in (False, True):
+        (tmp_path / "config.data").write_text(json.dumps({"cluster": {"prealloc_wipe_disks": value}}))
+        assert pw.wipes_new_disks(lib) is value
+
+
+@pytest.mark.parametrize(("peers", "key"), [("", True), ("127.0.0.1\n", False),
+                                            ("127.0.0.1\n::1\n", True),  # mixed families: Ganeti's client refuses
+                                            ("not-an-ip\n", True)])
+def test_no_way_to_ask_confd_is_cannot_tell(tmp_path: Path, peers: str, key: bool) -> None:
+    lib = _node(tmp_path, peers, key)
+    assert pw.wipes_new_disks(lib) is None
+    with pytest.raises(UsageError, match="cannot tell whether Ganeti's prealloc_wipe_disks") as exc:
+        pw.refuse_if_wiped("this clone of rbd/tpl", lib)
+    assert "\n" not in exc.value.message and "ganeti-confd" in exc.value.message
+
+
+def test_a_confd_that_does_not_answer_is_cannot_tell_within_the_bound(tmp_path: Path) -> None:
+    """Nothing listens on 127.0.0.1's confd port here: no answer, the wait ends at the bound."""
+    lib, bound = _node(tmp_path), 0.5
+    started = time.monotonic()
+    assert pw.ask_confd(lib, bound) is None
+    assert time.monotonic() - started < bound + 1.0  # the bound, plus what one select may overrun
+
+
+def test_asking_leaves_no_trace_in_the_process(tmp_path: Path) -> None:
+    """Ganeti's tree is on sys.path only while its client is imported; its import warnings (asyncore) and its
+    socket stay out of the caller's stderr and asyncore's map. A fresh interpreter, so the import really runs."""
+    lib = _node(tmp_path)
+    code = ("import sys; before = list(sys.path); from extstorage import prealloc_wipe as pw; "
+            f"r = pw.ask_confd({lib!r}, 0.3); assert 'ganeti.confd.client' in sys.modules; "
+            "import asyncore; print(r, sys.path == before, asyncore.socket_map)")  # asyncore: imported by Ganeti
+    res = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=str(Path(pw.__file__).parent.parent), check=False)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "None True {}\n", "")
