@@ -108,7 +108,10 @@ class Workers:
         with self._lock:
             while self._idle and worker is None:
                 candidate = self._idle.pop()
-                worker = candidate if candidate.proc.poll() is None else None
+                if candidate.proc.poll() is None:
+                    worker = candidate
+                else:  # died idle (poll reaped it)
+                    candidate.sock.close()
             self.busy += 1
         self.spare()
         try:
