@@ -15,6 +15,7 @@ the bound passes unnoticed: nothing it started outlives the call.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -164,9 +165,10 @@ class Workers:
 # -- the worker process ---------------------------------------------------------------
 
 def _guard(parent: int, deadline: list[float]) -> None:
-    """Kill this worker's process group once the agent is gone or the call's bound has passed."""
+    """Kill this worker's process group once the agent is gone or the call's
+    bound (deadline[0], inf while idle: one item, read in one step) has passed."""
     while True:
-        if os.getppid() != parent or (deadline and time.monotonic() > deadline[0]):
+        if os.getppid() != parent or time.monotonic() > deadline[0]:
             os.killpg(0, signal.SIGKILL)
         time.sleep(0.1)
 
@@ -177,7 +179,7 @@ def serve(fd: int, agent: int) -> None:
     The guard starts first and gets the agent's pid from the agent itself: an
     agent killed while this worker was still importing must not leave it
     serving the call already queued on its socket."""
-    deadline: list[float] = []
+    deadline = [math.inf]
     threading.Thread(target=_guard, args=(agent, deadline), daemon=True).start()
     from extstorage import provider
     from extstorage.client import decode_request, encode_answer
@@ -195,9 +197,9 @@ def serve(fd: int, agent: int) -> None:
             except WireError:
                 return  # the agent closed: retired
             action, env = decode_request(request)
-            deadline[:] = [time.monotonic() + provider.action_timeout(env) + SELF_KILL_MARGIN_S]
+            deadline[0] = time.monotonic() + provider.action_timeout(env) + SELF_KILL_MARGIN_S
             out = provider.execute(action, env, pool)
-            deadline.clear()
+            deadline[0] = math.inf
             try:
                 sock.sendall(frame(encode_answer(out.code, out.stdout, out.stderr)))
             except OSError:
