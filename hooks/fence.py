@@ -39,8 +39,12 @@ def ssconf(name: str) -> list[str]:
 
 def node_ips() -> list[tuple[str, str]]:
     """(node, ip) for every Ganeti IP of every node: primary and secondary."""
+    return _pairs(ssconf("node_primary_ips") + ssconf("node_secondary_ips"))
+
+
+def _pairs(lines: list[str]) -> list[tuple[str, str]]:
     out = []
-    for line in ssconf("node_primary_ips") + ssconf("node_secondary_ips"):
+    for line in lines:
         name, _, ip = line.partition(" ")
         if ip.strip():
             out.append((name, ip.strip()))
@@ -75,11 +79,17 @@ def fence_targets(node: str, holders: Iterable[Holder], protected: set[str]) -> 
     return sorted(ips), notes
 
 
+def primary_ip(node: str) -> str:
+    """The node's primary IP: where Ganeti's RPC reaches its node daemon. The secondary network may carry
+    only replication (noded bound to the primary IP, or firewalled), so it proves nothing about liveness."""
+    return next(iter(sorted(ips_of(node, _pairs(ssconf("node_primary_ips"))))), "")
+
+
 def fence_if_dead(h: HookEnv, cfg: Config) -> None:
-    """Fence the old primary if Ganeti marks it offline or its node daemon does not answer."""
+    """Fence the old primary if Ganeti marks it offline or its node daemon does not answer on its primary IP."""
     node = h.old_primary or h.primary
     pairs = node_ips()
-    ip = next(iter(sorted(ips_of(node, pairs))), "")
+    ip = primary_ip(node)
     offline = any(same_node(n, node) for n in ssconf("offline_nodes"))
     if not ip or (not offline and reachable(ip)):
         return

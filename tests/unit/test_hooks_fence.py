@@ -101,3 +101,51 @@ def test_admin_key_of_init_distributed_storage(tmp_path, monkeypatch: pytest.Mon
     assert fence.admin_config(cfg) == dataclasses.replace(cfg, conf=str(state / "ceph.conf"),
                                                           keyring=str(state / "ceph.client.admin.keyring"),
                                                           client_id="admin")
+
+
+def _dual_homed(tmp_path, monkeypatch: pytest.MonkeyPatch, answers: str) -> list[str]:
+    """n1 and n2 with distinct primary (192.0.2.x) and secondary (10.0.0.x) IPs; noded answers only on the
+    IPs starting with `answers`. Returns the IPs probed; a Session (the step before fencing) raises Fenced."""
+    (tmp_path / "ssconf_node_primary_ips").write_text("n1.example 192.0.2.10\nn2.example 192.0.2.20\n")
+    (tmp_path / "ssconf_node_secondary_ips").write_text("n1.example 10.0.0.10\nn2.example 10.0.0.20\n")
+    (tmp_path / "ssconf_offline_nodes").write_text("")
+    monkeypatch.setattr(fence, "SSCONF", str(tmp_path))
+    probed: list[str] = []
+
+    def reachable(ip: str, timeout: float = 3.0) -> bool:
+        probed.append(ip)
+        return bool(answers) and ip.startswith(answers)
+
+    def session(cfg: Config) -> None:
+        raise Fenced(probed)
+
+    monkeypatch.setattr(fence, "reachable", reachable)
+    monkeypatch.setattr(fence, "Session", session)
+    return probed
+
+
+class Fenced(Exception):
+    """fence_if_dead went on to fence (it opened the Ceph session that blocklists)."""
+
+
+FAILOVER = {"GANETI_HOOKS_PATH": "instance-failover", "GANETI_HOOKS_PHASE": "pre", "GANETI_MASTER": "n2.example",
+            "GANETI_INSTANCE_NAME": "i1", "GANETI_INSTANCE_PRIMARY": "n1.example",
+            "GANETI_OLD_PRIMARY": "n1.example", "GANETI_NEW_PRIMARY": "n2.example"}
+
+
+def test_a_node_answering_on_its_primary_ip_is_not_fenced(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review I, R2: Ganeti reaches noded on the primary IP; the secondary network may carry only replication.
+    Before the fix the hook probed the lexicographically first IP of both lists (10.0.0.10, the secondary),
+    found no noded there and fenced the live n1, cutting off every Ceph client on it."""
+    probed = _dual_homed(tmp_path, monkeypatch, answers="192.0.2.")
+    fence.fence_if_dead(parse(FAILOVER), Config(conf=str(tmp_path / "ceph.conf"), keyring=str(tmp_path / "k")))
+    assert probed == ["192.0.2.10"]
+
+
+def test_a_node_silent_on_its_primary_ip_is_fenced_even_if_its_secondary_answers(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ganeti cannot reach it either: its failover goes ahead, so the old primary must lose its Ceph access."""
+    probed = _dual_homed(tmp_path, monkeypatch, answers="10.0.0.")
+    with pytest.raises(Fenced):
+        fence.fence_if_dead(parse(FAILOVER), Config(conf=str(tmp_path / "ceph.conf"), keyring=str(tmp_path / "k")))
+    assert probed == ["192.0.2.10"]

@@ -15,11 +15,8 @@ import subprocess
 import pytest
 
 from extstorage import mappers, prealloc_wipe
-from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError, UsageError
 from gnt_storage import node
-from hooks import fence
-from hooks.env import parse
 
 
 @pytest.mark.xfail(strict=True, reason="R1: mappers.run_tool starts map tools in the caller's process group; "
@@ -34,37 +31,6 @@ def test_a_daemon_a_mapping_tool_leaves_behind_is_out_of_the_callers_process_gro
         assert os.getpgid(daemon) != os.getpgrp(), "killpg of this process group would kill the mapping daemon"
     finally:
         os.kill(daemon, signal.SIGKILL)  # an orphan of its shell: PID 1 here may leave it a zombie
-
-
-def _dual_homed_ssconf(tmp_path) -> None:
-    (tmp_path / "ssconf_node_primary_ips").write_text("n1.example 192.0.2.10\nn2.example 192.0.2.20\n")
-    (tmp_path / "ssconf_node_secondary_ips").write_text("n1.example 10.0.0.10\nn2.example 10.0.0.20\n")
-    (tmp_path / "ssconf_offline_nodes").write_text("")
-
-
-@pytest.mark.xfail(strict=True, reason="R2: fence_if_dead probes the lexicographically first of the node's "
-                   "primary and secondary IPs (here the secondary, where noded may not listen or be firewalled) "
-                   "and fences a node whose noded answers on its primary IP")
-def test_a_node_answering_on_its_primary_ip_is_not_fenced(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ganeti reaches noded on the primary IP; a node that answers there is alive and must not be fenced."""
-    _dual_homed_ssconf(tmp_path)
-    monkeypatch.setattr(fence, "SSCONF", str(tmp_path))
-    probed: list[str] = []
-
-    def reachable(ip: str, timeout: float = 3.0) -> bool:  # noded: listens on the primary network only
-        probed.append(ip)
-        return ip.startswith("192.0.2.")
-
-    def no_session(cfg: Config) -> None:
-        raise AssertionError(f"would fence the live node n1 (probed {probed})")
-
-    monkeypatch.setattr(fence, "reachable", reachable)
-    monkeypatch.setattr(fence, "Session", no_session)
-    h = parse({"GANETI_HOOKS_PATH": "instance-failover", "GANETI_HOOKS_PHASE": "pre",
-               "GANETI_MASTER": "n2.example", "GANETI_INSTANCE_NAME": "i1",
-               "GANETI_INSTANCE_PRIMARY": "n1.example", "GANETI_OLD_PRIMARY": "n1.example",
-               "GANETI_NEW_PRIMARY": "n2.example"})
-    fence.fence_if_dead(h, Config(conf=str(tmp_path / "ceph.conf"), keyring=str(tmp_path / "k")))
 
 
 @pytest.mark.xfail(strict=True, reason="R3: with no readable Ganeti state at the expected path (Ganeti built "
