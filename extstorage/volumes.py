@@ -437,8 +437,9 @@ def _parse_record(raw: str | None) -> dict | None:
 def removable_adoption(meta: dict[str, str], pool: str, name: str, now: float | None = None,
                        lib_dir: str = prealloc_wipe.GANETI_LIB) -> None:
     """Refuse (Busy) to remove an adopted image whose data was never proven to be nobody's: one an adopt left
-    halfway, or one adopted less than WIPE_UNDO_S ago while Ganeti's prealloc_wipe_disks is on (Ganeti removes
-    a disk whose wipe failed, and an adopted image is not the new, empty one it believes it made)."""
+    halfway, or one adopted less than WIPE_UNDO_S ago while Ganeti's prealloc_wipe_disks is on or cannot be
+    read (Ganeti removes a disk whose wipe failed, and an adopted image is not the new, empty one it believes
+    it made)."""
     rec = _parse_record(meta.get(META_ADOPT))
     if not rec:
         return
@@ -447,10 +448,14 @@ def removable_adoption(meta: dict[str, str], pool: str, name: str, now: float | 
         raise Busy(f"image {pool}/{name} is {pool}/{old} in the middle of an adoption; complete it (create with "
                    f"adopt_image={old}) or undo it (rbd rename {pool}/{name} {pool}/{old}); not removing it")
     age = (time.time() if now is None else now) - float(rec.get("at") or 0)
-    if rec.get("done") is True and age < WIPE_UNDO_S and prealloc_wipe.wipes_new_disks(lib_dir):
+    if rec.get("done") is not True or age >= WIPE_UNDO_S:
+        return
+    wipes = prealloc_wipe.wipes_new_disks(lib_dir)  # None (cannot tell) keeps the image too, as refuse_if_wiped
+    if wipes is not False:
         raise Busy(f"image {pool}/{name} was adopted from {pool}/{old} {max(age, 0):.0f} s ago and Ganeti's "
-                   "prealloc_wipe_disks is on: this remove may be Ganeti undoing its failed wipe, and the image "
-                   f"holds data; not removing it (if you mean it: {prealloc_wipe.OFF}, or wait {WIPE_UNDO_S} s)")
+                   f"prealloc_wipe_disks is {'on' if wipes else 'unknown here (it may be on)'}: this remove may be "
+                   "Ganeti undoing its failed wipe, and the image holds data; not removing it (if you mean it: "
+                   f"{prealloc_wipe.OFF}, or wait {WIPE_UNDO_S} s)")
 
 
 def adopt_record(session: Session, ioctx: object, name: str) -> dict | None:

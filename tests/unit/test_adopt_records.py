@@ -42,3 +42,14 @@ def test_fresh_adoption_is_kept_while_ganeti_wipes(lib: str, tmp_path) -> None:
                                meta(**{"from": "x", "to": "other", "done": False})])
 def test_no_or_foreign_record_is_an_ordinary_remove(lib: str, m: dict[str, str]) -> None:
     removable_adoption(m, "rbd", "new", NOW, lib)
+
+
+def test_fresh_adoption_is_kept_when_the_wipe_setting_cannot_be_read(tmp_path) -> None:
+    """Review I, R10: a node in a cluster (ssconf) without config.data and no confd answer cannot tell whether
+    Ganeti wipes; that is no proof the remove is not Ganeti's undo of a failed wipe. Before the fix None was
+    taken as 'off' and the adopted image was removed."""
+    (tmp_path / "ssconf_cluster_name").write_text("c\n")
+    fresh = meta(**{"from": "old", "to": "new", "done": True, "at": int(NOW) - 5})
+    with pytest.raises(Busy, match=r"adopted from rbd/old 5 s ago.*prealloc_wipe_disks is unknown here"):
+        removable_adoption(fresh, "rbd", "new", NOW, str(tmp_path))
+    removable_adoption(fresh, "rbd", "new", NOW + WIPE_UNDO_S, str(tmp_path))
