@@ -5,6 +5,7 @@ from templates worked on no node beyond the candidate pool."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from tests.ganeti.test_access_switch import disks, images, io, wipe_on
 MiB = 1024**2
 CONFIG_DATA = "/var/lib/ganeti/config.data"
 REFUSED = "prealloc_wipe_disks is on and would zero"
+DAEMON_UTIL = "/usr/lib/ganeti/daemon-util"
 
 
 def has_config(tb: Testbed, index: int) -> bool:
@@ -101,3 +103,35 @@ def test_origin_on_a_non_candidate_follows_the_setting_confd_reports(testbed: Te
         assert io(ceph_admin, second, 0, MiB) == data and io(ceph_admin, first, 0, MiB) == data
     finally:
         tb.run(0, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", "--ignore-failures", inst], check=False)
+
+
+def confd_listens(tb: Testbed) -> bool:
+    return ":1814 " in tb.run(0, ["ss", "-Huln"]).stdout
+
+
+@contextlib.contextmanager
+def confd_stopped(tb: Testbed) -> Iterator[None]:
+    """ganeti-confd down on the master (the only candidate left) for the block, started again after it."""
+    tb.run(0, [DAEMON_UTIL, "stop", "ganeti-confd"])
+    try:
+        wait_for("ganeti-confd to stop", lambda: not confd_listens(tb))
+        yield
+    finally:
+        tb.run(0, [DAEMON_UTIL, "start", "ganeti-confd"])
+        wait_for("ganeti-confd to listen again", lambda: confd_listens(tb))
+
+
+def test_no_answer_from_confd_is_cannot_tell_and_refused(testbed: Testbed, ceph_admin: Config,
+                                                         non_candidate: str, template: str) -> None:
+    """The setting is off, but nobody can say so: the clone is refused in one line, nothing is made."""
+    tb, node = testbed, non_candidate
+    other = f"ne{time.monotonic_ns() % 10**6}.gcb.test"
+    present = images(ceph_admin)
+    with confd_stopped(tb):
+        started = time.monotonic()
+        code, out = add(tb, other, node, template)
+        print(f"gnt-instance add refused without confd after {time.monotonic() - started:.1f} s")
+    assert code != 0 and "cannot tell whether Ganeti's prealloc_wipe_disks" in out, out
+    assert "ganeti-confd on the master candidates gave no consistent answer" in out, out
+    assert other not in tb.gnt("gnt-instance", "list", "--no-headers", "-o", "name")
+    assert images(ceph_admin) == present
