@@ -19,6 +19,7 @@ import os
 import rados
 import rbd
 
+from extstorage import omap_index
 from extstorage.volumes import DEFAULT_FEATURES, META_ORIGIN, OUR_SNAP_PREFIX, ImageRef, clone, exists_fast
 from ganeti_ceph.errors import Busy, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name
@@ -47,23 +48,11 @@ def pending_for(session: Session, ioctx: rados.Ioctx, image: str) -> list[str]:
 
 
 def _pending(session: Session, ioctx: rados.Ioctx, snap_volume: str) -> str | None:
-    with session.errors("read the snapshot registry"), rados.ReadOpCtx() as op:
-        it, _ = ioctx.get_omap_vals_by_keys(op, (snap_volume,))
-        try:
-            ioctx.operate_read_op(op, REGISTRY)
-        except rados.ObjectNotFound:
-            return None
-        return next((v.decode() for _, v in it), None)
+    return omap_index.get(session, ioctx, REGISTRY, snap_volume, "read the snapshot registry")
 
 
 def _record(session: Session, ioctx: rados.Ioctx, snap_volume: str, spec: str | None) -> None:
-    with session.errors("write the snapshot registry"), rados.WriteOpCtx() as op:
-        if spec is None:
-            ioctx.remove_omap_keys(op, (snap_volume,))
-        else:
-            op.new(rados.LIBRADOS_CREATE_IDEMPOTENT)
-            ioctx.set_omap(op, (snap_volume,), (spec.encode(),))
-        ioctx.operate_write_op(op, REGISTRY)
+    omap_index.put(session, ioctx, REGISTRY, snap_volume, spec, "write the snapshot registry")
 
 
 def snapshot(session: Session, pool: str, name: str, snap_volume: str) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import rbd
 
-from extstorage import prealloc_wipe, request
+from extstorage import omap_index, prealloc_wipe, request
 from ganeti_ceph.errors import Busy, CephError, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name, check_pool_name, check_snap_name
 from ganeti_ceph.session import Session
@@ -30,6 +30,9 @@ META_UUID, META_CNAME, META_INFO, META_ORIGIN = "ganeti.uuid", "ganeti.cname", "
 META_ACCESS = "ganeti.access"
 # An adoption: {"from": old name, "to": new name, "done": bool[, "at": epoch s]}, written before the rename (adopt).
 META_ADOPT = "ganeti.adopt"
+# The pool's in-flight adoptions (omap): OLD -> {"at": name the image had when this attempt began, "to": VOL_NAME},
+# written before the rename, removed once done: an interrupted adopt is found with one read, not a pool scan.
+ADOPTIONS = "ganeti_ceph_adoptions"
 # How long after an adoption a remove may be Ganeti undoing its failed wipe of it (see removable_adoption).
 WIPE_UNDO_S = 600
 # Safe for krbd on kernels >= 5.3 and for librbd (QEMU, rbd-nbd, rbd-fuse).
@@ -373,12 +376,14 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
     """Take over image `old` as volume `name`: a rename, no data copied.
 
     Refused while the image is in use (watchers) or when the new volume
-    would be smaller than the image. The target is recorded on the image
-    (META_ADOPT) before the rename and marked done after the metadata, so an
-    interrupted adopt is found and completed by a repeat: of this create
-    (`name` carries the open record), or of any create adopting `old` (the
-    image renamed under another name is found by its record and moved on).
-    A repeat after success is a no-op.
+    would be smaller than the image. Before the rename the adoption is
+    entered in the pool's index (ADOPTIONS: where the image is, where it
+    goes) and recorded on the image (META_ADOPT); the record is marked done
+    after the metadata, then the entry goes. So an interrupted adopt is
+    found and completed by a repeat: of this create (`name` carries the
+    open record), or of any create adopting `old` (the index names the
+    image renamed under another name, its record confirms it, and it is
+    moved on). A repeat after success is a no-op.
     """
     check_image_name(name)
     check_image_name(old)
@@ -389,6 +394,7 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
         if exists_fast(ioctx, name):
             if not _interrupted(adopt_record(session, ioctx, name), old, name):
                 _check_same_volume(ioctx, pool, name, meta, nbytes)
+                _unindex(session, ioctx, old, name)  # in case the last run died right after marking it done
                 return False
             source = name  # this very adopt, interrupted after the rename
         elif not exists_fast(ioctx, old):
@@ -405,6 +411,7 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
             if img.size() > nbytes:
                 raise UsageError(f"image {pool}/{source} is {img.size() // MIB} MiB, more than the {nbytes // MIB} "
                                  "MiB asked; give at least its size (volumes never shrink)")
+            omap_index.put(session, ioctx, ADOPTIONS, old, json.dumps({"at": source, "to": name}, sort_keys=True))
             with session.errors(f"record the adoption of {pool}/{source} as {name}"):
                 img.metadata_set(META_ADOPT, _adopt_text(old, name, False))
         if source != name:
@@ -415,8 +422,16 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
                 img.resize(nbytes, allow_shrink=False)
             for key, value in meta.items():
                 img.metadata_set(key, value)
-            img.metadata_set(META_ADOPT, _adopt_text(old, name, True))  # last: complete
+            img.metadata_set(META_ADOPT, _adopt_text(old, name, True))  # complete
+        _unindex(session, ioctx, old, name)
     return True
+
+
+def _unindex(session: Session, ioctx: object, old: str, name: str) -> None:
+    """Drop the index entry of the adoption of `old` as `name` (not one of another adoption of `old`)."""
+    entry = _parse_record(omap_index.get(session, ioctx, ADOPTIONS, old))  # type: ignore[arg-type]
+    if entry and entry.get("to") == name:
+        omap_index.put(session, ioctx, ADOPTIONS, old, None)  # type: ignore[arg-type]
 
 
 def _adopt_text(old: str, name: str, done: bool) -> str:
@@ -468,19 +483,21 @@ def adopt_record(session: Session, ioctx: object, name: str) -> dict | None:
 
 
 def interrupted_adoption(session: Session, ioctx: object, old: str) -> str | None:
-    """The image an interrupted adopt of `old` left renamed (its record names itself, not done), if any.
-
-    A scan of the pool's images: only when `old` is missing, i.e. on recovery.
-    """
-    with session.errors(f"list images of {ioctx.name}"):  # type: ignore[attr-defined]
-        names = rbd.RBD().list(ioctx)
-    for image in names:
+    """Where an interrupted adopt of `old` left the image, if anywhere: one read of the pool's index (no entry:
+    none, and no image is opened), then the image it names, after the rename or before it, whose own record
+    must confirm that it is `old` in an adoption not done (the index alone never moves an image)."""
+    entry = _parse_record(omap_index.get(session, ioctx, ADOPTIONS, old))  # type: ignore[arg-type]
+    if not entry:
+        return None
+    for image in dict.fromkeys((entry.get("to"), entry.get("at"))):
+        if not isinstance(image, str) or not image or image == old:
+            continue
         try:
             rec = adopt_record(session, ioctx, image)
-        except NotFound:  # removed meanwhile
+        except (NotFound, UsageError):  # not there (renamed meanwhile), or not a name at all
             continue
-        if _interrupted(rec, old, image):
-            return str(image)
+        if rec and rec.get("from") == old and rec.get("done") is False:
+            return image
     return None
 
 

@@ -1,9 +1,10 @@
 """create with adopt_image= when an earlier adopt was interrupted, through the real provider on real Ceph.
 
-An adopt records its target on the image (ganeti.adopt, done=false) before the
-rename and marks it done after the metadata. The interruption is made by doing
-the first steps by hand, exactly as adopt does them, and stopping there: after
-the record (before the rename), and after the rename (before the metadata).
+An adopt enters itself in the pool's index (ganeti_ceph_adoptions) and records
+its target on the image (ganeti.adopt, done=false) before the rename, and marks
+it done after the metadata. The interruption is made by running the real adopt
+in-process and stopping it at the rename: before it (record written, image not
+moved), or right after it (before the metadata).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import rbd
 
+from extstorage import omap_index, volumes
+from ganeti_ceph.errors import NotFound
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import MIB, Provider, provider_fixture
 from tests.conftest import LocalCluster
@@ -40,13 +44,33 @@ def with_data(prov: Provider, mib: int = 64) -> tuple[str, bytes]:
     return vol, data
 
 
+class Died(Exception):
+    """The adopt's process died here."""
+
+
 def first_half(prov: Provider, old: str, to: str, rename: bool = True) -> None:
-    """What an adopt of `old` as `to` has done when it dies before the metadata: record, then rename."""
-    with prov.image(old, read_only=False) as img:
-        img.metadata_set(RECORD, record(old, to, False))
-    if rename:
-        with Session(prov.cluster.client) as s, s.ioctx() as io:
-            rbd.RBD().rename(io, old, to)
+    """Run the real adopt of `old` as `to` and let it die at the rename: after it (rename=True: the image is `to`,
+    without its metadata) or before it (the record written, the image still `old`)."""
+    real = rbd.RBD.rename
+
+    def dies(self: rbd.RBD, ioctx: object, src: str, dst: str) -> None:
+        if rename:
+            real(self, ioctx, src, dst)
+        raise Died(f"killed {'after' if rename else 'before'} renaming {src} to {dst}")
+
+    with pytest.MonkeyPatch.context() as mp, Session(prov.cluster.client) as s:
+        mp.setattr(rbd.RBD, "rename", dies)
+        with pytest.raises(Died):
+            volumes.adopt(s, prov.cluster.client.pool, old, to, prov.size_mib(old))
+    assert prov.metadata(to if rename else old)[RECORD] == record(old, to, False)
+    assert index(prov, old) == {"at": old, "to": to}
+
+
+def index(prov: Provider, old: str) -> dict | None:
+    """The pool's in-flight adoption entry of `old`."""
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        raw = omap_index.get(s, io, volumes.ADOPTIONS, old)
+    return json.loads(raw) if raw else None
 
 
 def adopted(prov: Provider, old: str, new: str, data: bytes, mib: int) -> None:
@@ -80,7 +104,7 @@ def test_another_create_of_the_same_image_takes_it_over(prov: Provider) -> None:
     first_half(prov, old, lost)
     prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").ok()
     adopted(prov, old, new, data, 64)
-    assert not prov.exists(lost)
+    assert not prov.exists(lost) and index(prov, old) is None
     prov.run("remove", new).ok()
 
 
@@ -131,5 +155,67 @@ def test_remove_refuses_an_adoption_stopped_halfway(prov: Provider) -> None:
     assert not prov.exists(new) and not prov.exists(lost)
 
 
+def test_a_takeover_interrupted_again_is_still_found(prov: Provider) -> None:
+    """The index names where the image was when the attempt began and where it goes: a second adopt that dies
+    before its own rename (the image still under the first attempt's name, its record already naming the second
+    target) is found by a third."""
+    old, data = with_data(prov)
+    lost, lost2, new = prov.volume(), prov.volume(), prov.volume()
+    first_half(prov, old, lost)
+    def dies(*args: object) -> None:
+        raise Died("killed before the second rename")
+
+    with pytest.MonkeyPatch.context() as mp, Session(prov.cluster.client) as s:
+        mp.setattr(rbd.RBD, "rename", dies)
+        with pytest.raises(Died):
+            volumes.adopt(s, prov.cluster.client.pool, old, lost2, 64)
+    assert index(prov, old) == {"at": lost, "to": lost2} and prov.metadata(lost)[RECORD] == record(old, lost2, False)
+    prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").ok()
+    adopted(prov, old, new, data, 64)
+    assert not prov.exists(lost) and not prov.exists(lost2) and index(prov, old) is None
+    prov.run("remove", new).ok()
+
+
+class Opens(rbd.Image):
+    """rbd.Image, counting the images opened."""
+
+    names: ClassVar[list[str]] = []
+
+    def __init__(self, ioctx: object, name: str, *args: object, **kw: object) -> None:
+        Opens.names.append(name)
+        super().__init__(ioctx, name, *args, **kw)
+
+
+def test_a_typo_in_adopt_image_opens_no_image(prov: Provider, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review I, R5: a missing adopt_image= looked for an interrupted adoption by opening every image of the pool
+    (O(pool): minutes on a big pool, then the action's timeout instead of "does not exist"). Now it is one read of
+    the pool's index: with 60 other images, among them one left halfway by an adoption, no image is opened."""
+    old, data = with_data(prov)
+    first_half(prov, old, prov.volume())  # an index entry and a halfway image that are not the typo's
+    many = [prov.volume() for _ in range(60)]
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        for name in many:
+            rbd.RBD().create(io, name, MIB, old_format=False)
+        assert len(rbd.RBD().list(io)) > 60
+        monkeypatch.setattr(rbd, "Image", Opens)
+        Opens.names = []
+        with pytest.raises(NotFound, match=r"image rbd/\S+ does not exist \(nor an interrupted adoption of it\)"):
+            volumes.adopt(s, prov.cluster.client.pool, old + "-typo", prov.volume(), 64)
+        assert Opens.names == []
+        monkeypatch.undo()
+    err = prov.run("create", prov.volume(), VOL_SIZE="64", EXTP_ADOPT_IMAGE=old + "-typo").one_error()
+    assert "does not exist" in err, err
+    new = prov.volume()
+    prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").ok()  # the halfway one
+    adopted(prov, old, new, data, 64)
+    prov.run("remove", new).ok()
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        for name in many:
+            rbd.RBD().remove(io, name)
+
+
 def test_nothing_leaked(prov: Provider) -> None:
     assert prov.leaks() == []
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        left = {v: index(prov, v) for v in prov.volumes if omap_index.get(s, io, volumes.ADOPTIONS, v)}
+    assert left == {}, f"in-flight adoption entries left: {left}"

@@ -202,7 +202,7 @@ def held(admin: Config, vol: str) -> Iterator[None]:
 
 def test_an_adoption_stopped_halfway_is_completed_by_the_printed_command(testbed: Testbed, ceph_admin: Config,
                                                                         kvm_instance: str) -> None:
-    """An adopt that died after its rename (done here by hand, as adopt does it: record, then rename) leaves the
+    """An adopt that died after its rename (done here by hand, as adopt does it: index entry, record, rename) leaves the
     config naming an image that is gone. Before the fix the switch said "nothing changed" and its re-run advised
     dropping that disk. Now a switch that fails (the image held open) names where the image is and the command
     that finishes; that command completes the adoption with the data."""
@@ -214,6 +214,9 @@ def test_an_adoption_stopped_halfway_is_completed_by_the_printed_command(testbed
     io(ceph_admin, vol0, 255 * MiB, data)
     halfway = f"halfway-{time.monotonic_ns() % 10**6}"
     with Session(ceph_admin) as s, s.ioctx("rbd") as ioctx:
+        from extstorage import omap_index, volumes
+
+        omap_index.put(s, ioctx, volumes.ADOPTIONS, vol0, json.dumps({"at": vol0, "to": halfway}, sort_keys=True))
         with rbd.Image(ioctx, vol0) as img:
             img.metadata_set("ganeti.adopt", json.dumps({"from": vol0, "to": halfway, "done": False}, sort_keys=True))
         rbd.RBD().rename(ioctx, vol0, halfway)
