@@ -16,6 +16,7 @@ See doc/extstorage.md and doc/access-switch.md.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import sys
@@ -30,6 +31,9 @@ from ganeti_ceph.errors import UsageError
 GANETI_LIB = "/var/lib/ganeti"
 OFF = "gnt-cluster modify --prealloc-wipe-disks no"
 GANETI_PY = "/usr/share/ganeti/default"  # Ganeti's packaged Python tree (-> /etc/ganeti/share)
+# Where an installed Ganeti's Python tree may sit: Debian's package, and a source build's default prefix.
+# Its generated constants say where that Ganeti keeps its state (LOCALSTATEDIR/lib/ganeti).
+GANETI_TREES = (GANETI_PY, "/usr/local/share/ganeti/default")
 # Haskell confd's ReqConfigQuery (type 10) takes an RFC 6901 pointer into config.data (Confd/Utils.hs
 # extractJSONPath), as Ganeti's tools/query-config sends it.
 CONFD_QUERY = "/cluster/prealloc_wipe_disks"
@@ -108,23 +112,62 @@ def ask_confd(lib_dir: str = GANETI_LIB, bound: float = CONFD_BOUND_S) -> bool |
     return from_confd(replies.values(), needed)
 
 
-def wipes_new_disks(lib_dir: str = GANETI_LIB) -> bool | None:
-    """True or False as this node's config.data says, or else (not a master candidate) as ganeti-confd
-    says; False on a host in no Ganeti cluster (no ssconf); None when neither can tell."""
+def localstatedir(constants_py: str) -> str | None:
+    """LOCALSTATEDIR as Ganeti's generated _constants.py sets it (pure: parsed, never imported)."""
+    try:
+        tree = ast.parse(constants_py)
+    except (SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "LOCALSTATEDIR" and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            return node.value.value
+    return None
+
+
+def state_dirs(lib_dir: str, trees: Iterable[str] = GANETI_TREES) -> list[str]:
+    """`lib_dir`, then the state dir of every Ganeti installed here, as its own constants name it: a Ganeti
+    built with another localstatedir keeps config.data and ssconf elsewhere, and not finding them at the
+    usual place must not read as "no Ganeti cluster here" (which lets an adopt or clone go ahead)."""
+    dirs = [lib_dir]
+    for tree in trees:
+        try:
+            with open(os.path.join(tree, "ganeti", "_constants.py")) as fh:
+                var = localstatedir(fh.read(1 << 22))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if var and os.path.join(var, "lib", "ganeti") not in dirs:
+            dirs.append(os.path.join(var, "lib", "ganeti"))
+    return dirs
+
+
+def _from_dir(lib_dir: str) -> bool | str | None:
+    """The setting as one state dir tells it; "absent" when the dir holds no Ganeti cluster at all."""
     try:
         with open(os.path.join(lib_dir, "config.data")) as fh:
             return from_config(json.load(fh))
     except FileNotFoundError:
         if not os.path.exists(os.path.join(lib_dir, "ssconf_cluster_name")):
-            return False
+            return "absent"
     except (OSError, ValueError, AttributeError):
         pass
     return ask_confd(lib_dir)
 
 
-def refuse_if_wiped(what: str, lib_dir: str = GANETI_LIB) -> None:
+def wipes_new_disks(lib_dir: str = GANETI_LIB, trees: Iterable[str] = GANETI_TREES) -> bool | None:
+    """True or False as this node's config.data says, or else (not a master candidate) as ganeti-confd
+    says; False only when no installed Ganeti keeps a cluster's state here; None when none can tell."""
+    for where in state_dirs(lib_dir, trees):
+        state = _from_dir(where)
+        if state != "absent":
+            return state  # type: ignore[return-value]
+    return False
+
+
+def refuse_if_wiped(what: str, lib_dir: str = GANETI_LIB, trees: Iterable[str] = GANETI_TREES) -> None:
     """Refuse, before any change, a create whose data Ganeti's wipe would zero (or may, unknown here)."""
-    state = wipes_new_disks(lib_dir)
+    state = wipes_new_disks(lib_dir, trees)
     if state:
         raise UsageError(f"Ganeti's prealloc_wipe_disks is on and would zero {what} right after this create; "
                          f"turn it off for this ({OFF}), add the disk, then turn it on again")

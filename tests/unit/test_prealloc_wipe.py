@@ -84,3 +84,27 @@ def test_asking_leaves_no_trace_in_the_process(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=str(Path(pw.__file__).parent.parent), check=False)
     assert (res.returncode, res.stdout, res.stderr) == (0, "None True {}\n", "")
+
+
+def test_localstatedir_is_read_from_ganetis_generated_constants() -> None:
+    assert pw.localstatedir('# generated\nLOCALSTATEDIR = "/usr/local/var"\nX = 1\n') == "/usr/local/var"
+    assert pw.localstatedir("LOCALSTATEDIR = some_call()\n") is None
+    assert pw.localstatedir("this is not python (\n") is None
+
+
+def test_a_ganeti_keeping_its_state_elsewhere_is_found_and_its_setting_refuses(tmp_path) -> None:
+    """Review I, R3: no state at /var/lib/ganeti is not "no Ganeti cluster" when the installed Ganeti
+    (a source build, say) keeps it under another localstatedir: that config.data decides."""
+    tree, var = tmp_path / "share" / "ganeti" / "default", tmp_path / "usr-local-var"
+    (tree / "ganeti").mkdir(parents=True)
+    (tree / "ganeti" / "_constants.py").write_text(f'LOCALSTATEDIR = "{var}"\n')
+    state = var / "lib" / "ganeti"
+    state.mkdir(parents=True)
+    (state / "ssconf_cluster_name").write_text("c1\n")
+    (state / "config.data").write_text(json.dumps({"cluster": {"prealloc_wipe_disks": True}}))
+    usual = str(tmp_path / "var-lib-ganeti")  # nothing at the usual place
+    assert pw.state_dirs(usual, [str(tree)]) == [usual, str(state)]
+    assert pw.wipes_new_disks(usual, [str(tree)]) is True
+    with pytest.raises(UsageError):
+        pw.refuse_if_wiped("the adopted image rbd/old", usual, [str(tree)])
+    assert pw.wipes_new_disks(usual, []) is False  # no Ganeti installed at all: nothing can wipe

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from extstorage import mappers, prealloc_wipe
-from ganeti_ceph.errors import GanetiCephError, UsageError
+from extstorage import mappers
+from ganeti_ceph.errors import GanetiCephError
 from gnt_storage import node
 
 
@@ -31,15 +31,6 @@ def test_a_daemon_a_mapping_tool_leaves_behind_is_out_of_the_callers_process_gro
         assert os.getpgid(daemon) != os.getpgrp(), "killpg of this process group would kill the mapping daemon"
     finally:
         os.kill(daemon, signal.SIGKILL)  # an orphan of its shell: PID 1 here may leave it a zombie
-
-
-@pytest.mark.xfail(strict=True, reason="R3: with no readable Ganeti state at the expected path (Ganeti built "
-                   "with another localstatedir, or a moved data dir), wipes_new_disks says False ('no Ganeti "
-                   "cluster') and an adopt/clone proceeds, though Ganeti, which is calling the provider, may wipe")
-def test_adopting_is_refused_when_ganetis_state_cannot_be_found(tmp_path) -> None:
-    """The provider is only ever run by Ganeti: not finding its config is 'unknown', never 'off'."""
-    with pytest.raises(UsageError):
-        prealloc_wipe.refuse_if_wiped("the adopted image rbd/old", str(tmp_path / "no-ganeti-here"))
 
 
 @pytest.fixture()
