@@ -14,7 +14,6 @@ whenever no agent takes the call, and is bounded the same way: at
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import socket
@@ -36,7 +35,7 @@ from extstorage.client import (
     recv_frame,
 )
 from ganeti_ceph import procs
-from ganeti_ceph.errors import GanetiCephError, run_main
+from ganeti_ceph.errors import ArgumentParser, GanetiCephError, run_main
 
 DEFAULT_PIDFILE = "/run/ganeti-ceph/agent.pid"
 DEFAULT_LOG = "/var/log/ganeti/ceph-agent.log"
@@ -145,7 +144,7 @@ def stop_agent(pidfile: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ganeti-ceph-agent", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="ganeti-ceph-agent", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop", "status", "run"))
     parser.add_argument("--socket", default=DEFAULT_SOCKET)
     parser.add_argument("--pidfile", default=DEFAULT_PIDFILE)

@@ -10,7 +10,6 @@ install from a path that anyone but root could change (`untrusted`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import grp
 import os
@@ -20,7 +19,7 @@ import sys
 
 from extstorage.request import ACTIONS, parameters_list
 from ganeti_ceph import atomic
-from ganeti_ceph.errors import UsageError, run_main
+from ganeti_ceph.errors import ArgumentParser, UsageError, run_main
 
 DEFAULT_DIR = "/usr/local/lib/ganeti/extstorage"
 SEARCH_PATH = ("/srv/ganeti/extstorage", "/usr/local/lib/ganeti/extstorage", "/usr/lib/ganeti/extstorage",
@@ -167,7 +166,7 @@ def _is_ours(target: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ganeti-ceph-setup", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="ganeti-ceph-setup", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("install", "remove"))
     parser.add_argument("--extstorage-dir", default=DEFAULT_DIR,
                         help=f"one of Ganeti's ExtStorage search paths (default {DEFAULT_DIR})")
