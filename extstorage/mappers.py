@@ -55,11 +55,17 @@ class MapError(GanetiCephError):
     """A mapping could not be made or removed."""
 
 
-def run_tool(argv: list[str], what: str, timeout: float) -> str:
-    """Run a mapping tool with a clean environment; one-line error on failure."""
+def run_tool(argv: list[str], what: str, timeout: float, leaves_daemon: bool = False) -> str:
+    """Run a mapping tool with a clean environment; one-line error on failure.
+
+    A tool that leaves a daemon serving the mapping behind (rbd-nbd map, which
+    daemonizes without setsid; rbd-fuse) runs in a session of its own: the
+    caller may be an agent worker whose process group is killed at a call's
+    bound, and that must never take a running VM's disk with it."""
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                             stdin=subprocess.DEVNULL, env={"PATH": PATH, "LC_ALL": "C"})
+                             stdin=subprocess.DEVNULL, env={"PATH": PATH, "LC_ALL": "C"},
+                             start_new_session=leaves_daemon)
     except FileNotFoundError:
         raise MapError(f"{what}: {argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
@@ -230,7 +236,7 @@ class RbdNbd(Mapper):
             raise MapError("rbd-nbd needs the nbd kernel module, which this kernel lacks; "
                            f"set mapper: krbd or fuse-loop in {self.cfg.source}")
         return run_tool(["rbd-nbd", "map", *self.client_args(), *WRITE_THROUGH, t.spec], f"map {t.spec} with rbd-nbd",
-                        self.cfg.timeouts.osd_op)
+                        self.cfg.timeouts.osd_op, leaves_daemon=True)
 
     def unmap_device(self, dev: str, t: Target) -> None:
         run_tool(["rbd-nbd", "unmap", dev], f"unmap {dev}", self.cfg.timeouts.osd_op)
@@ -268,7 +274,7 @@ class FuseLoop(Mapper):
         mnt = self.mountpoint(t)
         os.makedirs(mnt, mode=0o700, exist_ok=True)
         run_tool(["rbd-fuse", *self.client_args(), *WRITE_THROUGH, "--log_to_file=false", "-p", t.pool,
-                  "-r", t.image, mnt], f"mount {t.spec} with rbd-fuse", self.cfg.timeouts.osd_op)
+                  "-r", t.image, mnt], f"mount {t.spec} with rbd-fuse", self.cfg.timeouts.osd_op, leaves_daemon=True)
         if not os.path.exists(self.backing_file(t)):
             self.cleanup(t)
             raise MapError(f"rbd-fuse did not expose {t.spec}; check that the image exists and the client may read it")

@@ -19,13 +19,11 @@ from ganeti_ceph.errors import GanetiCephError
 from gnt_storage import node
 
 
-@pytest.mark.xfail(strict=True, reason="R1: mappers.run_tool starts map tools in the caller's process group; "
-                   "rbd-nbd daemonizes without setsid (Ceph's Preforker), so agent_worker's killpg at a call's "
-                   "bound, or its guard when the agent dies, also kills every rbd-nbd that worker mapped")
 def test_a_daemon_a_mapping_tool_leaves_behind_is_out_of_the_callers_process_group() -> None:
     """A tool that forks a daemon and exits, as `rbd-nbd map` does: the daemon must not share the
     process group of the caller (an agent worker, whose group is SIGKILLed at the call's bound)."""
-    out = mappers.run_tool(["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"], "start a daemon", 10)
+    out = mappers.run_tool(["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"], "start a daemon", 10,
+                           leaves_daemon=True)
     daemon = int(out)
     try:
         assert os.getpgid(daemon) != os.getpgrp(), "killpg of this process group would kill the mapping daemon"
