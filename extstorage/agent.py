@@ -143,6 +143,16 @@ def stop_agent(pidfile: str) -> int:
     return 0
 
 
+def restart_if_running(path: str = DEFAULT_SOCKET, pidfile: str = DEFAULT_PIDFILE, log: str = DEFAULT_LOG) -> bool:
+    """After an install: a running agent still runs the old code (and may speak an older wire format, so
+    every call would wait for an answer that never comes); restart it. False if none was running."""
+    if not running_pid(pidfile):
+        return False
+    stop_agent(pidfile)
+    start(path, pidfile, log)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="ganeti-ceph-agent", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop", "status", "run"))

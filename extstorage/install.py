@@ -17,6 +17,7 @@ import shutil
 import stat
 import sys
 
+from extstorage import agent
 from extstorage.request import ACTIONS, parameters_list
 from ganeti_ceph import atomic
 from ganeti_ceph.errors import ArgumentParser, UsageError, run_main
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_hooks:
             links = install_hooks(args.hooks_dir, sys.executable)
             print(f"installed hook {HOOK_NAME} in {len(links)} hook paths under {args.hooks_dir}")
+        if agent.restart_if_running():
+            print("restarted ganeti-ceph-agent: it runs the code just installed")
     else:
         gone = remove(args.extstorage_dir)
         print(f"provider {PROVIDER} {'removed from' if gone else 'was not in'} {args.extstorage_dir}")
