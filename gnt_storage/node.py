@@ -114,21 +114,25 @@ def mkfs_mon(mon: dict[str, Any], user: str) -> bool:
     return True
 
 
-def osd_plan(state: str, up_from: int | None) -> str:
+def osd_plan(state: str, up_from: int | None, finished: bool = False) -> str:
     """What to do with an OSD device that has no done-marker here (pure).
 
-    "mkfs" an empty device; "redo" our own label only when the osdmap says
-    this OSD never booted (up_from 0: nothing was ever stored on it); "adopt"
-    our label of an OSD that booted (a node reinstalled with its disk kept);
-    "pending" when the master has not read the osdmap yet; else "refuse".
+    "mkfs" an empty device; "adopt" our label of a finished store (mkfs_done:
+    it may have booted and hold data, whatever the osdmap says now: after
+    `ceph osd purge` and a re-registration up_from is 0 again); "redo" an
+    unfinished store of ours only when the osdmap also says this OSD never
+    booted (up_from 0); "pending" when the master has not read the osdmap
+    yet; else "refuse".
     """
     if state == "empty":
         return "mkfs"
     if state != "ours":
         return "refuse"
+    if finished:
+        return "adopt"
     if up_from is None:
         return "pending"
-    return "redo" if up_from == 0 else "adopt"
+    return "redo" if up_from == 0 else "refuse"
 
 
 def label_problems(label: dict[str, str], osd: dict[str, Any]) -> list[str]:
@@ -144,18 +148,25 @@ def mkfs_osd(osd: dict[str, Any], user: str) -> str:
     if os.path.exists(os.path.join(d, DONE)):
         return ""
     state = device_state(osd["dev"], osd["uuid"])
-    plan = osd_plan(state, osd.get("up_from"))
+    finished = state == "ours" and read_label(osd["dev"]).get("mkfs_done") == "yes"
+    plan = osd_plan(state, osd.get("up_from"), finished)
     if plan == "refuse":
-        raise GanetiCephError(f"osd.{osd['id']}: {osd['dev']} is {state}")
+        raise GanetiCephError(f"osd.{osd['id']}: {osd['dev']} is {state}" + (
+            " with an unfinished store although the osdmap says it booted; refusing to overwrite it: check the "
+            "device" if state == "ours" else ""))
     if plan == "pending":
         return plan
     if plan == "adopt":
         adopt_osd(osd, user)
-        return f"osd.{osd['id']} adopted from {osd['dev']} (store kept, it booted at epoch {osd['up_from']})"
+        return f"osd.{osd['id']} adopted from {osd['dev']} (its finished store kept)"
     uid, gid = ids(user)
-    if plan == "redo":  # our own mkfs, and the osdmap says it never booted: nothing was ever stored
-        with open(osd["dev"], "r+b") as fh:
-            fh.write(b"\0" * 65536)
+    if plan == "redo":  # our own mkfs never finished and the osdmap says it never booted: nothing was stored
+        fd = os.open(osd["dev"], os.O_WRONLY | os.O_EXCL | os.O_NOFOLLOW)  # O_EXCL: a block device in use fails
+        try:
+            os.write(fd, b"\0" * 65536)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     shutil.rmtree(d, ignore_errors=True)
     make_dir(d, 0o750, user)
     os.symlink(osd["dev"], os.path.join(d, "block"))
@@ -167,12 +178,19 @@ def mkfs_osd(osd: dict[str, Any], user: str) -> str:
     return f"osd.{osd['id']} store on {osd['dev']}" + (" (made anew: it never booted)" if plan == "redo" else "")
 
 
+def read_label(dev: str) -> dict[str, str]:
+    """The bluestore label of `dev`, as ceph-bluestore-tool reads it (bounded)."""
+    out = bootstrap.run(["ceph-bluestore-tool", "show-label", "--dev", dev], TOOL_ENV, f"read the label of {dev}", 60)
+    try:
+        return next(iter(json.loads(out).values()), {})
+    except (ValueError, AttributeError):
+        raise GanetiCephError(f"cannot read the bluestore label of {dev}: unexpected output") from None
+
+
 def adopt_osd(osd: dict[str, Any], user: str) -> None:
     """Give a booted OSD's kept store its directory back (what ceph-volume activate does); never writes the device."""
     dev, d = osd["dev"], data_dir("osd", osd["id"])
-    out = bootstrap.run(["ceph-bluestore-tool", "show-label", "--dev", dev], TOOL_ENV, f"read the label of {dev}", 60)
-    label = next(iter(json.loads(out).values()), {})
-    bad = label_problems(label, osd)
+    bad = label_problems(read_label(dev), osd)
     if bad:
         raise GanetiCephError(f"osd.{osd['id']}: {dev} holds this OSD's label but not a finished store of it "
                               f"({'; '.join(bad)}); refusing to adopt or overwrite it: check the device")

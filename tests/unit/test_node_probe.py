@@ -108,15 +108,18 @@ def test_label_uuid() -> None:
     assert devices.label_uuid(b"\0" * 64) is None
 
 
-@pytest.mark.parametrize(("state", "up_from", "plan"), [
-    ("empty", None, "mkfs"), ("empty", 7, "mkfs"),
-    ("ours", None, "pending"),  # the master has not read the osdmap yet: touch nothing
-    ("ours", 0, "redo"),  # never booted: an interrupted first mkfs
-    ("ours", 12, "adopt"),  # booted: it may hold data, never zeroed
-    ("not usable: holds data (btrfs at 0x10040)", 0, "refuse"),
+@pytest.mark.parametrize(("state", "up_from", "finished", "plan"), [
+    ("empty", None, False, "mkfs"), ("empty", 7, False, "mkfs"),
+    ("ours", None, False, "pending"),  # the master has not read the osdmap yet: touch nothing
+    ("ours", 0, False, "redo"),  # unfinished and never booted: an interrupted first mkfs
+    ("ours", 12, False, "refuse"),  # booted, yet its store is unfinished: look before anything is written
+    ("ours", 12, True, "adopt"),  # booted: it may hold data, never zeroed
+    ("ours", 0, True, "adopt"),  # finished, up_from 0 after `osd purge` + re-registration: still kept (review I, R4)
+    ("ours", None, True, "adopt"),
+    ("not usable: holds data (btrfs at 0x10040)", 0, False, "refuse"),
 ])
-def test_osd_plan(state: str, up_from: int | None, plan: str) -> None:
-    assert node.osd_plan(state, up_from) == plan
+def test_osd_plan(state: str, up_from: int | None, finished: bool, plan: str) -> None:
+    assert node.osd_plan(state, up_from, finished) == plan
 
 
 def test_label_problems() -> None:
@@ -204,10 +207,13 @@ def test_bluestore_label(bluestore: str) -> None:
     assert devices.device_state(bluestore, "another-uuid") == f"not usable: holds another OSD ({OSD_UUID})"
 
 
-def test_ours_is_never_touched_before_the_osdmap_is_read(bluestore: str) -> None:
+def test_a_finished_store_is_never_zeroed_before_the_osdmap_is_read(bluestore: str) -> None:
+    """A finished store of ours is adopted without waiting for the osdmap (it is kept whatever the map
+    says); here its label names another OSD id, so adoption refuses: nothing written either way."""
     before = fingerprint(bluestore)
     osd = {"id": "90211", "dev": bluestore, "uuid": OSD_UUID, "fsid": FSID, "keyring": ""}
-    assert node.mkfs_osd(osd, "ceph") == "pending"
+    with pytest.raises(GanetiCephError, match="refusing to adopt or overwrite"):
+        node.mkfs_osd(osd, "ceph")
     assert fingerprint(bluestore) == before
     assert not os.path.exists(node.data_dir("osd", "90211"))
 

@@ -59,10 +59,6 @@ def _head(path: str) -> bytes:
         return fh.read(65536)
 
 
-@pytest.mark.xfail(strict=True, reason="R4: up_from 0 is taken as proof that a store never held data, but "
-                   "`ceph osd purge` + register_osds (`osd new`) gives a booted OSD up_from 0 again, and an OSD "
-                   "missing from the osdmap is mapped to 0 too: mkfs_osd then zeroes a finished store "
-                   "(label mkfs_done=yes)")
 def test_a_finished_store_is_never_zeroed_even_with_up_from_0(finished_store: str, tmp_path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     before = _head(finished_store)
