@@ -268,9 +268,9 @@ class TestLifecycle:
         assert res.returncode == 0 and res.stderr.count("files and stores in place") == 3, res.stderr
 
     def test_new_osd_that_never_booted_is_made_anew(self, bed: Testbed) -> None:
-        """A run adding a disk is killed before any new OSD started, and one store lost its done-marker
-        (the kill came between mkfs and marker): the re-run waits for the osdmap, which says that OSD
-        never booted (up_from 0), so only then is its store made anew. Last: it leaves 2 OSDs per node."""
+        """A run adding a disk is killed before any new OSD started, and one store is left unfinished (no
+        done-marker, no mkfs_done in its label): the re-run waits for the osdmap, which says that OSD never
+        booted (up_from 0), so only then is its store made anew. Last: it leaves 2 OSDs per node."""
         disks = f"ceph:disk={DISK},{DISK2}"
         for i in range(3):
             bed.run(i, ["truncate", "-s", "10G", DISK2])
@@ -292,6 +292,9 @@ class TestLifecycle:
         label = json.loads(bed.run(1, ["ceph-bluestore-tool", "show-label", "--dev", DISK2]).stdout)[DISK2]
         assert label["osd_uuid"] == new["uuid"]
         bed.run(1, ["rm", f"/var/lib/ceph/osd/ceph-{new['id']}/ganeti-ceph.done"])
+        # ... and between the label's first write and mkfs' end: a store without mkfs_done (a finished one is
+        # adopted, never made anew, whatever the osdmap says)
+        bed.run(1, ["ceph-bluestore-tool", "rm-label-key", "--dev", DISK2, "-k", "mkfs_done"])
         res = init(bed, disks)
         assert res.returncode == 0, res.stderr
         assert f"osd.{new['id']} wait for the osdmap" in res.stderr, res.stderr
