@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from extstorage.mappers import FuseLoop, Krbd, Target
+from extstorage.mappers import FuseLoop, Krbd, Target, run_tool
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import Busy
 
@@ -121,3 +121,15 @@ def test_lock_wait_is_bounded(tmp_path) -> None:
         assert "\n" not in err.value.message
     with m.locked(T):
         pass
+
+
+def test_a_daemon_a_mapping_tool_leaves_behind_is_out_of_the_callers_process_group() -> None:
+    """A tool that forks a daemon and exits, as `rbd-nbd map` does (no setsid): the daemon must not share
+    the process group of the caller, an agent worker whose group is SIGKILLed at a call's bound (review I, R1)."""
+    out = run_tool(["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"], "start a daemon", 10,
+                   leaves_daemon=True)
+    daemon = int(out)
+    try:
+        assert os.getpgid(daemon) != os.getpgrp(), "killpg of this process group would kill the mapping daemon"
+    finally:
+        os.kill(daemon, 9)  # an orphan of its shell: PID 1 here may leave it a zombie

@@ -294,3 +294,20 @@ def test_wipefs_json_parsing(tmp_path) -> None:
     assert devices.signatures(path) == ["btrfs at 0x10040"]
     out = subprocess.run(["wipefs", "--no-act", "--json", path], capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["signatures"][0]["type"] == "btrfs"
+
+
+def test_a_finished_store_is_never_zeroed_even_with_up_from_0(bluestore: str, tmp_path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `ceph osd purge` and a re-registration a booted OSD has up_from 0 again: its finished store
+    (label mkfs_done) is adopted, never zeroed (review I, R4). The test stops before prime-osd-dir."""
+    before = fingerprint(bluestore)
+    monkeypatch.setattr(node, "data_dir", lambda kind, ident: str(tmp_path / f"{kind}-{ident}"))
+
+    def stop(argv: list[str], what: str) -> None:
+        raise GanetiCephError(f"stopped by the test before {what}")
+
+    monkeypatch.setattr(node, "_ceph", stop)
+    osd = {"id": "7", "dev": bluestore, "uuid": OSD_UUID, "fsid": FSID, "keyring": "", "up_from": 0}
+    with pytest.raises(GanetiCephError, match=r"before restore the directory of osd\.7"):
+        node.mkfs_osd(osd, "ceph")
+    assert fingerprint(bluestore) == before, "the finished store was written"
