@@ -185,10 +185,9 @@ def _parent_spec(img: rbd.Image) -> str | None:
 def _half_made(session: Session, img: rbd.Image, shape: Shape) -> tuple[str | None, str | None]:
     """(why `img` is not an unused image as this create or clone makes it, or
     None; the clone's origin spec to record)."""
-    if watchers(session, img):
-        return "is in use", None
-    if list(img.list_snaps()):
-        return "has snapshots", None
+    why = _unused(session, img)
+    if why:
+        return why, None
     parent = _parent(img)
     spec = _parent_spec(img)
     want = shape.origin
@@ -199,11 +198,36 @@ def _half_made(session: Session, img: rbd.Image, shape: Shape) -> tuple[str | No
     if want is not None and not (parent and (parent["pool_name"], parent["image_name"]) == (want.pool, want.image)
                                  and want.snap in (None, parent["snap_name"]) and img.size() <= shape.nbytes):
         return f"is not a clone of {want}", None
+    why = _own_data(img)
+    return (why, None) if why else (None, spec)
+
+
+def _unused(session: Session, img: rbd.Image) -> str | None:
+    """Why `img` may be in use or referenced (None: no watchers, no snapshots)."""
+    if watchers(session, img):
+        return "is in use"
+    if list(img.list_snaps()):
+        return "has snapshots"
+    return None
+
+
+def _own_data(img: rbd.Image) -> str | None:
+    """Why `img` may hold data of its own (None: provably none, by a valid fast-diff with no extents)."""
     if not img.features() & rbd.RBD_FEATURE_FAST_DIFF or img.flags() & rbd.RBD_FLAG_FAST_DIFF_INVALID:
-        return "cannot be proven empty quickly (no valid fast-diff)", None
+        return "cannot be proven empty quickly (no valid fast-diff)"
     extents: list[tuple[int, int, bool]] = []
     img.diff_iterate(0, img.size(), None, lambda *e: extents.append(e), include_parent=False, whole_object=True)
-    return ("holds data", None) if extents else (None, spec)
+    return "holds data" if extents else None
+
+
+def unproven_empty(session: Session, ioctx: object, name: str) -> str | None:
+    """Why image `name` is not provably a new one nobody adopted, used or wrote (None: it is; removing it loses
+    nothing): no adoption record, then the proof `_claim` takes for a half-made image, and no parent."""
+    with session.errors(f"look at {ioctx.name}/{name}"), rbd.Image(ioctx, name, read_only=True) as img:  # type: ignore[attr-defined]
+        rec = dict(img.metadata_list()).get(META_ADOPT)
+        if rec is not None:
+            return f"carries an adoption record ({rec})"
+        return _unused(session, img) or ("is a clone" if _parent(img) else None) or _own_data(img)
 
 
 def _check_same_volume(ioctx: object, pool: str, name: str, meta: dict[str, str], nbytes: int) -> None:
@@ -452,13 +476,22 @@ def _parse_record(raw: str | None) -> dict | None:
 def removable_adoption(meta: dict[str, str], pool: str, name: str, now: float | None = None,
                        lib_dir: str = prealloc_wipe.GANETI_LIB) -> None:
     """Refuse (Busy) to remove an adopted image whose data was never proven to be nobody's: one an adopt left
-    halfway, or one adopted less than WIPE_UNDO_S ago while Ganeti's prealloc_wipe_disks is on or cannot be
-    read (Ganeti removes a disk whose wipe failed, and an adopted image is not the new, empty one it believes
-    it made)."""
+    halfway (recorded, or renamed), one reached through the old name a cut-short librbd rename left behind
+    (its record names it as the source, not the target), or one adopted less than WIPE_UNDO_S ago while
+    Ganeti's prealloc_wipe_disks is on or cannot be read (Ganeti removes a disk whose wipe failed, and an
+    adopted image is not the new, empty one it believes it made)."""
     rec = _parse_record(meta.get(META_ADOPT))
     if not rec:
         return
     old = rec.get("from")
+    to = rec.get("to")
+    if old == name and to != name and rec.get("done") is False:  # recorded, not yet renamed
+        raise Busy(f"image {pool}/{name} is being adopted as {pool}/{to} (recorded before the rename); complete it "
+                   f"(create with adopt_image={name}) or drop the record (rbd image-meta remove {pool}/{name} "
+                   f"{META_ADOPT}); not removing it")
+    if old == name and to != name:  # the adopted image, reached through the name a cut-short rename left behind
+        raise Busy(f"image {pool}/{name} is {pool}/{to}, adopted from it: {name} is a name its rename left behind "
+                   "(rbd info shows the same id for both); not removing it through that name")
     if rec.get("done") is False and rec.get("to") == name:
         raise Busy(f"image {pool}/{name} is {pool}/{old} in the middle of an adoption; complete it (create with "
                    f"adopt_image={old}) or undo it (rbd rename {pool}/{name} {pool}/{old}); not removing it")

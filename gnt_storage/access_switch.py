@@ -7,7 +7,10 @@ Ganeti drops only the config entry. No data is copied. Stopped instances only:
 QEMU would have to reopen the disk. Refused while Ganeti's prealloc_wipe_disks
 is on: Ganeti would zero the adopted image right after the add. An adopt
 interrupted after its rename is resumed by the next run (extstorage.volumes.adopt
-finds the image by its record). See doc/access-switch.md.
+finds the image through the pool's adoption index and its record). Whether an
+add adopted is the new image's own record's word, never the old name's absence;
+a new disk is only taken out again when its image is provably new and empty.
+See doc/access-switch.md.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ PROVIDER = "rbd"
 # those never reach the provider. Has to match extstorage/request.py.
 ADOPT_PARAM = "adopt_image"
 NOT_CARRIED = {"provider", "access", "origin", "adopt", ADOPT_PARAM}
+ADOPT_RECORD = "ganeti.adopt"  # extstorage.volumes.META_ADOPT: what the adopted image says it came from
 GANETI_LIB = "/var/lib/ganeti"
 SEP = "\x1f"
 LIST_FIELDS = ("name", "uuid", "status", "oper_state", "admin_state", "hypervisor", "disk.uuids")
@@ -226,6 +230,12 @@ class CephImages:
             return None
         return str(rec["from"]) if rec.get("done") is True and rec.get("from") else None  # type: ignore[union-attr]
 
+    def unproven_empty(self, pool: str, image: str) -> str | None:
+        """Why `image` is not provably a new image nobody adopted, used or wrote (None: removing it loses nothing)."""
+        from extstorage import volumes
+
+        return self._record(pool, image, volumes.unproven_empty)  # type: ignore[return-value]
+
     def close(self) -> None:
         self.session.close()
 
@@ -274,28 +284,51 @@ def switch_disk(ganeti: Ganeti, images: CephImages, instance: str, disk: Disk, t
     try:
         disks = ganeti.instance(instance).disks
         moved = len(disks) > disk.index + 1 and disks[disk.index + 1].uuid == disk.uuid
-        kept = images.exists(pool, disk.volume) if moved else True
+        new = disks[disk.index].volume if moved else ""
+        adopted = moved and images.adopted_from(pool, new) == disk.volume  # the new image's own word
+        kept = moved and images.exists(pool, disk.volume)
+        unproven = images.unproven_empty(pool, new) if moved and not adopted else None
     except (GanetiCephError, KeyboardInterrupt) as exc:
-        raise DiskFailed(_why(exc), f"if image {pool}/{disk.volume} is gone: {shlex.join(remove)}"
-                         + "".join(f"; {shlex.join(a)}" for a in rename)
-                         + f"; if it still exists: {shlex.join(undo)} (the new, empty disk)") from exc
+        raise DiskFailed(_why(exc), f"if disk/{disk.index}'s image says it was adopted from {pool}/{disk.volume} "
+                         f"(rbd image-meta get {pool}/<its volume> {ADOPT_RECORD}) and {pool}/{disk.volume} is gone: "
+                         + "; ".join(shlex.join(a) for a in [remove, *rename])
+                         + f"; if it has no such record and holds nothing: {shlex.join(undo)} (the new disk)") from exc
     if not moved:
         raise DiskFailed(f"after the add, disk/{disk.index + 1} is not the old disk (changed meanwhile?)",
                          f"check gnt-instance info {instance}")
-    if kept:  # the parameter never reached the provider (Ganeti drops some): the new disk is a new, empty image
-        progress(f"{where}: image {pool}/{disk.volume} was not adopted; removing the new, empty disk again")
-        why = f"Ganeti did not hand {ADOPT_PARAM}= to the provider, which created a new, empty image instead"
-        try:
-            attempt(undo, [undo])
-        except DiskFailed as exc:
-            raise DiskFailed(f"{why}; removing that disk/{disk.index} failed too: {exc.cause}", exc.finish) from exc
-        raise DiskFailed(f"{why} (removed again); the rbd provider on the nodes must take {ADOPT_PARAM}=",
-                         rerun=False)
+    if not adopted:
+        not_adopted(ganeti, instance, disk, pool, new, kept, unproven, undo)
+    if kept:  # adopted, yet the old name still opens: its remove would reach what that name opens
+        raise DiskFailed(f"disk/{disk.index} ({pool}/{new}) holds the data, adopted from {pool}/{disk.volume}, but "
+                         f"the name {pool}/{disk.volume} still opens an image (a rename cut short, or a new image "
+                         f"made under that name); not removing disk/{disk.index + 1}, whose remove would go to it: "
+                         f"compare rbd info {pool}/{disk.volume} and {pool}/{new} and clear the stale name first",
+                         "; ".join(shlex.join(a) for a in [remove, *rename]), rerun=True)
     progress(f"{where}: removing the old entry, now disk/{disk.index + 1} (the image is {disks[disk.index].volume})")
     attempt(remove, [remove, *rename])
     if rename:
         progress(f"{where}: giving the new disk the name {disk.name}")
         attempt(rename[0], rename)
+
+
+def not_adopted(ganeti: Ganeti, instance: str, disk: Disk, pool: str, new: str, kept: bool, unproven: str | None,
+                undo: list[str]) -> None:
+    """The add made disk/N, but its image records no adoption of the old one: take disk/N out again only when
+    its image is provably new and empty (then Ganeti dropped the parameter and nothing is lost), and only while
+    the old image is still there; else stop with both disks as they are."""
+    where = f"disk/{disk.index} ({pool}/{new})"
+    if not kept or unproven:
+        state = f"image {pool}/{disk.volume} is gone" if not kept else f"{where} {unproven}"
+        raise DiskFailed(f"the add's {where} records no adoption of {pool}/{disk.volume} and {state}: removing "
+                         f"nothing; find where the data is (rbd ls {pool}, rbd image-meta list) before changing "
+                         "either disk", f"check gnt-instance info {instance}", rerun=False)
+    progress(f"{where}: image {pool}/{disk.volume} was not adopted; removing the new, empty disk again")
+    why = f"Ganeti did not hand {ADOPT_PARAM}= to the provider, which created a new, empty image instead"
+    try:
+        ganeti.run(undo)
+    except (GanetiCephError, KeyboardInterrupt) as exc:
+        raise DiskFailed(f"{why}; removing that disk/{disk.index} failed too: {_why(exc)}", shlex.join(undo)) from exc
+    raise DiskFailed(f"{why} (removed again); the rbd provider on the nodes must take {ADOPT_PARAM}=", rerun=False)
 
 
 def add_failed(images: CephImages, instance: str, disk: Disk, pool: str, target: str, cause: str) -> DiskFailed:

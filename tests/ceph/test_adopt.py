@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -212,6 +213,53 @@ def test_a_typo_in_adopt_image_opens_no_image(prov: Provider, monkeypatch: pytes
     with Session(prov.cluster.client) as s, s.ioctx() as io:
         for name in many:
             rbd.RBD().remove(io, name)
+
+
+def test_only_a_new_unused_image_is_proven_empty(prov: Provider) -> None:
+    """What the access switch asks before it takes out a disk whose add did not adopt: a fresh create is
+    provably empty; one written to, or one carrying an adoption record, is not."""
+    fresh, written = prov.volume(), prov.volume()
+    for vol in (fresh, written):
+        prov.run("create", vol, VOL_SIZE="64").ok()
+    prov.write(written, b"x" * 4096, 0)
+    old, _ = with_data(prov)
+    new = prov.volume()
+    prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").ok()
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        assert volumes.unproven_empty(s, io, fresh) is None
+        assert volumes.unproven_empty(s, io, written) == "holds data"
+        assert "carries an adoption record" in (volumes.unproven_empty(s, io, new) or "")
+    for vol in (fresh, written, new):
+        prov.run("remove", vol).ok()
+
+
+def test_the_name_a_cut_short_rename_left_behind_removes_nothing(prov: Provider) -> None:
+    """Review I, R7: librbd's rename writes rbd_id.NEW, updates the directory, then removes rbd_id.OLD; cut short
+    before the last step, both names open the one image. A remove through OLD (the access switch's old entry)
+    would trash the adopted data; the image's record names OLD as its source, so the remove is refused."""
+    old, data = with_data(prov)
+    new = prov.volume()
+    prov.run("create", new, VOL_SIZE="64", EXTP_ADOPT_IMAGE=old, EXTP_ACCESS="userspace").ok()
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        # The state after the rename's first step: rbd_id.OLD and rbd_id.NEW name one image, the directory OLD.
+        io.write_full(f"rbd_id.{old}", io.read(f"rbd_id.{new}"))
+        dir_rename(io, new, old)
+        try:
+            assert prov.read(old, 63 * MIB, MIB) == data  # the old name opens the adopted image
+            err = prov.run("remove", old).one_error()
+            assert f"rbd/{old} is rbd/{new}, adopted from it: {old} is a name its rename left behind" in err, err
+            assert prov.read(new, 63 * MIB, MIB) == data
+        finally:
+            dir_rename(io, old, new)
+            io.remove_object(f"rbd_id.{old}")
+    prov.run("remove", new).ok()
+
+
+def dir_rename(io: object, src: str, dst: str) -> None:
+    """cls_rbd's dir_rename_image, the rename's step on the pool's rbd_directory (src, dst, image id)."""
+    image_id = io.read(f"rbd_id.{src}")[4:].decode()  # type: ignore[attr-defined]
+    payload = b"".join(struct.pack("<I", len(x)) + x for x in (src.encode(), dst.encode(), image_id.encode()))
+    io.execute("rbd_directory", "rbd", "dir_rename_image", payload)  # type: ignore[attr-defined]
 
 
 def test_nothing_leaked(prov: Provider) -> None:

@@ -98,6 +98,7 @@ class FakeImages:
 
     def __init__(self, names: set[str]) -> None:
         self.names = set(names)
+        self.data = set(names)  # the images holding data (the disks' own); a new image holds none
         self.records: dict[str, dict] = {}
         self.closed = False
 
@@ -115,11 +116,19 @@ class FakeImages:
         rec = self.records.get(image, {})
         return rec["from"] if rec.get("done") else None
 
+    def unproven_empty(self, pool: str, image: str) -> str | None:
+        if image in self.records:
+            return "carries an adoption record"
+        return "holds data" if image in self.data else None
+
     def adopt(self, old: str, new: str, stop_after_rename: bool = False) -> None:
         """As volumes.adopt: resume an interrupted adoption of `old`, else rename `old`; record done last."""
         source = self.interrupted("rbd", old) or old
         self.names.discard(source)
         self.names.add(new)
+        if source in self.data:
+            self.data.discard(source)
+            self.data.add(new)
         self.records.pop(source, None)
         self.records[new] = {"from": old, "to": new, "done": not stop_after_rename}
 
@@ -131,9 +140,12 @@ class FakeGaneti(sw.Ganeti):
     """Applies the --disk add/remove/modify calls to an in-memory disk list, as Ganeti and the provider would."""
 
     def __init__(self, disks: list[Disk], images: FakeImages, adopts: bool = True, fail: str = "",
-                 wipe: bool | None = False, halfway: bool = False, **state: object) -> None:
+                 wipe: bool | None = False, halfway: bool = False, stale: bool = False, made: str = "",
+                 **state: object) -> None:
         self.disks, self.images, self.adopts, self.fail = list(disks), images, adopts, fail
         self.wipe, self.halfway = wipe, halfway  # halfway: the failing add's adopt stops after its rename
+        self.stale = stale  # the add's rename leaves the old name opening the same image (librbd cut short)
+        self.made = made  # what the image of an add that did not adopt holds: "data", an adoption "record", or ""
         self.state = {"running": False, "admin_state": "down", "hypervisor": "kvm", **state}
         self.calls: list[str] = []
         self.deactivated = False
@@ -170,6 +182,12 @@ class FakeGaneti(sw.Ganeti):
             vol, old = f"v{n}", params.pop("adopt_image")
             if self.adopts:
                 self.images.adopt(old, vol)
+                if self.stale:
+                    self.images.names.add(old)
+            elif self.made == "data":
+                self.images.data.add(vol)
+            elif self.made == "record":
+                self.images.records[vol] = {"from": "elsewhere", "to": vol, "done": True}
             self.images.names.add(vol)
             size = int(params.pop("size").rstrip("M"))
             self.disks.insert(i, Disk(i, f"u{n}", "ext", size, "rw", None, vol, params, params["access"]))
@@ -327,6 +345,35 @@ def test_an_add_that_did_not_adopt_is_rolled_back_before_anything_is_removed() -
     assert "then run" not in err.value.message
     assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0", "0:remove"]
     assert [(d.uuid, d.name) for d in g.disks] == [("u0", "root")] and images.names == {"v0"}
+
+
+def test_an_adoption_whose_old_name_still_opens_is_neither_undone_nor_removed() -> None:
+    """Review I, R7: the add adopted the image (the new image's record says so), but a rename cut short inside
+    librbd left the old name opening it too. Before the fix the switch took "the old name opens" for "not
+    adopted" and removed the new disk, i.e. the adopted data. Now the new image's record decides: no undo, and
+    no remove of the old entry either (that remove would open the same image through the old name)."""
+    g, images = setup(disk(0, name="root"), stale=True)
+    with pytest.raises(GanetiFailed) as err:
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0"]
+    assert [d.volume for d in g.disks] == ["v100", "v0"] and "v100" in images.data
+    assert ("disk/0 (rbd/v100) holds the data, adopted from rbd/v0, but the name rbd/v0 still opens an image"
+            in err.value.message), err.value.message
+    assert err.value.message.endswith("to finish it run: gnt-instance modify --disk 1:remove vm; gnt-instance modify "
+                                      "--disk 0:modify,name=root vm; then run: gnt-storage rbd-access vm userspace")
+
+
+@pytest.mark.parametrize(("why", "match"), [("data", r"rbd/v100\) holds data: removing nothing"),
+                                            ("record", r"rbd/v100\) carries an adoption record: removing nothing")])
+def test_a_new_disk_not_proven_empty_is_never_taken_out(why: str, match: str) -> None:
+    """Review I, R7: the add's image records no adoption of the old one, but it is not provably a new, empty
+    image (it holds data, or records another adoption): the switch stops and removes nothing. Before the fix it
+    removed it because the old name still opened."""
+    g, images = setup(disk(0), adopts=False, made=why)
+    with pytest.raises(GanetiFailed, match=match):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0"]
+    assert {"v0", "v100"} <= images.names
 
 
 def test_cli_dispatches_rbd_access() -> None:

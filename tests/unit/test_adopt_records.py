@@ -53,3 +53,16 @@ def test_fresh_adoption_is_kept_when_the_wipe_setting_cannot_be_read(tmp_path) -
     with pytest.raises(Busy, match=r"adopted from rbd/old 5 s ago.*prealloc_wipe_disks is unknown here"):
         removable_adoption(fresh, "rbd", "new", NOW, str(tmp_path))
     removable_adoption(fresh, "rbd", "new", NOW + WIPE_UNDO_S, str(tmp_path))
+
+
+def test_an_image_reached_through_its_old_name_is_kept(lib: str) -> None:
+    """Review I, R7: a librbd rename cut short leaves rbd_id.OLD and rbd_id.NEW on one header; the old disk's
+    remove (the switch's step 3, or its undo) opens the adopted image through OLD. Its record names OLD as the
+    source, not the target: that is never the image to remove under OLD. Before the fix: an ordinary remove."""
+    done = meta(**{"from": "old", "to": "new", "done": True, "at": int(NOW) - WIPE_UNDO_S * 10})
+    with pytest.raises(Busy, match=r"rbd/old is rbd/new, adopted from it: old is a name its rename left behind"):
+        removable_adoption(done, "rbd", "old", NOW, lib)
+    removable_adoption(done, "rbd", "new", NOW, lib)  # under its own name, long since adopted: removable
+    recorded = meta(**{"from": "old", "to": "new", "done": False})  # died between the record and the rename
+    with pytest.raises(Busy, match=r"rbd/old is being adopted as rbd/new .*adopt_image=old.*image-meta remove"):
+        removable_adoption(recorded, "rbd", "old", NOW, lib)
