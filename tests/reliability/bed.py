@@ -339,6 +339,7 @@ class Bed:
             self.log(tally)
             raise  # a lost race proves nothing: no row
         except BaseException:
+            self.heal()  # the next scenario, and the rest of the session, start on a healthy cluster
             self._close_scenario(tally, before, log_at, record)
             raise
         self._close_scenario(tally, before, log_at, record)
@@ -368,7 +369,20 @@ class Bed:
                 fh.write(f"{r.action:8} rc {r.rc:3} {r.elapsed:6.2f} s  {r.stderr.strip()}\n")
             fh.writelines(f"{x}\n" for x in tally.problems())
 
+    def heal(self) -> None:
+        """Whatever a failed scenario left broken in the shared cluster: paused or dead daemons, a quota.
+        The rest of the session (`make test` runs every module on this cluster) needs it healthy."""
+        for d in (*MONS, *OSDS):
+            pid = daemons.running_pid(os.path.join(self.cluster.dir, "run"), d, self.conf)
+            if pid:
+                os.kill(pid, signal.SIGCONT)
+            else:
+                self.restart(d)
+        self.set_quota(0)
+        self.settled()
+
     def close(self) -> None:
+        self.heal()
         self.prov.cleanup()
         for dev in self.orphan_loops():  # loop devices are scarce and shared: give them back
             subprocess.run(["losetup", "-d", dev], check=False, timeout=30)
