@@ -23,6 +23,7 @@ them and `lost()` reads the image back through librbd.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import mmap
 import os
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterator
 BLOCK = 4096
 MAGIC = b"GCRELLOG"
 HEAD = struct.Struct(">8sQQ")  # magic, salt, seq
+PR_SET_PDEATHSIG = 1
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -95,6 +97,8 @@ def _rbd_writes(conf: str, keyring: str, client: str, pool: str, image: str) -> 
 
 def main(argv: list[str]) -> int:
     kind, *args = argv
+    # Die with the test process: a writer blocked in librbd on a cluster that is gone ignores SIGTERM.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     gen = _device_writes(args[0], kind == "device") if kind.startswith("device") else _rbd_writes(*args[:5])
     salt, first, count = (int(x) for x in args[-3:])
     stop = threading.Event()
