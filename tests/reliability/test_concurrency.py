@@ -49,7 +49,7 @@ def links(bed: Bed) -> list[str]:
     "races that hit in about 1 run of 4, so not strict: (1) extstorage/locks.py close_volume (D1): two "
     "closes of one record both see it, the second's metadata_remove raises KeyError, a traceback and "
     "'internal error'; (2) extstorage/remove.py (D2): concurrent removes of one image can leave it in the "
-    "RBD trash (the purge refused while another remove holds the image open)"))
+    "RBD trash (not yet traced)"))
 @WAYS
 def test_32_calls_on_one_shared_volume(bed: Bed, ledger: Ledger, agent: bool) -> None:
     way = "agent" if agent else "in-process"
