@@ -124,5 +124,8 @@ def close_volume(session: Session, pool: str, name: str, node: str) -> bool:
         with img:
             if PREFIX + node not in dict(img.metadata_list()):
                 return False
-            img.metadata_remove(PREFIX + node)
+            try:
+                img.metadata_remove(PREFIX + node)
+            except KeyError:  # a concurrent close of the same record took it first
+                return False
     return True

@@ -138,7 +138,7 @@ def do_remove(c: Call) -> tuple[str, str]:
     """Ganeti detaches first; a mapping still present (here or elsewhere) is a
     watcher, and remove refuses rather than pull a disk from under a VM."""
     with c.session() as s:
-        gone = removal.remove(s, c.req.pool, c.req.volume)
+        gone = removal.remove(s, c.req.pool, c.req.volume, c.req.uuid)
     return "", f"{c.name} " + ("removed" if gone else "was already gone")
 
 

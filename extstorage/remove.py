@@ -8,25 +8,31 @@ half-deleted image under the volume's name (Cinder's safe-delete idea).
 
 from __future__ import annotations
 
+import time
+
 import rbd
 
 from extstorage import snapshots
-from extstorage.volumes import META_ORIGIN, OUR_SNAP_PREFIX, removable_adoption, watchers
+from extstorage.volumes import META_ORIGIN, META_UUID, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.errors import Busy, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.session import Session
 
 
-def remove(session: Session, pool: str, name: str) -> bool:
-    """Remove the volume; True if removed, False if it was already gone."""
+def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> bool:
+    """Remove the volume; True if removed, False if it was already gone.
+
+    `uuid` (Ganeti's VOL_UUID) lets a repeat finish a remove cut short after
+    its move to the trash: the trashed image whose own ganeti.uuid says so."""
     check_image_name(name)
     with session.ioctx(pool) as ioctx:
         try:
             with session.errors(f"open {pool}/{name}"):
                 img = rbd.Image(ioctx, name)
         except NotFound:
-            return snapshots.forget_pending(session, ioctx, pool, name)
+            finished = _finish_trashed(session, ioctx, pool, name, uuid) | _drop_half_made(session, ioctx, pool, name)
+            return snapshots.forget_pending(session, ioctx, pool, name) or finished
         with img, session.errors(f"inspect {pool}/{name} before removing it"):
             pending = snapshots.pending_for(session, ioctx, name)
             if pending:
@@ -65,11 +71,59 @@ def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> N
         rbd.RBD().trash_move(ioctx, name, 0)
     with session.errors(f"list the RBD trash of {pool}"):
         image_id = next((e["id"] for e in rbd.RBD().trash_list(ioctx) if e["name"] == name), None)
-    if image_id is None:
+    if image_id is not None:
+        _purge(session, ioctx, pool, name, image_id)
+
+
+def _purge(session: Session, ioctx: object, pool: str, name: str, image_id: str) -> None:
+    """Delete a trashed image of ours. A concurrent look at it (another remove's inspection, a retry)
+    holds a watch for a moment: retry that within timeouts.osd_op, then leave it in the trash, said."""
+    deadline = time.monotonic() + session.cfg.timeouts.osd_op
+    while True:
+        try:
+            with session.errors(f"delete {pool}/{name} from trash"):
+                rbd.RBD().trash_remove(ioctx, image_id, True)
+            return
+        except Busy as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            failure: Exception = exc
+        except Exception as exc:
+            failure = exc
+        warn(f"{pool}/{name} is in the RBD trash (id {image_id}) but not yet deleted: {failure}; "
+             f"removing the volume again, or `rbd trash rm {pool}/{image_id}`, finishes it")
         return
-    try:
-        with session.errors(f"delete {pool}/{name} from trash"):
-            rbd.RBD().trash_remove(ioctx, image_id, True)
-    except Exception as exc:
-        warn(f"{pool}/{name} is in the RBD trash (id {image_id}) but not yet deleted: {exc}; "
-             f"`rbd trash rm {pool}/{image_id}` finishes it")
+
+
+def _drop_half_made(session: Session, ioctx: object, pool: str, name: str) -> bool:
+    """A create cut short (its process killed) can leave the name in the pool's directory with no image
+    header: it cannot be opened, so it holds no data, but it keeps the name taken. Remove it. One
+    directory read, on this already-gone path only."""
+    with session.errors(f"list the images of {pool}"):
+        if name not in rbd.RBD().list(ioctx):
+            return False
+    with session.errors(f"remove the half-made {pool}/{name}"):
+        rbd.RBD().remove(ioctx, name)
+    return True
+
+
+def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid: str | None) -> bool:
+    """A remove cut short between trash move and purge left the image in the trash: purge the entries
+    of this name whose own ganeti.uuid is this volume's (never an admin's deferred delete). True if any."""
+    if not uuid:
+        return False
+    with session.errors(f"list the RBD trash of {pool}"):
+        ids = [e["id"] for e in rbd.RBD().trash_list(ioctx) if e["name"] == name]
+    done = False
+    for image_id in ids:
+        with session.errors(f"inspect the trashed {pool}/{name} (id {image_id})"):
+            try:
+                with rbd.Image(ioctx, image_id=image_id, read_only=True) as img:
+                    ours = img.metadata_get(META_UUID) == uuid
+            except (KeyError, rbd.ImageNotFound):
+                ours = False
+        if ours:
+            _purge(session, ioctx, pool, name, image_id)
+            done = True
+    return done

@@ -163,10 +163,6 @@ def test_rbd_fuse_killed_under_a_mapped_device(bed: Bed, ledger: Ledger) -> None
         finish(bed, t, disks, probe, new)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect in extstorage/remove.py (D2): a remove cut short after its move to the RBD trash (watchdog, "
-    "kill, crash) leaves the image in the trash; Ganeti's retry finds no image, says 'already gone' and "
-    "never purges it, so its space stays taken for good"))
 def test_remove_killed_between_trash_move_and_purge(bed: Bed, ledger: Ledger) -> None:
     """The remove is caught with its image in the trash (OSDs paused at that moment) and SIGKILLed; the
     remove Ganeti runs again must succeed and leave no trash entry."""

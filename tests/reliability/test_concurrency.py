@@ -45,11 +45,6 @@ def links(bed: Bed) -> list[str]:
     return [os.path.join(d, f) for d, _, files in os.walk(base) for f in files]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "races that hit in about 1 run of 4, so not strict: (1) extstorage/locks.py close_volume (D1): two "
-    "closes of one record both see it, the second's metadata_remove raises KeyError, a traceback and "
-    "'internal error'; (2) extstorage/remove.py (D2): concurrent removes of one image can leave it in the "
-    "RBD trash (not yet traced)"))
 @WAYS
 def test_32_calls_on_one_shared_volume(bed: Bed, ledger: Ledger, agent: bool) -> None:
     way = "agent" if agent else "in-process"

@@ -1,0 +1,77 @@
+"""remove finishes what a cut-short create or remove left behind, and nothing else.
+
+A remove killed between its move to the RBD trash and the purge leaves the
+image in the trash: Ganeti's repeat must purge it (it is ours: its own
+ganeti.uuid is the VOL_UUID), and leave an admin's trashed image of the same
+name alone. A create killed in librbd can leave the name in the pool's
+directory with no image header: no data, but the name stays taken.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import rbd
+
+from ganeti_ceph.session import Session
+from tests.ceph.provider_env import Provider, provider_fixture
+from tests.conftest import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Iterator[Provider]:
+    yield from provider_fixture(local_cluster, str(tmp_path_factory.mktemp("remove-leftovers")), request=request)
+
+
+def trash(prov: Provider) -> list[dict]:
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        return list(rbd.RBD().trash_list(io))
+
+
+def test_a_remove_cut_short_in_the_trash_is_finished_by_the_repeat(prov: Provider) -> None:
+    vol = prov.volume()
+    prov.run("create", vol, VOL_SIZE="16").ok()
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        rbd.RBD().trash_move(io, vol, 0)  # where a killed remove stops
+    assert [e["name"] for e in trash(prov)].count(vol) == 1
+    res = prov.run("remove", vol).ok()
+    assert "removed" in res.stderr, res.stderr
+    assert vol not in [e["name"] for e in trash(prov)]
+
+
+def test_an_admins_trashed_image_of_that_name_is_left_alone(prov: Provider) -> None:
+    vol = prov.volume()
+    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+        rbd.RBD().create(io, vol, 4 << 20, old_format=False)
+        rbd.RBD().trash_move(io, vol, 0)  # not ours: no ganeti.uuid
+    try:
+        res = prov.run("remove", vol).ok()
+        assert "already gone" in res.stderr, res.stderr
+        assert [e["name"] for e in trash(prov)].count(vol) == 1
+    finally:
+        with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+            for e in rbd.RBD().trash_list(io):
+                if e["name"] == vol:
+                    rbd.RBD().trash_remove(io, e["id"], True)
+
+
+def _encoded(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("<I", len(data)) + data
+
+
+def test_a_half_made_image_is_removed(prov: Provider) -> None:
+    """The state librbd's create leaves when killed after its directory entry, before the header."""
+    vol = prov.volume()
+    image_id = uuid.uuid4().hex[:12]
+    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+        io.write_full(f"rbd_id.{vol}", _encoded(image_id))
+        io.execute("rbd_directory", "rbd", "dir_add_image", _encoded(vol) + _encoded(image_id))
+    assert prov.exists(vol)  # listed, yet it cannot be opened
+    res = prov.run("remove", vol).ok()
+    assert "removed" in res.stderr, res.stderr
+    assert not prov.exists(vol)
