@@ -3,7 +3,7 @@
 Mounts live in a node's mount namespace and die with it; loop devices are
 global and would not, so the test bed looks for them by the device of the
 rbd-fuse mount they are backed by, and (for mounts already gone) by the
-backing path `<run_dir>/fuse/<fsid>/...` of our Ceph cluster.
+backing path `<run_dir>/fuse/<fsid>/...` of our Ceph cluster (each node's run dir is under RUN_DIR).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def of_node(holder: netns.Holder) -> dict[str, list[str]]:
 
 
 def of_cluster(fsid: str) -> list[str]:
-    """Loop devices backed by a fuse-loop mapping of cluster `fsid`, on any node (paths are per-node alike)."""
-    return sorted(d["name"] for d in loops((f"{RUN_DIR}/fuse/{fsid}/",))) if fsid else []
+    """Loop devices backed by a fuse-loop mapping of cluster `fsid`, on any node."""
+    return sorted(d["name"] for d in loops((f"{RUN_DIR}/",)) if f"/fuse/{fsid}/" in d["file"]) if fsid else []
 
 
 def ceph_fsid(ceph_conf: str) -> str:

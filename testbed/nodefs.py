@@ -114,11 +114,19 @@ def client_conf(ceph_conf: str) -> str:
             f"[client]\n\tkeyring = {CEPH_ETC}/ceph.$name.keyring\n\tlog_to_file = false\n")
 
 
+def run_dir(node: Node) -> str:
+    """The node's provider run dir, apart from every other node's. Real hosts have a kernel each; here the
+    nodes share one, and with it the loop devices, which fuse-loop finds by their backing file's path
+    (`<run_dir>/fuse/...`): with one path on every node, a detach on the old primary after a migration took
+    the new primary's loop device too."""
+    return f"{RUN_DIR}/{node.short}"
+
+
 def provider_config(ceph_dir: str, node: Node) -> str:
     """/etc/ganeti/ceph.yaml: the caller's client config moved to /etc/ceph, fuse-loop, this node."""
     cfg = gconfig.load(os.path.join(ceph_dir, "ganeti-ceph.yaml"))
     changes = {"conf": f"{CEPH_ETC}/ceph.conf", "keyring": f"{CEPH_ETC}/ceph.client.{cfg.client_id}.keyring",
-               "mapper": "fuse-loop", "run_dir": RUN_DIR, "node": node.name}
+               "mapper": "fuse-loop", "run_dir": run_dir(node), "node": node.name}
     return gconfig.dump(dataclasses.replace(cfg, **changes))
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ganeti_ceph import procs
 from ganeti_ceph.config import Config
 from ganeti_ceph.session import Session
-from testbed import netns
+from testbed import netns, nodefs
 from testbed.ganeti import Testbed
 from tests.ganeti import checks
 
@@ -257,8 +257,8 @@ def leaks(tb: Testbed, admin: Config, insts: list[checks.Inst], images_before: s
         for pid in checks.rbd_fuse_pids(tb, i):
             if not any(v in procs.cmdline(pid) for v in mapped[i]):
                 problems.append(f"node{i}: rbd-fuse {pid} {' '.join(procs.cmdline(pid)[-1:])}")
-        links = tb.run(i, ["find", "/run/ganeti-ceph/dev", "-mindepth", "3", "-maxdepth", "3", "-printf", "%f\\n"],
-                       check=False, timeout=10).stdout.split()
+        links = tb.run(i, ["find", f"{nodefs.run_dir(tb.nodes[i])}/dev", "-mindepth", "3", "-maxdepth", "3",
+                           "-printf", "%f\\n"], check=False, timeout=10).stdout.split()
         problems += [f"node{i}: run-dir link {x}" for x in links if x not in mapped[i]]
     problems += [f"loop device {x} outside every node" for x in set(tb.leaked_loops()) - set(seen_loops)]
     return problems
