@@ -154,6 +154,26 @@ def settled_line(status: dict) -> str:
     return line if not waits else f"{line} ({'; '.join(waits)})"
 
 
+def boot_epochs(session: Session) -> dict[str, int]:
+    """OSD id -> the osdmap epoch it last came up at (`up_from`; 0: it never booted)."""
+    return {str(o["osd"]): int(o.get("up_from", 0)) for o in session.mon_command("osd dump").get("osds", [])}
+
+
+def wait_booted(session: Session, before: dict[str, int], timeout: float, poll: float = 0.1) -> None:
+    """Until every OSD in `before` has come up again after it (a newer up_from). A monitor restarted
+    with them still has them up from before its own stop, and its last PG report says active+clean:
+    health reads HEALTH_OK before any restarted OSD has booted."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = boot_epochs(session)
+        late = sorted(i for i, epoch in before.items() if now.get(i, 0) <= epoch)
+        if not late:
+            return
+        if time.monotonic() > deadline:
+            raise CephUnavailable(f"osd.{', osd.'.join(late)} did not boot within {timeout:.0f} s")
+        time.sleep(poll)
+
+
 def wait_healthy(session: Session, timeout: float, poll: float = 0.1) -> str:
     """Poll status until settled HEALTH_OK, printing each new state as progress."""
     deadline = time.monotonic() + timeout

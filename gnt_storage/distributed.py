@@ -149,11 +149,6 @@ def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: st
     return req
 
 
-def boot_epochs(session: Session) -> dict[str, int]:
-    """OSD id -> the osdmap epoch it last came up at (`up_from`; 0: it never booted)."""
-    return {str(o["osd"]): int(o.get("up_from", 0)) for o in session.mon_command("osd dump").get("osds", [])}
-
-
 def auth_keyring(state: dict[str, Any], spec: ClusterSpec) -> bytes:
     """Every daemon and client key with its caps, for `auth import` (idempotent)."""
     keys = state["keys"]
@@ -312,7 +307,7 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
         session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
         waiting = [n for n in nodes if pending.get(n.name)]
         if waiting:  # stores of ours without a done-marker: redo only what never booted, adopt the rest
-            up_from = boot_epochs(session)
+            up_from = bootstrap.boot_epochs(session)
             on_all(waiting, lambda n: apply(n, up_from))
         start(nodes, state, spec, ("mgr", "osd"), running)
         # OSDs of online nodes serve: in (a node back from offline had them marked out).

@@ -274,7 +274,11 @@ def restart(root: str, state: dict, wait: float, env: dict[str, str]) -> Config:
              "its data is kept")
     daemons.start([d for d in todo if d.type != "osd"], conf, log, env)
     with Session(admin_config(root, Timeouts(connect=15, mon_op=30, osd_op=max(30.0, wait)))) as session:
-        daemons.start([d for d in todo if d.type == "osd"], conf, log, env)
+        osds = [d for d in todo if d.type == "osd"]
+        epochs = bootstrap.boot_epochs(session)
+        before = {d.id: epochs.get(d.id, 0) for d in osds}
+        daemons.start(osds, conf, log, env)
+        bootstrap.wait_booted(session, before, wait)
         bootstrap.wait_healthy(session, wait)
     progress(f"cluster up and HEALTH_OK in {time.monotonic() - started:.1f} s")
     return gconfig.load(yaml)
