@@ -181,11 +181,12 @@ def serve(fd: int, agent: int) -> None:
     serving the call already queued on its socket."""
     deadline = [math.inf]
     threading.Thread(target=_guard, args=(agent, deadline), daemon=True).start()
-    from extstorage import provider
+    from extstorage import mappers, provider
     from extstorage.client import decode_request, encode_answer
     from extstorage.mappers import PATH
     from ganeti_ceph.session import SessionPool
 
+    mappers.still_wanted = lambda: os.getppid() == agent
     os.environ.clear()  # as the in-process path: children inherit nothing
     os.environ.update({"PATH": PATH, "LC_ALL": "C"})
     sock = socket.socket(fileno=fd)

@@ -21,7 +21,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ganeti_ceph import atomic, procs
@@ -55,13 +55,25 @@ class MapError(GanetiCephError):
     """A mapping could not be made or removed."""
 
 
+def _always() -> bool:
+    return True
+
+
+# Whether the call running here is still wanted: an agent worker sets it to "my agent lives". Its guard
+# notices a dead agent within 0.1 s, but a lock let go at the agent's death may be taken sooner.
+still_wanted: Callable[[], bool] = _always
+
+
 def run_tool(argv: list[str], what: str, timeout: float, leaves_daemon: bool = False) -> str:
     """Run a mapping tool with a clean environment; one-line error on failure.
 
-    A tool that leaves a daemon serving the mapping behind (rbd-nbd map, which
-    daemonizes without setsid; rbd-fuse) runs in a session of its own: the
-    caller may be an agent worker whose process group is killed at a call's
-    bound, and that must never take a running VM's disk with it."""
+    `leaves_daemon`: the tool leaves a daemon serving the mapping behind and
+    does not leave the caller's session itself (rbd-nbd map daemonizes
+    without setsid), so it runs in a session of its own: the caller may be an
+    agent worker whose process group is killed at a call's bound, and that
+    must never take a running VM's disk with it. rbd-fuse needs no help:
+    libfuse calls setsid when it daemonizes, and until then the tool dies with
+    a killed worker, as a stopped call should."""
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                              stdin=subprocess.DEVNULL, env={"PATH": PATH, "LC_ALL": "C"},
@@ -119,6 +131,8 @@ class Mapper:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if not still_wanted():  # its agent died while this waited: the caller was told it failed
+                        raise MapError(f"the call that waited to map or unmap {t.spec} was abandoned")
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
@@ -274,7 +288,7 @@ class FuseLoop(Mapper):
         mnt = self.mountpoint(t)
         os.makedirs(mnt, mode=0o700, exist_ok=True)
         run_tool(["rbd-fuse", *self.client_args(), *WRITE_THROUGH, "--log_to_file=false", "-p", t.pool,
-                  "-r", t.image, mnt], f"mount {t.spec} with rbd-fuse", self.cfg.timeouts.osd_op, leaves_daemon=True)
+                  "-r", t.image, mnt], f"mount {t.spec} with rbd-fuse", self.cfg.timeouts.osd_op)
         if not os.path.exists(self.backing_file(t)):
             self.cleanup(t)
             raise MapError(f"rbd-fuse did not expose {t.spec}; check that the image exists and the client may read it")
