@@ -24,7 +24,7 @@ import tempfile
 from typing import Any
 
 from ganeti_ceph.errors import GanetiCephError, run_main
-from gnt_storage import bootstrap, daemons
+from gnt_storage import bootstrap, daemons, devices
 from gnt_storage.daemons import Daemon
 from gnt_storage.devices import device_state
 
@@ -88,7 +88,7 @@ def make_dir(path: str, mode: int, owner: str) -> None:
     os.chown(path, uid, gid)
 
 
-TOOL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "HOME": "/root"}
+TOOL_ENV = {**devices.ENV, "HOME": "/root"}  # the probes' clean environment; Ceph tools want a HOME
 
 
 def _ceph(argv: list[str], what: str) -> None:
