@@ -156,12 +156,16 @@ class Mapper:
     def unmap(self, t: Target) -> bool:
         """Remove the mapping; True if one was removed. Succeeds when none exists."""
         with self.locked(t):
-            dev = self.find(t)
-            if dev:
-                self.unmap_device(dev, t)
-            self.cleanup(t)
-            self.unpublish(t)
-            return dev is not None
+            return self.unmap_locked(t)
+
+    def unmap_locked(self, t: Target) -> bool:
+        """`unmap` for a caller that holds t's lock (and checked under it that it may)."""
+        dev = self.find(t)
+        if dev:
+            self.unmap_device(dev, t)
+        self.cleanup(t)
+        self.unpublish(t)
+        return dev is not None
 
     def publish(self, t: Target, dev: str) -> None:
         """Point t's link at `dev`. Only t's own lock is held here, so another

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from extstorage import locks, mappers, prealloc_wipe, request, snapshots, volumes
+from extstorage import locks, mappers, prealloc_wipe, request, snapshots, target_guard, volumes
 from extstorage import remove as removal
 from extstorage.access import check_qemu_conf, userspace_uri
 from extstorage.mappers import Target
@@ -169,13 +169,21 @@ def do_open(c: Call) -> tuple[str, str]:
     with c.session() as s:
         _require_volume(s, c)
         done = locks.open_volume(s, c.req.pool, c.req.volume, c.cfg.node_name, bool(c.req.open_exclusive))
+        fsid = fsid_of(c, s)
+    target_guard.disarm(c.cfg, c.target(fsid))
     return "", f"{c.name} {done}"
 
 
 def do_close(c: Call) -> tuple[str, str]:
+    """Close; an unused mapping left here gets a guard (extstorage/target_guard.py): after a
+    failed live migration to this node, Ganeti would never unmap it."""
     with c.session() as s:
+        fsid = fsid_of(c, s)
+        dev = mappers.for_config(c.cfg).find(c.target(fsid))
+        guarded = dev is not None and target_guard.arm(c.cfg, c.target(fsid), dev)
         had = locks.close_volume(s, c.req.pool, c.req.volume, c.cfg.node_name)
-    return "", f"{c.name} " + ("closed" if had else "was not open on this node")
+    return "", f"{c.name} " + ("closed" if had else "was not open on this node") + (
+        f"; {dev} is unmapped unless an open follows within {target_guard.window(c.cfg):.0f} s" if guarded else "")
 
 
 def do_verify(c: Call) -> tuple[str, str]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from ganeti_ceph import config
+from ganeti_ceph.config import conf_fsid
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import MIB, Provider, provider_fixture, write_device
 from tests.conftest import LocalCluster
@@ -184,3 +186,43 @@ def test_open_of_a_missing_volume_fails_in_one_line(prov: Provider) -> None:
 def test_nothing_leaked(prov: Provider) -> None:
     """Last in the module: no mapping, rbd-fuse, image, snapshot or trash entry of these tests is left."""
     assert prov.leaks() == []
+
+
+def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> None:
+    """A live migration that fails after B close (A's or B's open fails: the node lost Ceph) gets no
+    revert from Ganeti, so B's unused mapping is unmapped once the guard's window has passed; a B open
+    that followed the close, or a process holding the device, keeps it (extstorage/target_guard.py)."""
+    b = prov.config("node-b-guard", node="nodeb", timeouts={"action": 5})
+    cfg = config.load(b)
+    vols = {case: prov.volume() for case in ("failed", "opened", "in use")}
+    devs = {}
+    for case, vol in vols.items():
+        prov.run("create", vol, VOL_SIZE="64").ok()
+        prov.run("open", vol, VOL_OPEN_EXCLUSIVE="True").ok()  # A runs the VM
+        devs[case], _ = prov.attach(vol, b)
+    for case, vol in vols.items():
+        note = prov.run("close", vol, b).ok().note
+        assert f"{devs[case]} is unmapped unless an open follows within 35 s" in note, note
+    held = os.open(devs["in use"], os.O_RDONLY)  # as QEMU on B would, once the migration went on
+    try:
+        prov.run("open", vols["opened"], VOL_OPEN_EXCLUSIVE="False").ok()
+        prov.run("open", vols["opened"], b, VOL_OPEN_EXCLUSIVE="False").ok()
+        guards = os.path.join(cfg.run_dir, "guard")
+        deadline = time.monotonic() + 60
+        while os.listdir(guards) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not os.listdir(guards), "the guards did not end within their window"
+        assert not os.path.lexists(os.path.join(cfg.run_dir, "dev", conf_fsid(cfg.conf), cfg.pool, vols["failed"]))
+        assert prov.attach(vols["opened"], b)[0] == devs["opened"]
+        assert prov.attach(vols["in use"], b)[0] == devs["in use"]
+    finally:
+        os.close(held)
+    with open(os.path.join(cfg.run_dir, "guard.log")) as fh:
+        log = fh.read()
+    assert f"unmapped {devs['failed']}: no open followed the close within 35 s" in log, log
+    assert f"kept {devs['in use']}: in use by process" in log, log
+    for vol in vols.values():
+        prov.run("close", vol, b).ok()
+        prov.run("detach", vol, b).ok()
+        prov.run("close", vol).ok()
+        prov.run("remove", vol).ok()

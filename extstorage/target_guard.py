@@ -1,0 +1,145 @@
+"""Unmap what a failed live migration leaves mapped on its target node.
+
+Ganeti migrates A->B as: B close (which attaches, so B maps the disk),
+A open(shared), B open(shared), then QEMU on B opens the device. When A's
+or B's open fails (a node lost Ceph), Ganeti raises at once: neither its
+revert (which would detach on B) nor any post hook runs, and B keeps the
+mapping with nobody using it until the next migration there.
+
+So a close that leaves an unused mapping arms a guard: a detached process
+that waits `window` seconds (A's open is bounded by timeouts.action, B's
+follows within an RPC) and then unmaps, unless meanwhile an open on this
+node succeeded (it disarms), the mapping went (detach), a later close
+re-armed it, or something uses the device (a VM, a mount, a holder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+from extstorage import mappers
+from extstorage.agent_worker import boot_argv
+from extstorage.mappers import Target
+from ganeti_ceph import atomic, config, procs, watchdog
+from ganeti_ceph.config import Config
+from ganeti_ceph.errors import GanetiCephError
+
+MODULE = "extstorage.target_guard"
+SLACK = 30.0  # B's open follows A's within one Ganeti RPC
+POLL = 1.0
+
+
+def window(cfg: Config) -> float:
+    return cfg.timeouts.action + SLACK
+
+
+def marker(cfg: Config, t: Target) -> str:
+    return os.path.join(cfg.run_dir, "guard", f"{t.fsid}.{t.pool}.{t.image}")
+
+
+def arm(cfg: Config, t: Target, dev: str) -> bool:
+    """Start a guard for `t` if its mapping `dev` is unused; True if one was started."""
+    if users(dev):
+        return False
+    token = uuid.uuid4().hex
+    path = marker(cfg, t)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    atomic.write(path, f"{token} {time.time() + window(cfg):.0f}\n")
+    log = os.path.join(cfg.run_dir, "guard.log")
+    with open(log, "ab") as fh:
+        subprocess.Popen(boot_argv(MODULE, cfg.source, t.fsid, t.pool, t.image, token), stdin=subprocess.DEVNULL,
+                         stdout=fh, stderr=fh, start_new_session=True, env=procs.DAEMON_ENV, close_fds=True)
+    return True
+
+
+def disarm(cfg: Config, t: Target) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(marker(cfg, t))
+
+
+def _armed(cfg: Config, t: Target) -> tuple[str, float] | None:
+    try:
+        with open(marker(cfg, t)) as fh:
+            token, deadline = fh.read().split()
+        return token, float(deadline)
+    except (OSError, ValueError):
+        return None
+
+
+def users(dev: str, proc: str = "/proc", sys_block: str = mappers.SYS_BLOCK) -> list[str]:
+    """Who holds `dev`: sysfs holders, mounts, and processes with it open (except
+    the rbd-nbd serving it). Only links are read, never the device itself."""
+    name = os.path.basename(dev)
+    found = [f"holder {h}" for h in _listdir(os.path.join(sys_block, name, "holders"))]
+    devno = mappers.read(os.path.join(sys_block, name, "dev"))
+    with contextlib.suppress(OSError), open(os.path.join(proc, "self", "mountinfo")) as fh:
+        found += [f"mount {line.split()[4]}" for line in fh if devno and line.split()[2] == devno]
+    for pid in filter(str.isdigit, _listdir(proc)):
+        fds = os.path.join(proc, pid, "fd")
+        for fd in _listdir(fds):
+            with contextlib.suppress(OSError):
+                if os.readlink(os.path.join(fds, fd)) == dev and (prog := _prog(proc, pid)) != "rbd-nbd":
+                    found.append(f"process {pid} ({prog})")
+                    break
+    return found
+
+
+def _prog(proc: str, pid: str) -> str:
+    with contextlib.suppress(OSError), open(os.path.join(proc, pid, "cmdline"), "rb") as fh:
+        return os.path.basename(fh.read().split(b"\0")[0].decode(errors="replace"))
+    return "?"
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def watch(cfg: Config, t: Target, token: str, poll: float = POLL) -> str:
+    """Wait out the window, then unmap if still armed by `token` and unused; what happened, in words."""
+    mapper = mappers.for_config(cfg)
+    while True:
+        armed = _armed(cfg, t)
+        if armed is None or armed[0] != token:
+            return "disarmed or re-armed"
+        if mapper.find(t) is None:
+            disarm(cfg, t)
+            return "no longer mapped"
+        if time.time() >= armed[1]:
+            break
+        time.sleep(poll)
+    with mapper.locked(t):
+        dev = mapper.find(t)
+        armed = _armed(cfg, t)
+        if armed is None or armed[0] != token or dev is None:
+            return "disarmed, re-armed or unmapped meanwhile"
+        used = users(dev)
+        disarm(cfg, t)
+        if used:
+            return f"kept {dev}: in use by {', '.join(used)}"
+        mapper.unmap_locked(t)
+    return f"unmapped {dev}: no open followed the close within {window(cfg):.0f} s (a failed migration)"
+
+
+def main(argv: list[str]) -> int:
+    source, fsid, pool, image, token = argv
+    t = Target(fsid, pool, image)
+    try:
+        cfg = config.load(source)
+        watchdog.start(window(cfg) + cfg.timeouts.action, f"target guard {t.spec}")
+        done = watch(cfg, t, token)
+    except GanetiCephError as exc:
+        done = f"failed: {exc.message}"
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} target guard {t.spec}: {done}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
