@@ -26,7 +26,7 @@ from harness import GNT_STORAGE, SCRATCH, VENV_BIN, BenchError, Ctx, Result, Sha
 from data_collector import gather
 from ganeti_ceph import config
 from ganeti_ceph.session import Session
-from gnt_storage.local import admin_config
+from gnt_storage.deploy.local import admin_config
 
 MOND_PORT = 14290  # below the bench slots' Ceph ports (14300+)
 RUNS = 10

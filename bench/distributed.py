@@ -30,9 +30,9 @@ import uuid
 
 from harness import GNT_STORAGE, REPO, SCRATCH, BenchError, Ctx, Result, Shared, bench, clean_env, compare, log
 
-from gnt_storage import distributed
-from gnt_storage.cephconf import render_conf
-from gnt_storage.options import StorageOptions
+from gnt_storage.deploy import distributed
+from gnt_storage.deploy.cephconf import render_conf
+from gnt_storage.deploy.options import StorageOptions
 
 TB_DIR = os.path.join(SCRATCH, "distributed-testbed")
 BED_ENV = {"GANETI_TESTBED_ID": "3", "GANETI_TESTBED_NET": "198.18.3"}  # never the ids/nets of the other beds

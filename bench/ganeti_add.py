@@ -17,7 +17,7 @@ import time
 from harness import PORT_SPAN, SCRATCH, SHARED_PORT_BASE, BenchError, Ctx, Result, Shared, bench, compare, log
 
 from ganeti_ceph.session import Session
-from gnt_storage.local import admin_config
+from gnt_storage.deploy.local import admin_config
 from testbed import ceph as tb_ceph
 from testbed.ganeti import HOST_ADDR, Testbed
 

@@ -23,7 +23,7 @@ import sys
 import time
 
 from extstorage import provider
-from extstorage.agent_worker import Worker, WorkerLost, Workers, boot_argv
+from extstorage.agent_worker import Worker, WorkerLost, Workers
 from extstorage.client import (
     DEFAULT_SOCKET,
     HANDSHAKE_S,
@@ -132,7 +132,7 @@ def start(path: str, pidfile: str, log: str) -> int:
         print(f"ganeti-ceph-agent: already running (pid {pid})", file=sys.stderr)
         return 0
     os.makedirs(os.path.dirname(pidfile), mode=0o700, exist_ok=True)
-    argv = boot_argv("extstorage.agent", "run", "--socket", path, "--pidfile", pidfile)
+    argv = procs.boot_argv("extstorage.agent", "run", "--socket", path, "--pidfile", pidfile)
     if not procs.spawn(argv, log, lambda _: bool(running_pid(pidfile)) and os.path.exists(path)):
         raise GanetiCephError(f"ganeti-ceph-agent did not start within 10 s; see {log}")
     return 0

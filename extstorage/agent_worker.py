@@ -33,16 +33,6 @@ REAP_S = 10.0  # a SIGKILLed process in uninterruptible sleep (a dead FUSE mount
 MAX_IDLE = 4
 
 
-def boot_argv(module: str, *args: str) -> list[str]:
-    """Run `module` isolated (-I) from the tree this code was loaded from,
-    so the agent and its workers run the same code as whoever started them,
-    whatever an installed copy of the package holds."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    boot = (f"import runpy, sys; sys.path[:0] = [{root!r}]; del sys.argv[0]; "
-            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
-    return [sys.executable, "-I", "-c", boot, module, *args]
-
-
 class WorkerLost(Exception):
     """The worker died or broke the wire mid-call."""
 
@@ -53,7 +43,7 @@ class Worker:
     def __init__(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.proc = subprocess.Popen(boot_argv(MODULE, str(theirs.fileno()), str(os.getpid())),
+            self.proc = subprocess.Popen(procs.boot_argv(MODULE, str(theirs.fileno()), str(os.getpid())),
                                          pass_fds=(theirs.fileno(),),
                                          stdin=subprocess.DEVNULL, start_new_session=True, env=procs.DAEMON_ENV)
         finally:
@@ -181,9 +171,10 @@ def serve(fd: int, agent: int) -> None:
     serving the call already queued on its socket."""
     deadline = [math.inf]
     threading.Thread(target=_guard, args=(agent, deadline), daemon=True).start()
-    from extstorage import mappers, provider
+    from extstorage import provider
     from extstorage.client import decode_request, encode_answer
-    from extstorage.mappers import PATH
+    from ganeti_ceph.rbd import mappers
+    from ganeti_ceph.rbd.mappers import PATH
     from ganeti_ceph.session import SessionPool
 
     mappers.still_wanted = lambda: os.getppid() == agent

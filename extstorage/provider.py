@@ -17,14 +17,15 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from extstorage import locks, mappers, prealloc_wipe, request, snapshots, target_guard, volumes
-from extstorage import remove as removal
-from extstorage.access import check_qemu_conf, userspace_uri
-from extstorage.mappers import Target
+from extstorage import request
 from extstorage.request import Request
 from ganeti_ceph import config, watchdog
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError, ceph_errors
+from ganeti_ceph.rbd import locks, mappers, prealloc_wipe, snapshots, target_guard, volumes
+from ganeti_ceph.rbd import remove as removal
+from ganeti_ceph.rbd.access import check_qemu_conf, userspace_uri
+from ganeti_ceph.rbd.mappers import Target
 from ganeti_ceph.session import Session, one_shot
 
 Sessions = Callable[[Config], AbstractContextManager[Session]]
@@ -82,7 +83,7 @@ def do_create(c: Call) -> tuple[str, str]:
         raise UsageError("feature journaling is not supported by krbd; drop it or use access=userspace")
     origin = volumes.parse_origin(req.origin, req.pool) if req.origin else None
     data_pool = req.params.get("data_pool")
-    if req.params.get("adopt_image") or origin:  # Ganeti's wipe would zero them: see extstorage/prealloc_wipe.py
+    if req.params.get("adopt_image") or origin:  # Ganeti's wipe would zero them: see ganeti_ceph/rbd/prealloc_wipe.py
         prealloc_wipe.refuse_if_wiped(f"the adopted image {req.pool}/{req.params['adopt_image']}"
                                       if req.params.get("adopt_image") else f"this clone of {origin}")
     with c.session() as s:
@@ -175,7 +176,7 @@ def do_open(c: Call) -> tuple[str, str]:
 
 
 def do_close(c: Call) -> tuple[str, str]:
-    """Close; an unused mapping left here gets a guard (extstorage/target_guard.py): after a
+    """Close; an unused mapping left here gets a guard (ganeti_ceph/rbd/target_guard.py): after a
     failed live migration to this node, Ganeti would never unmap it."""
     with c.session() as s:
         fsid = fsid_of(c, s)

@@ -7,15 +7,13 @@ refused here, before anything touches Ceph.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ganeti_ceph.errors import UsageError
-from ganeti_ceph.naming import check_image_name, check_pool_name
+from ganeti_ceph.naming import ACCESS_MODES, check_image_name, check_pool_name, mib
 
 ACTIONS = ("create", "attach", "detach", "remove", "grow", "setinfo", "verify", "snapshot", "open", "close")
-ACCESS_MODES = ("kernelspace", "userspace")
 # name -> description, as written to parameters.list.
 PARAMETERS = {
     "pool": "RBD pool of the image (default: the pool in /etc/ganeti/ceph.yaml)",
@@ -57,23 +55,6 @@ class Request:
 # Sizes are MiB counts of ASCII digits (int() would also take "1_0", " 64",
 # "+64" and other scripts' digits), at most 1 EiB: bytes then fit every
 # 64-bit size librbd and the kernel take, and nothing overflows.
-MAX_MIB = 1 << 40
-_DIGITS = re.compile(r"-?[0-9]{1,40}")
-
-
-def mib(raw: object, what: str) -> int:
-    """A size in MiB as Ganeti passes it (a string) or as code gives it (an int)."""
-    text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
-    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
-        raise UsageError(f"{what}={raw!r} is not a whole number of MiB")
-    value = int(text)
-    if value <= 0:
-        raise UsageError(f"{what}={value} must be at least 1 MiB")
-    if value > MAX_MIB:
-        raise UsageError(f"{what}={value} is more than the {MAX_MIB} MiB (1 EiB) an RBD volume may have")
-    return value
-
-
 def _mib(env: Mapping[str, str], key: str) -> int:
     raw = env.get(key)
     if raw is None or raw == "":

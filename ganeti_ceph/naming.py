@@ -45,3 +45,21 @@ def check_snap_name(name: str) -> str:
     if not SNAP_RE.fullmatch(name):
         raise UsageError(f"invalid snapshot name {name!r}: use letters, digits, '.', '_' and '-'")
     return name
+
+
+ACCESS_MODES = ("kernelspace", "userspace")  # how a node reaches a volume
+MAX_MIB = 1 << 40
+_DIGITS = re.compile(r"-?[0-9]{1,40}")
+
+
+def mib(raw: object, what: str) -> int:
+    """A size in MiB as Ganeti passes it (a string) or as code gives it (an int)."""
+    text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
+        raise UsageError(f"{what}={raw!r} is not a whole number of MiB")
+    value = int(text)
+    if value <= 0:
+        raise UsageError(f"{what}={value} must be at least 1 MiB")
+    if value > MAX_MIB:
+        raise UsageError(f"{what}={value} is more than the {MAX_MIB} MiB (1 EiB) an RBD volume may have")
+    return value

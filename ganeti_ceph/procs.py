@@ -57,6 +57,16 @@ def find(binary: str | None = None, arg: str | None = None, substring: str | Non
     return found
 
 
+def boot_argv(module: str, *args: str) -> list[str]:
+    """Run `module` isolated (-I) from the tree this code was loaded from,
+    so the agent and its workers run the same code as whoever started them,
+    whatever an installed copy of the package holds."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    boot = (f"import runpy, sys; sys.path[:0] = [{root!r}]; del sys.argv[0]; "
+            "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-I", "-c", boot, module, *args]
+
+
 # -- our own long-lived helpers (the provider agent, the collector daemon) -----
 
 DAEMON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}

@@ -38,7 +38,7 @@ def rados_options(cfg: Config) -> dict[str, str]:
         "log_to_stderr": "false",
         "err_to_stderr": "false",
         # Breaking a stale lock must not blocklist anyone behind our back:
-        # fencing is an explicit, separate step (see extstorage/locks.py).
+        # fencing is an explicit, separate step (see ganeti_ceph/rbd/locks.py).
         "rbd_blocklist_on_break_lock": "false",
     }
 

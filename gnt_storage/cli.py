@@ -14,7 +14,7 @@ import os
 import sys
 
 from ganeti_ceph.errors import ArgumentParser, GanetiCephError, UsageError, run_main
-from gnt_storage import local
+from gnt_storage.deploy import local
 
 PROG = "gnt-storage"
 OURS = ("local-cluster", "rbd-access", "init-distributed-storage", "options")
@@ -75,7 +75,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in and args_in[0] == "-S":
-        from gnt_storage import cluster_options
+        from gnt_storage.deploy import cluster_options
 
         return cluster_options.set_options(_specs(args_in))
     if args_in and args_in[0] not in OURS and not args_in[0].startswith("-"):
@@ -94,15 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init-distributed-storage":
         if args.storage_type != "ceph":
             raise UsageError(f"-s {args.storage_type}: the only storage type here is ceph")
-        from gnt_storage import distributed
+        from gnt_storage.deploy import distributed
 
         return distributed.init(args.group, args.specs, wait=args.wait)
     if args.command == "options":
-        from gnt_storage import cluster_options
+        from gnt_storage.deploy import cluster_options
 
         return cluster_options.show()
     if args.command == "rbd-access":
-        from gnt_storage import access_switch
+        from ganeti_ceph.rbd import access_switch
 
         return access_switch.switch(args.instance, args.mode, dry_run=args.dry_run)
     return 2

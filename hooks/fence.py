@@ -3,7 +3,7 @@
 Fencing blocklists whole IPs, which cuts off every Ceph client there: the
 wrong IP would cut off a healthy node (the master, say). So the IP fenced
 is only one that an open record of the dead node itself names (exactly that
-node name, see extstorage/locks.py), and never the IP of any other Ganeti
+node name, see ganeti_ceph/rbd/locks.py), and never the IP of any other Ganeti
 node or of this master's own Ceph client. Adding the entry needs only the
 client key (`profile rbd` may add blocklist entries); removing one needs the
 admin key, which only the master holds: a fenced node cannot lift its own
@@ -17,9 +17,9 @@ import os
 import socket
 from collections.abc import Iterable
 
-from extstorage.locks import Holder, fence_entry, ip_of, parse_holders, read_blocklist
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import UsageError
+from ganeti_ceph.rbd.locks import Holder, fence_entry, ip_of, parse_holders, read_blocklist
 from ganeti_ceph.session import Session
 from hooks import images, say
 from hooks.env import HookEnv, same_node
@@ -112,7 +112,7 @@ def admin_config(cfg: Config) -> Config | None:
     """This master's admin access to cfg's cluster, if it keeps one: the keyring
     init-distributed-storage leaves in /var/lib/ganeti-ceph, or the admin keyring
     next to the configured conf (/etc/ceph, a local-cluster's directory)."""
-    from gnt_storage.distributed import STATE_DIR  # see distributed.admin_config
+    from gnt_storage.deploy.distributed import STATE_DIR  # see distributed.admin_config
 
     cluster = os.path.basename(cfg.conf).removesuffix(".conf") or "ceph"
     candidates = [(os.path.join(STATE_DIR, "ceph.conf"), os.path.join(STATE_DIR, "ceph.client.admin.keyring")),

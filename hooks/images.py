@@ -14,9 +14,9 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from extstorage.volumes import META_ACCESS
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import CephError, NotFound, UsageError
+from ganeti_ceph.rbd.volumes import META_ACCESS
 from ganeti_ceph.session import Session
 from hooks.env import Disk
 

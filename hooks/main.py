@@ -27,12 +27,12 @@ import os
 import sys
 from collections.abc import Callable
 
-from extstorage import mappers
-from extstorage.mappers import Target
 from extstorage.provider import action_timeout
 from ganeti_ceph import atomic, config, watchdog
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
+from ganeti_ceph.rbd import mappers
+from ganeti_ceph.rbd.mappers import Target
 from ganeti_ceph.session import Session
 from hooks import checks, images, qmp, say
 from hooks.env import HookEnv, parse, same_node, this_node
@@ -137,9 +137,9 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
 
 
 def storage_node_hook(h: HookEnv, bound: float) -> None:
-    """The storage group's node lifecycle (gnt_storage.lifecycle), on the master only."""
-    from gnt_storage import distributed, lifecycle
-    from gnt_storage.ganeti_cli import Ganeti
+    """The storage group's node lifecycle (gnt_storage.deploy.lifecycle), on the master only."""
+    from ganeti_ceph.ganeti import Ganeti
+    from gnt_storage.deploy import distributed, lifecycle
 
     if distributed.load_state() is None:  # no storage cluster kept on this master: nothing to do
         return

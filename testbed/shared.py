@@ -75,6 +75,6 @@ def session_bed() -> Iterator[Testbed]:
 
 def admin() -> Config:
     """The bed's Ceph as its admin (for checks the client key may not make)."""
-    from gnt_storage.local import admin_config
+    from gnt_storage.deploy.local import admin_config
 
     return admin_config(CEPH_DIR)

@@ -45,7 +45,7 @@ def gnt_storage(*args: str, env: dict[str, str] | None = None, timeout: float = 
 
 @pytest.fixture(scope="session")
 def local_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
-    from gnt_storage.local import admin_config
+    from gnt_storage.deploy.local import admin_config
 
     res = gnt_storage("local-cluster", "up", "--dir", TEST_DIR, "--port", str(TEST_PORT))
     if res.returncode != 0:

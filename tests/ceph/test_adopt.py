@@ -18,8 +18,8 @@ from typing import ClassVar
 import pytest
 import rbd
 
-from extstorage import omap_index, volumes
 from ganeti_ceph.errors import NotFound
+from ganeti_ceph.rbd import omap_index, volumes
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import MIB, Provider, provider_fixture
 from tests.conftest import LocalCluster

@@ -27,9 +27,9 @@ from data_collector import daemon, gather
 from ganeti_ceph import config
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.session import Session
-from gnt_storage import daemons
-from gnt_storage.daemons import Daemon
-from gnt_storage.local import admin_config, child_env
+from gnt_storage.deploy import daemons
+from gnt_storage.deploy.daemons import Daemon
+from gnt_storage.deploy.local import admin_config, child_env
 from tests.conftest import BIN, TEST_DIR, gnt_storage
 from tests.unit.test_collector_formats import parse_prometheus, validate_report
 

@@ -134,7 +134,7 @@ def _up(d: str, *extra: str) -> subprocess.CompletedProcess:
 
 def _kill(d: str, *names: str) -> None:
     """SIGKILL the named daemons of the cluster in `d` (the host "crashed" under them)."""
-    from gnt_storage import daemons, local
+    from gnt_storage.deploy import daemons, local
 
     for name in names:
         daemon = daemons.Daemon(*name.split("."))
@@ -227,7 +227,7 @@ def test_boot_epochs_tell_a_booted_osd_from_one_that_never_booted(local_cluster:
     """What init-distributed-storage reads before it may redo an OSD store: only up_from 0 may be redone."""
     import uuid
 
-    from gnt_storage.bootstrap import boot_epochs
+    from gnt_storage.deploy.bootstrap import boot_epochs
 
     with Session(local_cluster.admin) as s:
         booted = boot_epochs(s)

@@ -191,7 +191,7 @@ def test_nothing_leaked(prov: Provider) -> None:
 def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> None:
     """A live migration that fails after B close (A's or B's open fails: the node lost Ceph) gets no
     revert from Ganeti, so B's unused mapping is unmapped once the guard's window has passed; a B open
-    that followed the close, or a process holding the device, keeps it (extstorage/target_guard.py)."""
+    that followed the close, or a process holding the device, keeps it (ganeti_ceph/rbd/target_guard.py)."""
     b = prov.config("node-b-guard", node="nodeb", timeouts={"action": 5})
     cfg = config.load(b)
     vols = {case: prov.volume() for case in ("failed", "opened", "in use")}

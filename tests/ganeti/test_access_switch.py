@@ -214,7 +214,7 @@ def test_an_adoption_stopped_halfway_is_completed_by_the_printed_command(testbed
     io(ceph_admin, vol0, 255 * MiB, data)
     halfway = f"halfway-{time.monotonic_ns() % 10**6}"
     with Session(ceph_admin) as s, s.ioctx("rbd") as ioctx:
-        from extstorage import omap_index, volumes
+        from ganeti_ceph.rbd import omap_index, volumes
 
         omap_index.put(s, ioctx, volumes.ADOPTIONS, vol0, json.dumps({"at": vol0, "to": halfway}, sort_keys=True))
         with rbd.Image(ioctx, vol0) as img:

@@ -28,8 +28,8 @@ import rbd
 from ganeti_ceph import procs
 from ganeti_ceph.config import Timeouts
 from ganeti_ceph.session import Session
-from gnt_storage import daemons, local
-from gnt_storage.daemons import Daemon
+from gnt_storage.deploy import daemons, local
+from gnt_storage.deploy.daemons import Daemon
 from tests.ceph.provider_env import Provider, Result, client_key, mounts_under
 from tests.conftest import LocalCluster
 from tests.reliability.ledger import Row

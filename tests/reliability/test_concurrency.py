@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from extstorage import locks
+from ganeti_ceph.rbd import locks
 from tests.ceph.provider_env import Result
 from tests.reliability.bed import Bed, Tally
 from tests.reliability.ledger import Ledger

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from extstorage import target_guard
 from ganeti_ceph.config import Config
+from ganeti_ceph.rbd import target_guard
 from ganeti_ceph.session import Session
 from hooks.fence import FENCE_SECONDS
 from testbed import shared
@@ -147,7 +147,7 @@ def test_link_cut_during_migration(gbed: Testbed, gadmin: Config, ledger: Ledger
     migrating there: the job fails in one line within its bound, the instance runs on node0 as before with
     every acknowledged write and nobody fenced, node1 keeps nothing; with the route back the same migration
     succeeds and leaves nothing behind. Ganeti reverts nothing after such a failure (no detach, no post
-    hook): node1's unused mapping goes when its guard's window has passed (extstorage/target_guard.py)."""
+    hook): node1's unused mapping goes when its guard's window has passed (ganeti_ceph/rbd/target_guard.py)."""
     tb = gbed
     inst = instance(tb, gadmin, f"rf-mig{cut_node}")
     vol = next(iter(inst.sizes))

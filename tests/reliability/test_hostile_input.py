@@ -37,7 +37,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from extstorage import request
-from ganeti_ceph import config
+from ganeti_ceph import config, naming
 from ganeti_ceph.errors import ConfigError, UsageError
 from ganeti_ceph.naming import check_client_id, check_image_name, check_pool_name
 from ganeti_ceph.session import Session
@@ -114,9 +114,9 @@ def test_request_parsing_gives_a_request_or_a_usage_error(action: str, env: dict
     for name in (req.volume, req.pool, req.params.get("data_pool", "x"), req.snapshot_name or "x"):
         assert name.isprintable() and name == name.strip(), f"{name!r} accepted as a name"
     for size in (req.size_mib, req.new_size_mib):
-        assert size is None or (type(size) is int and 1 <= size <= request.MAX_MIB)
+        assert size is None or (type(size) is int and 1 <= size <= naming.MAX_MIB)
     assert set(req.params) <= set(request.PARAMETERS) | set(request.GANETI_PARAMETERS)
-    assert req.access in request.ACCESS_MODES
+    assert req.access in naming.ACCESS_MODES
 
 
 @settings(database=None, max_examples=200, deadline=None)
@@ -124,10 +124,10 @@ def test_request_parsing_gives_a_request_or_a_usage_error(action: str, env: dict
 def test_sizes_are_whole_mib_in_range_or_a_usage_error(raw: Any) -> None:
     counted()
     try:
-        value = request.mib(raw, "VOL_SIZE")
+        value = naming.mib(raw, "VOL_SIZE")
     except UsageError:
         return
-    assert type(value) is int and 1 <= value <= request.MAX_MIB
+    assert type(value) is int and 1 <= value <= naming.MAX_MIB
 
 
 YAML_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), HOSTILE_TEXT)

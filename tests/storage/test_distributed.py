@@ -284,7 +284,8 @@ class TestLifecycle:
                 break
         proc.wait(timeout=60)
         deadline = time.monotonic() + 120
-        while any(bed.run(i, ["pgrep", "-f", "gnt_storage.node"], check=False).returncode == 0 for i in range(3)):
+        while any(bed.run(i, ["pgrep", "-f", "gnt_storage.deploy.node"],
+                          check=False).returncode == 0 for i in range(3)):
             assert time.monotonic() < deadline, "the killed run's node side did not finish"
             time.sleep(1)
         state = json.loads(bed.run(0, ["cat", "/var/lib/ganeti-ceph/storage.json"]).stdout)

@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from ganeti_ceph.errors import UsageError
-from gnt_storage import access_switch as sw
-from gnt_storage.access_switch import SEP, Disk, GanetiFailed, Instance, Refused
+from ganeti_ceph.rbd import access_switch as sw
+from ganeti_ceph.rbd.access_switch import SEP, Disk, GanetiFailed, Instance, Refused
 
 INST_UUID = "i-uuid"
 
@@ -94,7 +94,7 @@ def test_condense_keeps_ganetis_last_words() -> None:
 # -- the switch, against a fake Ganeti and a fake Ceph ---------------------------------------------------------------
 
 class FakeImages:
-    """Image names, and the adoption records (ganeti.adopt) that extstorage.volumes.adopt writes."""
+    """Image names, and the adoption records (ganeti.adopt) that ganeti_ceph.rbd.volumes.adopt writes."""
 
     def __init__(self, names: set[str]) -> None:
         self.names = set(names)
@@ -299,7 +299,7 @@ def test_refused_while_ganeti_would_wipe_the_adopted_images(wipe: bool | None, m
 
 
 def test_the_wipe_setting_as_the_provider_and_the_switch_read_it(tmp_path) -> None:
-    from extstorage import prealloc_wipe as pw
+    from ganeti_ceph.rbd import prealloc_wipe as pw
 
     lib = str(tmp_path)
     assert pw.wipes_new_disks(lib) is False  # no Ganeti cluster on this host: nothing wipes

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from extstorage.volumes import META_ADOPT, WIPE_UNDO_S, removable_adoption
 from ganeti_ceph.errors import Busy
+from ganeti_ceph.rbd.volumes import META_ADOPT, WIPE_UNDO_S, removable_adoption
 
 NOW = 1_800_000_000.0
 

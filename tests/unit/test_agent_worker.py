@@ -5,8 +5,9 @@ import socket
 import subprocess
 import time
 
-from extstorage.agent_worker import MODULE, Worker, boot_argv
+from extstorage.agent_worker import MODULE, Worker
 from extstorage.client import decode_answer, encode_request, frame
+from ganeti_ceph.procs import boot_argv
 
 
 def test_a_worker_serves_call_after_call(tmp_path) -> None:

@@ -1,4 +1,4 @@
-from gnt_storage.bootstrap import health_line, settled_line
+from gnt_storage.deploy.bootstrap import health_line, settled_line
 
 
 def status(health: str = "HEALTH_OK", mgr: bool = True, up: int = 3, clean: int = 33, total: int = 33) -> dict:

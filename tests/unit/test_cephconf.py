@@ -2,8 +2,8 @@ import base64
 import configparser
 import struct
 
-from gnt_storage import cephconf
-from gnt_storage.cephconf import ClusterSpec, Mon
+from gnt_storage.deploy import cephconf
+from gnt_storage.deploy.cephconf import ClusterSpec, Mon
 
 
 def spec() -> ClusterSpec:

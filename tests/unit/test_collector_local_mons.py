@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ganeti_ceph.errors import UsageError
-from gnt_storage import local
-from gnt_storage.cephconf import render_conf
+from gnt_storage.deploy import local
+from gnt_storage.deploy.cephconf import render_conf
 from tests.conftest import gnt_storage
 
 

@@ -1,4 +1,4 @@
-from gnt_storage.daemons import Daemon, is_ours
+from gnt_storage.deploy.daemons import Daemon, is_ours
 
 
 def test_is_ours_checks_binary_conf_and_id() -> None:

@@ -7,9 +7,9 @@ import os
 import pytest
 
 from ganeti_ceph.errors import UsageError
-from gnt_storage import cephconf, devices, distributed, lifecycle, node, options
-from gnt_storage.ganeti_cli import parse_groups, parse_nodes
-from gnt_storage.options import StorageOptions
+from ganeti_ceph.ganeti import parse_groups, parse_nodes
+from gnt_storage.deploy import cephconf, devices, distributed, lifecycle, node, options
+from gnt_storage.deploy.options import StorageOptions
 from hooks.env import parse as parse_hook_env
 
 NODES = ["n2.example", "n0.example", "n1.example"]

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from extstorage.locks import Holder, fence_entry, fenced, ip_of
 from ganeti_ceph.config import Config
-from gnt_storage import cephconf, distributed
+from ganeti_ceph.rbd.locks import Holder, fence_entry, fenced, ip_of
+from gnt_storage.deploy import cephconf, distributed
 from hooks import env, fence, main
 from hooks.env import parse
 

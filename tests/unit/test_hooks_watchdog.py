@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from gnt_storage import cephconf
+from gnt_storage.deploy import cephconf
 from hooks.env import this_node
 
 ACTION = 2.0

@@ -1,6 +1,6 @@
 import json
 
-from extstorage.locks import PREFIX, Holder, fenced, ip_of, parse_holders
+from ganeti_ceph.rbd.locks import PREFIX, Holder, fenced, ip_of, parse_holders
 
 
 def test_parse_holders() -> None:

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from extstorage.mappers import FuseLoop, Krbd, Target, run_tool
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import Busy
+from ganeti_ceph.rbd.mappers import FuseLoop, Krbd, Target, run_tool
 
 T = Target("f5", "rbd", "vol.ext.disk0")
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from ganeti_ceph.errors import GanetiCephError
-from gnt_storage import devices, node
+from gnt_storage.deploy import devices, node
 
 SIZE = 3 * 1024**3
 OSD_UUID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"

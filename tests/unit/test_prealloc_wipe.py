@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from extstorage import prealloc_wipe as pw
 from ganeti_ceph.errors import UsageError
+from ganeti_ceph.rbd import prealloc_wipe as pw
 
 OK, ERR = pw.CONFD_OK, 1
 

@@ -1,6 +1,7 @@
 import pytest
 
 from extstorage import request
+from ganeti_ceph import naming
 from ganeti_ceph.errors import UsageError
 
 VOL = "3c6b1f0e-8a8e-4b55-9d1c-0a2b3c4d5e6f.ext.disk0"
@@ -22,7 +23,7 @@ def test_defaults_pool_and_kernelspace() -> None:
 
 
 def test_largest_size_is_accepted() -> None:
-    assert request.parse("create", env(VOL_SIZE=str(2**40)), "rbd").size_mib == request.MAX_MIB
+    assert request.parse("create", env(VOL_SIZE=str(2**40)), "rbd").size_mib == naming.MAX_MIB
 
 
 def test_grow_open_snapshot_setinfo() -> None:

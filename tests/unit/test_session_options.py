@@ -7,9 +7,9 @@ a cluster, and the slow-tier timing tests only confirm it.
 
 import pytest
 
-from extstorage import mappers
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import ConfigError, GanetiCephError
+from ganeti_ceph.rbd import mappers
 from ganeti_ceph.session import Session, rados_options
 
 KEY = "AQBzZ2ZmAAAAABAAr0d1ZnF1a2VrZXlrZXlrZXlrZQ=="

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from extstorage.target_guard import users
+from ganeti_ceph.rbd.target_guard import users
 
 
 def fake_proc(root: Path, pid: int, argv: list[str], fds: dict[int, str]) -> None:

@@ -2,9 +2,9 @@ import re
 
 import pytest
 
-from extstorage import volumes
-from extstorage.access import URI_31, userspace_uri
 from ganeti_ceph.errors import UsageError
+from ganeti_ceph.rbd import volumes
+from ganeti_ceph.rbd.access import URI_31, userspace_uri
 
 
 def test_origin_forms() -> None:
@@ -51,8 +51,8 @@ FSID = "5b7f3c1e-0000-4000-8000-000000000001"
 def test_qemu_conf_must_name_the_providers_cluster(tmp_path) -> None:
     """The userspace URI makes QEMU read /etc/ceph/ceph.conf: it must name the fsid of the provider's conf,
     else QEMU would open a same-named image in another cluster."""
-    from extstorage.access import check_qemu_conf
     from ganeti_ceph.errors import ConfigError
+    from ganeti_ceph.rbd.access import check_qemu_conf
 
     conf = tmp_path / "ceph.conf"
     conf.write_text(f"[global]\n\tfsid = {FSID}\n\tmon_host = v1:10.0.0.1:6789\n")

@@ -23,11 +23,11 @@ from typing import Any
 
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import CephError, GanetiCephError, UsageError
+from ganeti_ceph.ganeti import Ganeti, GNode
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage import distributed
-from gnt_storage.ganeti_cli import Ganeti, GNode
-from gnt_storage.remote import SshSettings
+from gnt_storage.deploy import distributed
+from gnt_storage.deploy.remote import SshSettings
 
 # PG states that mean data is still moving or not yet served.
 MOVING = ("peering", "activating", "backfill", "recover", "unknown", "creating")

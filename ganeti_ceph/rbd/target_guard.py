@@ -22,14 +22,13 @@ import sys
 import time
 import uuid
 
-from extstorage import mappers
-from extstorage.agent_worker import boot_argv
-from extstorage.mappers import Target
 from ganeti_ceph import atomic, config, procs, watchdog
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.rbd import mappers
+from ganeti_ceph.rbd.mappers import Target
 
-MODULE = "extstorage.target_guard"
+MODULE = "ganeti_ceph.rbd.target_guard"
 SLACK = 30.0  # B's open follows A's within one Ganeti RPC
 POLL = 1.0
 
@@ -52,7 +51,7 @@ def arm(cfg: Config, t: Target, dev: str) -> bool:
     atomic.write(path, f"{token} {time.time() + window(cfg):.0f}\n")
     log = os.path.join(cfg.run_dir, "guard.log")
     with open(log, "ab") as fh:
-        subprocess.Popen(boot_argv(MODULE, cfg.source, t.fsid, t.pool, t.image, token), stdin=subprocess.DEVNULL,
+        subprocess.Popen(procs.boot_argv(MODULE, cfg.source, t.fsid, t.pool, t.image, token), stdin=subprocess.DEVNULL,
                          stdout=fh, stderr=fh, start_new_session=True, env=procs.DAEMON_ENV, close_fds=True)
     return True
 

@@ -1,7 +1,7 @@
 """The node side of init-distributed-storage: one JSON request in, one JSON report out.
 
-The master runs `python -I -m gnt_storage.node` on each node over SSH with a
-request on stdin (see `gnt_storage.distributed`), so every node does its
+The master runs `python -I -m gnt_storage.deploy.node` on each node over SSH with a
+request on stdin (see `gnt_storage.deploy.distributed`), so every node does its
 part in one round trip and the convergence logic runs here, in Python, not
 in shell strings. Every step checks first and only changes what differs:
 a re-run reports everything "in place". Stores are marked done only after
@@ -24,9 +24,9 @@ import tempfile
 from typing import Any
 
 from ganeti_ceph.errors import GanetiCephError, run_main
-from gnt_storage import bootstrap, daemons, devices
-from gnt_storage.daemons import Daemon
-from gnt_storage.devices import device_state
+from gnt_storage.deploy import bootstrap, daemons, devices
+from gnt_storage.deploy.daemons import Daemon
+from gnt_storage.deploy.devices import device_state
 
 CONF = "/etc/ceph/ceph.conf"
 RUN_DIR = "/run/ceph"
@@ -212,8 +212,8 @@ def adopt_osd(osd: dict[str, Any], user: str) -> None:
 
 def provider_config(cfg: dict[str, Any], node: str) -> str:
     """/etc/ganeti/ceph.yaml: this node's client config, mapper detected here."""
-    from extstorage.mappers import detect
     from ganeti_ceph import config as gconfig
+    from ganeti_ceph.rbd.mappers import detect
 
     return gconfig.dump(gconfig.Config(conf=CONF, keyring=cfg["keyring"], client_id=cfg["client"],
                                        cluster=cfg["cluster"], pool=cfg["pool"], mapper=detect(), node=node))

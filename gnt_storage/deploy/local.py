@@ -25,9 +25,9 @@ from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import GanetiCephError, UsageError
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage import bootstrap, daemons
-from gnt_storage.cephconf import ClusterSpec, Mon
-from gnt_storage.daemons import Daemon
+from gnt_storage.deploy import bootstrap, daemons
+from gnt_storage.deploy.cephconf import ClusterSpec, Mon
+from gnt_storage.deploy.daemons import Daemon
 
 DEFAULT_DIR = "/var/lib/ganeti-ceph/local-cluster"
 DEFAULT_PORT = 13300
@@ -82,7 +82,7 @@ def admin_config(root: str, timeouts: Timeouts | None = None) -> Config:
 
 
 def client_config(spec: ClusterSpec) -> Config:
-    from extstorage.mappers import detect
+    from ganeti_ceph.rbd.mappers import detect
 
     return Config(conf=spec.conf_path, keyring=spec.keyring_path(f"client.{spec.client_id}"),
                   client_id=spec.client_id, cluster=f"local ({spec.root})", pool=spec.pool, mapper=detect())
@@ -195,7 +195,7 @@ def remove_files(root: str, state: dict | None) -> None:
 
 def _unmap_everything(root: str, state: dict) -> None:
     """Mappings of this cluster on this node would hang once its daemons are gone."""
-    from extstorage.mappers import for_config
+    from ganeti_ceph.rbd.mappers import for_config
 
     try:
         cfg = gconfig.load(os.path.join(root, "ganeti-ceph.yaml"))

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import rbd
 
-from extstorage import omap_index, prealloc_wipe, request
+from ganeti_ceph import naming
 from ganeti_ceph.errors import Busy, CephError, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name, check_pool_name, check_snap_name
+from ganeti_ceph.rbd import omap_index, prealloc_wipe
 from ganeti_ceph.session import Session
 
 MIB = 1024 * 1024
@@ -88,8 +89,8 @@ def feature_bits(names: tuple[str, ...]) -> int:
 
 
 def size_bytes(mib: int | str, what: str = "size") -> int:
-    """Bytes of a size in MiB, checked as request.mib does (bounded: no overflow in librbd)."""
-    return request.mib(mib, what) * MIB
+    """Bytes of a size in MiB, checked as naming.mib does (bounded: no overflow in librbd)."""
+    return naming.mib(mib, what) * MIB
 
 
 def _open(session: Session, ioctx: object, name: str, read_only: bool = False) -> rbd.Image:

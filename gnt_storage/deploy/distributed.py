@@ -9,13 +9,13 @@ Steps, each converging (a re-run finds everything in place and says so):
 3. keep the cluster's identity (fsid, keys, OSD ids) in a state file on the
    master *before* touching any node, so an interrupted run resumes with it;
 4. per node, in parallel: conf, keyrings, provider config, mon and OSD stores
-   (`gnt_storage.node` on the node, one round trip);
+   (`gnt_storage.deploy.node` on the node, one round trip);
 5. start the mons; from here mon commands go in-process (librados, bounded);
 6. keys, OSD ids, pools; start mgrs and OSDs; initialise the pool for RBD;
 7. wait for a settled HEALTH_OK, mark the group (Ganeti tags), print health.
 
 The Ceph side (conf rendering, keys, pools, health) is shared with
-`gnt-storage local-cluster` (gnt_storage.cephconf, gnt_storage.bootstrap).
+`gnt-storage local-cluster` (gnt_storage.deploy.cephconf, gnt_storage.deploy.bootstrap).
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from typing import Any
 
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.ganeti import Ganeti, GNode
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage import bootstrap, cephconf, options
-from gnt_storage.cephconf import ClusterSpec, Mon
-from gnt_storage.ganeti_cli import Ganeti, GNode
-from gnt_storage.options import STORAGE_TAG, StorageOptions
-from gnt_storage.remote import Node, SshSettings, load_client_key, load_host_keys
+from gnt_storage.deploy import bootstrap, cephconf, options
+from gnt_storage.deploy.cephconf import ClusterSpec, Mon
+from gnt_storage.deploy.options import STORAGE_TAG, StorageOptions
+from gnt_storage.deploy.remote import Node, SshSettings, load_client_key, load_host_keys
 
 STATE_DIR = "/var/lib/ganeti-ceph"
 STATE = os.path.join(STATE_DIR, "storage.json")
@@ -117,7 +117,7 @@ def daemons_of(state: dict[str, Any], node: str, kinds: tuple[str, ...] = ("mon"
 
 
 def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: str) -> dict[str, Any]:
-    """The JSON a node's `gnt_storage.node` gets for `action` (probe, apply, start, stop)."""
+    """The JSON a node's `gnt_storage.deploy.node` gets for `action` (probe, apply, start, stop)."""
     keys = state["keys"]
     client = f"client.{spec.client_id}"
     osds = [{**o, "fsid": state["fsid"],
@@ -162,7 +162,7 @@ def auth_keyring(state: dict[str, Any], spec: ClusterSpec) -> bytes:
 
 def node_command() -> str:
     """Our node side, with the same interpreter as here (ganeti-ceph is installed alike on every node)."""
-    return f"{sys.executable} -I -m gnt_storage.node"
+    return f"{sys.executable} -I -m gnt_storage.deploy.node"
 
 
 def call(node: Node, req: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:

@@ -19,10 +19,10 @@ import os
 import rados
 import rbd
 
-from extstorage import omap_index
-from extstorage.volumes import DEFAULT_FEATURES, META_ORIGIN, OUR_SNAP_PREFIX, ImageRef, clone, exists_fast
 from ganeti_ceph.errors import Busy, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name
+from ganeti_ceph.rbd import omap_index
+from ganeti_ceph.rbd.volumes import DEFAULT_FEATURES, META_ORIGIN, OUR_SNAP_PREFIX, ImageRef, clone, exists_fast
 from ganeti_ceph.session import Session
 
 REGISTRY = "ganeti_ceph_snapshots"  # omap: snapshot volume -> "image@snapshot"

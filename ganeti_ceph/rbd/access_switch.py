@@ -6,7 +6,7 @@ old disk, now one further; its attach fails (no image under that name), so
 Ganeti drops only the config entry. No data is copied. Stopped instances only:
 QEMU would have to reopen the disk. Refused while Ganeti's prealloc_wipe_disks
 is on: Ganeti would zero the adopted image right after the add. An adopt
-interrupted after its rename is resumed by the next run (extstorage.volumes.adopt
+interrupted after its rename is resumed by the next run (ganeti_ceph.rbd.volumes.adopt
 finds the image through the pool's adoption index and its record). Whether an
 add adopted is the new image's own record's word, never the old name's absence;
 a new disk is only taken out again when its image is provably new and empty.
@@ -25,10 +25,10 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from extstorage import prealloc_wipe
 from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
+from ganeti_ceph.ganeti import GanetiFailed, condense, run_command
 from ganeti_ceph.log import progress
-from gnt_storage.ganeti_cli import GanetiFailed, condense, run_command
+from ganeti_ceph.rbd import prealloc_wipe
 
 MODES = ("kernelspace", "userspace")
 COMMAND = "rbd-access"
@@ -37,7 +37,7 @@ PROVIDER = "rbd"
 # those never reach the provider. Has to match extstorage/request.py.
 ADOPT_PARAM = "adopt_image"
 NOT_CARRIED = {"provider", "access", "origin", "adopt", ADOPT_PARAM}
-ADOPT_RECORD = "ganeti.adopt"  # extstorage.volumes.META_ADOPT: what the adopted image says it came from
+ADOPT_RECORD = "ganeti.adopt"  # ganeti_ceph.rbd.volumes.META_ADOPT: what the adopted image says it came from
 GANETI_LIB = "/var/lib/ganeti"
 SEP = "\x1f"
 LIST_FIELDS = ("name", "uuid", "status", "oper_state", "admin_state", "hypervisor", "disk.uuids")
@@ -200,7 +200,7 @@ class CephImages:
         return self.cfg.pool
 
     def exists(self, pool: str, image: str) -> bool:
-        from extstorage import volumes
+        from ganeti_ceph.rbd import volumes
 
         if not self.connected:  # only when needed: the refusals before need no Ceph
             self.session.connect()
@@ -216,13 +216,13 @@ class CephImages:
 
     def interrupted(self, pool: str, image: str) -> str | None:
         """Where an adopt of `image` that stopped after its rename left it (None: nowhere)."""
-        from extstorage import volumes
+        from ganeti_ceph.rbd import volumes
 
         return self._record(pool, image, volumes.interrupted_adoption)  # type: ignore[return-value]
 
     def adopted_from(self, pool: str, image: str) -> str | None:
         """The image `image` was completely adopted from (None: not an adoption, or not finished)."""
-        from extstorage import volumes
+        from ganeti_ceph.rbd import volumes
 
         try:
             rec = self._record(pool, image, volumes.adopt_record) or {}
@@ -232,7 +232,7 @@ class CephImages:
 
     def unproven_empty(self, pool: str, image: str) -> str | None:
         """Why `image` is not provably a new image nobody adopted, used or wrote (None: removing it loses nothing)."""
-        from extstorage import volumes
+        from ganeti_ceph.rbd import volumes
 
         return self._record(pool, image, volumes.unproven_empty)  # type: ignore[return-value]
 

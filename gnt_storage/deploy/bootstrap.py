@@ -18,8 +18,8 @@ from ganeti_ceph import atomic
 from ganeti_ceph.errors import CephUnavailable, GanetiCephError
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage import cephconf
-from gnt_storage.cephconf import ClusterSpec
+from gnt_storage.deploy import cephconf
+from gnt_storage.deploy.cephconf import ClusterSpec
 
 
 def run(argv: list[str], env: dict[str, str], what: str, timeout: float = 120.0, ok: tuple[int, ...] = (0,)) -> str:

@@ -8,8 +8,8 @@ afterwards pool, client and sizes are the cluster's own and fixed.
 from __future__ import annotations
 
 from ganeti_ceph.errors import UsageError
-from gnt_storage import options
-from gnt_storage.ganeti_cli import Ganeti
+from ganeti_ceph.ganeti import Ganeti
+from gnt_storage.deploy import options
 
 
 def set_options(specs: list[str], ganeti: Ganeti | None = None) -> int:

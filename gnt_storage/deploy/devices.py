@@ -15,7 +15,7 @@ import os
 import stat
 
 from ganeti_ceph.errors import GanetiCephError
-from gnt_storage import bootstrap
+from gnt_storage.deploy import bootstrap
 
 BLUESTORE_LABEL = b"bluestore block device\n"
 MIN_DEVICE_BYTES = 2 * 1024**3

@@ -1,0 +1,1 @@
+"""The volume service: RBD images as Ganeti volumes, whatever the front end."""

@@ -1,0 +1,1 @@
+"""Ceph deployment: the local cluster, a node group's cluster, its nodes."""
