@@ -8,8 +8,8 @@ setup(
     description="Ceph RBD storage stack for Ganeti: ExtStorage provider, hooks, bootstrap, monitoring",
     license="BSD-2-Clause",
     python_requires=">=3.11",
-    packages=find_packages(include=["ganeti_ceph", "ganeti_ceph.*", "extstorage", "hooks", "gnt_storage", "gnt_storage.*",
-                                    "data_collector"]),
+    packages=find_packages(include=["ganeti_ceph", "ganeti_ceph.*", "extstorage", "hooks", "gnt_storage",
+                                    "gnt_storage.*", "data_collector"]),
     # rados and rbd come only from Debian (python3-rados, python3-rbd); the
     # rest too, so nothing is pulled from PyPI at install time.
     install_requires=[],

@@ -177,14 +177,22 @@ def do_open(c: Call) -> tuple[str, str]:
 
 def do_close(c: Call) -> tuple[str, str]:
     """Close; an unused mapping left here gets a guard (ganeti_ceph/rbd/target_guard.py): after a
-    failed live migration to this node, Ganeti would never unmap it."""
+    failed live migration to this node, Ganeti would never unmap it. The guard is armed before
+    Ceph is asked: a close that fails because this node lost Ceph is such a migration."""
+    fsid = conf_fsid(c.cfg.conf)
+    guarded = _guard(c, fsid) if fsid else ""
     with c.session() as s:
-        fsid = fsid_of(c, s)
-        dev = mappers.for_config(c.cfg).find(c.target(fsid))
-        guarded = dev is not None and target_guard.arm(c.cfg, c.target(fsid), dev)
+        if not fsid:
+            guarded = _guard(c, s.fsid())
         had = locks.close_volume(s, c.req.pool, c.req.volume, c.cfg.node_name)
-    return "", f"{c.name} " + ("closed" if had else "was not open on this node") + (
-        f"; {dev} is unmapped unless an open follows within {target_guard.window(c.cfg):.0f} s" if guarded else "")
+    return "", f"{c.name} " + ("closed" if had else "was not open on this node") + guarded
+
+
+def _guard(c: Call, fsid: str) -> str:
+    dev = mappers.for_config(c.cfg).find(c.target(fsid))
+    if dev is None or not target_guard.arm(c.cfg, c.target(fsid), dev):
+        return ""
+    return f"; {dev} is unmapped unless an open follows within {target_guard.window(c.cfg):.0f} s"
 
 
 def do_verify(c: Call) -> tuple[str, str]:
