@@ -46,6 +46,21 @@ class CephUnavailable(GanetiCephError):
     exit_code = 4
 
 
+class ToolFailed(GanetiCephError):
+    """An external program (rbd, losetup, gnt-*, ceph-volume...) was missing,
+    ran past its bound or failed; `kind` says which: "missing", "late", "failed"."""
+
+    def __init__(self, message: str, kind: str = "failed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SshError(GanetiCephError):
+    """A node could not be reached or driven over SSH: the node, not Ceph, is the problem."""
+
+    exit_code = 6
+
+
 class CephError(GanetiCephError):
     """Ceph answered, but refused or failed the operation."""
 

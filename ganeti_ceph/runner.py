@@ -1,0 +1,97 @@
+"""The one way ganeti-ceph runs another program, and the one deadline loop.
+
+Every child is bounded (a timeout is required or defaulted), reads nothing
+from stdin, gets a clean environment built here (inherited CEPH_ARGS,
+LD_PRELOAD or a locale would change what a tool does or prints), and any
+failure is one ToolFailed line naming what we tried, the tool and its last
+words. Keys never go in argv: callers pass keyring paths.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ganeti_ceph.errors import ToolFailed
+
+# Mapping tools and Ceph's may live in /usr/local (a source build); daemons,
+# hooks and Ganeti's tools use the system directories only.
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_TIMEOUT = 120.0
+
+T = TypeVar("T")
+
+
+def clean_env(path: str = PATH, **extra: str) -> dict[str, str]:
+    """The environment of every child: a fixed PATH, the C locale, and only
+    what the caller names (HOME for Ceph's tools)."""
+    return {"PATH": path, "LC_ALL": "C", **extra}
+
+
+def last_words(res: subprocess.CompletedProcess) -> str:
+    """The last line a failed tool printed (stderr first), for a one-line error."""
+    return (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+
+
+def which(binary: str, path: str) -> str:
+    """`binary` resolved along `path` (a caller's PATH plus the sbin dirs), else as given."""
+    return shutil.which(binary, path=path) or binary
+
+
+def execute(argv: list[str], what: str, timeout: float = DEFAULT_TIMEOUT, *, env: dict[str, str] | None = None,
+            leaves_daemon: bool = False) -> subprocess.CompletedProcess:
+    """Run argv bounded by `timeout`; return its result whatever its exit code.
+
+    Raises ToolFailed (kind "missing" or "late") when it cannot start or runs
+    past `timeout`. `env` defaults to clean_env().
+
+    `leaves_daemon`: the tool leaves a daemon serving the mapping behind and
+    does not leave the caller's session itself (rbd-nbd map daemonizes
+    without setsid), so it runs in a session of its own: the caller may be an
+    agent worker whose process group is killed at a call's bound, and that
+    must never take a running VM's disk with it."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL, env=clean_env() if env is None else env,
+                              start_new_session=leaves_daemon)
+    except FileNotFoundError:
+        raise ToolFailed(f"{what}: {argv[0]} is not installed", "missing") from None
+    except OSError as exc:
+        raise ToolFailed(f"{what}: cannot run {argv[0]} ({exc.strerror})", "missing") from None
+    except subprocess.TimeoutExpired:
+        raise ToolFailed(f"{what}: {argv[0]} did not finish within {timeout:.0f} s", "late") from None
+
+
+def run(argv: list[str], what: str, timeout: float = DEFAULT_TIMEOUT, *, env: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (0,), leaves_daemon: bool = False) -> str:
+    """Run argv (see `execute`) and return its stdout; an exit code not in
+    `ok` raises ToolFailed with the tool's last line."""
+    res = execute(argv, what, timeout, env=env, leaves_daemon=leaves_daemon)
+    if res.returncode not in ok:
+        raise ToolFailed(f"{what}: {argv[0]} failed (exit {res.returncode}): {last_words(res)}")
+    return res.stdout
+
+
+def succeeds(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> bool:
+    """Whether argv exits 0 within `timeout` (a probe: a missing tool is a no)."""
+    try:
+        return execute(argv, shlex.join(argv), timeout, env=env).returncode == 0
+    except ToolFailed:
+        return False
+
+
+def until(deadline: float, probe: Callable[[], T], interval: float = 0.02) -> T | None:
+    """Call `probe` until it returns something truthy or the monotonic
+    `deadline` passes; its last answer (falsy when time ran out).
+
+    The one polling loop: a probe may raise to stop early."""
+    while True:
+        got = probe()
+        if got or time.monotonic() >= deadline:
+            return got
+        time.sleep(interval)

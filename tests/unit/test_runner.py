@@ -1,0 +1,70 @@
+"""The one subprocess runner: bounded, clean environment, one error line."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from ganeti_ceph import runner
+from ganeti_ceph.errors import GanetiCephError, ToolFailed
+
+
+def test_returns_stdout_of_a_success() -> None:
+    assert runner.run(["sh", "-c", "echo hi"], "say hi", 10) == "hi\n"
+
+
+def test_environment_is_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CEPH_ARGS", "--id intruder")
+    out = runner.run(["env"], "list the environment", 10)
+    assert sorted(out.split()) == sorted(f"{k}={v}" for k, v in runner.clean_env().items())
+    assert runner.clean_env(HOME="/root") == {"PATH": runner.PATH, "LC_ALL": "C", "HOME": "/root"}
+
+
+def test_failure_is_one_line_with_the_tools_last_words() -> None:
+    with pytest.raises(ToolFailed) as err:
+        runner.run(["sh", "-c", "echo first >&2; echo last words >&2; exit 3"], "do a thing", 10)
+    assert err.value.message == "do a thing: sh failed (exit 3): last words"
+    assert err.value.kind == "failed" and isinstance(err.value, GanetiCephError)
+
+
+def test_ok_codes_pass() -> None:
+    assert runner.run(["sh", "-c", "echo x; exit 2"], "probe", 10, ok=(0, 2)) == "x\n"
+
+
+def test_timeout_bounds_the_child() -> None:
+    start = time.monotonic()
+    with pytest.raises(ToolFailed) as err:
+        runner.run(["sleep", "30"], "wait", 0.3)
+    assert time.monotonic() - start < 5
+    assert err.value.message == "wait: sleep did not finish within 0 s" and err.value.kind == "late"
+
+
+def test_missing_tool() -> None:
+    with pytest.raises(ToolFailed) as err:
+        runner.run(["/nonexistent/tool"], "use it", 10)
+    assert err.value.message == "use it: /nonexistent/tool is not installed" and err.value.kind == "missing"
+
+
+def test_stdin_is_closed() -> None:
+    assert runner.run(["cat"], "read stdin", 10) == ""
+
+
+def test_leaves_daemon_runs_in_its_own_session() -> None:
+    own = runner.run(["sh", "-c", "ps -o sid= -p $$"], "session", 10).strip()
+    apart = runner.run(["sh", "-c", "ps -o sid= -p $$"], "session", 10, leaves_daemon=True).strip()
+    assert own == str(os.getsid(0)) and apart != own
+
+
+def test_succeeds_is_a_probe() -> None:
+    assert runner.succeeds(["true"], 5) and not runner.succeeds(["false"], 5)
+    assert not runner.succeeds(["/nonexistent/tool"], 5) and not runner.succeeds(["sleep", "5"], 0.2)
+
+
+def test_until_returns_the_first_truthy_answer_or_the_last() -> None:
+    answers = iter([0, 0, 7])
+    assert runner.until(time.monotonic() + 5, lambda: next(answers), 0) == 7
+    start = time.monotonic()
+    assert runner.until(time.monotonic() + 0.1, lambda: None, 0.01) is None
+    assert time.monotonic() - start < 2
