@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
 from ganeti_ceph.ganeti import GanetiFailed, condense, run_command
 from ganeti_ceph.log import progress
+from ganeti_ceph.naming import ACCESS_MODES
 from ganeti_ceph.rbd import prealloc_wipe
 
-MODES = ("kernelspace", "userspace")
 COMMAND = "rbd-access"
 PROVIDER = "rbd"
 # Must not be one of Ganeti's own disk parameters (access, adopt, mode, name, provider, size...):
@@ -367,7 +367,7 @@ def missing_image(images: CephImages, inst: Instance, d: Disk, pool: str, resume
 def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None = None,
            images: CephImages | None = None) -> int:
     """Switch every rbd disk of `name` not yet in `target` mode; see the module docstring."""
-    if target not in MODES:
+    if target not in ACCESS_MODES:
         raise UsageError(f"access mode {target!r} is not valid; use kernelspace or userspace")
     ganeti = ganeti or Ganeti()
     ganeti.check_master()
