@@ -232,11 +232,8 @@ def execute(action: str, env: Mapping[str, str], sessions: Sessions = one_shot) 
 
 
 def action_timeout(env: Mapping[str, str]) -> float:
-    """timeouts.action of the config the call names (a default if it cannot be read)."""
-    try:
-        return config.load(config.config_path(dict(env))).timeouts.action
-    except GanetiCephError:
-        return config.Timeouts().action
+    """timeouts.action of the config the call names (see config.action_timeout)."""
+    return config.action_timeout(dict(env))
 
 
 def entry() -> None:

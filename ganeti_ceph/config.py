@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ganeti_ceph.errors import ConfigError
+from ganeti_ceph.errors import ConfigError, GanetiCephError
 from ganeti_ceph.naming import check_client_id, check_pool_name
 
 DEFAULT_PATH = "/etc/ganeti/ceph.yaml"
@@ -202,6 +202,15 @@ def load(path: str | None = None) -> Config:
             if not stat.S_ISREG(os.stat(getattr(cfg, key)).st_mode):
                 raise ConfigError(f"{path}: {key} {getattr(cfg, key)} is not a regular file; name the file itself")
     return cfg
+
+
+def action_timeout(env: dict[str, str]) -> float:
+    """timeouts.action of the config `env` names (a default if it cannot be read): the bound
+    a watchdog sets before anything else can fail, for the provider's calls and the hooks."""
+    try:
+        return load(config_path(env)).timeouts.action
+    except GanetiCephError:
+        return Timeouts().action
 
 
 def conf_fsid(conf_path: str) -> str | None:

@@ -27,7 +27,6 @@ import os
 import sys
 from collections.abc import Callable
 
-from extstorage.provider import action_timeout
 from ganeti_ceph import atomic, config, watchdog
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
@@ -194,6 +193,6 @@ def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: ch
 
 def entry() -> None:
     where = os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))  # e.g. instance-start-pre.d
-    prog, bound = f"ganeti-ceph hook {where}", action_timeout(os.environ)
+    prog, bound = f"ganeti-ceph hook {where}", config.action_timeout(dict(os.environ))
     watchdog.start(bound, prog)
     run_main(prog, lambda: run(parse(os.environ), this_node(), bound=bound))
