@@ -16,14 +16,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py --dir $(DEMO_DIR) $(if $(KEEP),--keep,)
 
-test: $(STAMP)
+# Lint first: a broken layering contract fails the run before the long suite starts.
+test: $(STAMP) lint
 	$(PY) -m pytest
 
 unit: $(STAMP)
 	$(PY) -m pytest -m "not ceph"
 
+# ruff, then the import contracts of pyproject.toml (doc/architecture.md, the dependency rule).
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	.venv/bin/lint-imports --no-cache
 
 # RELIABILITY=<test files> runs part of the suite; rows of scenarios not run are kept in results.json.
 RELIABILITY ?= tests/reliability
