@@ -173,13 +173,13 @@ def serve(fd: int, agent: int) -> None:
     threading.Thread(target=_guard, args=(agent, deadline), daemon=True).start()
     from extstorage import provider
     from extstorage.client import decode_request, encode_answer
+    from ganeti_ceph import runner
     from ganeti_ceph.rbd import mappers
-    from ganeti_ceph.rbd.mappers import PATH
     from ganeti_ceph.session import SessionPool
 
     mappers.still_wanted = lambda: os.getppid() == agent
     os.environ.clear()  # as the in-process path: children inherit nothing
-    os.environ.update({"PATH": PATH, "LC_ALL": "C"})
+    os.environ.update(runner.clean_env())
     sock = socket.socket(fileno=fd)
     pool = SessionPool()
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from extstorage import request
 from extstorage.request import Request
-from ganeti_ceph import config, watchdog
+from ganeti_ceph import config, runner, watchdog
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError, ceph_errors
 from ganeti_ceph.rbd import locks, mappers, prealloc_wipe, snapshots, target_guard, volumes
@@ -241,7 +241,7 @@ def entry() -> None:
     action = os.path.basename(sys.argv[0])
     env = dict(os.environ)
     os.environ.clear()  # children (rbd, losetup...) inherit nothing from noded
-    os.environ.update({"PATH": mappers.PATH, "LC_ALL": "C"})
+    os.environ.update(runner.clean_env())
     watchdog.start(action_timeout(env), f"rbd {action}")
     out = execute(action, env)
     sys.stdout.write(out.stdout)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ganeti_ceph import atomic
+from ganeti_ceph import atomic, runner
 
 
 def state(pid: int) -> str | None:
@@ -69,7 +69,7 @@ def boot_argv(module: str, *args: str) -> list[str]:
 
 # -- our own long-lived helpers (the provider agent, the collector daemon) -----
 
-DAEMON_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+DAEMON_ENV = runner.clean_env(runner.SYSTEM_PATH)
 
 
 def pid_from_file(pidfile: str, module: str) -> int | None:

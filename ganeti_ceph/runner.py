@@ -85,13 +85,12 @@ def succeeds(argv: list[str], timeout: float, env: dict[str, str] | None = None)
         return False
 
 
-def until(deadline: float, probe: Callable[[], T], interval: float = 0.02) -> T | None:
-    """Call `probe` until it returns something truthy or the monotonic
-    `deadline` passes; its last answer (falsy when time ran out).
-
-    The one polling loop: a probe may raise to stop early."""
+def until(deadline: float, probe: Callable[[], T], done: Callable[[T], object] = bool, interval: float = 0.02) -> T:
+    """Call `probe` until `done(answer)` holds or the monotonic `deadline`
+    has passed; return its last answer (the caller tells success from time
+    out with `done`). The one polling loop: a probe may raise to stop early."""
     while True:
         got = probe()
-        if got or time.monotonic() >= deadline:
+        if done(got) or time.monotonic() >= deadline:
             return got
         time.sleep(interval)

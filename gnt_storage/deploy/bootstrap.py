@@ -8,33 +8,17 @@ Session (in-process librados, bounded by timeouts), never the `ceph` CLI.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ganeti_ceph import atomic
-from ganeti_ceph.errors import CephUnavailable, GanetiCephError
+from ganeti_ceph import atomic, runner
+from ganeti_ceph.errors import CephUnavailable
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
 from gnt_storage.deploy import cephconf
 from gnt_storage.deploy.cephconf import ClusterSpec
-
-
-def run(argv: list[str], env: dict[str, str], what: str, timeout: float = 120.0, ok: tuple[int, ...] = (0,)) -> str:
-    """Run a tool, bounded; on an exit code not in `ok` raise one line with its last words."""
-    try:
-        res = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                             text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise GanetiCephError(f"{what}: {argv[0]} did not finish within {timeout:.0f} s") from None
-    except OSError as exc:
-        raise GanetiCephError(f"{what}: cannot run {argv[0]} ({exc.strerror})") from None
-    if res.returncode not in ok:
-        last = (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
-        raise GanetiCephError(f"{what}: {argv[0]} failed (exit {res.returncode}): {last}")
-    return res.stdout
 
 
 def write_file(path: str, text: str, mode: int = 0o644) -> None:
@@ -75,16 +59,16 @@ def mkfs_all(spec: ClusterSpec, osds: list[str], env: dict[str, str]) -> dict[st
     argv = ["monmaptool", "--create", "--clobber", "--fsid", spec.fsid]
     for mon in spec.mons:
         argv += ["--addv", mon.id, mon.addrvec]
-    run([*argv, monmap], env, "create monmap")
+    runner.run([*argv, monmap], "create monmap", env=env)
     uuids = {i: str(uuid.uuid4()) for i in osds}
     jobs: list[Callable[[], str]] = [
-        lambda m=m: run(["ceph-mon", "-c", spec.conf_path, "--mkfs", "-i", m.id, "--monmap", monmap,
-                         "--keyring", spec.path("seed.keyring")], env, f"mkfs mon.{m.id}")
+        lambda m=m: runner.run(["ceph-mon", "-c", spec.conf_path, "--mkfs", "-i", m.id, "--monmap", monmap,
+                                "--keyring", spec.path("seed.keyring")], f"mkfs mon.{m.id}", env=env)
         for m in spec.mons
     ]
     jobs += [
-        lambda i=i: run(["ceph-osd", "-c", spec.conf_path, "--mkfs", "-i", i, "--osd-uuid", uuids[i],
-                         "--no-mon-config"], env, f"mkfs osd.{i}")
+        lambda i=i: runner.run(["ceph-osd", "-c", spec.conf_path, "--mkfs", "-i", i, "--osd-uuid", uuids[i],
+                                "--no-mon-config"], f"mkfs osd.{i}", env=env)
         for i in osds
     ]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
@@ -163,28 +147,28 @@ def wait_booted(session: Session, before: dict[str, int], timeout: float, poll: 
     """Until every OSD in `before` has come up again after it (a newer up_from). A monitor restarted
     with them still has them up from before its own stop, and its last PG report says active+clean:
     health reads HEALTH_OK before any restarted OSD has booted."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def late_ones() -> list[str]:
         now = boot_epochs(session)
-        late = sorted(i for i, epoch in before.items() if now.get(i, 0) <= epoch)
-        if not late:
-            return
-        if time.monotonic() > deadline:
-            raise CephUnavailable(f"osd.{', osd.'.join(late)} did not boot within {timeout:.0f} s")
-        time.sleep(poll)
+        return sorted(i for i, epoch in before.items() if now.get(i, 0) <= epoch)
+
+    late = runner.until(time.monotonic() + timeout, late_ones, lambda late: not late, poll)
+    if late:
+        raise CephUnavailable(f"osd.{', osd.'.join(late)} did not boot within {timeout:.0f} s")
 
 
 def wait_healthy(session: Session, timeout: float, poll: float = 0.1) -> str:
     """Poll status until settled HEALTH_OK, printing each new state as progress."""
-    deadline = time.monotonic() + timeout
     last = ""
-    while True:
+
+    def probe() -> str:
+        nonlocal last
         line = settled_line(session.mon_command("status"))
         if line != last:
             progress(f"  health: {line}")
             last = line
-        if line == "HEALTH_OK":
-            return line
-        if time.monotonic() > deadline:
-            raise CephUnavailable(f"cluster did not reach HEALTH_OK within {timeout:.0f} s; last: {line}")
-        time.sleep(poll)
+        return line
+
+    line = runner.until(time.monotonic() + timeout, probe, lambda line: line == "HEALTH_OK", poll)
+    if line != "HEALTH_OK":
+        raise CephUnavailable(f"cluster did not reach HEALTH_OK within {timeout:.0f} s; last: {line}")
+    return line

@@ -14,13 +14,13 @@ import json
 import os
 import stat
 
+from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError
-from gnt_storage.deploy import bootstrap
 
 BLUESTORE_LABEL = b"bluestore block device\n"
 MIN_DEVICE_BYTES = 2 * 1024**3
 PROBE_TIMEOUT = 30.0
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+ENV = runner.clean_env(runner.SYSTEM_PATH)
 WIPE_HINT = "wipe it first only if it is spare (wipefs -a)"
 
 
@@ -33,11 +33,11 @@ def label_uuid(head: bytes) -> str | None:
 
 def signatures(path: str) -> list[str]:
     """Every signature libblkid finds anywhere on `path`, as "TYPE at OFFSET"."""
-    out = bootstrap.run(["wipefs", "--no-act", "--json", path], ENV, f"probe {path}", PROBE_TIMEOUT)
+    out = runner.run(["wipefs", "--no-act", "--json", path], f"probe {path}", PROBE_TIMEOUT, env=ENV)
     found = [f"{s.get('type')} at {s.get('offset')}" for s in (json.loads(out) if out.strip() else {})
              .get("signatures", [])]
     # blkid -p: 0 found, 2 nothing, anything else (8: ambivalent) raises.
-    out = bootstrap.run(["blkid", "-p", "-o", "export", path], ENV, f"probe {path}", PROBE_TIMEOUT, ok=(0, 2))
+    out = runner.run(["blkid", "-p", "-o", "export", path], f"probe {path}", PROBE_TIMEOUT, env=ENV, ok=(0, 2))
     for line in out.splitlines():
         key, _, value = line.partition("=")
         if key in ("TYPE", "PTTYPE") and not any(f.startswith(f"{value} ") for f in found):

@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from ganeti_ceph import atomic
+from ganeti_ceph import atomic, runner
 from ganeti_ceph import config as gconfig
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import GanetiCephError, UsageError
@@ -90,7 +90,7 @@ def client_config(spec: ClusterSpec) -> Config:
 
 def child_env() -> dict[str, str]:
     """A clean environment for Ceph tools: no inherited CEPH_ARGS or the like."""
-    return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C", "HOME": "/root"}
+    return runner.clean_env(os.environ.get("PATH", runner.SYSTEM_PATH), HOME="/root")
 
 
 # -- preflight: every check runs before anything is started ------------------

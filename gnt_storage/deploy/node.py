@@ -23,8 +23,9 @@ import sys
 import tempfile
 from typing import Any
 
+from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError, run_main
-from gnt_storage.deploy import bootstrap, daemons, devices
+from gnt_storage.deploy import bootstrap, daemons
 from gnt_storage.deploy.daemons import Daemon
 from gnt_storage.deploy.devices import device_state
 
@@ -56,7 +57,7 @@ def ids(user: str) -> tuple[int, int]:
 # -- probe ---------------------------------------------------------------------
 
 def probe(req: dict[str, Any]) -> dict[str, Any]:
-    missing = [b for b in REQUIRED if not shutil.which(b, path="/usr/sbin:/usr/bin:/sbin:/bin")]
+    missing = [b for b in REQUIRED if not shutil.which(b, path=runner.SYSTEM_PATH)]
     devices = {o["dev"]: ("ours" if os.path.exists(os.path.join(data_dir("osd", o["id"]), DONE))
                           else device_state(o["dev"], o["uuid"])) for o in req.get("osds", [])}
     return {"missing": missing, "devices": devices, "systemd": systemd(), "running": running(req)}
@@ -88,11 +89,11 @@ def make_dir(path: str, mode: int, owner: str) -> None:
     os.chown(path, uid, gid)
 
 
-TOOL_ENV = {**devices.ENV, "HOME": "/root"}  # the probes' clean environment; Ceph tools want a HOME
+TOOL_ENV = runner.clean_env(runner.SYSTEM_PATH, HOME="/root")  # Ceph tools want a HOME
 
 
 def _ceph(argv: list[str], what: str) -> None:
-    bootstrap.run(argv, TOOL_ENV, what, 300)
+    runner.run(argv, what, 300, env=TOOL_ENV)
 
 
 def mkfs_mon(mon: dict[str, Any], user: str) -> bool:
@@ -180,7 +181,8 @@ def mkfs_osd(osd: dict[str, Any], user: str) -> str:
 
 def read_label(dev: str) -> dict[str, str]:
     """The bluestore label of `dev`, as ceph-bluestore-tool reads it (bounded)."""
-    out = bootstrap.run(["ceph-bluestore-tool", "show-label", "--dev", dev], TOOL_ENV, f"read the label of {dev}", 60)
+    out = runner.run(["ceph-bluestore-tool", "show-label", "--dev", dev], f"read the label of {dev}", 60,
+                     env=TOOL_ENV)
     try:
         return next(iter(json.loads(out).values()), {})
     except (ValueError, AttributeError):
@@ -263,8 +265,8 @@ def _unit(d: Daemon) -> str:
 def running(req: dict[str, Any]) -> dict[str, bool]:
     if systemd():
         # is-active prints the state and exits 3 (or 4: no such unit) when not active; bounded like every call.
-        return {d.name: bootstrap.run(["systemctl", "is-active", _unit(d)], TOOL_ENV, f"ask systemd about {d.name}",
-                                      30, ok=(0, 1, 2, 3, 4)).strip() == "active"
+        return {d.name: runner.run(["systemctl", "is-active", _unit(d)], f"ask systemd about {d.name}", 30,
+                                   env=TOOL_ENV, ok=(0, 1, 2, 3, 4)).strip() == "active"
                 for d in _daemons(req)}
     return {d.name: daemons.running_pid(RUN_DIR, d, CONF, "ceph-") is not None for d in _daemons(req)}
 

@@ -64,7 +64,8 @@ def test_succeeds_is_a_probe() -> None:
 
 def test_until_returns_the_first_truthy_answer_or_the_last() -> None:
     answers = iter([0, 0, 7])
-    assert runner.until(time.monotonic() + 5, lambda: next(answers), 0) == 7
+    assert runner.until(time.monotonic() + 5, lambda: next(answers), interval=0) == 7
     start = time.monotonic()
-    assert runner.until(time.monotonic() + 0.1, lambda: None, 0.01) is None
+    assert runner.until(time.monotonic() + 0.1, lambda: None, interval=0.01) is None
+    assert runner.until(time.monotonic() + 5, lambda: "HEALTH_OK", lambda line: line == "HEALTH_OK") == "HEALTH_OK"
     assert time.monotonic() - start < 2
