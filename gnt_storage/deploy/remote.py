@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ganeti_ceph.errors import CephUnavailable, GanetiCephError
+from ganeti_ceph.errors import GanetiCephError, SshError
 
 KNOWN_HOSTS = "/var/lib/ganeti/known_hosts"
 KEY_FILES = ("/root/.ssh/id_rsa", "/root/.ssh/id_ecdsa", "/root/.ssh/id_ed25519", "/root/.ssh/id_dsa")
 
 
-class HostKeyMismatch(GanetiCephError):
-    """The node's SSH host key is not the cluster's."""
+class HostKeyMismatch(SshError):
+    """The node's SSH host key is not the cluster's (bad input, not a network fault)."""
 
     exit_code = 2
 
@@ -98,7 +98,7 @@ class Node:
         try:
             sock = socket.create_connection((self.addr, s.port), timeout=s.timeout)
         except OSError as exc:
-            raise CephUnavailable(f"node {self.name} ({self.addr}) is unreachable over SSH ({exc.strerror or exc}); "
+            raise SshError(f"node {self.name} ({self.addr}) is unreachable over SSH ({exc.strerror or exc}); "
                                   f"bring it back or take it offline: gnt-node modify --offline yes {self.name}"
                                   ) from None
         transport = paramiko.Transport(sock)
@@ -121,7 +121,7 @@ class Node:
             raise
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
-            raise CephUnavailable(f"node {self.name} ({self.addr}): SSH failed ({exc})") from None
+            raise SshError(f"node {self.name} ({self.addr}): SSH failed ({exc})") from None
         self._transport = transport
 
     def run(self, argv: str, stdin: bytes = b"", timeout: float = 300.0) -> tuple[int, bytes, bytes]:
@@ -145,11 +145,11 @@ class Node:
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
                 if time.monotonic() > deadline:
-                    raise CephUnavailable(f"node {self.name}: {argv.split()[0]} did not finish within {timeout:.0f} s")
+                    raise SshError(f"node {self.name}: {argv.split()[0]} did not finish within {timeout:.0f} s")
                 chan.status_event.wait(0.02)
             return chan.recv_exit_status(), bytes(out), bytes(err)
         except TimeoutError:
-            raise CephUnavailable(f"node {self.name}: no answer within {timeout:.0f} s") from None
+            raise SshError(f"node {self.name}: no answer within {timeout:.0f} s") from None
         finally:
             chan.close()
 

@@ -47,3 +47,11 @@ def test_run_main_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
         errors.run_main("prog", boom)
     assert exc.value.code == errors.UsageError.exit_code
     assert capsys.readouterr().err == "prog: bad size 'x'; use a number of MiB\n"
+
+
+def test_exit_codes_are_distinct() -> None:
+    """An SSH failure is not "cluster unreachable": scripts tell them apart by code."""
+    classes = (errors.GanetiCephError, errors.UsageError, errors.ConfigError, errors.CephUnavailable,
+               errors.CephError, errors.SshError)
+    assert len({c.exit_code for c in classes}) == len(classes)
+    assert errors.ToolFailed("x").exit_code == 1 and errors.SshError.exit_code == 6
