@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import pwd
 import socket
@@ -25,7 +24,7 @@ from data_collector import node, report
 from ganeti_ceph import __version__, procs
 from ganeti_ceph.config import Config, Timeouts, conf_fsid
 from ganeti_ceph.errors import GanetiCephError
-from ganeti_ceph.session import Session, rados_options
+from ganeti_ceph.session import Session
 
 # (key in the raw dict, mon command prefix, arguments); status first: it says
 # whether the mgr-backed ones can answer.
@@ -243,28 +242,6 @@ def _addresses() -> list[str]:
 
 # -- one report -------------------------------------------------------------------
 
-class KeptSession(Session):
-    """A Session whose failed connect leaves no librados threads behind.
-
-    Session.connect drops a handle that failed to connect without shutting it
-    down: 4 threads stay per failure, and the daemon retries every interval
-    for as long as the cluster is away. (Reported; drop this once Session
-    shuts the handle down itself.)
-    """
-
-    def connect(self) -> None:
-        import rados
-
-        with self.errors("connect"):
-            cluster = rados.Rados(conffile=self.cfg.conf, rados_id=self.cfg.client_id, conf=rados_options(self.cfg))
-            try:
-                cluster.connect(timeout=max(1, math.ceil(self.cfg.timeouts.connect)))
-            except BaseException:
-                cluster.shutdown()
-                raise
-        self._cluster = cluster
-
-
 class Collector:
     """Makes reports over one Session, kept across reports (the daemon) or used once (the command).
 
@@ -281,7 +258,7 @@ class Collector:
 
     def _connected(self) -> Session:
         if self._session is None:
-            session = KeptSession(self.cfg)
+            session = Session(self.cfg)
             session.connect()
             self._session = session
         return self._session

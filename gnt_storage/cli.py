@@ -1,7 +1,7 @@
 """`gnt-storage`: our subcommands, and Ganeti's own ones handed over unchanged.
 
-Ganeti ships `gnt-storage` (diagnose, info); we add `local-cluster` and
-`rbd-access` (and, later, `init-distributed-storage`). Anything we do not own
+Ganeti ships `gnt-storage` (diagnose, info); we add `local-cluster`,
+`init-distributed-storage`, `options` and `rbd-access`. Anything we do not own
 is exec'd as Ganeti's command with the same arguments, so admins keep one
 command name.
 """

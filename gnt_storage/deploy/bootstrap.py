@@ -1,4 +1,4 @@
-"""Bring-up steps of a Ceph cluster, shared by local-cluster and (later) a node group.
+"""Bring-up steps of a Ceph cluster, shared by local-cluster and a node group (distributed).
 
 Each step is one function: render files, mkfs a mon or OSD, register OSDs,
 create the pool and wait for health. Mon commands go through the shared

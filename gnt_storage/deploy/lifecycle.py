@@ -1,7 +1,7 @@
 """A storage node's life in Ganeti: offline, back online (readd), remove.
 
-Called by our hook on the master (hooks/main.py) and by
-`gnt-storage storage-node offline|online NODE`:
+Called only by our hook on the master (hooks/main.py), when Ganeti changes a
+node of the storage group:
 
 - offline (node-modify --offline yes, pre): refuse unless Ceph itself says
   the node's mon and OSDs can stop (`mon ok-to-stop`, `osd ok-to-stop`:
