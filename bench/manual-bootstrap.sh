@@ -32,8 +32,8 @@ FSID=$(uuidgen)
 "$PYTHON" - "$DIR" "$PORT" "$FSID" >"$CONF" <<'EOF'
 import sys
 
-from gnt_storage.cephconf import render_conf
-from gnt_storage.local import Options, spec_for
+from gnt_storage.deploy.cephconf import render_conf
+from gnt_storage.deploy.local import Options, spec_for
 
 root, port, fsid = sys.argv[1:]
 sys.stdout.write(render_conf(spec_for(Options(dir=root, port=int(port)), fsid)))

@@ -1,4 +1,4 @@
-"""Who holds a mapped device (extstorage/target_guard.users), on fake /proc and /sys trees."""
+"""Who holds a mapped device (ganeti_ceph/rbd/target_guard.users), on fake /proc and /sys trees."""
 
 from __future__ import annotations
 
