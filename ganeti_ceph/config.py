@@ -1,5 +1,8 @@
 """The one config loader: /etc/ganeti/ceph.yaml, or $GANETI_CEPH_CONFIG.
 
+Every key of the file is declared once, as a field of Config or Timeouts made
+by `setting` (default, kind, help); KEYS is that table, flat and dotted, and
+parse, dump and doc/configuration.md (scripts/config_doc.py) all walk it.
 Parsing is a pure function of a mapping so it is unit-tested without files;
 `load` is the only place that touches the filesystem.
 """
@@ -11,7 +14,8 @@ import math
 import os
 import socket
 import stat
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any
 
 import yaml
@@ -22,40 +26,127 @@ from ganeti_ceph.naming import check_client_id, check_pool_name
 DEFAULT_PATH = "/etc/ganeti/ceph.yaml"
 ENV_VAR = "GANETI_CEPH_CONFIG"
 
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Seconds each kind of Ceph call may take; Ganeti itself has no timeout."""
-
-    connect: float = 10.0
-    mon_op: float = 10.0
-    osd_op: float = 30.0
-    # Backstop for a whole provider action or hook: a watchdog ends the
-    # process after this, even if a C call ignores the other bounds.
-    action: float = 300.0
-
-
 # No Ceph call or action may wait longer than this, whatever the config says.
 MAX_SECONDS = 86400
 
 MAPPERS = ("krbd", "rbd-nbd", "fuse-loop")
 
 
+def _mapper_names() -> tuple[str, ...]:
+    """The mapper registry's names, asked when needed: the registry imports this module."""
+    from ganeti_ceph.rbd import mappers
+
+    return mappers.names()
+
+
+# -- kinds of value: how one is read, and what the doc calls it ------------------------------
+
+Reader = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of value: its reader (value, key) -> value, which raises a GanetiCephError
+    whose message starts with the key, and its description for the doc."""
+
+    text: str
+    read: Reader
+    choices: Callable[[], tuple[str, ...]] | None = None
+
+    def describe(self) -> str:
+        return f"{self.text}: {', '.join(self.choices())}" if self.choices else self.text
+
+
+def _single(value: Any, key: str) -> str:
+    """Any scalar as text; a list or mapping is refused before str() sees it (str() of a
+    YAML alias bomb would not end)."""
+    if isinstance(value, list | dict):
+        raise ConfigError(f"{key} must be a single value, not a list or mapping")
+    return str(value)
+
+
+def _file(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"'{key}' must be set to a file path")
+    return value
+
+
+def _seconds(value: Any, key: str) -> float:
+    """Seconds in (0, a day]: NaN compares false with everything and inf (or 1e300) never
+    fires, so either would silently unbound the calls it governs."""
+    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0
+            or value > MAX_SECONDS):
+        raise ConfigError(f"{key} must be a positive number of seconds up to {MAX_SECONDS}, not {value!r}")
+    return float(value)
+
+
+def _count(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def _abs_dir(value: Any, key: str) -> str:
+    path = _single(value, key)
+    if not os.path.isabs(path):
+        raise ConfigError(f"{key} must be an absolute path, not {path!r}")
+    return path
+
+
+def _mapper(value: Any, key: str) -> str:
+    name, names = _single(value, key), _mapper_names()
+    if name not in names:
+        raise ConfigError(f"{key} must be one of {', '.join(names)}, not {name!r}")
+    return name
+
+
+TEXT = Kind("text", _single)
+FILE = Kind("file path", _file)
+SECONDS = Kind(f"seconds, above 0, at most {MAX_SECONDS}", _seconds)
+COUNT = Kind("whole number >= 0", _count)
+ABS_DIR = Kind("absolute path", _abs_dir)
+CLIENT = Kind("Ceph client id, without `client.`", lambda v, k: check_client_id(_single(v, k)))
+POOL = Kind("pool name", lambda v, k: check_pool_name(_single(v, k)))
+MAPPER = Kind("one of", _mapper, _mapper_names)
+REQUIRED: Any = MISSING  # the default of a key that must be set
+
+
+def setting(default: Any, kind: Kind, help: str, key: str = "") -> Any:
+    """A dataclass field that is a key of the file (`key` when its name there differs)."""
+    meta = {"kind": kind, "help": help, "key": key}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
+
+
+# -- the keys ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds each kind of Ceph call may take; Ganeti itself has no timeout."""
+
+    connect: float = setting(10.0, SECONDS, "reaching the monitors and authenticating")
+    mon_op: float = setting(10.0, SECONDS, "each monitor command")
+    osd_op: float = setting(30.0, SECONDS, "each OSD operation (librbd I/O included)")
+    action: float = setting(300.0, SECONDS, "a whole provider action or hook: a watchdog ends the process after "
+                                            "this, even if a C call ignores the other bounds")
+
+
 @dataclass(frozen=True)
 class Config:
     """How to reach one Ceph cluster as Ganeti's client."""
 
-    conf: str
-    keyring: str
-    client_id: str = "admin"
-    cluster: str = "ceph"
-    pool: str = "rbd"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    mapper: str = "krbd"
-    clone_max_depth: int = 4
-    run_dir: str = "/run/ganeti-ceph"
-    node: str = ""
-    source: str = "<memory>"
+    conf: str = setting(REQUIRED, FILE, "the cluster's ceph.conf")
+    keyring: str = setting(REQUIRED, FILE, "the keyring of `client` (keys are only ever named by their file)")
+    client_id: str = setting("admin", CLIENT, "the Ceph client Ganeti acts as", key="client")
+    cluster: str = setting("ceph", TEXT, "a name for the cluster in messages")
+    pool: str = setting("rbd", POOL, "the pool of a Ganeti disk that names none")
+    timeouts: Timeouts = field(default_factory=Timeouts, metadata={"help": "seconds; Ganeti itself never times "
+                                                                           "out a provider or hook"})
+    mapper: str = setting("krbd", MAPPER, "how kernelspace access maps an image to a block device")
+    clone_max_depth: int = setting(4, COUNT, "a clone whose chain of parents would be longer is flattened")
+    run_dir: str = setting("/run/ganeti-ceph", ABS_DIR, "where this node keeps its mapping links, locks and "
+                                                        "fuse mounts")
+    node: str = setting("", TEXT, "this node's name in the open records fencing reads; empty: the host name")
+    source: str = "<memory>"  # where it was read from: not a key
 
     @property
     def node_name(self) -> str:
@@ -63,87 +154,91 @@ class Config:
         return self.node or socket.gethostname()
 
 
-_TOP_KEYS = {"cluster", "conf", "client", "keyring", "pool", "timeouts", "mapper", "clone_max_depth", "run_dir",
-             "node"}
+@dataclass(frozen=True)
+class Key:
+    """One row of the table: a key as the file spells it (dotted when nested)."""
+
+    name: str
+    kind: Kind
+    default: Any  # REQUIRED if it must be set
+    help: str
 
 
-def _number(value: Any, where: str) -> float:
-    """Seconds in (0, a day]: NaN compares false with everything and inf (or
-    1e300) never fires, so either would silently unbound the calls it governs."""
-    if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0
-            or value > MAX_SECONDS):
-        raise ConfigError(f"{where} must be a positive number of seconds up to {MAX_SECONDS}, not {value!r}")
-    return float(value)
+def _key_fields(cls: type) -> Iterator[tuple[str, Field[Any]]]:
+    """(name in the file, field) of each key of a dataclass, in declaration order."""
+    for f in fields(cls):
+        if f.metadata:
+            yield f.metadata.get("key") or f.name, f
+
+
+def _section(f: Field[Any]) -> Any:
+    """The dataclass of a key that holds a mapping of keys (timeouts), else None."""
+    return None if "kind" in f.metadata else f.default_factory
+
+
+def _table() -> tuple[Key, ...]:
+    rows = []
+    for name, f in _key_fields(Config):
+        if cls := _section(f):
+            rows += [Key(f"{name}.{sub}", g.metadata["kind"], g.default, g.metadata["help"])
+                     for sub, g in _key_fields(cls)]
+        else:
+            rows.append(Key(name, f.metadata["kind"], f.default, f.metadata["help"]))
+    return tuple(rows)
+
+
+KEYS = _table()
+SECTIONS = {name: f.metadata["help"] for name, f in _key_fields(Config) if _section(f)}  # name -> help
+
+
+# -- parse and dump ---------------------------------------------------------------------------
+
+def _read(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+    """An instance of `cls` from `data`: unknown keys refused, each key present read by its
+    kind, sections recursively; absent keys keep their defaults, a required one is refused."""
+    names = [name for name, _ in _key_fields(cls)]
+    unknown = sorted(set(map(str, data)) - set(names))
+    if unknown:
+        what = f"{prefix[:-2]}(s)" if prefix else "setting(s)"  # "timeouts." -> "timeout(s)"
+        raise ConfigError(f"{source}: unknown {what} {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
+    args: dict[str, Any] = {}
+    for name, f in _key_fields(cls):
+        if sub := _section(f):
+            value = data.get(name) or {}
+            if not isinstance(value, dict):
+                allowed = ", ".join(sorted(n for n, _ in _key_fields(sub)))
+                raise ConfigError(f"{source}: '{name}' must be a mapping ({allowed})")
+            args[f.name] = _read(sub, value, source, f"{name}.")
+        elif name in data or f.default is MISSING:
+            try:
+                args[f.name] = f.metadata["kind"].read(data.get(name), prefix + name)
+            except GanetiCephError as exc:
+                raise ConfigError(f"{source}: {exc.message}") from None
+    return cls(**args)
 
 
 def parse(data: Any, source: str = "<memory>") -> Config:
     """Build a Config from parsed YAML, refusing anything unknown or malformed."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings; see doc/configuration.md")
-    unknown = sorted(set(map(str, data)) - _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}")
-    for key in ("conf", "keyring"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise ConfigError(f"{source}: '{key}' must be set to a file path")
-    tdata = data.get("timeouts") or {}
-    if not isinstance(tdata, dict):
-        raise ConfigError(f"{source}: 'timeouts' must be a mapping (connect, mon_op, osd_op)")
-    names = {f.name for f in fields(Timeouts)}
-    bad = sorted(set(map(str, tdata)) - names)
-    if bad:
-        raise ConfigError(f"{source}: unknown timeout(s) {', '.join(bad)}; allowed: {', '.join(sorted(names))}")
-    timeouts = Timeouts(**{k: _number(v, f"{source}: timeouts.{k}") for k, v in tdata.items()})
-    nested = sorted(k for k in _TOP_KEYS - {"timeouts"} if isinstance(data.get(k), list | dict))
-    if nested:  # str() of a YAML alias bomb would not end
-        raise ConfigError(f"{source}: {', '.join(nested)} must be a single value, not a list or mapping")
-    client = str(data.get("client", "admin"))
-    pool = str(data.get("pool", "rbd"))
-    try:
-        check_client_id(client)
-        check_pool_name(pool)
-    except Exception as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
-    mapper = str(data.get("mapper", "krbd"))
-    if mapper not in MAPPERS:
-        raise ConfigError(f"{source}: mapper must be one of {', '.join(MAPPERS)}, not {mapper!r}")
-    depth = data.get("clone_max_depth", 4)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ConfigError(f"{source}: clone_max_depth must be a whole number >= 0, not {depth!r}")
-    run_dir = str(data.get("run_dir", "/run/ganeti-ceph"))
-    if not os.path.isabs(run_dir):
-        raise ConfigError(f"{source}: run_dir must be an absolute path, not {run_dir!r}")
-    return Config(
-        mapper=mapper,
-        clone_max_depth=depth,
-        run_dir=run_dir,
-        node=str(data.get("node", "")),
-        conf=data["conf"],
-        keyring=data["keyring"],
-        client_id=client,
-        cluster=str(data.get("cluster", "ceph")),
-        pool=pool,
-        timeouts=timeouts,
-        source=source,
-    )
+    return replace(_read(Config, data, source), source=source)
+
+
+def _as_data(obj: Any) -> dict[str, Any]:
+    """The keys of a Config (or a section) as the file spells them; an empty text (node) is left out."""
+    data = {}
+    for name, f in _key_fields(type(obj)):
+        value = getattr(obj, f.name)
+        if _section(f):
+            data[name] = _as_data(value)
+        elif value != "":
+            data[name] = value
+    return data
 
 
 def dump(cfg: Config) -> str:
-    """Render a Config as the YAML that `parse` reads back."""
-    data = {
-        "cluster": cfg.cluster,
-        "conf": cfg.conf,
-        "client": cfg.client_id,
-        "keyring": cfg.keyring,
-        "pool": cfg.pool,
-        "timeouts": {f.name: getattr(cfg.timeouts, f.name) for f in fields(Timeouts)},
-        "mapper": cfg.mapper,
-        "clone_max_depth": cfg.clone_max_depth,
-        "run_dir": cfg.run_dir,
-    }
-    if cfg.node:
-        data["node"] = cfg.node
-    return yaml.safe_dump(data, sort_keys=False)
+    """Render a Config as the YAML that `parse` reads back: the one writer of ganeti-ceph.yaml files."""
+    return yaml.safe_dump(_as_data(cfg), sort_keys=False)
 
 
 def config_path(environ: dict[str, str] | None = None) -> str:

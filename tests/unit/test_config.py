@@ -106,3 +106,38 @@ def test_an_alias_bomb_or_a_huge_file_is_refused_at_once(tmp_path) -> None:
     huge.write_text(f"conf: /c\nkeyring: /k\nnode: {'x' * (config.MAX_BYTES + 1)}\n")
     with pytest.raises(ConfigError, match="is over"):
         config.load(str(huge))
+
+
+def test_every_key_is_in_the_table_once_and_dump_writes_it() -> None:
+    """The table is the dataclasses' keys: dump writes each (node only when set) and parse reads it back."""
+    import yaml
+
+    names = [k.name for k in config.KEYS]
+    assert len(names) == len(set(names)) and {"timeouts.action", "mapper", "node", "client"} <= set(names)
+    cfg = config.parse({**BASE, "node": "n1", "mapper": "fuse-loop", "clone_max_depth": 0}, "t")
+    data = yaml.safe_load(config.dump(cfg))
+    flat = [k for k, v in data.items() if not isinstance(v, dict)]
+    flat += [f"{k}.{sub}" for k, v in data.items() if isinstance(v, dict) for sub in v]
+    assert sorted(flat) == sorted(names)
+    assert config.parse(data, "t") == cfg
+    assert "node" not in yaml.safe_load(config.dump(config.parse(BASE, "t")))
+
+
+def test_the_committed_doc_is_the_generated_one() -> None:
+    """doc/configuration.md lists every key as the table says; run scripts/config_doc.py after changing one."""
+    from scripts import config_doc
+
+    with open(config_doc.DOC, encoding="utf-8") as fh:
+        doc = fh.read()
+    assert config_doc.render(doc) == doc, "doc/configuration.md is stale: run python scripts/config_doc.py"
+    assert all(f"| `{k.name}` |" in doc for k in config.KEYS)
+
+
+def test_the_doc_example_is_a_valid_config() -> None:
+    import yaml
+
+    from scripts import config_doc
+
+    with open(config_doc.DOC, encoding="utf-8") as fh:
+        example = fh.read().split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert config.parse(yaml.safe_load(example), "example").client_id == "ganeti"
