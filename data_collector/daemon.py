@@ -35,12 +35,13 @@ from data_collector.cli import unknown_report
 from ganeti_ceph import config, procs
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import ArgumentParser, GanetiCephError, UsageError, run_main
+from ganeti_ceph.ganeti import ssconf
 
 PROG = "ganeti-ceph-mond"
 DEFAULT_PORT = 1816
 DEFAULT_PIDFILE = "/run/ganeti-ceph/mond.pid"
 DEFAULT_LOG = "/var/log/ganeti/ceph-mond.log"
-SSCONF = "/var/lib/ganeti"
+SSCONF = ssconf.LIB_DIR
 JSON = "application/json"
 MAX_CONNECTIONS = 64  # far below a default fd limit (1024), with room for librados' sockets
 IDLE_TIMEOUT = 10.0  # Prometheus' default scrape timeout
@@ -50,14 +51,9 @@ def default_bind(ssconf_dir: str = SSCONF, names: set[str] | None = None) -> str
     """This node's primary IP if ssconf lists it (a Ganeti node), else 127.0.0.1."""
     host = socket.gethostname()
     names = names or {host, host.split(".")[0], socket.getfqdn()}
-    try:
-        with open(os.path.join(ssconf_dir, "ssconf_node_primary_ips")) as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) == 2 and (parts[0] in names or parts[0].split(".")[0] in names):
-                    return parts[1]
-    except OSError:
-        pass
+    for name, ip in ssconf.pairs(ssconf.lines("node_primary_ips", ssconf_dir)):
+        if name in names or name.split(".")[0] in names:
+            return ip
     return "127.0.0.1"
 
 

@@ -55,6 +55,10 @@ class ToolFailed(GanetiCephError):
         self.kind = kind
 
 
+class GanetiFailed(GanetiCephError):
+    """Ganeti failed a command, did not finish it in time, or told us something we cannot read."""
+
+
 class SshError(GanetiCephError):
     """A node could not be reached or driven over SSH: the node, not Ceph, is the problem."""
 

@@ -15,8 +15,6 @@ See doc/access-switch.md.
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 import re
 import shlex
@@ -25,20 +23,21 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
-from ganeti_ceph.ganeti import GanetiFailed, condense, run_command
+from ganeti_ceph.errors import GanetiCephError, GanetiFailed, NotFound, UsageError
+from ganeti_ceph.ganeti import condense, config_data, parse_list, run_command, ssconf
+from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.log import progress
 from ganeti_ceph.naming import ACCESS_MODES
 from ganeti_ceph.rbd import prealloc_wipe
 
 COMMAND = "rbd-access"
-PROVIDER = "rbd"
+PROVIDER = config_data.RBD_PROVIDER
 # Must not be one of Ganeti's own disk parameters (access, adopt, mode, name, provider, size...):
 # those never reach the provider. Has to match extstorage/request.py.
 ADOPT_PARAM = "adopt_image"
 NOT_CARRIED = {"provider", "access", "origin", "adopt", ADOPT_PARAM}
 ADOPT_RECORD = "ganeti.adopt"  # ganeti_ceph.rbd.volumes.META_ADOPT: what the adopted image says it came from
-GANETI_LIB = "/var/lib/ganeti"
+GANETI_LIB = ssconf.LIB_DIR
 SEP = "\x1f"
 LIST_FIELDS = ("name", "uuid", "status", "oper_state", "admin_state", "hypervisor", "disk.uuids")
 QUERY_TIMEOUT = 120.0
@@ -49,23 +48,6 @@ Runner = Callable[[list[str], float], subprocess.CompletedProcess]
 
 class Refused(GanetiCephError):
     """The switch cannot start; nothing was changed."""
-
-
-@dataclass(frozen=True)
-class Disk:
-    index: int
-    uuid: str
-    dev_type: str
-    size_mib: int
-    mode: str
-    name: str | None
-    volume: str
-    params: dict[str, str]
-    access: str  # effective: disk, else group, else cluster default
-
-    @property
-    def is_rbd(self) -> bool:
-        return self.dev_type == "ext" and self.params.get("provider") == PROVIDER
 
 
 @dataclass(frozen=True)
@@ -86,32 +68,11 @@ def parse_instance(line: str, cfg: dict) -> Instance:
         raise GanetiFailed(f"unexpected gnt-instance list output: {line.strip()!r}")
     name, uuid, status, oper, admin, hypervisor, uuids = values
     try:
-        disk_uuids = [str(u) for u in ast.literal_eval(uuids)] if uuids else []
+        disk_uuids = parse_list(uuids)
     except (ValueError, SyntaxError):
         raise GanetiFailed(f"unexpected disk list from gnt-instance list: {uuids!r}") from None
     return Instance(name, uuid, status, {"Y": True, "N": False}.get(oper), admin, hypervisor,
-                    disks_from_config(cfg, uuid, disk_uuids))
-
-
-def disks_from_config(cfg: dict, instance_uuid: str, disk_uuids: list[str]) -> tuple[Disk, ...]:
-    """The instance's disks in Ganeti's order, with parameters as Ganeti fills them in."""
-    inst = cfg.get("instances", {}).get(instance_uuid)
-    if inst is None or list(inst.get("disks", [])) != list(disk_uuids):
-        raise GanetiFailed("the master's config.data does not match gnt-instance list (changed meanwhile?); "
-                           "run again")
-    node = cfg.get("nodes", {}).get(inst.get("primary_node"), {})
-    group = cfg.get("nodegroups", {}).get(node.get("group"), {})
-    disks = []
-    for index, uuid in enumerate(disk_uuids):
-        d = cfg["disks"][uuid]
-        defaults = {**cfg["cluster"].get("diskparams", {}).get(d["dev_type"], {}),
-                    **(group.get("diskparams") or {}).get(d["dev_type"], {})}
-        params = {k: str(v) for k, v in (d.get("params") or {}).items()}
-        logical = d.get("logical_id") or ["", ""]
-        disks.append(Disk(index=index, uuid=uuid, dev_type=d["dev_type"], size_mib=int(d["size"]),
-                          mode=d.get("mode", "rw"), name=d.get("name"), volume=str(logical[-1]), params=params,
-                          access=params.get("access") or defaults.get("access") or "kernelspace"))
-    return tuple(disks)
+                    config_data.instance_disks(cfg, uuid, disk_uuids))
 
 
 def _esc(value: str) -> str:
@@ -151,11 +112,9 @@ class Ganeti:
 
     def check_master(self) -> None:
         """config.data is only authoritative on the master (elsewhere it may lag)."""
-        try:
-            with open(os.path.join(self.lib_dir, "ssconf_master_node")) as fh:
-                master = fh.read().strip()
-        except OSError:
-            raise Refused("this node is not in a Ganeti cluster: run this on the Ganeti master") from None
+        master = ssconf.value("master_node", self.lib_dir)
+        if master is None:
+            raise Refused("this node is not in a Ganeti cluster: run this on the Ganeti master")
         me = socket.gethostname()
         if master not in (me, socket.getfqdn()) and master.split(".")[0] != me.split(".")[0]:
             raise Refused(f"run this on the Ganeti master, {master} (this is {me})")
@@ -168,11 +127,9 @@ class Ganeti:
             if "not found" in text or "not known" in text:
                 raise Refused(f"instance {name} does not exist")
             raise GanetiFailed(f"gnt-instance list {name} failed: {text}")
-        try:
-            with open(os.path.join(self.lib_dir, "config.data")) as fh:
-                cfg = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise GanetiFailed(f"cannot read Ganeti's config.data: {exc}") from None
+        cfg = config_data.load(self.lib_dir)
+        if cfg is None:
+            raise GanetiFailed("cannot read Ganeti's config.data: this node has none (run this on the master)")
         return parse_instance(res.stdout.splitlines()[0] if res.stdout.strip() else "", cfg)
 
     def wipes_new_disks(self) -> bool | None:

@@ -20,6 +20,7 @@ def config(disks: list[dict], cluster_access: str = "kernelspace", group_access:
     """The parts of Ganeti's config.data the switch reads."""
     group = {"diskparams": {"ext": {"access": group_access}} if group_access else {}}
     return {
+        "version": 3000000,
         "cluster": {"diskparams": {"ext": {"access": cluster_access}, "plain": {}}},
         "nodegroups": {"g1": group}, "nodes": {"n1": {"group": "g1"}},
         "instances": {INST_UUID: {"disks": [d["uuid"] for d in disks], "primary_node": "n1"}},

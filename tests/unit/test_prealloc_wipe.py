@@ -1,6 +1,6 @@
-"""prealloc_wipe's pure parts: the verdict from confd's replies, where the setting is read from, and that asking
-a confd that does not answer ends within its bound with "cannot tell" and leaves nothing behind (sys.path,
-stderr). The answering confd is tested on the real cluster: tests/ganeti/test_prealloc_confd.py."""
+"""prealloc_wipe: where the setting is read from, and that asking a confd that does not answer ends within its
+bound with "cannot tell" and leaves nothing behind (sys.path, stderr). The verdict from confd's replies is in
+test_ganeti_reader.py; the answering confd is tested on the real cluster: tests/ganeti/test_prealloc_confd.py."""
 
 from __future__ import annotations
 
@@ -13,30 +13,8 @@ from pathlib import Path
 import pytest
 
 from ganeti_ceph.errors import UsageError
+from ganeti_ceph.ganeti import ssconf
 from ganeti_ceph.rbd import prealloc_wipe as pw
-
-OK, ERR = pw.CONFD_OK, 1
-
-
-@pytest.mark.parametrize(("answers", "needed", "want"), [
-    ([(OK, False)], 1, False),
-    ([(OK, True)], 1, True),
-    ([(OK, False), (OK, False)], 2, False),
-    ([(OK, True), (OK, True), (OK, True)], 2, True),
-    ([], 1, None),  # nobody answered
-    ([(OK, False)], 2, None),  # too few of the candidates asked
-    ([(OK, False), (OK, True)], 2, None),  # candidates disagree (one has a stale config)
-    ([(OK, False), (OK, True), (OK, False)], 2, None),
-    ([(ERR, 2)], 1, None),  # the path is unknown to this confd (an older Ganeti)
-    ([(OK, False), (ERR, 2)], 1, None),
-    ([(OK, 0)], 1, None),  # not a boolean: never read as off
-    ([(OK, None)], 1, None),
-    ([(OK, "false")], 1, None),
-    ([(OK, False)], 0, None),
-])
-def test_only_agreeing_boolean_answers_of_enough_candidates_count(answers: list, needed: int,
-                                                                  want: bool | None) -> None:
-    assert pw.from_confd(answers, needed) is want
 
 
 def _node(tmp_path: Path, peers: str = "127.0.0.1\n", key: bool = True) -> str:
@@ -78,18 +56,12 @@ def test_asking_leaves_no_trace_in_the_process(tmp_path: Path) -> None:
     """Ganeti's tree is on sys.path only while its client is imported; its import warnings (asyncore) and its
     socket stay out of the caller's stderr and asyncore's map. A fresh interpreter, so the import really runs."""
     lib = _node(tmp_path)
-    code = ("import sys; before = list(sys.path); from extstorage import prealloc_wipe as pw; "
+    code = ("import sys; before = list(sys.path); from ganeti_ceph.rbd import prealloc_wipe as pw; "
             f"r = pw.ask_confd({lib!r}, 0.3); assert 'ganeti.confd.client' in sys.modules; "
             "import asyncore; print(r, sys.path == before, asyncore.socket_map)")  # asyncore: imported by Ganeti
     res = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=str(Path(pw.__file__).parent.parent), check=False)
+                         cwd=str(Path(pw.__file__).parents[2]), check=False)
     assert (res.returncode, res.stdout, res.stderr) == (0, "None True {}\n", "")
-
-
-def test_localstatedir_is_read_from_ganetis_generated_constants() -> None:
-    assert pw.localstatedir('# generated\nLOCALSTATEDIR = "/usr/local/var"\nX = 1\n') == "/usr/local/var"
-    assert pw.localstatedir("LOCALSTATEDIR = some_call()\n") is None
-    assert pw.localstatedir("this is not python (\n") is None
 
 
 def test_a_ganeti_keeping_its_state_elsewhere_is_found_and_its_setting_refuses(tmp_path) -> None:
@@ -103,7 +75,7 @@ def test_a_ganeti_keeping_its_state_elsewhere_is_found_and_its_setting_refuses(t
     (state / "ssconf_cluster_name").write_text("c1\n")
     (state / "config.data").write_text(json.dumps({"cluster": {"prealloc_wipe_disks": True}}))
     usual = str(tmp_path / "var-lib-ganeti")  # nothing at the usual place
-    assert pw.state_dirs(usual, [str(tree)]) == [usual, str(state)]
+    assert ssconf.state_dirs(usual, [str(tree)]) == [usual, str(state)]
     assert pw.wipes_new_disks(usual, [str(tree)]) is True
     with pytest.raises(UsageError):
         pw.refuse_if_wiped("the adopted image rbd/old", usual, [str(tree)])

@@ -1,7 +1,7 @@
-"""What init-distributed-storage asks Ganeti: nodes, groups, tags (through gnt-* on the master).
+"""Ganeti's query and command interface: gnt-* on the master, `-o` fields parsed.
 
-Parsing is pure and unit-tested; `Ganeti` runs the commands, each bounded
-by a timeout, and turns a failure into one line.
+Parsing is pure and unit-tested; `Ganeti` runs the commands through the one
+runner, each bounded by a timeout, and turns a failure into one line.
 """
 
 from __future__ import annotations
@@ -9,18 +9,14 @@ from __future__ import annotations
 import ast
 import os
 import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass
 
-from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph import runner
+from ganeti_ceph.errors import GanetiCephError, GanetiFailed, ToolFailed, UsageError
+from ganeti_ceph.ganeti import ssconf
 
-SSCONF = "/var/lib/ganeti"
 SEP = "|"
-
-
-class GanetiFailed(GanetiCephError):
-    """A gnt-* command failed or did not finish in time (or, in the access switch, stopped midway)."""
 
 
 def condense(res: subprocess.CompletedProcess) -> str:
@@ -31,16 +27,17 @@ def condense(res: subprocess.CompletedProcess) -> str:
 
 
 def run_command(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
-    """Run a gnt-* command (found in the sbin dirs too: hooks get a bare PATH), bounded by `timeout`."""
-    path = shutil.which(argv[0], path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin:/sbin:/bin") or argv[0]
+    """Run a gnt-* command (found in the sbin dirs too: hooks get a bare PATH), bounded by `timeout`;
+    its result whatever its exit code."""
+    path = f"{os.environ.get('PATH', '')}:{runner.SYSTEM_PATH}"
     try:
-        return subprocess.run([path, *argv[1:]], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, check=False)
-    except FileNotFoundError:
+        return runner.execute([runner.which(argv[0], path), *argv[1:]], shlex.join(argv), timeout,
+                              env=runner.clean_env(path))
+    except ToolFailed as exc:
+        if exc.kind == "late":
+            raise GanetiFailed(f"{shlex.join(argv)} did not finish within {timeout:.0f} s; its Ganeti job may "
+                               "still run (gnt-job list)") from None
         raise GanetiFailed(f"{argv[0]} not found: run this on the Ganeti master") from None
-    except subprocess.TimeoutExpired:
-        raise GanetiFailed(f"{shlex.join(argv)} did not finish within {timeout:.0f} s; its Ganeti job may "
-                           "still run (gnt-job list)") from None
 
 
 @dataclass(frozen=True)
@@ -66,15 +63,18 @@ def parse_nodes(text: str) -> list[GNode]:
     return out
 
 
+def parse_list(field: str) -> list[str]:
+    """A list field of `gnt-* list -o`: Python's repr, ['a', 'b'] (names and tags cannot hold quotes)."""
+    return [str(t) for t in ast.literal_eval(field)] if field else []
+
+
 def parse_groups(text: str) -> dict[str, list[str]]:
     """`gnt-group list --no-headers --separator='|' -o name,tags` -> {group: tags}."""
     out = {}
     for line in text.splitlines():
         if line.strip():
             name, tags = line.split(SEP, 1)
-            # Ganeti prints a list field as Python's repr: ['a', 'b'] (tags cannot hold quotes).
-            out[name] = [str(t) for t in ast.literal_eval(tags)] if tags.startswith("[") else \
-                [t for t in tags.split(",") if t]
+            out[name] = parse_list(tags) if tags.startswith("[") else [t for t in tags.split(",") if t]
     return out
 
 
@@ -91,12 +91,10 @@ class Ganeti:
         return res.stdout
 
     def cluster_name(self) -> str:
-        try:
-            with open(f"{SSCONF}/ssconf_cluster_name") as fh:
-                return fh.read().strip()
-        except OSError:
-            raise GanetiCephError("this node is not part of a Ganeti cluster (no ssconf); run on the master"
-                                  ) from None
+        name = ssconf.value("cluster_name")
+        if name is None:
+            raise GanetiCephError("this node is not part of a Ganeti cluster (no ssconf); run on the master")
+        return name
 
     def nodes(self) -> list[GNode]:
         return parse_nodes(self._run("gnt-node", "list", "--no-headers", f"--separator={SEP}",
