@@ -4,10 +4,9 @@ Fencing blocklists whole IPs, which cuts off every Ceph client there: the
 wrong IP would cut off a healthy node (the master, say). So the IP fenced
 is only one that an open record of the dead node itself names (exactly that
 node name, see ganeti_ceph/rbd/locks.py), and never the IP of any other Ganeti
-node or of this master's own Ceph client. Adding the entry needs only the
-client key (`profile rbd` may add blocklist entries); removing one needs the
-admin key, which only the master holds: a fenced node cannot lift its own
-fence with the key it keeps.
+node or of this master's own Ceph client. The blocklist itself is read,
+added to and lifted in ganeti_ceph/rbd/fencing.py; lifting needs the admin
+key, which only the master holds.
 """
 
 from __future__ import annotations
@@ -19,36 +18,25 @@ from collections.abc import Iterable
 
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import UsageError
-from ganeti_ceph.rbd.locks import Holder, fence_entry, ip_of, parse_holders, read_blocklist
+from ganeti_ceph.ganeti import ssconf as ganeti_state
+from ganeti_ceph.rbd import fencing
+from ganeti_ceph.rbd.locks import Holder, parse_holders
 from ganeti_ceph.session import Session
+from gnt_storage import deploy
 from hooks import images, say
 from hooks.env import HookEnv, same_node
 
-SSCONF = "/var/lib/ganeti"
+SSCONF = ganeti_state.LIB_DIR
 NODED_PORT = 1811
-FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted, not Ceph's default hour
 
 
 def ssconf(name: str) -> list[str]:
-    try:
-        with open(os.path.join(SSCONF, f"ssconf_{name}")) as fh:
-            return [line.strip() for line in fh if line.strip()]
-    except OSError:
-        return []
+    return ganeti_state.lines(name, SSCONF)
 
 
 def node_ips() -> list[tuple[str, str]]:
     """(node, ip) for every Ganeti IP of every node: primary and secondary."""
-    return _pairs(ssconf("node_primary_ips") + ssconf("node_secondary_ips"))
-
-
-def _pairs(lines: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for line in lines:
-        name, _, ip = line.partition(" ")
-        if ip.strip():
-            out.append((name, ip.strip()))
-    return out
+    return ganeti_state.pairs(ssconf("node_primary_ips") + ssconf("node_secondary_ips"))
 
 
 def ips_of(node: str, pairs: list[tuple[str, str]]) -> set[str]:
@@ -82,7 +70,7 @@ def fence_targets(node: str, holders: Iterable[Holder], protected: set[str]) -> 
 def primary_ip(node: str) -> str:
     """The node's primary IP: where Ganeti's RPC reaches its node daemon. The secondary network may carry
     only replication (noded bound to the primary IP, or firewalled), so it proves nothing about liveness."""
-    return next(iter(sorted(ips_of(node, _pairs(ssconf("node_primary_ips"))))), "")
+    return next(iter(sorted(ips_of(node, ganeti_state.pairs(ssconf("node_primary_ips"))))), "")
 
 
 def fence_if_dead(h: HookEnv, cfg: Config) -> None:
@@ -96,13 +84,13 @@ def fence_if_dead(h: HookEnv, cfg: Config) -> None:
     protected = {addr for name, addr in pairs if not same_node(name, node)}
     with Session(cfg) as s:
         with s.errors("get this client's address"):
-            protected.add(ip_of(s.rados.get_addrs()))  # this master's own Ceph clients
+            protected.add(fencing.client_ip(s))  # this master's own Ceph clients
         holders = [r for d in h.rbd_disks for r in parse_holders(images.find(s, cfg, d).meta)]
         targets, notes = fence_targets(node, holders, protected)
         for note in notes:
             say(f"not fencing: {note}")
         for target in targets:
-            s.mon_command("osd blocklist", blocklistop="add", addr=fence_entry(target), expire=FENCE_SECONDS)
+            fencing.add(s, target)  # for ten years: until lifted
             say(f"fenced {node}: every Ceph client from {target} is blocklisted until the node is back")
     if not targets and not notes:
         say(f"{node} holds no open record of {h.instance}'s disks: nothing to fence")
@@ -112,10 +100,8 @@ def admin_config(cfg: Config) -> Config | None:
     """This master's admin access to cfg's cluster, if it keeps one: the keyring
     init-distributed-storage leaves in /var/lib/ganeti-ceph, or the admin keyring
     next to the configured conf (/etc/ceph, a local-cluster's directory)."""
-    from gnt_storage.deploy.distributed import STATE_DIR  # see distributed.admin_config
-
     cluster = os.path.basename(cfg.conf).removesuffix(".conf") or "ceph"
-    candidates = [(os.path.join(STATE_DIR, "ceph.conf"), os.path.join(STATE_DIR, "ceph.client.admin.keyring")),
+    candidates = [deploy.admin_files(),
                   (cfg.conf, os.path.join(os.path.dirname(cfg.conf), f"{cluster}.client.admin.keyring"))]
     fsid = conf_fsid(cfg.conf)
     for conf, keyring in candidates:
@@ -126,13 +112,14 @@ def admin_config(cfg: Config) -> Config | None:
 
 def lift_fence(name: str, cfg: Config, ip: str = "") -> None:
     """Lift the fence of a node back in service: the entries of its Ganeti IPs (admin key)."""
-    entries = sorted(fence_entry(a) for a in ({ip} | ips_of(name, node_ips())) if a)
+    entries = sorted(fencing.fence_entry(a) for a in ({ip} | ips_of(name, node_ips())) if a)
     admin = admin_config(cfg)
     with Session(admin or cfg) as s:
-        fenced = [e for e in entries if e in read_blocklist(s)]
+        blocklist = fencing.read_blocklist(s) if entries else set()
+        fenced = [e for e in entries if e in blocklist]
         if fenced and admin is None:
             raise UsageError(f"{name} is still fenced ({', '.join(fenced)}): lifting needs the admin key, and this "
                              f"master has none for {cfg.conf}; run `ceph osd blocklist rm <entry>` as client.admin")
         for entry in fenced:
-            s.mon_command("osd blocklist", blocklistop="rm", addr=entry)
+            fencing.lift(s, entry)
             say(f"lifted the fence of {name} ({entry})")

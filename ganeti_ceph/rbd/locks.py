@@ -6,10 +6,8 @@ migration (Ganeti calls open(False) on both nodes), with the IP address its
 Ceph clients use. close removes the node's record. Another node's exclusive
 record is overruled only when that node is fenced: its whole IP is in the
 OSD blocklist (`ceph osd blocklist add <ip>:0/0`), which cuts off every Ceph
-client of the node, its QEMUs and mappings included. Blocklisting a single
-client address is not fencing: the process that recorded the open is long
-gone, while the node's VM may still write. Once the owner is fenced, its RBD
-exclusive lock is broken too.
+client of the node, its QEMUs and mappings included (see fencing.py). Once
+the owner is fenced, its RBD exclusive lock is broken too.
 
 Records live in the image header's metadata, not in RBD advisory locks:
 those share the lock the exclusive-lock feature uses, and would block the
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 import rbd
 
 from ganeti_ceph.errors import Busy
+from ganeti_ceph.rbd.fencing import client_ip, fence_entry, fenced, ip_of, read_blocklist
 from ganeti_ceph.session import Session
 
 PREFIX = "ganeti.open."
@@ -50,32 +49,6 @@ def parse_holders(metadata: dict[str, str]) -> list[Holder]:
         except (ValueError, AttributeError):
             out.append(Holder(key[len(PREFIX):], True, ""))
     return out
-
-
-def ip_of(addr: str) -> str:
-    """'v2:1.2.3.4:0/5', '[v2:1.2.3.4:0/5,v1:...]', '1.2.3.4:0/5' -> '1.2.3.4';
-    '[v2:[::1]:0/5]' or '[::1]:0/5' -> '::1' (IPv6 without brackets)."""
-    first = addr[1:-1] if addr.startswith("[v") and addr.endswith("]") else addr
-    first = first.split(",")[0]
-    plain = first.split(":", 1)[1] if first.startswith(("v1:", "v2:", "any:")) else first
-    return plain.rsplit(":", 1)[0].strip("[]")
-
-
-def fence_entry(ip: str) -> str:
-    """The OSD blocklist entry that cuts off every Ceph client of `ip`, as Ceph
-    prints it: `1.2.3.4:0/0`, `[2001:db8::1]:0/0`. The only place it is built.
-    (Records of older versions hold a v6 address in brackets: the same entry.)"""
-    ip = ip.strip("[]")
-    return f"[{ip}]:0/0" if ":" in ip else f"{ip}:0/0"
-
-
-def fenced(blocklist: set[str], ip: str) -> bool:
-    """True if every Ceph client from `ip` is blocklisted."""
-    return bool(ip) and fence_entry(ip) in blocklist
-
-
-def read_blocklist(session: Session) -> set[str]:
-    return {entry["addr"] for entry in session.mon_command("osd blocklist ls") or []}
 
 
 def _break_fenced_exclusive_lock(img: rbd.Image, blocklist: set[str]) -> None:
@@ -108,7 +81,7 @@ def open_volume(session: Session, pool: str, name: str, node: str, exclusive: bo
         mine = next((h for h in current if h.node == node), None)
         if mine and mine.exclusive == exclusive:
             return "already open on this node"
-        record = {"mode": "exclusive" if exclusive else "shared", "ip": ip_of(session.rados.get_addrs()),
+        record = {"mode": "exclusive" if exclusive else "shared", "ip": client_ip(session),
                   "since": int(time.time())}
         img.metadata_set(PREFIX + node, json.dumps(record, sort_keys=True))
     return "opened exclusively" if exclusive else "opened shared (migration)"

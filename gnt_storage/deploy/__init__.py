@@ -1,1 +1,58 @@
-"""Ceph deployment: the local cluster, a node group's cluster, its nodes."""
+"""Ceph deployment: the local cluster, a node group's cluster, its nodes.
+
+This module is the deployment's API for code outside gnt_storage (the
+hooks): what a master keeps and the node lifecycle, by node name. Each
+function imports its module when called, so a hook that needs none of it
+pays no import cost.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def admin_files() -> tuple[str, str]:
+    """(ceph.conf, admin keyring) that init-distributed-storage keeps on the master."""
+    from gnt_storage.deploy.distributed import STATE_DIR
+
+    return os.path.join(STATE_DIR, "ceph.conf"), os.path.join(STATE_DIR, "ceph.client.admin.keyring")
+
+
+def storage_group_kept() -> bool:
+    """Does this master keep a node group's storage cluster (init-distributed-storage)?"""
+    from gnt_storage.deploy import distributed
+
+    return distributed.load_state() is not None
+
+
+def node_offline(name: str, drain_timeout: float) -> None:
+    """The node goes offline: refuse (UsageError) unless Ceph can spare it, else drain and stop it."""
+    from ganeti_ceph.ganeti import Ganeti
+    from gnt_storage.deploy import lifecycle
+
+    ganeti = Ganeti()
+    lifecycle.offline(lifecycle.find(ganeti, name), ganeti, drain_timeout=drain_timeout)
+
+
+def node_online(name: str) -> None:
+    """The node serves again: converge the group, its OSDs in."""
+    from ganeti_ceph.ganeti import Ganeti
+    from gnt_storage.deploy import lifecycle
+
+    ganeti = Ganeti()
+    lifecycle.online(lifecycle.find(ganeti, name), ganeti)
+
+
+def refuse_node_remove(name: str) -> None:
+    """Refuse (UsageError) to remove a node that is online and runs Ceph daemons."""
+    from ganeti_ceph.ganeti import Ganeti
+    from gnt_storage.deploy import lifecycle
+
+    lifecycle.refuse_remove(lifecycle.find(Ganeti(), name))
+
+
+def forget_node(name: str) -> None:
+    """After removal: its mon and OSDs leave the cluster where that loses no data."""
+    from gnt_storage.deploy import lifecycle
+
+    lifecycle.forget(name)

@@ -26,8 +26,8 @@ import pytest
 
 from ganeti_ceph.config import Config
 from ganeti_ceph.rbd import target_guard
+from ganeti_ceph.rbd.fencing import FENCE_SECONDS
 from ganeti_ceph.session import Session
-from hooks.fence import FENCE_SECONDS
 from testbed import shared
 from testbed.ganeti import Testbed
 from tests.ganeti import checks

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from ganeti_ceph.config import Config
-from ganeti_ceph.rbd.locks import Holder, fence_entry, fenced, ip_of
+from ganeti_ceph.rbd.locks import Holder
 from gnt_storage.deploy import cephconf, distributed
 from hooks import env, fence, main
 from hooks.env import parse
@@ -44,20 +44,6 @@ def test_a_node_with_the_masters_short_name_does_not_act_as_master() -> None:
         raise AssertionError("only the master lifts fences")
 
     assert main.run(h, RACK_B, no_config) == 0
-
-
-def test_fence_entry_ipv4_and_ipv6() -> None:
-    """Ceph writes a v6 entry as [addr]:0/0 (seen in `osd blocklist ls`); `addr:0/0` would not match."""
-    assert fence_entry("198.18.2.11") == "198.18.2.11:0/0"
-    assert fence_entry("2001:db8::1") == fence_entry("[2001:db8::1]") == "[2001:db8::1]:0/0"
-    assert fenced({"[2001:db8::1]:0/0"}, "2001:db8::1") and not fenced({"2001:db8::1:0/0"}, "2001:db8::1")
-
-
-def test_ip_of_client_addresses() -> None:
-    assert ip_of("[v2:198.18.2.11:0/123,v1:198.18.2.11:0/123]") == "198.18.2.11"
-    assert ip_of("198.18.2.11:0/42") == "198.18.2.11" and ip_of("v2:198.18.2.11:0/1") == "198.18.2.11"
-    assert ip_of("[v2:[2001:db8::1]:0/123,v1:[2001:db8::1]:0/123]") == "2001:db8::1"
-    assert ip_of("[2001:db8::1]:0/42") == "2001:db8::1" and ip_of("v2:[2001:db8::1]:0/1") == "2001:db8::1"
 
 
 @pytest.mark.parametrize(("hpath", "offline", "phase", "lifts"), [

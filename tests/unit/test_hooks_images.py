@@ -1,21 +1,10 @@
-"""Where the hook looks for a disk's image (pure parts): which pools, and the veto for pools it may not read."""
+"""The hook's veto for a disk only in pools it may not read (where it looks: test_disks.py)."""
 
 from __future__ import annotations
 
 from ganeti_ceph.config import Config
 from hooks.env import Disk
-from hooks.images import candidate_pools, unreadable_veto
-
-LISTING = [{"pool_name": "device_health_metrics", "application_metadata": {"mgr_devicehealth": {}}},
-           {"pool_name": "rbd", "application_metadata": {"rbd": {}}},
-           {"pool_name": "cephfs_data", "application_metadata": {"cephfs": {}}},
-           {"pool_name": "tenant", "application_metadata": {"rbd": {}}},
-           {"pool_name": "fresh", "application_metadata": {}}]
-
-
-def test_only_pools_that_may_hold_rbd_images_are_probed_configured_first() -> None:
-    assert candidate_pools(LISTING, "tenant") == ["tenant", "rbd", "fresh"]
-    assert candidate_pools(LISTING, "gone") == ["gone", "rbd", "tenant", "fresh"]
+from hooks.images import unreadable_veto
 
 
 def test_a_disk_only_in_pools_we_may_not_read_is_one_line_naming_pool_and_cap() -> None:
