@@ -24,6 +24,7 @@ from data_collector import node, report
 from ganeti_ceph import __version__, procs
 from ganeti_ceph.config import Config, Timeouts, conf_fsid
 from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.rbd.mappers import table
 from ganeti_ceph.session import Session
 
 # (key in the raw dict, mon command prefix, arguments); status first: it says
@@ -175,21 +176,8 @@ def ceph_processes(sampler: ProcSampler, fsid: str | None, own_conf: str) -> lis
 
 
 def mapped_links(run_dir: str, fsid: str | None) -> list[tuple[str, str, str]]:
-    """(pool, image, device) of every mapping of this cluster on this node (the mappers' links)."""
-    base = os.path.join(run_dir, "dev", fsid or "")
-    out = []
-    if not fsid or not os.path.isdir(base):
-        return out
-    for pool in sorted(os.listdir(base)):
-        pdir = os.path.join(base, pool)
-        for image in sorted(os.listdir(pdir)) if os.path.isdir(pdir) else []:
-            if image.endswith(".tmp"):
-                continue
-            try:
-                out.append((pool, image, os.readlink(os.path.join(pdir, image))))
-            except OSError:
-                continue
-    return out
+    """(pool, image, device) of every mapping of this cluster on this node (the mapping table)."""
+    return [(m.target.pool, m.target.image, m.device) for m in table.mapped(run_dir, fsid)]
 
 
 def disk_links(ganeti_run: str) -> dict[str, str]:

@@ -177,7 +177,7 @@ def serve(fd: int, agent: int) -> None:
     from ganeti_ceph.rbd import mappers
     from ganeti_ceph.session import SessionPool
 
-    mappers.still_wanted = lambda: os.getppid() == agent
+    mappers.base.still_wanted = lambda: os.getppid() == agent
     os.environ.clear()  # as the in-process path: children inherit nothing
     os.environ.update(runner.clean_env())
     sock = socket.socket(fileno=fd)

@@ -26,7 +26,7 @@ from ganeti_ceph import atomic, config, procs, watchdog
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError
 from ganeti_ceph.rbd import mappers
-from ganeti_ceph.rbd.mappers import Target
+from ganeti_ceph.rbd.mappers import Target, table
 
 MODULE = "ganeti_ceph.rbd.target_guard"
 SLACK = 30.0  # B's open follows A's within one Ganeti RPC
@@ -38,7 +38,7 @@ def window(cfg: Config) -> float:
 
 
 def marker(cfg: Config, t: Target) -> str:
-    return os.path.join(cfg.run_dir, "guard", f"{t.fsid}.{t.pool}.{t.image}")
+    return table.flat_path(cfg.run_dir, "guard", t)
 
 
 def arm(cfg: Config, t: Target, dev: str) -> bool:

@@ -1,17 +1,24 @@
-"""Mapper logic against a fake sysfs: what this kernel cannot show for real."""
+"""What every mapper shares (links, locks, the registry) against a fake run dir and sysfs.
+
+Each mapper's own logic is tested in test_mapper_<module>.py, which reuses `cfg` and `write`.
+"""
 
 import dataclasses
+import importlib
 import os
-import subprocess
-import sys
+import pkgutil
 import threading
 import time
 
 import pytest
 
+from ganeti_ceph import config
 from ganeti_ceph.config import Config, Timeouts
-from ganeti_ceph.errors import Busy
-from ganeti_ceph.rbd.mappers import FuseLoop, Krbd, Target, run_tool
+from ganeti_ceph.errors import Busy, ConfigError
+from ganeti_ceph.rbd import mappers
+from ganeti_ceph.rbd.mappers import Mapper, Target, table
+from ganeti_ceph.rbd.mappers.fuse_loop import FuseLoop
+from ganeti_ceph.rbd.mappers.krbd import Krbd
 
 T = Target("f5", "rbd", "vol.ext.disk0")
 
@@ -26,54 +33,10 @@ def write(path, text: str) -> None:
         fh.write(text + "\n")
 
 
-def test_krbd_checks_pool_image_and_fsid(tmp_path) -> None:
-    sys_rbd = tmp_path / "bus/rbd/devices"
-    for key, value in {"pool": "rbd", "name": "vol.ext.disk0", "current_snap": "-", "cluster_fsid": "f5"}.items():
-        write(str(sys_rbd / "3" / key), value)
-    m = Krbd(cfg(tmp_path, "krbd"), str(tmp_path / "block"), str(sys_rbd))
-    assert m.is_mapping_of("/dev/rbd3", T)
-    assert not m.is_mapping_of("/dev/rbd3", Target("other-fsid", "rbd", "vol.ext.disk0"))
-    assert not m.is_mapping_of("/dev/rbd4", T)
-
-
 def test_link_includes_fsid_pool_image(tmp_path) -> None:
     m = Krbd(cfg(tmp_path, "krbd"))
     assert m.link(T) == str(tmp_path / "run/dev/f5/rbd/vol.ext.disk0")
     assert m.link(T) != m.link(Target("f6", "rbd", "vol.ext.disk0"))
-
-
-def test_find_ignores_stale_links_and_dead_fuse(tmp_path) -> None:
-    """A link counts only if its loop device is bound to the image's file and that file's rbd-fuse
-    lives (a process named rbd-fuse holding the mountpoint stands in for it here): after rbd-fuse
-    died, the device answers every I/O with EIO and attach must map afresh."""
-    block = tmp_path / "block"
-    m = FuseLoop(cfg(tmp_path, "fuse-loop"), str(block))
-    os.makedirs(os.path.dirname(m.link(T)))
-    os.symlink("/dev/loop3", m.link(T))
-    assert m.find(T) is None  # loop3 is not bound to our file
-    write(str(block / "loop3/loop/backing_file"), m.backing_file(T))
-    assert m.loops_of(T) == ["/dev/loop3"]
-    assert m.find(T) is None  # bound, but no rbd-fuse serves the file
-    fuse = subprocess.Popen(["rbd-fuse", "-c", "import time; time.sleep(60)", m.mountpoint(T)],
-                            executable=sys.executable)
-    try:
-        deadline = time.monotonic() + 10
-        while m.find(T) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert m.find(T) == "/dev/loop3"
-    finally:
-        fuse.kill()
-        fuse.wait()
-    assert m.find(T) is None
-
-
-def test_free_loops_skip_minor_zero_and_busy(tmp_path) -> None:
-    block = tmp_path / "block"
-    for n in range(4):
-        os.makedirs(block / f"loop{n}")
-    write(str(block / "loop1/loop/backing_file"), "/x")
-    m = FuseLoop(cfg(tmp_path, "fuse-loop"), str(block))
-    assert m.free_loops() == ["/dev/loop2", "/dev/loop3"]
 
 
 def test_links_of_two_images_race_without_loss(tmp_path) -> None:
@@ -123,13 +86,54 @@ def test_lock_wait_is_bounded(tmp_path) -> None:
         pass
 
 
-def test_a_daemon_a_mapping_tool_leaves_behind_is_out_of_the_callers_process_group() -> None:
-    """A tool that forks a daemon and exits, as `rbd-nbd map` does (no setsid): the daemon must not share
-    the process group of the caller, an agent worker whose group is SIGKILLed at a call's bound (review I, R1)."""
-    out = run_tool(["sh", "-c", "sleep 60 </dev/null >/dev/null 2>&1 & echo $!"], "start a daemon", 10,
-                   leaves_daemon=True)
-    daemon = int(out)
-    try:
-        assert os.getpgid(daemon) != os.getpgrp(), "killpg of this process group would kill the mapping daemon"
-    finally:
-        os.kill(daemon, 9)  # an orphan of its shell: PID 1 here may leave it a zombie
+def test_the_table_lists_links_of_one_cluster_only(tmp_path) -> None:
+    """The links of one fsid, by pool and image; a link half-written (.tmp) or another cluster's is no mapping."""
+    run = str(tmp_path / "run")
+    table.publish(run, T, "/dev/loop3")
+    table.publish(run, Target("f5", "other", "b"), "/dev/loop4")
+    table.publish(run, Target("f6", "rbd", "c"), "/dev/loop5")
+    os.symlink("/dev/loop6", table.link(run, T) + ".tmp")
+    assert table.mapped(run, "f5") == [(Target("f5", "other", "b"), "/dev/loop4"), (T, "/dev/loop3")]
+    assert table.mapped(run, None) == [] and table.mapped(str(tmp_path / "absent"), "f5") == []
+    assert table.device(run, T) == "/dev/loop3"
+    table.unpublish(run, T)
+    assert table.device(run, T) is None and os.path.isdir(os.path.dirname(table.link(run, T)))
+
+
+def test_the_registry_holds_every_mapper_module() -> None:
+    """Each module of the package but the shared ones is one mapper, and the registry has it, in preference order:
+    a new mapper is its module (and its test) and nothing else."""
+    modules = [m.name for m in pkgutil.iter_modules(mappers.__path__) if m.name not in mappers.SHARED]
+    defined = []
+    for name in modules:
+        module = importlib.import_module(f"ganeti_ceph.rbd.mappers.{name}")
+        own = [c for c in vars(module).values()
+               if isinstance(c, type) and issubclass(c, Mapper) and c.__module__ == module.__name__]
+        assert len(own) == 1, name
+        defined += own
+    assert sorted(mappers.MAPPERS.values(), key=lambda c: c.__name__) == sorted(defined, key=lambda c: c.__name__)
+    assert mappers.names() == ("krbd", "rbd-nbd", "fuse-loop")
+    assert [mappers.get(n).name for n in mappers.names()] == list(mappers.names())
+    assert all(type(mappers.for_config(cfg_of(n))).name == n for n in mappers.names())
+
+
+def cfg_of(mapper: str) -> Config:
+    return Config(conf="/c/ceph.conf", keyring="/c/k", mapper=mapper)
+
+
+def test_the_config_takes_exactly_the_registrys_names() -> None:
+    for name in mappers.names():
+        assert config.parse({"conf": "/c", "keyring": "/k", "mapper": name}).mapper == name
+    with pytest.raises(ConfigError, match=f"mapper must be one of {', '.join(mappers.names())}, not 'nope'"):
+        config.parse({"conf": "/c", "keyring": "/k", "mapper": "nope"})
+
+
+def test_detect_takes_the_most_preferred_available_mapper(monkeypatch: pytest.MonkeyPatch) -> None:
+    have: set[str] = set()
+    for cls in mappers.MAPPERS.values():
+        monkeypatch.setattr(cls, "available", classmethod(lambda c: c.name in have))
+    assert mappers.detect() == "fuse-loop"  # the last resort, whatever the host lacks
+    have.update(("rbd-nbd", "fuse-loop"))
+    assert mappers.detect() == "rbd-nbd"
+    have.add("krbd")
+    assert mappers.detect() == "krbd"

@@ -1,0 +1,45 @@
+"""krbd: the kernel RBD client (`rbd device map`), the default on real hosts."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ganeti_ceph import runner
+from ganeti_ceph.rbd.mappers.base import SYS_BLOCK, MapError, Mapper, module_available, read
+from ganeti_ceph.rbd.mappers.table import Target
+
+if TYPE_CHECKING:
+    from ganeti_ceph.config import Config
+
+SYS_RBD = "/sys/bus/rbd/devices"
+
+
+class Krbd(Mapper):
+    """The kernel RBD client; sysfs tells pool, image and cluster of /dev/rbdN."""
+
+    name = "krbd"
+    preference = 10
+
+    def __init__(self, cfg: Config, sys_block: str = SYS_BLOCK, sys_rbd: str = SYS_RBD) -> None:
+        super().__init__(cfg, sys_block)
+        self.sys_rbd = sys_rbd
+
+    @classmethod
+    def available(cls) -> bool:
+        return os.path.isdir(os.path.dirname(SYS_RBD)) or module_available("rbd")
+
+    def is_mapping_of(self, dev: str, t: Target) -> bool:
+        base = os.path.join(self.sys_rbd, os.path.basename(dev).removeprefix("rbd"))
+        return (read(f"{base}/pool") == t.pool and read(f"{base}/name") == t.image
+                and read(f"{base}/current_snap") in ("-", None) and read(f"{base}/cluster_fsid") == t.fsid)
+
+    def map_device(self, t: Target) -> str:
+        if not self.available():
+            raise MapError("krbd is not available on this kernel (no rbd module); "
+                           f"set mapper: rbd-nbd or fuse-loop in {self.cfg.source}")
+        return runner.run(["rbd", "device", "map", *self.client_args(), t.spec], f"map {t.spec} with krbd",
+                          self.cfg.timeouts.osd_op).strip()
+
+    def unmap_device(self, dev: str, t: Target) -> None:
+        runner.run(["rbd", "device", "unmap", dev], f"unmap {dev}", self.cfg.timeouts.osd_op)
