@@ -25,7 +25,7 @@ import threading
 import time
 
 from extstorage.client import WireError, frame, recv_frame
-from ganeti_ceph import procs
+from ganeti_ceph import procs, runner
 
 MODULE = "extstorage.agent_worker"
 SELF_KILL_MARGIN_S = 2.0  # the agent kills at the bound; the worker itself shortly after
@@ -143,9 +143,7 @@ class Workers:
 
     def close(self, wait: float) -> None:
         """Retire idle workers; give busy ones up to `wait` seconds to finish."""
-        deadline = time.monotonic() + wait
-        while self.busy and time.monotonic() < deadline:
-            time.sleep(0.05)
+        runner.until(time.monotonic() + wait, lambda: not self.busy, interval=0.05)
         with self._lock:
             idle, self._idle = self._idle, []
         for worker in idle:
@@ -173,7 +171,6 @@ def serve(fd: int, agent: int) -> None:
     threading.Thread(target=_guard, args=(agent, deadline), daemon=True).start()
     from extstorage import provider
     from extstorage.client import decode_request, encode_answer
-    from ganeti_ceph import runner
     from ganeti_ceph.rbd import mappers
     from ganeti_ceph.session import SessionPool
 

@@ -89,14 +89,9 @@ def spawn(argv: list[str], log: str, ready: Callable[[subprocess.Popen], bool], 
     with open(log, "ab") as fh:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
                                  env=DAEMON_ENV)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if ready(child):
-            return True
-        if child.poll() is not None:
-            return False
-        time.sleep(0.02)
-    return False
+    state = runner.until(time.monotonic() + wait,
+                         lambda: "ready" if ready(child) else "exited" if child.poll() is not None else "")
+    return state == "ready"
 
 
 def terminate(pid: int | None, grace: float = 10.0) -> None:
@@ -105,10 +100,7 @@ def terminate(pid: int | None, grace: float = 10.0) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if alive(pid):
+    if not runner.until(time.monotonic() + grace, lambda: not alive(pid)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from ganeti_ceph import procs
+from ganeti_ceph import procs, runner
 from ganeti_ceph.errors import GanetiCephError
 
 BINARIES = {"mon": "ceph-mon", "mgr": "ceph-mgr", "osd": "ceph-osd"}
@@ -88,18 +88,14 @@ def stop(daemons: list[Daemon], run_dir: str, conf: str, grace: float = 10.0, pr
     pids = {d.name: pid for d in daemons if (pid := running_pid(run_dir, d, conf, prefix))}
     for pid in pids.values():
         _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(procs.alive(p) for p in pids.values()):
-        time.sleep(0.05)
+    runner.until(time.monotonic() + grace, lambda: not any(procs.alive(p) for p in pids.values()), interval=0.05)
     for pid in pids.values():
         if procs.alive(pid):
             _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_WAIT
-    while not all(exited(p) for p in pids.values()):
-        if time.monotonic() > deadline:
-            left = [n for n, p in pids.items() if not exited(p)]
-            raise GanetiCephError(f"{', '.join(left)} still exiting {KILL_WAIT:.0f} s after SIGKILL; try again")
-        time.sleep(0.02)
+    left = runner.until(time.monotonic() + KILL_WAIT, lambda: [n for n, p in pids.items() if not exited(p)],
+                        lambda left: not left)
+    if left:
+        raise GanetiCephError(f"{', '.join(left)} still exiting {KILL_WAIT:.0f} s after SIGKILL; try again")
     return sorted(pids)
 
 
