@@ -29,11 +29,8 @@ ENV_VAR = "GANETI_CEPH_CONFIG"
 # No Ceph call or action may wait longer than this, whatever the config says.
 MAX_SECONDS = 86400
 
-MAPPERS = ("krbd", "rbd-nbd", "fuse-loop")
-
-
 def _mapper_names() -> tuple[str, ...]:
-    """The mapper registry's names, asked when needed: the registry imports this module."""
+    """The mapper registry's names (one module a mapper, found by ganeti_ceph.rbd.mappers)."""
     from ganeti_ceph.rbd import mappers
 
     return mappers.names()

@@ -40,6 +40,7 @@ from extstorage import request
 from ganeti_ceph import config, naming
 from ganeti_ceph.errors import ConfigError, UsageError
 from ganeti_ceph.naming import check_client_id, check_image_name, check_pool_name
+from ganeti_ceph.rbd import mappers
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import MIB, Provider, provider_fixture
 from tests.conftest import GNT_STORAGE, LocalCluster
@@ -152,7 +153,7 @@ def valid_config(cfg: config.Config) -> None:
     assert isinstance(cfg.conf, str) and cfg.conf and isinstance(cfg.keyring, str) and cfg.keyring
     check_client_id(cfg.client_id)
     check_pool_name(cfg.pool)
-    assert cfg.mapper in config.MAPPERS and os.path.isabs(cfg.run_dir)
+    assert cfg.mapper in mappers.names() and os.path.isabs(cfg.run_dir)
     assert type(cfg.clone_max_depth) is int and cfg.clone_max_depth >= 0
     for name in ("connect", "mon_op", "osd_op", "action"):
         value = getattr(cfg.timeouts, name)
