@@ -25,7 +25,7 @@ import pytest
 from ganeti_ceph import config as gconfig
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import CephError
-from ganeti_ceph.rbd.locks import fence_entry, ip_of
+from ganeti_ceph.rbd.fencing import fence_entry, ip_of
 from ganeti_ceph.session import Session
 from testbed.ganeti import Testbed
 from tests.ganeti import checks
