@@ -90,11 +90,6 @@ def run_quiet(argv: list[str], timeout: float = 120.0) -> None:
         log(f"{' '.join(argv)} exited {res.returncode}: {res.stderr.strip()[-300:]}")
 
 
-def median_of(n: int, fn: Callable[[], float]) -> float:
-    """Median of n calls of fn (each returning seconds)."""
-    return statistics.median(fn() for _ in range(n))
-
-
 def compare(name: str, baseline: str, runs: int, ours: Callable[[], float], base: Callable[[], float],
             base_runs: int | None = None) -> Result:
     """Interleave n runs of each side, log each sample, return the medians as a result row.
