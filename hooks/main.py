@@ -31,19 +31,13 @@ from ganeti_ceph import atomic, config, watchdog
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
 from ganeti_ceph.rbd import mappers
-from ganeti_ceph.rbd.mappers import Target
 from ganeti_ceph.session import Session
+from gnt_storage import deploy
 from hooks import checks, images, qmp, say
 from hooks.env import HookEnv, parse, same_node, this_node
 from hooks.fence import fence_if_dead, lift_fence
 
 CHROOT_BASE = "/var/run/ganeti/kvm-hypervisor/chroot"
-
-
-def module_present(name: str) -> bool:
-    if os.path.isdir(f"/sys/module/{name}") or (name == "rbd" and os.path.isdir("/sys/bus/rbd")):
-        return True
-    return mappers._module_available(name)
 
 
 def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
@@ -70,8 +64,7 @@ def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
                     provision_chroot(cfg, chroot)
                 problems = checks.userspace(cfg, probe, chroot)
             else:
-                module = {"krbd": "rbd", "rbd-nbd": "nbd"}.get(cfg.mapper, "fuse")
-                problems = checks.kernelspace(cfg, probe, module_present(module), features)
+                problems = checks.kernelspace(cfg, probe, mappers.get(cfg.mapper).available(), features)
             if problems:
                 raise UsageError(f"disk {disk.index} ({pool}/{disk.volume}, {access}) cannot be served on this "
                                  f"node: {problems[0]}")
@@ -99,12 +92,11 @@ def unmap_leftovers(h: HookEnv, cfg: Config) -> None:
         with Session(cfg) as s:
             fsid = s.fsid()
     mapper = mappers.for_config(cfg)
-    base = os.path.join(cfg.run_dir, "dev", fsid)
-    pools = os.listdir(base) if os.path.isdir(base) else []
+    mapped = [m.target for m in mappers.table.mapped(cfg.run_dir, fsid)]
     for disk in h.rbd_disks:
-        for pool in pools:
-            if os.path.lexists(os.path.join(base, pool, disk.volume)) and mapper.unmap(Target(fsid, pool, disk.volume)):
-                say(f"unmapped leftover {pool}/{disk.volume}")
+        for target in mapped:
+            if target.image == disk.volume and mapper.unmap(target):
+                say(f"unmapped leftover {target.pool}/{disk.volume}")
 
 
 def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
@@ -114,12 +106,8 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
     if disk is None or not os.path.exists(sock):
         return
     with Session(cfg) as s:
-        pool = images.find(s, cfg, disk).pool
-        with s.ioctx(pool) as ioctx, s.errors(f"size of {pool}/{disk.volume}"):
-            import rbd
-
-            with rbd.Image(ioctx, disk.volume, read_only=True) as img:
-                size = img.size()
+        image = images.find(s, cfg, disk)
+    pool, size = image.pool, image.size
     try:
         client = qmp.Qmp(sock)
         try:
@@ -136,23 +124,19 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
 
 
 def storage_node_hook(h: HookEnv, bound: float) -> None:
-    """The storage group's node lifecycle (gnt_storage.deploy.lifecycle), on the master only."""
-    from ganeti_ceph.ganeti import Ganeti
-    from gnt_storage.deploy import distributed, lifecycle
-
-    if distributed.load_state() is None:  # no storage cluster kept on this master: nothing to do
+    """The storage group's node lifecycle (gnt_storage.deploy), on the master only."""
+    if not deploy.storage_group_kept():  # no storage cluster kept on this master: nothing to do
         return
-    ganeti = Ganeti()
     name = h.target or h.node_name
     if h.hpath == "node-modify" and h.offline == "True" and h.phase == "pre":
         # Data that is still moving is a clean veto before the watchdog ends the hook.
-        lifecycle.offline(lifecycle.find(ganeti, name), ganeti, drain_timeout=max(1.0, bound - 60))
+        deploy.node_offline(name, drain_timeout=max(1.0, bound - 60))
     elif back_in_service(h):
-        lifecycle.online(lifecycle.find(ganeti, name), ganeti)
+        deploy.node_online(name)
     elif h.hpath == "node-remove" and h.phase == "pre":
-        lifecycle.refuse_remove(lifecycle.find(ganeti, name))
+        deploy.refuse_node_remove(name)
     elif h.hpath == "node-remove" and h.phase == "post":
-        lifecycle.forget(name)
+        deploy.forget_node(name)
 
 
 def back_in_service(h: HookEnv) -> bool:
