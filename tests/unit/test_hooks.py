@@ -2,7 +2,10 @@
 
 import os
 
+import pytest
+
 from ganeti_ceph.config import Config
+from gnt_storage import deploy
 from hooks import checks, main
 from hooks.env import Disk, parse, same_node
 
@@ -105,3 +108,35 @@ def test_disk_grow_env() -> None:
     h = parse({**ENV, "GANETI_HOOKS_PATH": "disk-grow", "GANETI_HOOKS_PHASE": "post", "GANETI_DISK": "0",
                "GANETI_INSTANCE_HYPERVISOR": "kvm"})
     assert (h.grown_disk, h.hypervisor) == (0, "kvm")
+
+
+@pytest.mark.parametrize(("hpath", "phase", "offline", "called"), [
+    ("node-modify", "pre", "True", ("node_offline", "n9.t", 240.0)),
+    ("node-modify", "post", "False", ("node_online", "n9.t")),
+    ("node-add", "post", "", ("node_online", "n9.t")), ("node-remove", "pre", "", ("refuse_node_remove", "n9.t")),
+    ("node-remove", "post", "", ("forget_node", "n9.t")), ("node-modify", "post", "True", None),
+])
+def test_the_storage_lifecycle_is_reached_through_the_deployment_api(
+        monkeypatch: pytest.MonkeyPatch, hpath: str, phase: str, offline: str, called: tuple | None) -> None:
+    """The master's node hooks name the node and the step; gnt_storage.deploy does the rest."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(deploy, "storage_group_kept", lambda: True)
+    monkeypatch.setattr(deploy, "node_offline", lambda name, drain_timeout: calls.append(("node_offline", name,
+                                                                                          drain_timeout)))
+    for step in ("node_online", "refuse_node_remove", "forget_node"):
+        monkeypatch.setattr(deploy, step, lambda name, step=step: calls.append((step, name)))
+    h = parse({"GANETI_HOOKS_PATH": hpath, "GANETI_HOOKS_PHASE": phase, "GANETI_OFFLINE": offline,
+               "GANETI_OP_TARGET": "n9.t"})
+    main.storage_node_hook(h, bound=300.0)
+    assert calls == ([called] if called else [])
+
+
+def test_no_storage_group_kept_means_no_lifecycle_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deploy, "storage_group_kept", lambda: False)
+
+    def refuse(name: str) -> None:
+        raise AssertionError("no step without a storage group")
+
+    monkeypatch.setattr(deploy, "refuse_node_remove", refuse)
+    main.storage_node_hook(parse({"GANETI_HOOKS_PATH": "node-remove", "GANETI_HOOKS_PHASE": "pre",
+                                  "GANETI_NODE_NAME": "n9.t"}), bound=300.0)
