@@ -101,13 +101,10 @@ def test_pool_quota_reached_then_lifted(bed: Bed, ledger: Ledger) -> None:
         bed.set_quota(0)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "intermittent, so not strict: a worker killed with its agent can leave its watch on a volume for "
-    "about 30 s (until Ceph drops the dead client's watch), and Ganeti's remove right after is refused "
-    "'in use' (the safe answer; a later retry removes it)"))
 def test_agent_killed_mid_call(bed: Bed, ledger: Ledger) -> None:
     """Calls through the agent are held mid-way (OSDs paused) when the agent is SIGKILLed: each
-    caller gets one line within the bound, none re-runs the call, Ganeti's follow-ups clean up."""
+    caller gets one line within the bound, none re-runs the call, Ganeti's follow-ups clean up (a killed
+    worker's watch lasts until Ceph's watch timeout: remove waits it out, ganeti_ceph/rbd/remove.py)."""
     with bed.scenario("agent killed (SIGKILL) mid-call", ledger.record) as t:
         disks, probe, new = begin(bed, t)
         victim = bed.new_volume(t, 64)
