@@ -29,6 +29,7 @@ ENV_VAR = "GANETI_CEPH_CONFIG"
 # No Ceph call or action may wait longer than this, whatever the config says.
 MAX_SECONDS = 86400
 
+
 def _mapper_names() -> tuple[str, ...]:
     """The mapper registry's names (one module a mapper, found by ganeti_ceph.rbd.mappers)."""
     from ganeti_ceph.rbd import mappers

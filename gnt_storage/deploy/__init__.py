@@ -8,14 +8,13 @@ pays no import cost.
 
 from __future__ import annotations
 
-import os
-
 
 def admin_files() -> tuple[str, str]:
     """(ceph.conf, admin keyring) that init-distributed-storage keeps on the master."""
+    from gnt_storage.deploy import admin
     from gnt_storage.deploy.distributed import STATE_DIR
 
-    return os.path.join(STATE_DIR, "ceph.conf"), os.path.join(STATE_DIR, "ceph.client.admin.keyring")
+    return admin.files(STATE_DIR)
 
 
 def storage_group_kept() -> bool:

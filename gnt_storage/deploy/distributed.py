@@ -29,12 +29,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError, UsageError
 from ganeti_ceph.ganeti import Ganeti, GNode
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage.deploy import bootstrap, cephconf, options
+from gnt_storage.deploy import admin, bootstrap, cephconf, options
 from gnt_storage.deploy.cephconf import ClusterSpec, Mon
 from gnt_storage.deploy.options import STORAGE_TAG, StorageOptions
 from gnt_storage.deploy.remote import Node, SshSettings, load_client_key, load_host_keys
@@ -201,12 +201,16 @@ def connect_all(gnodes: list[GNode], settings: SshSettings) -> list[Node]:
 
 def admin_config(state: dict[str, Any], spec: ClusterSpec, wait: float) -> Config:
     """The master's own admin access (it need not be in the group): conf + keyring in STATE_DIR."""
-    conf, keyring = os.path.join(STATE_DIR, "ceph.conf"), os.path.join(STATE_DIR, "ceph.client.admin.keyring")
+    conf, keyring = admin.files(STATE_DIR)
     bootstrap.write_file(conf, cephconf.render_conf(spec), 0o644)
     bootstrap.write_file(keyring, cephconf.keyring({"client.admin": (state["keys"]["client.admin"],
                                                                      cephconf.ADMIN_CAPS)}), 0o600)
-    return Config(conf=conf, keyring=keyring, client_id="admin", cluster=f"storage group {state['group']}",
-                  timeouts=Timeouts(connect=15, mon_op=30, osd_op=max(30.0, wait)))
+    return group_admin(state["group"], wait)
+
+
+def group_admin(group: str, wait: float = 0.0) -> Config:
+    """client.admin of the group's cluster from this master's STATE_DIR (see admin.timeouts for `wait`)."""
+    return admin.config(STATE_DIR, f"storage group {group}", admin.timeouts(wait))
 
 
 # -- the command ----------------------------------------------------------------------------

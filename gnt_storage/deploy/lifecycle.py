@@ -21,7 +21,7 @@ import os
 import time
 from typing import Any
 
-from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.config import Config
 from ganeti_ceph.errors import CephError, GanetiCephError, UsageError
 from ganeti_ceph.ganeti import Ganeti, GNode
 from ganeti_ceph.log import progress
@@ -38,13 +38,11 @@ def storage_node(node: str, state: dict[str, Any] | None) -> bool:
 
 
 def admin(state: dict[str, Any]) -> Config:
-    conf = os.path.join(distributed.STATE_DIR, "ceph.conf")
-    keyring = os.path.join(distributed.STATE_DIR, "ceph.client.admin.keyring")
-    if not os.path.exists(conf) or not os.path.exists(keyring):
-        raise GanetiCephError(f"{conf} or its admin keyring is missing on this master; run "
+    cfg = distributed.group_admin(state["group"])
+    if not os.path.exists(cfg.conf) or not os.path.exists(cfg.keyring):
+        raise GanetiCephError(f"{cfg.conf} or its admin keyring is missing on this master; run "
                               f"gnt-storage init-distributed-storage -s ceph {state['group']} again")
-    return Config(conf=conf, keyring=keyring, client_id="admin", cluster=f"storage group {state['group']}",
-                  timeouts=Timeouts(connect=10, mon_op=30, osd_op=30))
+    return cfg
 
 
 def moving_pgs(status: dict[str, Any]) -> int:

@@ -25,7 +25,7 @@ from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.errors import GanetiCephError, UsageError
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage.deploy import bootstrap, daemons
+from gnt_storage.deploy import admin, bootstrap, daemons
 from gnt_storage.deploy.cephconf import ClusterSpec, Mon
 from gnt_storage.deploy.daemons import Daemon
 
@@ -77,8 +77,7 @@ def daemon_list(osds: int, mons: int = 1) -> list[Daemon]:
 
 
 def admin_config(root: str, timeouts: Timeouts | None = None) -> Config:
-    return Config(conf=os.path.join(root, "ceph.conf"), keyring=os.path.join(root, "ceph.client.admin.keyring"),
-                  client_id="admin", cluster=f"local ({root})", timeouts=timeouts or Timeouts())
+    return admin.config(root, f"local ({root})", timeouts)
 
 
 def client_config(spec: ClusterSpec) -> Config:
@@ -273,7 +272,7 @@ def restart(root: str, state: dict, wait: float, env: dict[str, str]) -> Config:
     progress(f"restarting {', '.join(d.name for d in todo)} of the cluster in {root} (fsid {state['fsid']}); "
              "its data is kept")
     daemons.start([d for d in todo if d.type != "osd"], conf, log, env)
-    with Session(admin_config(root, Timeouts(connect=15, mon_op=30, osd_op=max(30.0, wait)))) as session:
+    with Session(admin_config(root, admin.timeouts(wait))) as session:
         osds = [d for d in todo if d.type == "osd"]
         epochs = bootstrap.boot_epochs(session)
         before = {d.id: epochs.get(d.id, 0) for d in osds}
@@ -294,8 +293,7 @@ def _bring_up(spec: ClusterSpec, opts: Options, env: dict[str, str]) -> None:
     progress(f"starting {names} and mgr.x on {opts.addr}:{opts.port}")
     daemons.start([Daemon("mon", m.id) for m in spec.mons] + [Daemon("mgr", "x")], spec.conf_path,
                   spec.path("log"), env)
-    timeouts = Timeouts(connect=15, mon_op=30, osd_op=max(30.0, opts.wait))
-    with Session(admin_config(spec.root, timeouts)) as session:
+    with Session(admin_config(spec.root, admin.timeouts(opts.wait))) as session:
         bootstrap.register_osds(session, uuids)
         bootstrap.require_modern_clients(session)
         bootstrap.create_pools(session, spec)

@@ -30,6 +30,7 @@ import rbd
 import yaml
 
 from extstorage.install import install, module_path
+from ganeti_ceph import config as gconfig
 from ganeti_ceph import procs
 from ganeti_ceph.config import Config
 from ganeti_ceph.session import Session
@@ -131,12 +132,11 @@ class Provider:
         """A copy of the cluster's ganeti-ceph.yaml with its own run_dir and `changes`."""
         with open(os.path.join(self.cluster.dir, "ganeti-ceph.yaml")) as fh:
             data = yaml.safe_load(fh)
-        data["run_dir"] = os.path.join(self.base, f"run-{name}")
-        data.update(changes)
-        self.run_dirs.add(str(data.get("run_dir", "/run/ganeti-ceph")))
         path = os.path.join(self.base, f"{name}.yaml")
+        cfg = gconfig.parse({**data, "run_dir": os.path.join(self.base, f"run-{name}"), **changes}, path)
+        self.run_dirs.add(cfg.run_dir)
         with open(path, "w") as fh:
-            yaml.safe_dump(data, fh)
+            fh.write(gconfig.dump(cfg))
         return path
 
     def volume(self, n: int = 0) -> str:
