@@ -25,6 +25,7 @@ import pytest
 from ganeti_ceph import config as gconfig
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import CephError
+from ganeti_ceph.rbd import fencing
 from ganeti_ceph.rbd.fencing import fence_entry, ip_of
 from ganeti_ceph.session import Session
 from testbed.ganeti import Testbed
@@ -218,19 +219,19 @@ def bury_node1(tb: Testbed, inst: Inst, vol: str) -> None:
 def test_the_client_key_fences_but_cannot_lift(testbed: Testbed, ceph_admin: Config) -> None:
     """Every node's key may add a fence (the failover hook does so with it), IPv4 and IPv6 in the form Ceph
     lists, but may not remove one: a fenced node cannot lift its own fence. The admin key can."""
-    entries = {fence_entry(f"{testbed.host_addr.rsplit('.', 1)[0]}.250"), fence_entry("2001:db8::250")}
+    ips = [f"{testbed.host_addr.rsplit('.', 1)[0]}.250", "2001:db8::250"]
+    entries = {fence_entry(ip) for ip in ips}
     with Session(client_config()) as s:
-        for entry in entries:
-            s.mon_command("osd blocklist", blocklistop="add", addr=entry, expire=600.0)
+        assert {fencing.add(s, ip, 600.0) for ip in ips} == entries
         try:
             assert entries <= checks.blocklist(ceph_admin)
             for entry in entries:
                 with pytest.raises(CephError, match="check the client's caps"):
-                    s.mon_command("osd blocklist", blocklistop="rm", addr=entry)
+                    fencing.lift(s, entry)
         finally:
             with Session(ceph_admin) as admin:
                 for entry in entries:
-                    admin.mon_command("osd blocklist", blocklistop="rm", addr=entry)
+                    fencing.lift(admin, entry)
     assert not entries & checks.blocklist(ceph_admin)
 
 
@@ -289,13 +290,13 @@ def test_readd_lifts_a_fence_with_the_admin_key(testbed: Testbed, ceph_admin: Co
         testbed.gnt("gnt-instance", "migrate", "-f", kernelspace.name)
         kernelspace.primary = 0
     assert testbed.mappings(1) == checks.NO_MAPPINGS
-    node1, fence = testbed.node_names[1], fence_entry(testbed.addresses[1])
+    node1 = testbed.node_names[1]
     with Session(ceph_admin) as s:
-        s.mon_command("osd blocklist", blocklistop="add", addr=fence, expire=600.0)
+        fence = fencing.add(s, testbed.addresses[1], 600.0)
     try:
         testbed.gnt("gnt-node", "add", "--readd", "--no-ssh-key-check", node1)
         assert fence not in checks.blocklist(ceph_admin), "readding node1 did not lift its fence"
     finally:
         if fence in checks.blocklist(ceph_admin):
             with Session(ceph_admin) as s:
-                s.mon_command("osd blocklist", blocklistop="rm", addr=fence)
+                fencing.lift(s, fence)
