@@ -135,9 +135,9 @@ YAML_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), HO
 YAML_VALUES = st.recursive(YAML_LEAVES, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.one_of(HOSTILE_TEXT, st.integers()), inner, max_size=3),
                            max_leaves=12)
-TOP_KEYS = sorted({"cluster", "conf", "client", "keyring", "pool", "timeouts", "mapper", "clone_max_depth",
-                   "run_dir", "node"})
-TIMEOUTS = st.dictionaries(st.sampled_from(["connect", "mon_op", "osd_op", "action", "bogus"]),
+TOP_KEYS = sorted({k.name.split(".")[0] for k in config.KEYS})  # every key of the one table, and so every new one
+TIMEOUT_KEYS = [k.name.removeprefix("timeouts.") for k in config.KEYS if k.name.startswith("timeouts.")]
+TIMEOUTS = st.dictionaries(st.sampled_from([*TIMEOUT_KEYS, "bogus"]),
                            st.one_of(st.floats(), st.integers(), HOSTILE_TEXT, st.booleans()), max_size=4)
 CONFIGS = st.one_of(
     YAML_VALUES,
@@ -155,7 +155,7 @@ def valid_config(cfg: config.Config) -> None:
     check_pool_name(cfg.pool)
     assert cfg.mapper in mappers.names() and os.path.isabs(cfg.run_dir)
     assert type(cfg.clone_max_depth) is int and cfg.clone_max_depth >= 0
-    for name in ("connect", "mon_op", "osd_op", "action"):
+    for name in TIMEOUT_KEYS:
         value = getattr(cfg.timeouts, name)
         assert type(value) is float and math.isfinite(value) and value > 0, (name, value)
 
