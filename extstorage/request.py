@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.naming import ACCESS_MODES, check_image_name, check_pool_name, mib
+from ganeti_ceph.rbd.service import VolumeRef, VolumeSpec
+from ganeti_ceph.rbd.volumes import parse_features
 
 ACTIONS = ("create", "attach", "detach", "remove", "grow", "setinfo", "verify", "snapshot", "open", "close")
 # name -> description, as written to parameters.list.
@@ -50,6 +52,16 @@ class Request:
     @property
     def origin(self) -> str | None:
         return self.params.get("origin")
+
+    @property
+    def ref(self) -> VolumeRef:
+        return VolumeRef(self.pool, self.volume, self.uuid)
+
+    def spec(self) -> VolumeSpec:
+        """The volume create would make (verify checks it); the features parameter is checked here."""
+        params = self.params
+        return VolumeSpec(self.ref, self.size_mib or 0, self.access, parse_features(params.get("features")),
+                          params.get("data_pool"), self.origin, params.get("adopt_image"), self.cname)
 
 
 # Sizes are MiB counts of ASCII digits (int() would also take "1_0", " 64",

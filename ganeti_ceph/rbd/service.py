@@ -1,0 +1,265 @@
+"""The volume service: every use case of an RBD volume, whatever the front end.
+
+A front end (the ExtStorage provider, and later hooks or an API) turns its
+input into the frozen dataclasses below, calls one method and formats the
+result. The decisions live only here: create vs adopt vs clone, attach as
+"make a pending snapshot volume real, then map", the target guard armed by
+close and disarmed by open, a grow that a mapped device must see. Errors
+are GanetiCephErrors with the messages front ends show as they are.
+
+Built from a Config and a session source; building it connects to nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from ganeti_ceph.config import Config, conf_fsid
+from ganeti_ceph.errors import NotFound, UsageError
+from ganeti_ceph.rbd import locks, mappers, prealloc_wipe, snapshots, target_guard, volumes
+from ganeti_ceph.rbd import remove as removal
+from ganeti_ceph.rbd.access import check_qemu_conf, userspace_uri
+from ganeti_ceph.rbd.catalogue import Backend, Catalogue
+from ganeti_ceph.rbd.volumes import ImageRef
+from ganeti_ceph.session import Session, one_shot
+
+# Where sessions come from: one_shot (connect per call) or the agent's SessionPool.
+Sessions = Callable[[Config], AbstractContextManager[Session]]
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """A volume: its pool ("": the catalogue's default), its image name, Ganeti's disk UUID."""
+
+    pool: str
+    name: str
+    uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """What create makes (verify checks the same). `origin` is `[pool/]image[@snap]`,
+    its pool defaulting to the volume's; `adopt_image` and `origin` exclude each other."""
+
+    ref: VolumeRef
+    size_mib: int = 0
+    access: str = "kernelspace"
+    features: tuple[str, ...] = volumes.DEFAULT_FEATURES
+    data_pool: str | None = None
+    origin: str | None = None
+    adopt_image: str | None = None
+    cname: str | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    made: bool  # False: this very volume existed already (a repeat)
+    adopted_from: str | None = None  # pool/image
+    cloned_from: ImageRef | None = None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    device: str  # empty in userspace access: QEMU opens the image itself
+    uri: str  # rbd:<pool>/<image>[:id=<client>], for QEMU
+
+
+@dataclass(frozen=True)
+class Grown:
+    size_mib: int
+    device: str | None  # the mapped device that was resized, if mapped here
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A mapping left unused by a close, unmapped unless an open follows within `window_s`."""
+
+    device: str
+    window_s: float
+
+
+@dataclass(frozen=True)
+class Closed:
+    was_open: bool
+    guard: Guard | None
+
+
+@dataclass(frozen=True)
+class VolumeService:
+    """The use cases, over one config and a session source."""
+
+    cfg: Config
+    sessions: Sessions = one_shot
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return Catalogue.of(self.cfg)
+
+    def resolve(self, ref: VolumeRef) -> VolumeRef:
+        """`ref` with its pool named."""
+        return VolumeRef(self.catalogue.pool(ref.pool), ref.name, ref.uuid)
+
+    def _session(self) -> AbstractContextManager[Session]:
+        return self.sessions(self.cfg)
+
+    def _conf_fsid(self, ref: VolumeRef) -> str | None:
+        """The fsid written in the conf of the volume's backend: known without asking Ceph."""
+        return conf_fsid(self.catalogue.backend_of(ref.pool).conf)
+
+    def _fsid(self, ref: VolumeRef, session: Session | None = None) -> str:
+        """The cluster's fsid: from its conf if written there, else asked (in `session` if given)."""
+        fsid = self._conf_fsid(ref)
+        if fsid:
+            return fsid
+        if session is not None:
+            return session.fsid()
+        with self._session() as s:
+            return s.fsid()
+
+    @staticmethod
+    def _target(ref: VolumeRef, fsid: str) -> mappers.Target:
+        return mappers.Target(fsid, ref.pool, ref.name)
+
+    def _require_volume(self, s: Session, ref: VolumeRef) -> None:
+        """The image exists, or is a pending snapshot volume, made real now."""
+        try:
+            s.require_image(ref.pool, ref.name)
+        except NotFound:
+            if not snapshots.materialize(s, ref.pool, ref.name):
+                raise
+
+    def create(self, spec: VolumeSpec) -> Created:
+        """A new image, an adopted one (renamed, no copy) or a clone of `origin`; a repeat is a success."""
+        ref = self.resolve(spec.ref)
+        pool = ref.pool
+        if spec.access == "kernelspace" and self.cfg.mapper == "krbd" and "journaling" in spec.features:
+            raise UsageError("feature journaling is not supported by krbd; drop it or use access=userspace")
+        origin = volumes.parse_origin(spec.origin, pool) if spec.origin else None
+        if spec.adopt_image or origin:  # Ganeti's wipe would zero them: see ganeti_ceph/rbd/prealloc_wipe.py
+            prealloc_wipe.refuse_if_wiped(f"the adopted image {pool}/{spec.adopt_image}"
+                                          if spec.adopt_image else f"this clone of {origin}")
+        meta = metadata(spec)
+        with self._session() as s:
+            if spec.adopt_image:
+                made = volumes.adopt(s, pool, spec.adopt_image, ref.name, spec.size_mib, meta)
+                return Created(made, adopted_from=f"{pool}/{spec.adopt_image}")
+            if origin:
+                made = volumes.clone(s, origin, pool, ref.name, spec.size_mib, spec.features, spec.data_pool,
+                                     meta, self.cfg.clone_max_depth)
+                return Created(made, cloned_from=origin)
+            return Created(volumes.create(s, pool, ref.name, spec.size_mib, spec.features, spec.data_pool, meta))
+
+    def attach(self, ref: VolumeRef, access: str) -> Attachment:
+        """userspace: the URI only; kernelspace: the volume mapped here (if not yet), and the URI."""
+        ref = self.resolve(ref)
+        uri = userspace_uri(ref.pool, ref.name, self.cfg.client_id)
+        if access == "userspace":
+            with self._session() as s:
+                self._require_volume(s, ref)
+                check_qemu_conf(self._fsid(ref, s), self.cfg.source)
+            return Attachment("", uri)
+        mapper = mappers.for_config(self.cfg)
+        fsid = self._conf_fsid(ref)
+        # Only sysfs and a link are read here: nothing that could block on a
+        # wedged mapping (a stat of an rbd-fuse file can hang with its cluster).
+        dev = mapper.find(self._target(ref, fsid)) if fsid else None
+        if dev is None:
+            with self._session() as s:
+                self._require_volume(s, ref)
+                dev = mapper.map(self._target(ref, self._fsid(ref, s)))
+        return Attachment(dev, uri)
+
+    def detach(self, ref: VolumeRef) -> bool:
+        """Unmap what attach mapped, in either access mode; False if nothing was mapped."""
+        ref = self.resolve(ref)
+        return mappers.for_config(self.cfg).unmap(self._target(ref, self._fsid(ref)))
+
+    def remove(self, ref: VolumeRef) -> bool:
+        """Remove the image (False: already gone). A mapping still present, here or elsewhere,
+        is a watcher: remove refuses rather than pull a disk from under a VM."""
+        ref = self.resolve(ref)
+        with self._session() as s:
+            return removal.remove(s, ref.pool, ref.name, ref.uuid)
+
+    def grow(self, ref: VolumeRef, new_size_mib: int) -> Grown:
+        ref = self.resolve(ref)
+        with self._session() as s:
+            size = volumes.grow(s, ref.pool, ref.name, new_size_mib)
+            fsid = self._fsid(ref, s)
+        mapper = mappers.for_config(self.cfg)
+        dev = mapper.find(self._target(ref, fsid))
+        if dev:  # mapped here: the device must show the new size before Ganeti looks
+            mapper.refresh(dev, self._target(ref, fsid), size * volumes.MIB)
+        return Grown(size, dev)
+
+    def set_info(self, ref: VolumeRef, text: str) -> None:
+        ref = self.resolve(ref)
+        with self._session() as s:
+            volumes.set_metadata(s, ref.pool, ref.name, {volumes.META_INFO: text})
+
+    def snapshot(self, ref: VolumeRef, snapshot_volume: str) -> bool:
+        """Snapshot now, as the volume `snapshot_volume` (made real at its first attach or open);
+        False if that snapshot exists already."""
+        ref = self.resolve(ref)
+        with self._session() as s:
+            return snapshots.snapshot(s, ref.pool, ref.name, snapshot_volume)
+
+    def open(self, ref: VolumeRef, exclusive: bool) -> str:
+        """Record this node as opener (see locks.open_volume); returns what was done."""
+        ref = self.resolve(ref)
+        with self._session() as s:
+            self._require_volume(s, ref)
+            done = locks.open_volume(s, ref.pool, ref.name, self.cfg.node_name, exclusive)
+            fsid = self._fsid(ref, s)
+        target_guard.disarm(self.cfg, self._target(ref, fsid))
+        return done
+
+    def close(self, ref: VolumeRef) -> Closed:
+        """Close; an unused mapping left here gets a guard (ganeti_ceph/rbd/target_guard.py): after a
+        failed live migration to this node, Ganeti would never unmap it. The guard is armed before
+        Ceph is asked: a close that fails because this node lost Ceph is such a migration."""
+        ref = self.resolve(ref)
+        fsid = self._conf_fsid(ref)
+        guard = self._guard(ref, fsid) if fsid else None
+        with self._session() as s:
+            if not fsid:
+                guard = self._guard(ref, s.fsid())
+            had = locks.close_volume(s, ref.pool, ref.name, self.cfg.node_name)
+        return Closed(had, guard)
+
+    def _guard(self, ref: VolumeRef, fsid: str) -> Guard | None:
+        dev = mappers.for_config(self.cfg).find(self._target(ref, fsid))
+        if dev is None or not target_guard.arm(self.cfg, self._target(ref, fsid), dev):
+            return None
+        return Guard(dev, target_guard.window(self.cfg))
+
+    def verify(self, spec: VolumeSpec) -> Backend:
+        """The cluster answers, the pool (and data pool, origin) exist; the backend checked."""
+        ref = self.resolve(spec.ref)
+        with self._session() as s:
+            for pool in filter(None, (ref.pool, spec.data_pool)):
+                with s.ioctx(pool):
+                    pass
+            if spec.origin:
+                origin = volumes.parse_origin(spec.origin, ref.pool)
+                s.require_image(origin.pool, origin.image)
+        return self.catalogue.backend_of(ref.pool)
+
+    @staticmethod
+    def switch_access(instance: str, mode: str, dry_run: bool = False) -> int:
+        """Move an instance's disks to access `mode` (see ganeti_ceph/rbd/access_switch.py)."""
+        from ganeti_ceph.rbd import access_switch  # Ganeti's CLI and state: not loaded for a provider call
+
+        return access_switch.switch(instance, mode, dry_run=dry_run)
+
+
+def metadata(spec: VolumeSpec) -> dict[str, str]:
+    """Our image metadata for a new volume: its access mode, Ganeti's disk UUID and name."""
+    meta = {volumes.META_ACCESS: spec.access}
+    if spec.ref.uuid:
+        meta[volumes.META_UUID] = spec.ref.uuid
+    if spec.cname:
+        meta[volumes.META_CNAME] = spec.cname
+    return meta
