@@ -1,11 +1,11 @@
 """The volume service: every use case of an RBD volume, whatever the front end.
 
-A front end (the ExtStorage provider, and later hooks or an API) turns its
-input into the frozen dataclasses below, calls one method and formats the
-result. The decisions live only here: create vs adopt vs clone, attach as
-"make a pending snapshot volume real, then map", the target guard armed by
-close and disarmed by open, a grow that a mapped device must see. Errors
-are GanetiCephErrors with the messages front ends show as they are.
+A front end (today extstorage/provider.py) turns its input into the
+frozen dataclasses below, calls one method and formats the result. The
+decisions live only here: create vs adopt vs clone, attach as "make a
+pending snapshot volume real, then map", the target guard armed by close
+and disarmed by open, a grow that a mapped device must see. Errors are
+GanetiCephErrors with the messages front ends show as they are.
 
 Built from a Config and a session source; building it connects to nothing.
 """
