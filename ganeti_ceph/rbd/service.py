@@ -184,6 +184,7 @@ class VolumeService:
             return removal.remove(s, ref.pool, ref.name, ref.uuid)
 
     def grow(self, ref: VolumeRef, new_size_mib: int) -> Grown:
+        """Grow (never shrink) to `new_size_mib`; a device mapped here is resized with it."""
         ref = self.resolve(ref)
         with self._session() as s:
             size = volumes.grow(s, ref.pool, ref.name, new_size_mib)
@@ -195,6 +196,7 @@ class VolumeService:
         return Grown(size, dev)
 
     def set_info(self, ref: VolumeRef, text: str) -> None:
+        """Ganeti's free-form text about the volume, kept as image metadata."""
         ref = self.resolve(ref)
         with self._session() as s:
             volumes.set_metadata(s, ref.pool, ref.name, {volumes.META_INFO: text})
