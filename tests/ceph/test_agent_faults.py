@@ -28,6 +28,7 @@ import pytest
 from extstorage.client import GRACE_S, HANDSHAKE_S, MAX_FRAME, frame
 from ganeti_ceph import procs
 from ganeti_ceph.config import conf_fsid
+from ganeti_ceph.rbd.mappers import Target, table
 from tests.ceph.provider_env import Provider, provider_fixture
 from tests.conftest import LocalCluster
 
@@ -54,12 +55,16 @@ def roomy(prov: Provider, short: str) -> str:
     return prov.config("roomy", run_dir=os.path.join(prov.base, "run-short"))
 
 
+def target(prov: Provider, vol: str) -> Target:
+    return Target(conf_fsid(prov.cluster.conf), "rbd", vol)
+
+
 @contextlib.contextmanager
 def holding_map_lock(prov: Provider, vol: str) -> Iterator[None]:
     """Hold the mapping lock of `vol` for the `short` config's node, as a call under way would."""
-    lockdir = os.path.join(prov.base, "run-short", "lock")
-    os.makedirs(lockdir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(lockdir, f"{conf_fsid(prov.cluster.conf)}.rbd.{vol}"), os.O_CREAT | os.O_RDWR, 0o600)
+    path = table.flat_path(os.path.join(prov.base, "run-short"), "lock", target(prov, vol))
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -70,7 +75,7 @@ def holding_map_lock(prov: Provider, vol: str) -> Iterator[None]:
 def mapped(prov: Provider, vol: str) -> list[str]:
     """Traces of a mapping of `vol` on the short config's node: rbd-fuse, its link."""
     found = [f"rbd-fuse {pid}" for pid in procs.find("rbd-fuse", arg=vol)]
-    link = os.path.join(prov.base, "run-short", "dev", conf_fsid(prov.cluster.conf), "rbd", vol)
+    link = table.link(os.path.join(prov.base, "run-short"), target(prov, vol))
     return found + ([f"link {link}"] if os.path.lexists(link) else [])
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from ganeti_ceph import config
 from ganeti_ceph.config import conf_fsid
+from ganeti_ceph.rbd.mappers import Target, table
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import MIB, Provider, provider_fixture, write_device
 from tests.conftest import LocalCluster
@@ -212,7 +213,7 @@ def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> Non
         while os.listdir(guards) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not os.listdir(guards), "the guards did not end within their window"
-        assert not os.path.lexists(os.path.join(cfg.run_dir, "dev", conf_fsid(cfg.conf), cfg.pool, vols["failed"]))
+        assert not os.path.lexists(table.link(cfg.run_dir, Target(conf_fsid(cfg.conf), cfg.pool, vols["failed"])))
         assert prov.attach(vols["opened"], b)[0] == devs["opened"]
         assert prov.attach(vols["in use"], b)[0] == devs["in use"]
     finally:
