@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return cluster_options.show()
     if args.command == "rbd-access":
-        from ganeti_ceph.rbd import access_switch
+        from ganeti_ceph.rbd.service import VolumeService
 
-        return access_switch.switch(args.instance, args.mode, dry_run=args.dry_run)
+        return VolumeService.switch_access(args.instance, args.mode, dry_run=args.dry_run)
     return 2
 
 
