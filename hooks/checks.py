@@ -11,10 +11,11 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from ganeti_ceph import runner
 from ganeti_ceph.config import Config
 
 QEMU_MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/qemu", "/usr/lib/qemu", "/usr/lib64/qemu")
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PATH = runner.PATH  # where the tools a child of ours runs with are looked for
 # Features krbd cannot map (Linux >= 5.3 handles the rest of our defaults).
 KRBD_UNSUPPORTED = ("journaling",)
 
