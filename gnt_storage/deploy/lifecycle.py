@@ -21,6 +21,7 @@ import os
 import time
 from typing import Any
 
+from ganeti_ceph import runner
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import CephError, GanetiCephError, UsageError
 from ganeti_ceph.ganeti import Ganeti, GNode
@@ -54,11 +55,10 @@ def moving_pgs(status: dict[str, Any]) -> int:
 
 def wait_data_settled(session: Session, timeout: float) -> None:
     time.sleep(2.5)  # two mgr stat periods: the PG map must reflect the OSDs going out
-    deadline = time.monotonic() + timeout
-    while (n := moving_pgs(session.mon_command("status"))) > 0:
-        if time.monotonic() > deadline:
-            raise CephError(f"data is still moving after {timeout:.0f} s ({n} PGs); try again later")
-        time.sleep(0.5)
+    n = runner.until(time.monotonic() + timeout, lambda: moving_pgs(session.mon_command("status")),
+                     lambda n: n <= 0, 0.5)
+    if n > 0:
+        raise CephError(f"data is still moving after {timeout:.0f} s ({n} PGs); try again later")
 
 
 def _osd_ids(state: dict[str, Any], node: str) -> list[str]:

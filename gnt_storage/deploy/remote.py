@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ganeti_ceph.errors import GanetiCephError, SshError
+from ganeti_ceph.ganeti import ssconf
 
-KNOWN_HOSTS = "/var/lib/ganeti/known_hosts"
+KNOWN_HOSTS = os.path.join(ssconf.LIB_DIR, "known_hosts")
 KEY_FILES = ("/root/.ssh/id_rsa", "/root/.ssh/id_ecdsa", "/root/.ssh/id_ed25519", "/root/.ssh/id_dsa")
 
 

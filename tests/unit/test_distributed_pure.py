@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ganeti_ceph.errors import UsageError
+from ganeti_ceph.errors import CephError, UsageError
 from ganeti_ceph.ganeti import parse_groups, parse_nodes
 from gnt_storage.deploy import cephconf, devices, distributed, lifecycle, node, options
 from gnt_storage.deploy.options import StorageOptions
@@ -145,3 +145,22 @@ def test_hook_env_node_modify() -> None:
     h = parse_hook_env({"GANETI_HOOKS_PATH": "node-modify", "GANETI_HOOKS_PHASE": "pre", "GANETI_OP_TARGET": "n2",
                         "GANETI_OFFLINE": "True", "GANETI_MASTER": "n0"})
     assert (h.target, h.offline) == ("n2", "True")
+
+
+def test_wait_data_settled_polls_until_no_pg_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lifecycle.time, "sleep", lambda _s: None)
+
+    class Mon:
+        def __init__(self, moving: list[int]) -> None:
+            self.moving = moving
+
+        def mon_command(self, _prefix: str) -> dict:
+            n = self.moving.pop(0) if len(self.moving) > 1 else self.moving[0]
+            return {"pgmap": {"pgs_by_state": [{"state_name": "active+clean", "count": 8},
+                                               {"state_name": "peering", "count": n}]}}
+
+    mon = Mon([3, 1, 0])
+    lifecycle.wait_data_settled(mon, 60)  # type: ignore[arg-type]
+    assert mon.moving == [0]
+    with pytest.raises(CephError, match=r"data is still moving after 0 s \(2 PGs\)"):
+        lifecycle.wait_data_settled(Mon([2]), 0)  # type: ignore[arg-type]
