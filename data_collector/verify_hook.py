@@ -25,7 +25,6 @@ from ganeti_ceph import config
 from ganeti_ceph.errors import ArgumentParser, GanetiCephError, run_main
 
 PROG = "ganeti-ceph-verify-hook"
-HOOK_PATH = "/etc/ganeti/hooks/cluster-verify-post.d/60-ganeti-ceph-health"
 
 
 def line(rep: dict[str, Any]) -> str:

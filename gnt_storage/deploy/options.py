@@ -19,7 +19,6 @@ TAG_PREFIX = "ganeti-ceph:opt:"
 STORAGE_TAG = "ganeti-ceph:storage"  # on the node group that is the storage cluster
 FSID_TAG_PREFIX = "ganeti-ceph:fsid:"
 DEVICE = re.compile(r"^/[A-Za-z0-9._/+-]+$")
-MIN_OSD_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
