@@ -3,7 +3,7 @@
 
 `python scripts/config_doc.py` rewrites the part of the doc between the markers (the prose
 around it is written by hand); `--check` only says whether the committed doc is current.
-tests/unit/test_config_doc.py fails when it is not, so a key added to the code and not to the
+tests/unit/test_config.py fails when it is not, so a key added to the code and not to the
 doc (or a help text changed) cannot land unnoticed.
 """
 
