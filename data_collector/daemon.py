@@ -282,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         return start(args)
     if args.action == "stop":
         return stop_daemon(args.pidfile)
-    pid = running_pid(args.pidfile)
-    print(f"{PROG}: {'running, pid ' + str(pid) if pid else 'not running'}")
-    return 0 if pid else 1
+    return procs.status(PROG, running_pid(args.pidfile))
 
 
 def entry() -> None:

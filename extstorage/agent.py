@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return start(args.socket, args.pidfile, args.log)
     if args.action == "stop":
         return stop_agent(args.pidfile)
-    pid = running_pid(args.pidfile)
-    print(f"ganeti-ceph-agent: {'running, pid ' + str(pid) if pid else 'not running'}")
-    return 0 if pid else 1
+    return procs.status("ganeti-ceph-agent", running_pid(args.pidfile))
 
 
 def entry() -> None:

@@ -82,6 +82,12 @@ def pid_from_file(pidfile: str, module: str) -> int | None:
     return pid if alive(pid) and module in cmdline(pid) else None
 
 
+def status(prog: str, pid: int | None) -> int:
+    """A daemon's `status` action: one line on stdout, exit 0 only while it runs."""
+    print(f"{prog}: {'running, pid ' + str(pid) if pid else 'not running'}")
+    return 0 if pid else 1
+
+
 def spawn(argv: list[str], log: str, ready: Callable[[subprocess.Popen], bool], wait: float = 10.0) -> bool:
     """Start argv detached (own session, clean environment, output to `log`);
     True once `ready(child)` holds, False if the child exits or `wait` passes."""
