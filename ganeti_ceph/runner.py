@@ -47,8 +47,8 @@ def execute(argv: list[str], what: str, timeout: float = DEFAULT_TIMEOUT, *, env
             leaves_daemon: bool = False) -> subprocess.CompletedProcess:
     """Run argv bounded by `timeout`; return its result whatever its exit code.
 
-    Raises ToolFailed (kind "missing" or "late") when it cannot start or runs
-    past `timeout`. `env` defaults to clean_env().
+    Raises ToolFailed when it is not installed (kind "missing"), cannot start
+    ("failed") or runs past `timeout` ("late"). `env` defaults to clean_env().
 
     `leaves_daemon`: the tool leaves a daemon serving the mapping behind and
     does not leave the caller's session itself (rbd-nbd map daemonizes
@@ -62,7 +62,7 @@ def execute(argv: list[str], what: str, timeout: float = DEFAULT_TIMEOUT, *, env
     except FileNotFoundError:
         raise ToolFailed(f"{what}: {argv[0]} is not installed", "missing") from None
     except OSError as exc:
-        raise ToolFailed(f"{what}: cannot run {argv[0]} ({exc.strerror})", "missing") from None
+        raise ToolFailed(f"{what}: cannot run {argv[0]} ({exc.strerror})") from None
     except subprocess.TimeoutExpired:
         raise ToolFailed(f"{what}: {argv[0]} did not finish within {timeout:.0f} s", "late") from None
 

@@ -37,7 +37,9 @@ def run_command(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
         if exc.kind == "late":
             raise GanetiFailed(f"{shlex.join(argv)} did not finish within {timeout:.0f} s; its Ganeti job may "
                                "still run (gnt-job list)") from None
-        raise GanetiFailed(f"{argv[0]} not found: run this on the Ganeti master") from None
+        if exc.kind == "missing":
+            raise GanetiFailed(f"{argv[0]} not found: run this on the Ganeti master") from None
+        raise GanetiFailed(exc.message) from None
 
 
 @dataclass(frozen=True)

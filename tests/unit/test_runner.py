@@ -69,3 +69,24 @@ def test_until_returns_the_first_truthy_answer_or_the_last() -> None:
     assert runner.until(time.monotonic() + 0.1, lambda: None, interval=0.01) is None
     assert runner.until(time.monotonic() + 5, lambda: "HEALTH_OK", lambda line: line == "HEALTH_OK") == "HEALTH_OK"
     assert time.monotonic() - start < 2
+
+
+def test_a_tool_that_cannot_start(tmp_path) -> None:
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o644)  # not executable
+    with pytest.raises(ToolFailed) as err:
+        runner.run([str(tool)], "use it", 10)
+    assert err.value.message == f"use it: cannot run {tool} (Permission denied)" and err.value.kind == "failed"
+
+
+def test_ganeti_commands_fail_in_one_ganeti_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganeti_ceph.errors import GanetiFailed
+    from ganeti_ceph.ganeti import run_command
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(GanetiFailed, match=r"^gnt-nothing not found: run this on the Ganeti master$"):
+        run_command(["gnt-nothing", "list"], 5)
+    with pytest.raises(GanetiFailed, match=r"^sleep 5 did not finish within 0 s; its Ganeti job may still run"):
+        run_command(["sleep", "5"], 0.2)
+    assert run_command(["sh", "-c", "echo $PATH; exit 3"], 5).stdout == f"/nonexistent:{runner.SYSTEM_PATH}\n"
