@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 
-from ganeti_ceph import atomic, config, procs, watchdog
+from ganeti_ceph import atomic, config, procs, runner, watchdog
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError
 from ganeti_ceph.rbd import mappers
@@ -104,16 +104,21 @@ def _listdir(path: str) -> list[str]:
 def watch(cfg: Config, t: Target, token: str, poll: float = POLL) -> str:
     """Wait out the window, then unmap if still armed by `token` and unused; what happened, in words."""
     mapper = mappers.for_config(cfg)
-    while True:
+    armed = _armed(cfg, t)
+    deadline = time.monotonic() + (armed[1] - time.time() if armed else 0)
+
+    def ended() -> str:
+        """Why the guard has nothing left to do, or "" while it still waits."""
         armed = _armed(cfg, t)
         if armed is None or armed[0] != token:
             return "disarmed or re-armed"
         if mapper.find(t) is None:
             disarm(cfg, t)
             return "no longer mapped"
-        if time.time() >= armed[1]:
-            break
-        time.sleep(poll)
+        return ""
+
+    if done := runner.until(deadline, ended, interval=poll):
+        return done
     with mapper.locked(t):
         dev = mapper.find(t)
         armed = _armed(cfg, t)

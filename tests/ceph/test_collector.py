@@ -26,6 +26,7 @@ import pytest
 from data_collector import daemon, gather
 from ganeti_ceph import config
 from ganeti_ceph.config import Config, Timeouts
+from ganeti_ceph.rbd.mappers import Target, table
 from ganeti_ceph.session import Session
 from gnt_storage.deploy import daemons
 from gnt_storage.deploy.daemons import Daemon
@@ -209,8 +210,7 @@ def test_osd_down_is_self_healing_and_names_the_osd(cluster: Cluster, mond: str,
     dev.write_text("")
     (tmp_path / "ganeti" / "instance-disks").mkdir(parents=True)
     os.symlink(dev, tmp_path / "ganeti" / "instance-disks" / "web:0")
-    (tmp_path / "map" / "dev" / fsid / "rbd").mkdir(parents=True)
-    os.symlink(dev, tmp_path / "map" / "dev" / fsid / "rbd" / "web-disk0")
+    table.publish(str(tmp_path / "map"), Target(fsid, "rbd", "web-disk0"), str(dev))
     cfg = dataclasses.replace(cluster.client, run_dir=str(tmp_path / "map"))
     cluster.kill("osd.1")
     try:

@@ -1,11 +1,21 @@
-"""Who holds a mapped device (ganeti_ceph/rbd/target_guard.users), on fake /proc and /sys trees."""
+"""The target guard (ganeti_ceph/rbd/target_guard.py): who holds a mapped device, on fake /proc and /sys
+trees, and what its watch does with a mapping, on a fake mapper."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+import pytest
+
+from ganeti_ceph import atomic
+from ganeti_ceph.config import Config
+from ganeti_ceph.rbd import target_guard
+from ganeti_ceph.rbd.mappers import Mapper, Target
 from ganeti_ceph.rbd.target_guard import users
+
+T = Target("f5", "rbd", "vol.ext.disk0")
 
 
 def fake_proc(root: Path, pid: int, argv: list[str], fds: dict[int, str]) -> None:
@@ -39,3 +49,58 @@ def test_users(tmp_path: Path) -> None:
     proc, sys_block = tree(tmp_path, holders=("dm-0",), mounted=True)
     fake_proc(tmp_path, 10, ["/usr/bin/qemu-system-x86_64", "-drive"], {3: "/dev/loop3", 4: "/dev/loop3"})
     assert users("/dev/loop3", proc, sys_block) == ["holder dm-0", "mount /mnt/x", "process 10 (qemu-system-x86_64)"]
+
+
+class FakeMapper(Mapper):
+    """A mapping of `dev` until unmapped; only what the guard asks of a mapper."""
+
+    name = "fake"
+
+    def __init__(self, cfg: Config, dev: str | None) -> None:
+        super().__init__(cfg)
+        self.dev = dev
+
+    def find(self, t: Target) -> str | None:
+        return self.dev
+
+    def unmap_locked(self, t: Target) -> bool:
+        self.dev = None
+        return True
+
+
+def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str, deadline: float,
+            dev: str | None = "/dev/loop3") -> tuple[Config, FakeMapper]:
+    cfg = Config(conf="/c/ceph.conf", keyring="/c/k", mapper="fuse-loop", run_dir=str(tmp_path / "run"))
+    mapper = FakeMapper(cfg, dev)
+    monkeypatch.setattr(target_guard.mappers, "for_config", lambda c: mapper)
+    if token:
+        os.makedirs(os.path.dirname(target_guard.marker(cfg, T)))
+        atomic.write(target_guard.marker(cfg, T), f"{token} {deadline:.0f}\n")
+    return cfg, mapper
+
+
+def test_guard_unmaps_an_unused_mapping_after_its_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(target_guard, "users", lambda dev: [])
+    cfg, mapper = guarded(tmp_path, monkeypatch, "tok", time.time() - 1)
+    assert target_guard.watch(cfg, T, "tok", poll=0.01).startswith("unmapped /dev/loop3: no open followed")
+    assert mapper.dev is None and not os.path.exists(target_guard.marker(cfg, T))
+
+
+def test_guard_keeps_a_mapping_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(target_guard, "users", lambda dev: ["process 7 (qemu)"])
+    cfg, mapper = guarded(tmp_path, monkeypatch, "tok", time.time() - 1)
+    assert target_guard.watch(cfg, T, "tok", poll=0.01) == "kept /dev/loop3: in use by process 7 (qemu)"
+    assert mapper.dev == "/dev/loop3" and not os.path.exists(target_guard.marker(cfg, T))
+
+
+def test_guard_ends_when_disarmed_rearmed_or_unmapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within its window the guard ends, unmapping nothing, once an open disarmed it, a later close re-armed it
+    (another token) or a detach removed the mapping (then it drops its marker itself)."""
+    later = time.time() + 3600
+    cfg, mapper = guarded(tmp_path / "a", monkeypatch, "", later)
+    assert target_guard.watch(cfg, T, "tok", poll=0.01) == "disarmed or re-armed"
+    cfg, mapper = guarded(tmp_path / "b", monkeypatch, "other", later)
+    assert target_guard.watch(cfg, T, "tok", poll=0.01) == "disarmed or re-armed" and mapper.dev == "/dev/loop3"
+    cfg, mapper = guarded(tmp_path / "c", monkeypatch, "tok", later, dev=None)
+    assert target_guard.watch(cfg, T, "tok", poll=0.01) == "no longer mapped"
+    assert not os.path.exists(target_guard.marker(cfg, T))

@@ -57,6 +57,14 @@ def module_available(name: str) -> bool:
     return os.path.isdir(f"/sys/module/{name}") or runner.succeeds(["modprobe", "-n", name], 10)
 
 
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 class Mapper:
     """Map, find and unmap images; subclasses supply the device specifics.
 
@@ -96,18 +104,11 @@ class Mapper:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             wait = self.cfg.timeouts.osd_op
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    if not still_wanted():  # its agent died while this waited: the caller was told it failed
-                        raise MapError(f"the call that waited to map or unmap {t.spec} was abandoned")
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise Busy(f"another map or unmap of {t.spec} on this node did not end within {wait:.0f} s "
-                                   "(timeouts.osd_op); retry") from None
-                    time.sleep(0.02)
+            if not runner.until(time.monotonic() + wait, lambda: _try_lock(fd)):
+                raise Busy(f"another map or unmap of {t.spec} on this node did not end within {wait:.0f} s "
+                           "(timeouts.osd_op); retry")
+            if not still_wanted():  # its agent died while this waited: the caller was told it failed
+                raise MapError(f"the call that waited to map or unmap {t.spec} was abandoned")
             yield
         finally:
             os.close(fd)

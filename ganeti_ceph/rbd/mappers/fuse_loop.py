@@ -83,15 +83,16 @@ class FuseLoop(Mapper):
         loop device takes it with `losetup -c`. Without `nbytes` (attach), only
         a size rbd-fuse already shows is taken, without waiting."""
         backing = self.backing_file(t)
+
+        def shown() -> int | None:
+            with contextlib.suppress(OSError):
+                return os.stat(backing).st_size
+            return None
+
         deadline = time.monotonic() + (self.cfg.timeouts.osd_op if nbytes else 0)
-        while True:
-            try:
-                size = os.stat(backing).st_size
-            except OSError:
-                return
-            if nbytes is None or size >= nbytes or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        size = runner.until(deadline, shown, lambda n: n is None or nbytes is None or n >= nbytes, 0.05)
+        if size is None:
+            return
         sectors = read(os.path.join(self.sys_block, os.path.basename(dev), "size"))
         if sectors is not None and int(sectors) * 512 < size:
             runner.run(["losetup", "-c", dev], f"resize {dev}", 30)
@@ -109,10 +110,8 @@ class FuseLoop(Mapper):
             runner.run(["umount", "-l", mnt], f"unmount the dead rbd-fuse of {t.spec}", 30)
         elif os.path.ismount(mnt):
             runner.run(["umount", mnt], f"unmount rbd-fuse of {t.spec}", 30)
-        deadline = time.monotonic() + self.cfg.timeouts.osd_op
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if procs.alive(p)]
-            time.sleep(0.01)
+        pids = runner.until(time.monotonic() + self.cfg.timeouts.osd_op,
+                            lambda: [p for p in pids if procs.alive(p)], lambda left: not left, 0.01)
         for pid in pids:  # stuck closing (cluster gone): it holds nothing we need
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
