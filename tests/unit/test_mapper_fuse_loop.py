@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+from ganeti_ceph.rbd.mappers import table
 from ganeti_ceph.rbd.mappers.fuse_loop import FuseLoop
 from tests.unit.test_mappers_pure import T, cfg, write
 
@@ -15,8 +16,7 @@ def test_find_ignores_stale_links_and_dead_fuse(tmp_path) -> None:
     died, the device answers every I/O with EIO and attach must map afresh."""
     block = tmp_path / "block"
     m = FuseLoop(cfg(tmp_path, "fuse-loop"), str(block))
-    os.makedirs(os.path.dirname(m.link(T)))
-    os.symlink("/dev/loop3", m.link(T))
+    table.publish(m.cfg.run_dir, T, "/dev/loop3")
     assert m.find(T) is None  # loop3 is not bound to our file
     write(str(block / "loop3/loop/backing_file"), m.backing_file(T))
     assert m.loops_of(T) == ["/dev/loop3"]

@@ -34,9 +34,10 @@ def write(path, text: str) -> None:
 
 
 def test_link_includes_fsid_pool_image(tmp_path) -> None:
-    m = Krbd(cfg(tmp_path, "krbd"))
-    assert m.link(T) == str(tmp_path / "run/dev/f5/rbd/vol.ext.disk0")
-    assert m.link(T) != m.link(Target("f6", "rbd", "vol.ext.disk0"))
+    run = str(tmp_path / "run")
+    assert table.link(run, T) == str(tmp_path / "run/dev/f5/rbd/vol.ext.disk0")
+    assert table.link(run, T) != table.link(run, Target("f6", "rbd", "vol.ext.disk0"))
+    assert table.device(run, T) is None and Krbd(cfg(tmp_path, "krbd")).find(T) is None
 
 
 def test_links_of_two_images_race_without_loss(tmp_path) -> None:
@@ -44,7 +45,7 @@ def test_links_of_two_images_race_without_loss(tmp_path) -> None:
     as two Ganeti jobs' attach and detach do (each holds only its own image's
     lock): every publish must leave its link in place, whatever the other
     image's unpublish does to the shared <fsid>/<pool> directories."""
-    m = FuseLoop(cfg(tmp_path, "fuse-loop"))
+    run = str(tmp_path / "run")
     targets = [Target("f5", "rbd", f"vol{i}.ext.disk0") for i in range(2)]
     failures: list[str] = []
     start = threading.Barrier(len(targets))
@@ -53,14 +54,14 @@ def test_links_of_two_images_race_without_loss(tmp_path) -> None:
         start.wait()
         for _ in range(3000):
             try:
-                m.publish(t, "/dev/loop3")
+                table.publish(run, t, "/dev/loop3")
             except OSError as exc:
                 failures.append(f"publish {t.image}: {exc}")
                 return
-            if os.readlink(m.link(t)) != "/dev/loop3":
+            if table.device(run, t) != "/dev/loop3":
                 failures.append(f"{t.image}: link lost")
                 return
-            m.unpublish(t)
+            table.unpublish(run, t)
 
     threads = [threading.Thread(target=churn, args=(t,)) for t in targets]
     for th in threads:

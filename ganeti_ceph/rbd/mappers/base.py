@@ -85,10 +85,6 @@ class Mapper:
         """Whether this host has what the mapper needs from the kernel."""
         raise NotImplementedError
 
-    # -- the stable link: O(1) lookup ------------------------------------------
-    def link(self, t: Target) -> str:
-        return table.link(self.cfg.run_dir, t)
-
     def find(self, t: Target) -> str | None:
         """The block device of a live mapping of `t`, or None."""
         dev = table.device(self.cfg.run_dir, t)
@@ -120,7 +116,7 @@ class Mapper:
                 return dev
             self.cleanup(t)  # whatever a crashed map left behind
             dev = self.map_device(t)
-            self.publish(t, dev)
+            table.publish(self.cfg.run_dir, t, dev)
             return dev
 
     def unmap(self, t: Target) -> bool:
@@ -134,14 +130,8 @@ class Mapper:
         if dev:
             self.unmap_device(dev, t)
         self.cleanup(t)
-        self.unpublish(t)
-        return dev is not None
-
-    def publish(self, t: Target, dev: str) -> None:
-        table.publish(self.cfg.run_dir, t, dev)
-
-    def unpublish(self, t: Target) -> None:
         table.unpublish(self.cfg.run_dir, t)
+        return dev is not None
 
     def unmap_all(self, fsid: str) -> list[str]:
         """Unmap every mapping of one cluster on this node (its teardown)."""
