@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 from ganeti_ceph import runner
 from ganeti_ceph.config import Config
+from ganeti_ceph.rbd import mappers
 
 QEMU_MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/qemu", "/usr/lib/qemu", "/usr/lib64/qemu")
 PATH = runner.PATH  # where the tools a child of ours runs with are looked for
-# Features krbd cannot map (Linux >= 5.3 handles the rest of our defaults).
-KRBD_UNSUPPORTED = ("journaling",)
 
 
 @dataclass(frozen=True)
@@ -63,28 +62,6 @@ def userspace(cfg: Config, probe: Probe, chroot: str | None = None) -> list[str]
     return problems
 
 
-def kernelspace(cfg: Config, probe: Probe, module_loaded: bool, features: tuple[str, ...]) -> list[str]:
-    """The configured mapper can run here and the image's features suit it."""
-    mapper = cfg.mapper
-    problems = []
-    if mapper == "krbd":
-        if not probe.which("rbd"):
-            problems.append("the rbd tool is missing; install ceph-common")
-        if not module_loaded:
-            problems.append(f"this kernel has no krbd (rbd module); set mapper: rbd-nbd or fuse-loop in {cfg.source}")
-        bad = [f for f in features if f in KRBD_UNSUPPORTED]
-        if bad:
-            problems.append(f"krbd cannot map images with {', '.join(bad)}; use access=userspace or another mapper")
-    elif mapper == "rbd-nbd":
-        if not probe.which("rbd-nbd"):
-            problems.append("rbd-nbd is missing; install the rbd-nbd package")
-        if not module_loaded:
-            problems.append(f"this kernel has no nbd module; set mapper: krbd or fuse-loop in {cfg.source}")
-    else:
-        for tool, package in (("rbd-fuse", "rbd-fuse"), ("losetup", "mount")):
-            if not probe.which(tool):
-                problems.append(f"{tool} is missing; install {package}")
-        for dev in ("/dev/fuse", "/dev/loop-control"):
-            if not probe.exists(dev):
-                problems.append(f"{dev} is missing: the fuse-loop mapper needs FUSE and loop devices")
-    return problems
+def kernelspace(cfg: Config, probe: Probe, available: bool, features: tuple[str, ...]) -> list[str]:
+    """The configured mapper can run here and the image's features suit it (the mapper says what it needs)."""
+    return mappers.get(cfg.mapper).problems(cfg.source, probe.which, probe.exists, available, features)

@@ -134,8 +134,10 @@ class VolumeService:
         """A new image, an adopted one (renamed, no copy) or a clone of `origin`; a repeat is a success."""
         ref = self.resolve(spec.ref)
         pool = ref.pool
-        if spec.access == "kernelspace" and self.cfg.mapper == "krbd" and "journaling" in spec.features:
-            raise UsageError("feature journaling is not supported by krbd; drop it or use access=userspace")
+        bad = [f for f in spec.features if f in mappers.get(self.cfg.mapper).unsupported_features]
+        if spec.access == "kernelspace" and bad:
+            raise UsageError(f"feature {', '.join(bad)} is not supported by {self.cfg.mapper}; drop it or use "
+                             "access=userspace")
         origin = volumes.parse_origin(spec.origin, pool) if spec.origin else None
         if spec.adopt_image or origin:  # Ganeti's wipe would zero them: see ganeti_ceph/rbd/prealloc_wipe.py
             prealloc_wipe.refuse_if_wiped(f"the adopted image {pool}/{spec.adopt_image}"

@@ -71,10 +71,17 @@ class Mapper:
     A subclass in a module of this package is a mapper (the registry finds
     it): it names itself (`name`, the config's `mapper`), ranks itself
     (`preference`, lowest first, for detect) and says whether this host can
-    run it (`available`)."""
+    run it (`available`), and what a node needs to serve it: `tools`
+    (binary, the line when it is missing), `devices` (node, the line),
+    `no_kernel` (the line when `available` is false, {source} the config)
+    and `unsupported_features` (image features it cannot map)."""
 
     name = "base"
     preference = 0
+    tools: tuple[tuple[str, str], ...] = ()
+    devices: tuple[tuple[str, str], ...] = ()
+    no_kernel = ""
+    unsupported_features: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, sys_block: str = SYS_BLOCK) -> None:
         self.cfg = cfg
@@ -84,6 +91,20 @@ class Mapper:
     def available(cls) -> bool:
         """Whether this host has what the mapper needs from the kernel."""
         raise NotImplementedError
+
+    @classmethod
+    def problems(cls, source: str, which: Callable[[str], bool], exists: Callable[[str], bool], available: bool,
+                 features: tuple[str, ...]) -> list[str]:
+        """What keeps this node from serving an image with `features` (the start and migrate hooks veto
+        with these); `which` and `exists` are the probes, so a fake tree tests it."""
+        found = [line for tool, line in cls.tools if not which(tool)]
+        if not available and cls.no_kernel:
+            found.append(cls.no_kernel.format(source=source))
+        bad = [f for f in features if f in cls.unsupported_features]
+        if bad:
+            found.append(f"{cls.name} cannot map images with {', '.join(bad)}; use access=userspace or another "
+                         "mapper")
+        return found + [line for dev, line in cls.devices if not exists(dev)]
 
     def find(self, t: Target) -> str | None:
         """The block device of a live mapping of `t`, or None."""

@@ -28,6 +28,9 @@ class FuseLoop(Mapper):
 
     name = "fuse-loop"
     preference = 30
+    tools = (("rbd-fuse", "rbd-fuse is missing; install rbd-fuse"), ("losetup", "losetup is missing; install mount"))
+    devices = tuple((dev, f"{dev} is missing: the fuse-loop mapper needs FUSE and loop devices")
+                    for dev in ("/dev/fuse", "/dev/loop-control"))
 
     @classmethod
     def available(cls) -> bool:

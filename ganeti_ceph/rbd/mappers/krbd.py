@@ -20,6 +20,9 @@ class Krbd(Mapper):
 
     name = "krbd"
     preference = 10
+    tools = (("rbd", "the rbd tool is missing; install ceph-common"),)
+    no_kernel = "this kernel has no krbd (rbd module); set mapper: rbd-nbd or fuse-loop in {source}"
+    unsupported_features = ("journaling",)  # Linux >= 5.3 maps the rest of our defaults
 
     def __init__(self, cfg: Config, sys_block: str = SYS_BLOCK, sys_rbd: str = SYS_RBD) -> None:
         super().__init__(cfg, sys_block)

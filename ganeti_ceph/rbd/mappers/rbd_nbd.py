@@ -14,6 +14,8 @@ class RbdNbd(Mapper):
 
     name = "rbd-nbd"
     preference = 20
+    tools = (("rbd-nbd", "rbd-nbd is missing; install the rbd-nbd package"),)
+    no_kernel = "this kernel has no nbd module; set mapper: krbd or fuse-loop in {source}"
 
     @classmethod
     def available(cls) -> bool:
