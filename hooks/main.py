@@ -28,9 +28,10 @@ import sys
 from collections.abc import Callable
 
 from ganeti_ceph import atomic, config, watchdog
-from ganeti_ceph.config import Config, conf_fsid
+from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
 from ganeti_ceph.rbd import mappers
+from ganeti_ceph.rbd.service import VolumeService
 from ganeti_ceph.session import Session
 from gnt_storage import deploy
 from hooks import checks, images, qmp, say
@@ -87,16 +88,8 @@ def provision_chroot(cfg: Config, chroot: str) -> None:
 
 def unmap_leftovers(h: HookEnv, cfg: Config) -> None:
     """Unmap any mapping of the instance's disks still on this node, in any pool."""
-    fsid = conf_fsid(cfg.conf)
-    if not fsid:
-        with Session(cfg) as s:
-            fsid = s.fsid()
-    mapper = mappers.for_config(cfg)
-    mapped = [m.target for m in mappers.table.mapped(cfg.run_dir, fsid)]
-    for disk in h.rbd_disks:
-        for target in mapped:
-            if target.image == disk.volume and mapper.unmap(target):
-                say(f"unmapped leftover {target.pool}/{disk.volume}")
+    for ref in VolumeService(cfg).detach_all(d.volume for d in h.rbd_disks):
+        say(f"unmapped leftover {ref.pool}/{ref.name}")
 
 
 def resize_in_qemu(h: HookEnv, cfg: Config) -> None:

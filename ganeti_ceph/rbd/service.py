@@ -12,7 +12,7 @@ Built from a Config and a session source; building it connects to nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -177,6 +177,15 @@ class VolumeService:
         """Unmap what attach mapped, in either access mode; False if nothing was mapped."""
         ref = self.resolve(ref)
         return mappers.for_config(self.cfg).unmap(self._target(ref, self._fsid(ref)))
+
+    def detach_all(self, names: Iterable[str]) -> list[VolumeRef]:
+        """Unmap every mapping on this node of the volumes `names`, in whichever pool (the post hooks'
+        cleanup of an instance's disks: Ganeti does not say their pools); the ones unmapped."""
+        fsid = self._fsid(VolumeRef("", ""))
+        wanted = set(names)
+        mapper = mappers.for_config(self.cfg)
+        return [VolumeRef(m.target.pool, m.target.image) for m in mappers.table.mapped(self.cfg.run_dir, fsid)
+                if m.target.image in wanted and mapper.unmap(m.target)]
 
     def remove(self, ref: VolumeRef) -> bool:
         """Remove the image (False: already gone). A mapping still present, here or elsewhere,
