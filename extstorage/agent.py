@@ -34,7 +34,7 @@ from extstorage.client import (
     frame,
     recv_frame,
 )
-from ganeti_ceph import procs
+from ganeti_ceph import config, procs
 from ganeti_ceph.errors import ArgumentParser, GanetiCephError, run_main
 
 DEFAULT_PIDFILE = "/run/ganeti-ceph/agent.pid"
@@ -63,7 +63,7 @@ class Handler(socketserver.BaseRequestHandler):
         except (WireError, OSError, ValueError) as exc:
             log(f"dropped a malformed or late request: {exc}")
             return
-        bound = provider.action_timeout(env)
+        bound = config.action_timeout(env)
         with contextlib.suppress(OSError):
             self.request.sendall(frame(f"started {bound}".encode()))
             out = self.server.run(action, request, bound)

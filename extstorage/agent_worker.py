@@ -25,7 +25,7 @@ import threading
 import time
 
 from extstorage.client import WireError, frame, recv_frame
-from ganeti_ceph import procs, runner
+from ganeti_ceph import config, procs, runner
 
 MODULE = "extstorage.agent_worker"
 SELF_KILL_MARGIN_S = 2.0  # the agent kills at the bound; the worker itself shortly after
@@ -186,7 +186,7 @@ def serve(fd: int, agent: int) -> None:
             except WireError:
                 return  # the agent closed: retired
             action, env = decode_request(request)
-            deadline[0] = time.monotonic() + provider.action_timeout(env) + SELF_KILL_MARGIN_S
+            deadline[0] = time.monotonic() + config.action_timeout(env) + SELF_KILL_MARGIN_S
             out = provider.execute(action, env, pool)
             deadline[0] = math.inf
             try:

@@ -23,6 +23,7 @@ from extstorage import request
 from extstorage.request import Request
 from ganeti_ceph import config, runner, watchdog
 from ganeti_ceph.errors import GanetiCephError, ceph_errors
+from ganeti_ceph.rbd.catalogue import Catalogue
 from ganeti_ceph.rbd.service import Sessions, VolumeService
 from ganeti_ceph.session import one_shot
 
@@ -100,7 +101,7 @@ def execute(action: str, env: Mapping[str, str], sessions: Sessions = one_shot) 
     """Run one provider call; every failure is one stderr line and an exit code."""
     try:
         cfg = config.load(config.config_path(dict(env)))
-        req = request.parse(action, env, cfg.pool)
+        req = request.parse(action, env, Catalogue.of(cfg).pool(""))
         # Backstop: a librados/librbd error a handler did not map is still one line and its exit code.
         with ceph_errors(cfg.cluster, f"{action} {req.pool}/{req.volume}"):
             out, note = HANDLERS[action](VolumeService(cfg, sessions), req)
@@ -112,18 +113,13 @@ def execute(action: str, env: Mapping[str, str], sessions: Sessions = one_shot) 
     return Outcome(0, out, f"rbd {action}: {note}\n" if note else "")
 
 
-def action_timeout(env: Mapping[str, str]) -> float:
-    """timeouts.action of the config the call names (see config.action_timeout)."""
-    return config.action_timeout(dict(env))
-
-
 def entry() -> None:
     """The in-process path: run the call named by argv[0] and exit with its code."""
     action = os.path.basename(sys.argv[0])
     env = dict(os.environ)
     os.environ.clear()  # children (rbd, losetup...) inherit nothing from noded
     os.environ.update(runner.clean_env())
-    watchdog.start(action_timeout(env), f"rbd {action}")
+    watchdog.start(config.action_timeout(env), f"rbd {action}")
     out = execute(action, env)
     sys.stdout.write(out.stdout)
     sys.stderr.write(out.stderr)

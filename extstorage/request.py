@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ganeti_ceph.errors import UsageError
-from ganeti_ceph.naming import ACCESS_MODES, check_image_name, check_pool_name, mib
+from ganeti_ceph.naming import ACCESS_MODES, ADOPT_PARAM, check_image_name, check_pool_name, mib
 from ganeti_ceph.rbd.service import VolumeRef, VolumeSpec
 from ganeti_ceph.rbd.volumes import parse_features
 
@@ -24,8 +24,7 @@ PARAMETERS = {
                 "fast-diff+deep-flatten)",
     "data_pool": "pool for the image's data objects (e.g. erasure-coded); metadata stays in pool",
     "access": "kernelspace (mapped block device, default) or userspace (QEMU's own librbd)",
-    # Not "adopt": Ganeti drops disk parameters named like its own (adopt is one).
-    "adopt_image": "take over this existing image of the pool (renamed to the new volume) instead of creating one; "
+    ADOPT_PARAM: "take over this existing image of the pool (renamed to the new volume) instead of creating one; "
              "used by gnt-storage rbd-access",
 }
 # Set by Ganeti itself for every ext disk; accepted but not ours to validate.
@@ -61,7 +60,7 @@ class Request:
         """The volume create would make (verify checks it); the features parameter is checked here."""
         params = self.params
         return VolumeSpec(self.ref, self.size_mib or 0, self.access, parse_features(params.get("features")),
-                          params.get("data_pool"), self.origin, params.get("adopt_image"), self.cname)
+                          params.get("data_pool"), self.origin, params.get(ADOPT_PARAM), self.cname)
 
 
 # Sizes are MiB counts of ASCII digits (int() would also take "1_0", " 64",
@@ -99,7 +98,7 @@ def parse(action: str, env: Mapping[str, str], default_pool: str) -> Request:
         raise UsageError(f"access={access!r} is not valid; use kernelspace or userspace")
     if "data_pool" in params:
         check_pool_name(params["data_pool"])
-    if "adopt_image" in params:
+    if ADOPT_PARAM in params:
         check_image_name(params["adopt_image"])
         if "origin" in params:
             raise UsageError("give either origin or adopt_image, not both")

@@ -48,6 +48,10 @@ def check_snap_name(name: str) -> str:
 
 
 ACCESS_MODES = ("kernelspace", "userspace")  # how a node reaches a volume
+# The provider's parameter for adopting an image: not "adopt", as Ganeti drops disk parameters named
+# like its own (access, adopt, mode, name, provider, size...) before they reach the provider.
+ADOPT_PARAM = "adopt_image"
+META_ADOPT = "ganeti.adopt"  # image metadata: where an adopted image came from (see rbd/volumes.py)
 MAX_MIB = 1 << 40
 _DIGITS = re.compile(r"-?[0-9]{1,40}")
 

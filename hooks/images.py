@@ -10,6 +10,7 @@ from __future__ import annotations
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.rbd import disks
+from ganeti_ceph.rbd.catalogue import Catalogue
 from ganeti_ceph.session import Session
 from hooks.env import Disk
 
@@ -23,7 +24,7 @@ def unreadable_veto(cfg: Config, disk: Disk, pools: list[str]) -> UsageError:
 
 def find(s: Session, cfg: Config, disk: Disk) -> disks.Image:
     """The disk's image and metadata; a UsageError (a veto) if no readable pool has it."""
-    image, unreadable = disks.locate(s, cfg.pool, disk.volume)
+    image, unreadable = disks.locate(s, Catalogue.of(cfg).pool(""), disk.volume)
     if image is not None:
         return image
     if unreadable:

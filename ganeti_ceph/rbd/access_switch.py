@@ -15,7 +15,6 @@ See doc/access-switch.md.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import socket
@@ -23,20 +22,21 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ganeti_ceph import config
+from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError, GanetiFailed, NotFound, UsageError
 from ganeti_ceph.ganeti import condense, config_data, parse_list, run_command, ssconf
 from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.log import progress
-from ganeti_ceph.naming import ACCESS_MODES
+from ganeti_ceph.naming import ACCESS_MODES, ADOPT_PARAM, META_ADOPT
 from ganeti_ceph.rbd import prealloc_wipe
+from ganeti_ceph.rbd.catalogue import Catalogue
+from ganeti_ceph.session import Session
 
 COMMAND = "rbd-access"
 PROVIDER = config_data.RBD_PROVIDER
-# Must not be one of Ganeti's own disk parameters (access, adopt, mode, name, provider, size...):
-# those never reach the provider. Has to match extstorage/request.py.
-ADOPT_PARAM = "adopt_image"
 NOT_CARRIED = {"provider", "access", "origin", "adopt", ADOPT_PARAM}
-ADOPT_RECORD = "ganeti.adopt"  # ganeti_ceph.rbd.volumes.META_ADOPT: what the adopted image says it came from
+ADOPT_RECORD = META_ADOPT  # what the adopted image says it came from
 GANETI_LIB = ssconf.LIB_DIR
 SEP = "\x1f"
 LIST_FIELDS = ("name", "uuid", "status", "oper_state", "admin_state", "hypervisor", "disk.uuids")
@@ -143,31 +143,35 @@ class Ganeti:
 
 
 class CephImages:
-    """Read-only look-ups in the cluster the provider uses (this node's ganeti-ceph config)."""
+    """Read-only look-ups in the cluster the provider uses (this node's ganeti-ceph config, or `cfg`).
+    Nothing is read or connected until a look-up needs it: the refusals before need neither."""
 
-    def __init__(self) -> None:
-        from ganeti_ceph import config
-        from ganeti_ceph.session import Session
+    def __init__(self, cfg: Config | None = None) -> None:
+        self._cfg = cfg
+        self._session: Session | None = None
 
-        self.cfg = config.load(config.config_path(dict(os.environ)))
-        self.session = Session(self.cfg)
-        self.connected = False
+    @property
+    def cfg(self) -> Config:
+        if self._cfg is None:
+            self._cfg = config.load(config.config_path())
+        return self._cfg
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = Session(self.cfg)
+            self._session.connect()
+        return self._session
 
     def default_pool(self) -> str:
-        return self.cfg.pool
+        return Catalogue.of(self.cfg).pool("")
 
     def exists(self, pool: str, image: str) -> bool:
         from ganeti_ceph.rbd import volumes
 
-        if not self.connected:  # only when needed: the refusals before need no Ceph
-            self.session.connect()
-            self.connected = True
         return volumes.exists(self.session, pool, image)
 
     def _record(self, pool: str, image: str, lookup: Callable) -> object:
-        if not self.connected:
-            self.session.connect()
-            self.connected = True
         with self.session.ioctx(pool) as ioctx:
             return lookup(self.session, ioctx, image)
 
@@ -194,7 +198,8 @@ class CephImages:
         return self._record(pool, image, volumes.unproven_empty)  # type: ignore[return-value]
 
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
 
 class DiskFailed(Exception):

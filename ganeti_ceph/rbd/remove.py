@@ -8,15 +8,15 @@ half-deleted image under the volume's name (Cinder's safe-delete idea).
 
 from __future__ import annotations
 
-import re
 import time
 
 import rbd
 
+from ganeti_ceph import runner
 from ganeti_ceph.errors import Busy, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
-from ganeti_ceph.rbd import mappers, snapshots
+from ganeti_ceph.rbd import fencing, mappers, snapshots
 from ganeti_ceph.rbd.volumes import META_ORIGIN, META_UUID, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.session import Session
 
@@ -79,16 +79,13 @@ def _settled_watchers(session: Session, img: rbd.Image, pool: str, name: str) ->
     if not holders or not _only_ours_unmapped(session, pool, name, holders):
         return holders
     deadline = time.monotonic() + min(STALE_WATCH_S, session.cfg.timeouts.action / 2)
-    while holders and time.monotonic() < deadline:
-        time.sleep(1.0)
-        holders = watchers(session, img)
-    return holders
+    return runner.until(deadline, lambda: watchers(session, img), lambda held: not held, interval=1.0)
 
 
 def _only_ours_unmapped(session: Session, pool: str, name: str, holders: list[str]) -> bool:
     with session.errors("read this client's address"):
-        ours = set(re.findall(r"(?:v[12]:)?([0-9a-f.:\[\]]+):\d+/\d+", session.rados.get_addrs()))
-    if not ours or any(h.rsplit(":", 1)[0] not in ours for h in holders):
+        ours = fencing.client_ip(session)
+    if not ours or any(fencing.ip_of(h) != ours for h in holders):
         return False
     return mappers.for_config(session.cfg).find(mappers.Target(session.fsid(), pool, name)) is None
 
@@ -106,22 +103,19 @@ def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> N
 def _purge(session: Session, ioctx: object, pool: str, name: str, image_id: str) -> None:
     """Delete a trashed image of ours. A concurrent look at it (another remove's inspection, a retry)
     holds a watch for a moment: retry that within timeouts.osd_op, then leave it in the trash, said."""
-    deadline = time.monotonic() + session.cfg.timeouts.osd_op
-    while True:
+    def attempt() -> Exception | None:
         try:
             with session.errors(f"delete {pool}/{name} from trash"):
                 rbd.RBD().trash_remove(ioctx, image_id, True)
-            return
-        except Busy as exc:
-            if time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            failure: Exception = exc
-        except Exception as exc:
-            failure = exc
+        except Exception as exc:  # Busy is retried; anything else ends the retries at once
+            return exc
+        return None
+
+    failure = runner.until(time.monotonic() + session.cfg.timeouts.osd_op, attempt,
+                           lambda exc: not isinstance(exc, Busy), interval=0.2)
+    if failure is not None:
         warn(f"{pool}/{name} is in the RBD trash (id {image_id}) but not yet deleted: {failure}; "
              f"removing the volume again, or `rbd trash rm {pool}/{image_id}`, finishes it")
-        return
 
 
 def _drop_half_made(session: Session, ioctx: object, pool: str, name: str) -> bool:

@@ -43,7 +43,7 @@ def marker(cfg: Config, t: Target) -> str:
 
 def arm(cfg: Config, t: Target, dev: str) -> bool:
     """Start a guard for `t` if its mapping `dev` is unused; True if one was started."""
-    if users(dev):
+    if users(dev, serving=mappers.get(cfg.mapper).serving):
         return False
     token = uuid.uuid4().hex
     path = marker(cfg, t)
@@ -70,9 +70,10 @@ def _armed(cfg: Config, t: Target) -> tuple[str, float] | None:
         return None
 
 
-def users(dev: str, proc: str = "/proc", sys_block: str = mappers.SYS_BLOCK) -> list[str]:
-    """Who holds `dev`: sysfs holders, mounts, and processes with it open (except
-    the rbd-nbd serving it). Only links are read, never the device itself."""
+def users(dev: str, proc: str = "/proc", sys_block: str = mappers.SYS_BLOCK,
+          serving: tuple[str, ...] = ()) -> list[str]:
+    """Who holds `dev`: sysfs holders, mounts, and processes with it open, except the mapper's
+    own daemon (`serving`: Mapper.serving, e.g. rbd-nbd). Only links are read, never the device."""
     name = os.path.basename(dev)
     found = [f"holder {h}" for h in _listdir(os.path.join(sys_block, name, "holders"))]
     devno = mappers.read(os.path.join(sys_block, name, "dev"))
@@ -82,7 +83,7 @@ def users(dev: str, proc: str = "/proc", sys_block: str = mappers.SYS_BLOCK) -> 
         fds = os.path.join(proc, pid, "fd")
         for fd in _listdir(fds):
             with contextlib.suppress(OSError):
-                if os.readlink(os.path.join(fds, fd)) == dev and (prog := _prog(proc, pid)) != "rbd-nbd":
+                if os.readlink(os.path.join(fds, fd)) == dev and (prog := _prog(proc, pid)) not in serving:
                     found.append(f"process {pid} ({prog})")
                     break
     return found
@@ -124,7 +125,7 @@ def watch(cfg: Config, t: Target, token: str, poll: float = POLL) -> str:
         armed = _armed(cfg, t)
         if armed is None or armed[0] != token or dev is None:
             return "disarmed, re-armed or unmapped meanwhile"
-        used = users(dev)
+        used = users(dev, serving=mapper.serving)
         disarm(cfg, t)
         if used:
             return f"kept {dev}: in use by {', '.join(used)}"

@@ -30,7 +30,7 @@ META_UUID, META_CNAME, META_INFO, META_ORIGIN = "ganeti.uuid", "ganeti.cname", "
 # The disk's access mode, which hooks cannot learn from Ganeti (see doc/hooks.md).
 META_ACCESS = "ganeti.access"
 # An adoption: {"from": old name, "to": new name, "done": bool[, "at": epoch s]}, written before the rename (adopt).
-META_ADOPT = "ganeti.adopt"
+META_ADOPT = naming.META_ADOPT
 # The pool's in-flight adoptions (omap): OLD -> {"at": name the image had when this attempt began, "to": VOL_NAME},
 # written before the rename, removed once done: an interrupted adopt is found with one read, not a pool scan.
 ADOPTIONS = "ganeti_ceph_adoptions"

@@ -42,7 +42,7 @@ def test_unused(tmp_path: Path) -> None:
     proc, sys_block = tree(tmp_path)
     fake_proc(tmp_path, 10, ["/usr/bin/qemu-system-x86_64"], {3: "/dev/loop4", 4: "/dev/loop30"})
     fake_proc(tmp_path, 11, ["rbd-nbd", "map"], {3: "/dev/loop3"})  # a mapping's own daemon is no user
-    assert users("/dev/loop3", proc, sys_block) == []
+    assert users("/dev/loop3", proc, sys_block, serving=("rbd-nbd",)) == []
 
 
 def test_users(tmp_path: Path) -> None:
@@ -80,14 +80,14 @@ def guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, token: str, deadlin
 
 
 def test_guard_unmaps_an_unused_mapping_after_its_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(target_guard, "users", lambda dev: [])
+    monkeypatch.setattr(target_guard, "users", lambda dev, serving=(): [])
     cfg, mapper = guarded(tmp_path, monkeypatch, "tok", time.time() - 1)
     assert target_guard.watch(cfg, T, "tok", poll=0.01).startswith("unmapped /dev/loop3: no open followed")
     assert mapper.dev is None and not os.path.exists(target_guard.marker(cfg, T))
 
 
 def test_guard_keeps_a_mapping_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(target_guard, "users", lambda dev: ["process 7 (qemu)"])
+    monkeypatch.setattr(target_guard, "users", lambda dev, serving=(): ["process 7 (qemu)"])
     cfg, mapper = guarded(tmp_path, monkeypatch, "tok", time.time() - 1)
     assert target_guard.watch(cfg, T, "tok", poll=0.01) == "kept /dev/loop3: in use by process 7 (qemu)"
     assert mapper.dev == "/dev/loop3" and not os.path.exists(target_guard.marker(cfg, T))

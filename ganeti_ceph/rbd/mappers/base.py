@@ -73,8 +73,9 @@ class Mapper:
     (`preference`, lowest first, for detect) and says whether this host can
     run it (`available`), and what a node needs to serve it: `tools`
     (binary, the line when it is missing), `devices` (node, the line),
-    `no_kernel` (the line when `available` is false, {source} the config)
-    and `unsupported_features` (image features it cannot map)."""
+    `no_kernel` (the line when `available` is false, {source} the config),
+    `unsupported_features` (image features it cannot map) and `serving` (its
+    own daemons that hold the device open: not users of it)."""
 
     name = "base"
     preference = 0
@@ -82,6 +83,7 @@ class Mapper:
     devices: tuple[tuple[str, str], ...] = ()
     no_kernel = ""
     unsupported_features: tuple[str, ...] = ()
+    serving: tuple[str, ...] = ()  # programs of the mapper's own that hold its device open (not users)
 
     def __init__(self, cfg: Config, sys_block: str = SYS_BLOCK) -> None:
         self.cfg = cfg

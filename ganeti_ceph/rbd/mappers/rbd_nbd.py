@@ -16,6 +16,7 @@ class RbdNbd(Mapper):
     preference = 20
     tools = (("rbd-nbd", "rbd-nbd is missing; install the rbd-nbd package"),)
     no_kernel = "this kernel has no nbd module; set mapper: krbd or fuse-loop in {source}"
+    serving = ("rbd-nbd",)
 
     @classmethod
     def available(cls) -> bool:
