@@ -24,6 +24,7 @@ from data_collector import node, report
 from ganeti_ceph import __version__, procs
 from ganeti_ceph.config import Config, Timeouts, conf_fsid
 from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.ganeti import run
 from ganeti_ceph.rbd.mappers import table
 from ganeti_ceph.session import Session
 
@@ -43,7 +44,7 @@ PG_BRIEF = ("pg dump pgs_brief", "pg dump", {"dumpcontents": ["pgs_brief"]})
 # when the mgr is known to be down, and their failure only leaves a note.
 MGR_BACKED = frozenset({"osd pool stats", PG_BRIEF[0]})
 NOTES = "_notes"
-GANETI_RUN = "/var/run/ganeti"
+GANETI_RUN = run.RUN_DIR  # the packaged default (tests/ceph/test_collector.py names it); see run.run_dir
 CEPH_DAEMONS = ("ceph-mon", "ceph-osd", "ceph-mgr")
 MAX_CONF_BYTES = 1 << 20  # a ceph.conf is a few KiB
 
@@ -182,7 +183,7 @@ def mapped_links(run_dir: str, fsid: str | None) -> list[tuple[str, str, str]]:
 
 def disk_links(ganeti_run: str) -> dict[str, str]:
     """Ganeti's instance-disks/<instance>:<n> links -> device (kernelspace disks of running instances)."""
-    d = os.path.join(ganeti_run, "instance-disks")
+    d = run.instance_disks_dir(ganeti_run)
     out = {}
     for name in os.listdir(d) if os.path.isdir(d) else []:
         try:
@@ -194,7 +195,7 @@ def disk_links(ganeti_run: str) -> dict[str, str]:
 
 def kvm_runtimes(ganeti_run: str) -> dict[str, Any]:
     """instance -> the JSON of its KVM runtime file (disks with their URIs), for running KVM instances."""
-    d = os.path.join(ganeti_run, "kvm-hypervisor", "conf")
+    d = run.kvm_conf_dir(ganeti_run)
     out = {}
     for name in os.listdir(d) if os.path.isdir(d) else []:
         if not name.endswith(".runtime"):
@@ -207,7 +208,9 @@ def kvm_runtimes(ganeti_run: str) -> dict[str, Any]:
     return out
 
 
-def node_facts(cfg: Config, sampler: ProcSampler, fsid: str | None, ganeti_run: str = GANETI_RUN) -> node.Facts:
+def node_facts(cfg: Config, sampler: ProcSampler, fsid: str | None, ganeti_run: str | None = None) -> node.Facts:
+    """This node's facts; Ganeti's runtime files under `ganeti_run` (this node's, run.run_dir(), by default)."""
+    ganeti_run = ganeti_run or run.run_dir()
     fsid = fsid or conf_fsid(cfg.conf)
     addrs = _addresses()
     return node.Facts(
@@ -237,7 +240,7 @@ class Collector:
     through failures; only a failed connect is retried at the next report.
     """
 
-    def __init__(self, cfg: Config, ganeti_run: str = GANETI_RUN) -> None:
+    def __init__(self, cfg: Config, ganeti_run: str | None = None) -> None:
         self.cfg = cfg
         self.ganeti_run = ganeti_run
         self.sampler = ProcSampler()

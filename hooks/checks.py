@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ganeti_ceph import runner
 from ganeti_ceph.config import Config
-from ganeti_ceph.rbd import mappers
+from ganeti_ceph.rbd import access, mappers
 
 QEMU_MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/qemu", "/usr/lib/qemu", "/usr/lib64/qemu")
 PATH = runner.PATH  # where the tools a child of ours runs with are looked for
@@ -49,7 +49,7 @@ def userspace(cfg: Config, probe: Probe, chroot: str | None = None) -> list[str]
     problems = []
     if not qemu_rbd(probe):
         problems.append("QEMU has no rbd block driver (block-rbd.so); install qemu-block-extra")
-    conf, keyring = "/etc/ceph/ceph.conf", f"/etc/ceph/ceph.client.{cfg.client_id}.keyring"
+    conf, keyring = access.QEMU_CONF, access.qemu_keyring(cfg.client_id)
     for need in (conf, keyring):
         if not probe.readable(need):
             problems.append(f"{need} is missing or unreadable; QEMU needs it for userspace access "

@@ -30,7 +30,9 @@ from collections.abc import Callable
 from ganeti_ceph import atomic, config, watchdog
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
+from ganeti_ceph.ganeti import run as ganeti_run
 from ganeti_ceph.rbd import mappers
+from ganeti_ceph.rbd.access import QEMU_CONF, qemu_keyring
 from ganeti_ceph.rbd.service import VolumeService
 from ganeti_ceph.session import Session
 from gnt_storage import deploy
@@ -38,14 +40,12 @@ from hooks import checks, images, qmp, say
 from hooks.env import HookEnv, parse, same_node, this_node
 from hooks.fence import fence_if_dead, lift_fence
 
-CHROOT_BASE = "/var/run/ganeti/kvm-hypervisor/chroot"
-
 
 def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
     """Veto (raise) unless this node can serve every rbd disk of the instance."""
     chroot = None
     if h.hv.get("use_chroot") == "True":
-        chroot = os.path.join(CHROOT_BASE, h.instance)
+        chroot = ganeti_run.kvm_chroot(h.instance, ganeti_run.run_dir())
     disks = ", ".join(f"disk {d.index}" for d in h.rbd_disks)
     for need in (cfg.conf, cfg.keyring):
         if not os.access(need, os.R_OK):
@@ -77,7 +77,7 @@ def provision_chroot(cfg: Config, chroot: str) -> None:
     /etc/ceph inside it, so the conf and keyring are copied there."""
     etc = os.path.join(chroot, "etc", "ceph")
     os.makedirs(etc, mode=0o755, exist_ok=True)
-    for src, mode in (("/etc/ceph/ceph.conf", 0o644), (f"/etc/ceph/ceph.client.{cfg.client_id}.keyring", 0o600)):
+    for src, mode in ((QEMU_CONF, 0o644), (qemu_keyring(cfg.client_id), 0o600)):
         try:
             with open(src, "rb") as fh:
                 data = fh.read()
@@ -94,7 +94,8 @@ def unmap_leftovers(h: HookEnv, cfg: Config) -> None:
 
 def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
     """After grow-disk, tell a running QEMU the disk's new size (Ganeti 3.0 does not)."""
-    sock = os.path.join(qmp.CTRL_DIR, f"{h.instance}.qmp")
+    run_dir = ganeti_run.run_dir()
+    sock = ganeti_run.kvm_qmp_socket(h.instance, run_dir)
     disk = next((d for d in h.rbd_disks if d.index == h.grown_disk), None)
     if disk is None or not os.path.exists(sock):
         return
@@ -104,7 +105,7 @@ def resize_in_qemu(h: HookEnv, cfg: Config) -> None:
     try:
         client = qmp.Qmp(sock)
         try:
-            device = qmp.drive_of(client.call("query-block"), disk.volume, h.instance, disk.index)
+            device = qmp.drive_of(client.call("query-block"), disk.volume, h.instance, disk.index, run_dir)
             if device is None:
                 raise qmp.QmpError(f"no drive of {disk.volume}")
             client.call("block_resize", device=device, size=size)

@@ -10,7 +10,7 @@ import json
 import socket
 from typing import Any
 
-CTRL_DIR = "/var/run/ganeti/kvm-hypervisor/ctrl"
+from ganeti_ceph.ganeti import run
 
 
 class QmpError(Exception):
@@ -41,10 +41,11 @@ class Qmp:
         self.sock.close()
 
 
-def drive_of(blocks: list[dict], volume: str, instance: str, index: int) -> str | None:
+def drive_of(blocks: list[dict], volume: str, instance: str, index: int,
+             run_dir: str = run.RUN_DIR) -> str | None:
     """The QMP device name of a disk: by its RBD image (userspace) or its
     instance-disks link (kernelspace). Pure, for tests."""
-    link = f"/var/run/ganeti/instance-disks/{instance}:{index}"
+    link = run.instance_disk_link(instance, index, run_dir)
     for dev in blocks:
         name = dev.get("inserted", {}).get("image", {}).get("filename", "")
         if f'"image": "{volume}"' in name or name == link or name.endswith(f"/{volume}"):

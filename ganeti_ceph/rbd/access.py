@@ -19,6 +19,12 @@ from ganeti_ceph.errors import ConfigError
 
 QEMU_CONF = "/etc/ceph/ceph.conf"
 
+
+def qemu_keyring(client_id: str) -> str:
+    """The keyring QEMU reads for `client_id` next to QEMU_CONF (Ceph's default keyring path)."""
+    return os.path.join(os.path.dirname(QEMU_CONF), f"ceph.client.{client_id}.keyring")
+
+
 URI_31 = re.compile(r"^rbd:(\w+)/([a-z0-9-.]+)(:id=[a-z0-9-._]+)?$")
 
 
