@@ -16,7 +16,7 @@ from ganeti_ceph import runner
 from ganeti_ceph.errors import Busy, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
-from ganeti_ceph.rbd import fencing, mappers, snapshots
+from ganeti_ceph.rbd import snapshots
 from ganeti_ceph.rbd.volumes import META_ORIGIN, META_UUID, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.session import Session
 
@@ -39,7 +39,7 @@ def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> b
             if pending:
                 raise Busy(f"image {pool}/{name} has the snapshot volume(s) {', '.join(pending)}, made and not yet "
                            "read or removed (an export in progress); remove those first")
-            holders = _settled_watchers(session, img, pool, name)
+            holders = watchers(session, img)
             if holders:
                 raise Busy(f"image {pool}/{name} is in use by {', '.join(holders)} (a running VM or a mapping); "
                            "stop the instance or detach the disk on that node first")
@@ -64,30 +64,6 @@ def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> b
     if parent:
         snapshots.drop_if_unused(session, parent)
     return True
-
-
-# osd_client_watch_timeout (30 s) and a margin: how long a killed client's watch outlives it.
-STALE_WATCH_S = 35.0
-
-
-def _settled_watchers(session: Session, img: rbd.Image, pool: str, name: str) -> list[str]:
-    """The image's watchers, after waiting out those a client killed on this node left (an agent
-    worker, an rbd-fuse): Ceph drops a dead client's watch only after osd_client_watch_timeout, a
-    live one renews it. Waited only while every watcher has this node's IP and nothing here maps
-    the image, and never past half of timeouts.action: a refusal stays the answer for a live one."""
-    holders = watchers(session, img)
-    if not holders or not _only_ours_unmapped(session, pool, name, holders):
-        return holders
-    deadline = time.monotonic() + min(STALE_WATCH_S, session.cfg.timeouts.action / 2)
-    return runner.until(deadline, lambda: watchers(session, img), lambda held: not held, interval=1.0)
-
-
-def _only_ours_unmapped(session: Session, pool: str, name: str, holders: list[str]) -> bool:
-    with session.errors("read this client's address"):
-        ours = fencing.client_ip(session)
-    if not ours or any(fencing.ip_of(h) != ours for h in holders):
-        return False
-    return mappers.for_config(session.cfg).find(mappers.Target(session.fsid(), pool, name)) is None
 
 
 def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> None:

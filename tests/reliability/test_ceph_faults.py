@@ -104,12 +104,12 @@ def test_pool_quota_reached_then_lifted(bed: Bed, ledger: Ledger) -> None:
 @pytest.mark.xfail(strict=False, reason=(
     "intermittent, so not strict: the victim's rbd-fuse, killed with the worker's session while it opened "
     "the image, leaves its watch (until Ceph's 30 s watch timeout) and its RBD exclusive lock (until the next "
-    "opener or the remove breaks it), which the check counts before Ganeti's remove; the remove itself now "
-    "waits the watch out and succeeds. Fencing the dead client's exact address would clear both at once"))
+    "opener or the remove breaks it), which the check counts before Ganeti's remove; the remove right after "
+    "is refused 'in use' (the safe answer; a retry after the watch timeout removes it). Fencing the dead "
+    "client's exact address would clear both at once"))
 def test_agent_killed_mid_call(bed: Bed, ledger: Ledger) -> None:
     """Calls through the agent are held mid-way (OSDs paused) when the agent is SIGKILLed: each
-    caller gets one line within the bound, none re-runs the call, Ganeti's follow-ups clean up (a killed
-    worker's watch lasts until Ceph's watch timeout: remove waits it out, ganeti_ceph/rbd/remove.py)."""
+    caller gets one line within the bound, none re-runs the call, Ganeti's follow-ups clean up."""
     with bed.scenario("agent killed (SIGKILL) mid-call", ledger.record) as t:
         disks, probe, new = begin(bed, t)
         victim = bed.new_volume(t, 64)
