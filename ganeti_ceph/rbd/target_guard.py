@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -49,10 +48,8 @@ def arm(cfg: Config, t: Target, dev: str) -> bool:
     path = marker(cfg, t)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     atomic.write(path, f"{token} {time.time() + window(cfg):.0f}\n")
-    log = os.path.join(cfg.run_dir, "guard.log")
-    with open(log, "ab") as fh:
-        subprocess.Popen(procs.boot_argv(MODULE, cfg.source, t.fsid, t.pool, t.image, token), stdin=subprocess.DEVNULL,
-                         stdout=fh, stderr=fh, start_new_session=True, env=procs.DAEMON_ENV, close_fds=True)
+    procs.spawn(procs.boot_argv(MODULE, cfg.source, t.fsid, t.pool, t.image, token),
+                os.path.join(cfg.run_dir, "guard.log"), ready=lambda _child: True)
     return True
 
 
