@@ -33,7 +33,7 @@ def _sync_dir(path: str) -> None:
 
 
 @contextlib.contextmanager
-def _replacing(path: str) -> Iterator[str]:
+def _replacing(path: str, durable: bool = True) -> Iterator[str]:
     """Yield a fresh temporary name beside `path`; rename it over `path` after
     the body, or remove it if the body (or the rename) fails."""
     tmp = _temp_name(path)
@@ -44,20 +44,23 @@ def _replacing(path: str) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _sync_dir(path)
+    if durable:
+        _sync_dir(path)
 
 
-def write(path: str, data: str | bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` (str is UTF-8), mode `mode`, durably."""
+def write(path: str, data: str | bytes, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace `path` with `data` (str is UTF-8), mode `mode`, durably unless `durable` is False
+    (a file that only has to last as long as its process: no flush to disk)."""
     raw = data.encode() if isinstance(data, str) else data
-    with _replacing(path) as tmp:
+    with _replacing(path, durable) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         try:
             os.fchmod(fd, mode)  # whatever the umask took away
             view = memoryview(raw)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

@@ -8,6 +8,10 @@ node's VM may still write. Adding an entry needs only a client key
 (`profile rbd` may add blocklist entries); lifting needs the admin key, so
 a fenced node cannot lift its own fence. Who is fenced, and when, is the
 caller's decision (open records: locks.py; a dead primary: the hooks).
+
+Releasing a dead client is the other use of the blocklist: one exact
+address (`ip:0/nonce`) of a process of ours proven gone (clients.py), so
+that its watch and lock go at once instead of after Ceph's watch timeout.
 """
 
 from __future__ import annotations
@@ -15,15 +19,21 @@ from __future__ import annotations
 from ganeti_ceph.session import Session
 
 FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted, not Ceph's default hour
+RELEASE_SECONDS = 3600.0  # a dead client's address: Ceph's default; it is never used again anyway
+
+
+def plain_addr(addr: str) -> str:
+    """One client address as watchers, lock owners and the blocklist print it:
+    '[v2:1.2.3.4:0/5,v1:1.2.3.4:0/5]', 'v2:1.2.3.4:0/5', '1.2.3.4:0/5' -> '1.2.3.4:0/5'."""
+    first = addr[1:-1] if addr.startswith("[v") and addr.endswith("]") else addr
+    first = first.split(",")[0]
+    return first.split(":", 1)[1] if first.startswith(("v1:", "v2:", "any:")) else first
 
 
 def ip_of(addr: str) -> str:
     """'v2:1.2.3.4:0/5', '[v2:1.2.3.4:0/5,v1:...]', '1.2.3.4:0/5' -> '1.2.3.4';
     '[v2:[::1]:0/5]' or '[::1]:0/5' -> '::1' (IPv6 without brackets)."""
-    first = addr[1:-1] if addr.startswith("[v") and addr.endswith("]") else addr
-    first = first.split(",")[0]
-    plain = first.split(":", 1)[1] if first.startswith(("v1:", "v2:", "any:")) else first
-    return plain.rsplit(":", 1)[0].strip("[]")
+    return plain_addr(addr).rsplit(":", 1)[0].strip("[]")
 
 
 def fence_entry(ip: str) -> str:
@@ -48,11 +58,23 @@ def read_blocklist(session: Session) -> set[str]:
     return {entry["addr"] for entry in session.mon_command("osd blocklist ls") or []}
 
 
+def released_clients(session: Session) -> set[str]:
+    """Blocklisted single client addresses (`ip:0/nonce`, nonce not 0): dead clients that can never
+    write again. A node's fence (`ip:0/0`) is not among them: it is lifted when the node is back."""
+    return {plain_addr(a) for a in read_blocklist(session) if not a.endswith("/0")}
+
+
 def add(session: Session, ip: str, seconds: float = FENCE_SECONDS) -> str:
     """Fence `ip` (a client key may); returns the entry added."""
     entry = fence_entry(ip)
     session.mon_command("osd blocklist", blocklistop="add", addr=entry, expire=seconds)
     return entry
+
+
+def release_client(session: Session, addr: str, seconds: float = RELEASE_SECONDS) -> None:
+    """Blocklist one dead client's exact address: the OSDs drop its watches at once. Never a
+    node's `ip:0/0`: a caller passes only an address that clients.py proved dead."""
+    session.mon_command("osd blocklist", blocklistop="add", addr=plain_addr(addr), expire=seconds)
 
 
 def lift(session: Session, entry: str) -> None:

@@ -16,9 +16,11 @@ from ganeti_ceph import runner
 from ganeti_ceph.errors import Busy, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
-from ganeti_ceph.rbd import snapshots
+from ganeti_ceph.rbd import fencing, snapshots
 from ganeti_ceph.rbd.volumes import META_ORIGIN, META_UUID, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.session import Session
+
+WATCH_WAIT_S = 35.0  # Ceph's watch timeout (osd_client_watch_timeout, 30 s) and a margin
 
 
 def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> bool:
@@ -39,10 +41,7 @@ def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> b
             if pending:
                 raise Busy(f"image {pool}/{name} has the snapshot volume(s) {', '.join(pending)}, made and not yet "
                            "read or removed (an export in progress); remove those first")
-            holders = watchers(session, img)
-            if holders:
-                raise Busy(f"image {pool}/{name} is in use by {', '.join(holders)} (a running VM or a mapping); "
-                           "stop the instance or detach the disk on that node first")
+            _refuse_while_watched(session, img, f"{pool}/{name}")
             snaps = [s["name"] for s in img.list_snaps()]
             children = snapshots.children(session, img, snaps)
             if children:
@@ -64,6 +63,24 @@ def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> b
     if parent:
         snapshots.drop_if_unused(session, parent)
     return True
+
+
+def _refuse_while_watched(session: Session, img: rbd.Image, spec: str) -> None:
+    """Busy while a client watches the image. A watcher whose exact address is blocklisted is a dead
+    client (released by clients.py, or cut off by librbd's lock break): it can never write again, but
+    its watch may last until Ceph's watch timeout; that is waited out, within WATCH_WAIT_S."""
+    holders = watchers(session, img)
+    dead = set(holders) & fencing.released_clients(session) if holders else set()
+    if dead and not set(holders) - dead:
+        holders = runner.until(time.monotonic() + min(WATCH_WAIT_S, session.cfg.timeouts.action / 2),
+                               lambda: watchers(session, img), lambda left: not left or set(left) - dead, 0.5)
+    live = [h for h in holders if h not in dead]
+    if live:
+        raise Busy(f"image {spec} is in use by {', '.join(live)} (a running VM or a mapping); "
+                   "stop the instance or detach the disk on that node first")
+    if holders:
+        raise Busy(f"image {spec} is still watched by the dead client(s) {', '.join(holders)} (blocklisted); "
+                   "Ceph drops such a watch within its watch timeout (30 s): retry then")
 
 
 def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> None:

@@ -12,13 +12,13 @@ Built from a Config and a session source; building it connects to nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import NotFound, UsageError
-from ganeti_ceph.rbd import locks, mappers, prealloc_wipe, snapshots, target_guard, volumes
+from ganeti_ceph.rbd import clients, locks, mappers, prealloc_wipe, snapshots, target_guard, volumes
 from ganeti_ceph.rbd import remove as removal
 from ganeti_ceph.rbd.access import check_qemu_conf, userspace_uri
 from ganeti_ceph.rbd.catalogue import Backend, Catalogue
@@ -101,8 +101,18 @@ class VolumeService:
         """`ref` with its pool named."""
         return VolumeRef(self.catalogue.pool(ref.pool), ref.name, ref.uuid)
 
-    def _session(self) -> AbstractContextManager[Session]:
-        return self.sessions(self.cfg)
+    @contextmanager
+    def _session(self, ref: VolumeRef | None = None) -> Iterator[Session]:
+        """A session for one use case. Working on the volume `ref`, it first releases what dead clients
+        of ours on this node still hold, then is recorded as ours for the call (clients.py)."""
+        with self.sessions(self.cfg) as s:
+            if ref is None:
+                yield s
+                return
+            fsid = self._fsid(ref, s)
+            clients.release_dead(self.cfg.run_dir, s, fsid)
+            with clients.recorded(self.cfg.run_dir, s, fsid, ref.pool, ref.name):
+                yield s
 
     def _conf_fsid(self, ref: VolumeRef) -> str | None:
         """The fsid written in the conf of the volume's backend: known without asking Ceph."""
@@ -143,7 +153,7 @@ class VolumeService:
             prealloc_wipe.refuse_if_wiped(f"the adopted image {pool}/{spec.adopt_image}"
                                           if spec.adopt_image else f"this clone of {origin}")
         meta = metadata(spec)
-        with self._session() as s:
+        with self._session(ref) as s:
             if spec.adopt_image:
                 made = volumes.adopt(s, pool, spec.adopt_image, ref.name, spec.size_mib, meta)
                 return Created(made, adopted_from=f"{pool}/{spec.adopt_image}")
@@ -158,7 +168,7 @@ class VolumeService:
         ref = self.resolve(ref)
         uri = userspace_uri(ref.pool, ref.name, self.cfg.client_id)
         if access == "userspace":
-            with self._session() as s:
+            with self._session(ref) as s:
                 self._require_volume(s, ref)
                 check_qemu_conf(self._fsid(ref, s), self.cfg.source)
             return Attachment("", uri)
@@ -168,7 +178,7 @@ class VolumeService:
         # wedged mapping (a stat of an rbd-fuse file can hang with its cluster).
         dev = mapper.find(self._target(ref, fsid)) if fsid else None
         if dev is None:
-            with self._session() as s:
+            with self._session(ref) as s:
                 self._require_volume(s, ref)
                 dev = mapper.map(self._target(ref, self._fsid(ref, s)))
         return Attachment(dev, uri)
@@ -191,13 +201,13 @@ class VolumeService:
         """Remove the image (False: already gone). A mapping still present, here or elsewhere,
         is a watcher: remove refuses rather than pull a disk from under a VM."""
         ref = self.resolve(ref)
-        with self._session() as s:
+        with self._session(ref) as s:
             return removal.remove(s, ref.pool, ref.name, ref.uuid)
 
     def grow(self, ref: VolumeRef, new_size_mib: int) -> Grown:
         """Grow (never shrink) to `new_size_mib`; a device mapped here is resized with it."""
         ref = self.resolve(ref)
-        with self._session() as s:
+        with self._session(ref) as s:
             size = volumes.grow(s, ref.pool, ref.name, new_size_mib)
             fsid = self._fsid(ref, s)
         mapper = mappers.for_config(self.cfg)
@@ -209,20 +219,20 @@ class VolumeService:
     def set_info(self, ref: VolumeRef, text: str) -> None:
         """Ganeti's free-form text about the volume, kept as image metadata."""
         ref = self.resolve(ref)
-        with self._session() as s:
+        with self._session(ref) as s:
             volumes.set_metadata(s, ref.pool, ref.name, {volumes.META_INFO: text})
 
     def snapshot(self, ref: VolumeRef, snapshot_volume: str) -> bool:
         """Snapshot now, as the volume `snapshot_volume` (made real at its first attach or open);
         False if that snapshot exists already."""
         ref = self.resolve(ref)
-        with self._session() as s:
+        with self._session(ref) as s:
             return snapshots.snapshot(s, ref.pool, ref.name, snapshot_volume)
 
     def open(self, ref: VolumeRef, exclusive: bool) -> str:
         """Record this node as opener (see locks.open_volume); returns what was done."""
         ref = self.resolve(ref)
-        with self._session() as s:
+        with self._session(ref) as s:
             self._require_volume(s, ref)
             done = locks.open_volume(s, ref.pool, ref.name, self.cfg.node_name, exclusive)
             fsid = self._fsid(ref, s)
@@ -236,7 +246,7 @@ class VolumeService:
         ref = self.resolve(ref)
         fsid = self._conf_fsid(ref)
         guard = self._guard(ref, fsid) if fsid else None
-        with self._session() as s:
+        with self._session(ref) as s:
             if not fsid:
                 guard = self._guard(ref, s.fsid())
             had = locks.close_volume(s, ref.pool, ref.name, self.cfg.node_name)

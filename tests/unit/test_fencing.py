@@ -30,3 +30,11 @@ def test_ip_of_client_addresses() -> None:
     assert ip_of("198.18.2.11:0/42") == "198.18.2.11" and ip_of("v2:198.18.2.11:0/1") == "198.18.2.11"
     assert ip_of("[v2:[2001:db8::1]:0/123,v1:[2001:db8::1]:0/123]") == "2001:db8::1"
     assert ip_of("[2001:db8::1]:0/42") == "2001:db8::1" and ip_of("v2:[2001:db8::1]:0/1") == "2001:db8::1"
+
+
+def test_plain_addr_is_the_form_watchers_and_lock_owners_print() -> None:
+    from ganeti_ceph.rbd.fencing import plain_addr
+
+    assert plain_addr("[v2:127.0.0.1:0/123,v1:127.0.0.1:0/123]") == "127.0.0.1:0/123"
+    assert plain_addr("v1:10.1.2.3:0/5") == plain_addr("10.1.2.3:0/5") == "10.1.2.3:0/5"
+    assert plain_addr("[v2:[2001:db8::1]:0/7]") == "[2001:db8::1]:0/7"

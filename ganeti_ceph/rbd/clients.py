@@ -1,0 +1,173 @@
+"""Our own Ceph clients on this node, recorded for the length of a call, so that a dead one lets go at once.
+
+A provider process or agent worker killed mid-call (its bound passed, the
+agent died) leaves its watch on the volume until Ceph's watch timeout (30 s)
+and its RBD exclusive lock until someone breaks it: Ganeti's follow-up
+remove is refused "in use" meanwhile, and the next opener waits. So each
+call records, in `<run_dir>/clients/`, its exact client address
+(`ip:0/nonce`, the nonce random per connection) and its volume; the next
+call that finds a record whose process is gone releases what it held:
+that one address is blocklisted (an hour, Ceph's default; never a whole
+node: fencing.py) and its lock on the recorded volume broken.
+
+Death is proven locally and exactly: a record names its PID namespace, pid
+and the process's start time; only a record of this namespace whose pid is
+gone, a zombie, or a different process is released. A live client is never
+touched, and a blocklisted dead address is never reused (a new connection
+draws a new nonce).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import rbd
+
+from ganeti_ceph import atomic, runner
+from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.log import warn
+from ganeti_ceph.rbd import fencing
+from ganeti_ceph.session import Session
+
+DIR = "clients"
+DROP_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process, told apart from a later one that reuses its pid: PID namespace, pid, start time."""
+
+    pidns: int
+    pid: int
+    start: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.pidns}-{self.pid}-{self.start}"
+
+    @classmethod
+    def parse(cls, name: str) -> Process | None:
+        """The process a record's file name names; None for anything else (a temporary file)."""
+        parts = name.split("-")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            return None
+        return cls(*map(int, parts))
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) from /proc/<pid>/stat; None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _pidns() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+@cache
+def me() -> Process:
+    stat = _stat(os.getpid())
+    return Process(_pidns(), os.getpid(), stat[1] if stat else 0)
+
+
+def gone(p: Process) -> bool:
+    """True only if `p` is provably dead: of this PID namespace, and its pid is free, a zombie, or taken
+    by a process started at another time. A record of another namespace is never judged."""
+    if p.pidns != _pidns():
+        return False
+    stat = _stat(p.pid)
+    return stat is None or stat[0] in ("Z", "X") or stat[1] != p.start
+
+
+def _dir(run_dir: str) -> str:
+    return os.path.join(run_dir, DIR)
+
+
+@contextlib.contextmanager
+def recorded(run_dir: str, session: Session, fsid: str, pool: str, image: str) -> Iterator[None]:
+    """Record this process's client (`session`'s address) as working on pool/image for the body.
+    The record only has to last as long as the process: it is not synced to disk."""
+    path = os.path.join(_dir(run_dir), me().name)
+    record = {"fsid": fsid, "addr": fencing.plain_addr(session.rados.get_addrs()), "pool": pool, "image": image}
+    try:
+        os.makedirs(_dir(run_dir), mode=0o700, exist_ok=True)
+        atomic.write(path, json.dumps(record), mode=0o600, durable=False)
+    except OSError as exc:  # the call goes on; only a kill during it would leave its watch for 30 s
+        warn(f"cannot record this call's Ceph client in {_dir(run_dir)}: {exc.strerror}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def release_dead(run_dir: str, session: Session, fsid: str) -> list[str]:
+    """Release what the dead clients recorded here held in cluster `fsid`; the addresses released.
+    Costs a directory listing when none died. A failure is a warning: the record stays for the next
+    call, and the call under way goes on (at worst it meets the old watch, as without this)."""
+    try:
+        names = os.listdir(_dir(run_dir))
+    except FileNotFoundError:
+        return []
+    released = []
+    for name in names:
+        proc = Process.parse(name)
+        if proc is None or not gone(proc):
+            continue
+        path = os.path.join(_dir(run_dir), name)
+        try:
+            with open(path) as fh:
+                record = json.load(fh)
+        except FileNotFoundError:
+            continue  # released by another call meanwhile
+        except (OSError, ValueError):  # killed while writing it: it had not reached its volume yet
+            _drop(path)
+            continue
+        if record.get("fsid") != fsid:
+            continue  # another cluster's: released by a call to that cluster
+        try:
+            _release(session, record)
+        except GanetiCephError as exc:
+            warn(f"could not release the Ceph client {record.get('addr')} of the dead process {proc.pid} "
+                 f"on {record.get('pool')}/{record.get('image')}: {exc.message}")
+            continue
+        _drop(path)
+        released.append(str(record["addr"]))
+    return released
+
+
+def _release(session: Session, record: dict[str, str]) -> None:
+    """Blocklist the dead client's exact address, break its RBD lock on the recorded volume if it holds
+    it, and give the OSD a moment (DROP_WAIT_S) to drop its watch there: the OSDs take the blocklist with
+    their next map, milliseconds after the monitors answered. A watch the OSD registered for the dead
+    client after its connection had closed (its request still queued in a stopped OSD) does not go with
+    the blocklist, only with Ceph's watch timeout: remove.py waits that out, nobody else needs to."""
+    addr = record["addr"]
+    fencing.release_client(session, addr)
+    with session.ioctx(record["pool"]) as ioctx, session.errors(f"release {addr} on {record['image']}"):
+        try:
+            img = rbd.Image(ioctx, record["image"])
+        except rbd.ImageNotFound:
+            return
+        with img:
+            for owner in img.lock_get_owners():
+                if fencing.plain_addr(owner["owner"]) == addr:
+                    img.lock_break(owner["mode"], owner["owner"])
+            runner.until(time.monotonic() + min(DROP_WAIT_S, session.cfg.timeouts.osd_op),
+                         lambda: [w for w in img.watchers_list() if fencing.plain_addr(w["addr"]) == addr],
+                         lambda left: not left)
+
+
+def _drop(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
