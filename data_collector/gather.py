@@ -43,9 +43,17 @@ PG_BRIEF = ("pg dump pgs_brief", "pg dump", {"dumpcontents": ["pgs_brief"]})
 # Served by the mgr: without one they hang until mon_op, so they are skipped
 # when the mgr is known to be down, and their failure only leaves a note.
 MGR_BACKED = frozenset({"osd pool stats", PG_BRIEF[0]})
+# Asked last, each on its own: without an answer the report only lacks that fact and a note says
+# why. Is this node fenced (fencing.py)? The rbd_support mgr module's per-image I/O (by mgr_command,
+# only while a mgr is active).
+OPTIONAL: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("osd blocklist ls", "osd blocklist ls", {}),
+    (report.IMAGE_STATS, report.IMAGE_STATS, {}),
+)
 NOTES = "_notes"
 GANETI_RUN = run.RUN_DIR  # the packaged default (tests/ceph/test_collector.py names it); see run.run_dir
 CEPH_DAEMONS = ("ceph-mon", "ceph-osd", "ceph-mgr")
+AGENT_MODULE = "extstorage.agent"  # `ganeti-ceph-agent run` runs this module (procs.boot_argv)
 MAX_CONF_BYTES = 1 << 20  # a ceph.conf is a few KiB
 
 
@@ -68,6 +76,14 @@ def fetch(session: Session) -> dict[str, Any]:
                 raw[NOTES].append(f"the mgr did not answer {prefix}: {exc.message}")
         if not todo and key != PG_BRIEF[0] and mgr and report.pgs_unsettled(raw["status"]):
             todo.append(PG_BRIEF)
+    for key, prefix, args in OPTIONAL:
+        by_mgr = key == report.IMAGE_STATS
+        if by_mgr and not mgr:
+            continue
+        try:
+            raw[key] = (session.mgr_command if by_mgr else session.mon_command)(prefix, **args)
+        except GanetiCephError as exc:
+            raw[NOTES].append(f"no answer to {prefix}: {exc.message}")
     return raw
 
 
@@ -176,6 +192,11 @@ def ceph_processes(sampler: ProcSampler, fsid: str | None, own_conf: str) -> lis
     return found
 
 
+def agent_running() -> bool:
+    """True if root runs the provider's agent here (a process started as `python -m extstorage.agent run`)."""
+    return any(process_uids(str(pid)) == {0} and "run" in procs.cmdline(pid) for pid in procs.find(arg=AGENT_MODULE))
+
+
 def mapped_links(run_dir: str, fsid: str | None) -> list[tuple[str, str, str]]:
     """(pool, image, device) of every mapping of this cluster on this node (the mapping table)."""
     return [(m.target.pool, m.target.image, m.device) for m in table.mapped(run_dir, fsid)]
@@ -217,7 +238,7 @@ def node_facts(cfg: Config, sampler: ProcSampler, fsid: str | None, ganeti_run: 
         name=cfg.node_name, addresses=addrs,
         processes=ceph_processes(sampler, fsid, os.path.realpath(cfg.conf)),
         mapped=[(p, i, os.path.realpath(dev)) for p, i, dev in mapped_links(cfg.run_dir, fsid)],
-        disk_links=disk_links(ganeti_run), runtimes=kvm_runtimes(ganeti_run),
+        disk_links=disk_links(ganeti_run), runtimes=kvm_runtimes(ganeti_run), agent_running=agent_running(),
     )
 
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ganeti_ceph.rbd import fencing
+
 URI_RE = re.compile(r"^rbd:(\w+)/([A-Za-z0-9.-]+)")
 BAD_POOL_STATES = ("degraded", "unavailable")
 
@@ -29,6 +31,7 @@ class Facts:
     mapped: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, image, device)
     disk_links: dict[str, str] = field(default_factory=dict)  # "<instance>:<n>" -> device
     runtimes: dict[str, Any] = field(default_factory=dict)  # instance -> KVM runtime JSON
+    agent_running: bool = False  # the provider's agent (ganeti-ceph-agent) runs here
 
 
 def parse_daemon_argv(argv: list[str]) -> dict[str, str] | None:
@@ -98,13 +101,30 @@ def instance_disks(facts: Facts) -> list[dict[str, Any]]:
     return [{"instance": i, "index": n, **d} for (i, n), d in sorted(found.items())]
 
 
-def section(facts: Facts, raw: dict[str, Any] | None, pool_states: dict[str, str]) -> dict[str, Any]:
-    """data.node: daemons here, mapped devices, instance disks with their pool's state, the instances hurt."""
-    disks = [{**d, "pool_state": pool_states.get(d["pool"], "unknown")} for d in instance_disks(facts)]
+def fenced(facts: Facts, raw: dict[str, Any] | None) -> bool | None:
+    """True if one of this node's IPs is fenced (its whole IP in the OSD blocklist); None if not asked."""
+    listing = (raw or {}).get("osd blocklist ls")
+    if listing is None:
+        return None
+    entries = {e.get("addr", "") for e in listing}
+    return any(fencing.fenced(entries, ip) for ip in facts.addresses)
+
+
+def section(facts: Facts, raw: dict[str, Any] | None, pool_states: dict[str, str],
+            image_io: dict[tuple[str, str], dict[str, float]] | None = None) -> dict[str, Any]:
+    """data.node: daemons here, mapped devices (in use by an instance disk here or not), instance
+    disks with their pool's state and I/O rates (`image_io`: None if the mgr was not asked; an
+    image it does not list had no I/O), the instances hurt, the agent, a fence."""
+    disks = [{**d, "pool_state": pool_states.get(d["pool"], "unknown"),
+              "io": None if image_io is None else image_io.get((d["pool"], d["image"]), {})}
+             for d in instance_disks(facts)]
+    used = {d["device"] for d in disks if d["device"]}
     return {
         "name": facts.name,
         "daemons": daemons(facts, expected_daemons(facts, raw)),
-        "mapped_devices": [{"pool": p, "image": i, "device": d} for p, i, d in facts.mapped],
+        "mapped_devices": [{"pool": p, "image": i, "device": d, "in_use": d in used} for p, i, d in facts.mapped],
         "instance_disks": disks,
         "affected_instances": sorted({d["instance"] for d in disks if d["pool_state"] in BAD_POOL_STATES}),
+        "agent_running": facts.agent_running,
+        "fenced": fenced(facts, raw),
     }

@@ -25,6 +25,9 @@ DEGRADED = frozenset({"degraded", "undersized", "recovering", "recovery_wait", "
                       "backfill_toofull", "inconsistent", "stale"})
 DETAIL_LINES = 10
 ENTITY_RE = re.compile(r"\b((?:osd|mon|mgr|mds)\.[\w-]+)|pool '([^']+)'")
+# The rbd_support mgr module's per-image I/O rates (what `rbd perf image iostat` shows), asked by
+# gather.fetch: one command whatever the number of images; images without recent I/O are not listed.
+IMAGE_STATS = "rbd perf image stats"
 IO_KEYS = ("read_bytes_sec", "write_bytes_sec", "read_op_per_sec", "write_op_per_sec")
 RECOVERY_KEYS = ("recovering_objects_per_sec", "recovering_bytes_per_sec", "degraded_objects", "misplaced_objects",
                  "unfound_objects")
@@ -86,6 +89,7 @@ def osds(status: dict[str, Any], tree: dict[str, Any] | None) -> dict[str, Any]:
     m = status.get("osdmap", {})
     items = [n for n in (tree or {}).get("nodes", []) if n.get("type") == "osd"]
     return {"total": m.get("num_osds", 0), "up": m.get("num_up_osds", 0), "in": m.get("num_in_osds", 0),
+            "names": sorted((n["name"] for n in items), key=_natural),
             "down": sorted((n["name"] for n in items if n.get("status") != "up"), key=_natural),
             "out": sorted((n["name"] for n in items if not n.get("reweight")), key=_natural)}
 
@@ -160,6 +164,21 @@ def pools(raw: dict[str, Any], pg_info: dict[str, Any]) -> list[dict[str, Any]]:
             "client_io": _rates(stats.get("client_io_rate") or {}, IO_KEYS),
             "recovery_io": stats.get("recovery_rate") or {},
         })
+    return out
+
+
+def image_io(stats: dict[str, Any] | None) -> dict[tuple[str, str], dict[str, float]]:
+    """(pool, image) -> I/O rates from the mgr's `rbd perf image stats` (ops and bytes per second,
+    latencies in ns); its images are keyed "<pool index>/[<namespace>/]<image>"."""
+    if not stats:
+        return {}
+    pools_by_idx, names = stats.get("pool_descriptors") or {}, stats.get("stat_descriptors") or []
+    out = {}
+    for entry in stats.get("stats") or []:
+        for key, values in entry.items():
+            idx, _, image = key.partition("/")
+            if idx in pools_by_idx and image:
+                out[(pools_by_idx[idx], image)] = dict(zip(names, values, strict=False))
     return out
 
 
@@ -249,7 +268,8 @@ def build(raw: dict[str, Any] | None, facts: node.Facts, *, cluster: str, versio
         pool_list = pools(raw, pg)
         checks = health_checks(raw.get("health detail") or status.get("health", {}))
         mon = mons(status, raw.get("mon dump"))
-        here = node.section(facts, raw, {p["name"]: p["state"] for p in pool_list})
+        here = node.section(facts, raw, {p["name"]: p["state"] for p in pool_list},
+                            image_io(raw[IMAGE_STATS]) if IMAGE_STATS in raw else None)
         found = findings(checks, mon, pg, pool_list)
         pgmap = status.get("pgmap", {})
         data = {

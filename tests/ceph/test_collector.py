@@ -158,8 +158,8 @@ def test_daemon_serves_mond_api_and_metrics(cluster: Cluster, mond: str) -> None
     assert get(f"{mond}/1/report/all")[0]["name"] == "ceph"
     fams = parse_prometheus(get(f"{mond}/metrics"))
     assert fams["ganeti_ceph_status_code"]["samples"][()] == 0
-    assert fams["ganeti_ceph_osds"]["samples"][(("state", "up"),)] == 3
-    assert (("pool", "rbd"),) in fams["ganeti_ceph_pool_bytes_used"]["samples"]
+    assert sum(fams["ceph_osd_up"]["samples"].values()) == 3
+    assert any(dict(k)["name"] == "rbd" for k in fams["ceph_pool_metadata"]["samples"])
     outputs = json.dumps(rep) + get(f"{mond}/metrics") + json.dumps(get(f"{mond}/1/report/all"))
     assert not [k for k in secrets(cluster) if k in outputs]
     req = urllib.request.Request(f"{mond}/1/report/all", data=b"{}", method="POST")

@@ -67,7 +67,7 @@ def test_metrics_endpoint(server: tuple[str, int]) -> None:
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
     fams = parse_prometheus(body)
     assert fams["ganeti_ceph_status_code"]["samples"][()] == 1
-    assert fams["ganeti_ceph_osd_down"]["samples"] == {(("osd", "osd.1"),): 1}
+    assert fams["ceph_osd_up"]["samples"][(("ceph_daemon", "osd.1"),)] == 0
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "BREW"])
@@ -82,8 +82,8 @@ def test_metrics_of_every_situation_parse(name: str) -> None:
     assert fams["ganeti_ceph_status_code"]["samples"][()] == rep["data"]["status"]["code"]
     assert all(f["type"] in ("gauge", "counter") and f["help"] for f in fams.values())
     if name != "no-quorum":
-        pools = fams["ganeti_ceph_pool_bytes_used"]["samples"]
-        assert {dict(k)["pool"] for k in pools} == {p["name"] for p in rep["data"]["pools"]}
+        pools = fams["ceph_pool_bytes_used"]["samples"]
+        assert {dict(k)["pool_id"] for k in pools} == {str(p["id"]) for p in rep["data"]["pools"]}
         checks = fams.get("ganeti_ceph_health_check", {"samples": {}})["samples"]
         assert {dict(k)["name"] for k in checks} == {c["name"] for c in rep["data"]["health"]["checks"]}
 
@@ -92,7 +92,7 @@ def test_metric_label_values_are_escaped() -> None:
     rep = make("healthy")[0]
     rep["data"]["node"]["affected_instances"] = ['we"ird\\name\n']
     fams = parse_prometheus(metrics.render(rep))
-    assert fams["ganeti_ceph_node_instance_affected"]["samples"] == {(("instance", 'we"ird\\name\n'),): 1}
+    assert fams["ganeti_ceph_instance_affected"]["samples"] == {(("ganeti_instance", 'we"ird\\name\n'),): 1}
 
 
 def test_default_bind(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from ganeti_ceph.errors import CephUnavailable
 from tests.unit.test_collector_formats import validate_report
 
 DATA = Path(__file__).with_name("test_collector_data")
-KEY = {(prefix, json.dumps(args, sort_keys=True)): key for key, prefix, args in (*gather.COMMANDS, gather.PG_BRIEF)}
+KEY = {(prefix, json.dumps(args, sort_keys=True)): key for key, prefix, args in (*gather.COMMANDS, gather.PG_BRIEF,
+                                                                                        *gather.OPTIONAL)}
 FACTS = node.Facts(name="vm", addresses=["127.0.0.1"])
 
 
@@ -39,6 +40,8 @@ class FakeSession:
         if key not in self.raw:
             raise CephUnavailable(f"cluster test: {prefix} timed out")
         return copy.deepcopy(self.raw[key])
+
+    mgr_command = mon_command  # the captures key both kinds by command
 
 
 def captured(name: str) -> dict[str, Any]:
@@ -220,7 +223,7 @@ def test_sections_from_a_healthy_cluster() -> None:
     d = make("healthy-3mons")[0]["data"]
     assert d["mons"] == {"total": 3, "in_quorum": ["a", "b", "c"], "out_of_quorum": [], "majority": 2,
                          "quorum_at_risk": False}
-    assert d["osds"] == {"total": 3, "up": 3, "in": 3, "down": [], "out": []}
+    assert d["osds"] == {"total": 3, "up": 3, "in": 3, "names": ["osd.0", "osd.1", "osd.2"], "down": [], "out": []}
     assert d["pgs"]["by_state"] == {"active+clean": 33} and d["pgs"]["unavailable"] == 0
     assert set(d["client_io"]) == set(report.IO_KEYS) and d["mgr"]["available"]
 
