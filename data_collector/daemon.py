@@ -211,7 +211,7 @@ class Server(ThreadingHTTPServer):
 
 
 def serve(cfg: Config, bind: str, port: int, interval: float, pidfile: str,
-          max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT) -> int:
+          max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT, log: str | None = None) -> int:
     reports = Reports(cfg, interval)
     try:
         server = Server((bind, port), reports, max_connections, idle_timeout)
@@ -220,7 +220,7 @@ def serve(cfg: Config, bind: str, port: int, interval: float, pidfile: str,
     reports.start()
     os.makedirs(os.path.dirname(pidfile), mode=0o755, exist_ok=True)
     try:
-        procs.serve_until_signalled(server, pidfile, f"{PROG}: serving http://{bind}:{port}/ (pid {os.getpid()})")
+        procs.serve_until_signalled(server, PROG, pidfile, f"serving http://{bind}:{port}/ (pid {os.getpid()})", log)
     finally:
         server.server_close()
         reports.stop()
@@ -241,12 +241,14 @@ def start(args: argparse.Namespace) -> int:
     if pid:
         print(f"{PROG}: already running (pid {pid})", file=sys.stderr)
         return 0
+    log = args.log or DEFAULT_LOG
     argv = [sys.executable, "-I", "-m", "data_collector.daemon", "run", "--bind", args.bind, "--port",
             str(args.port), "--interval", str(args.interval), "--timeout", str(args.timeout), "--pidfile", args.pidfile,
             "--max-connections", str(args.max_connections), "--idle-timeout", str(args.idle_timeout),
-            "--config", os.path.abspath(config.config_path() if args.config is None else args.config)]
-    if not procs.spawn(argv, args.log, lambda child: running_pid(args.pidfile) == child.pid):
-        raise GanetiCephError(f"{PROG} did not start within 10 s; see {args.log}")
+            "--config", os.path.abspath(config.config_path() if args.config is None else args.config),
+            "--log", log]
+    if not procs.spawn(argv, log, lambda child: running_pid(args.pidfile) == child.pid):
+        raise GanetiCephError(f"{PROG} did not start within 10 s; see {log}")
     return 0
 
 
@@ -268,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT,
                         help=f"seconds a connection may wait for or send its request (default {IDLE_TIMEOUT:g})")
     parser.add_argument("--pidfile", default=DEFAULT_PIDFILE)
-    parser.add_argument("--log", default=DEFAULT_LOG)
+    parser.add_argument("--log", help=f"append output to this file, reopened on SIGHUP (default with start: "
+                                      f"{DEFAULT_LOG}; with run: stderr)")
     args = parser.parse_args(argv)
     args.bind = args.bind or default_bind()
     for name in ("interval", "idle_timeout", "max_connections"):
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
     if args.action == "run":
         return serve(gather.with_timeout(config.load(args.config), args.timeout), args.bind, args.port,
-                     args.interval, args.pidfile, args.max_connections, args.idle_timeout)
+                     args.interval, args.pidfile, args.max_connections, args.idle_timeout, args.log)
     if args.action == "start":
         return start(args)
     if args.action == "stop":

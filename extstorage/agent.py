@@ -9,7 +9,11 @@ the same output and exit code as the in-process path, which is used
 whenever no agent takes the call, and is bounded the same way: at
 `timeouts.action` the call's worker is killed before the answer is sent.
 
-    ganeti-ceph-agent start|stop|status|run [--socket PATH] [--pidfile PATH]
+    ganeti-ceph-agent start|stop|status|run [--socket PATH] [--pidfile PATH] [--log PATH]
+
+`start` runs it in the background, `run` in the foreground (under systemd);
+with --log (always with `start`) output is appended to that file and SIGHUP
+reopens it, for logrotate.
 """
 
 from __future__ import annotations
@@ -107,12 +111,13 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 self.workers.give(worker, healthy)
 
 
-def serve(path: str, pidfile: str) -> int:
+def serve(path: str, pidfile: str, log_path: str | None = None) -> int:
     server = Server(path)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        procs.serve_until_signalled(server, pidfile, f"ganeti-ceph-agent: serving {path} (pid {os.getpid()}, "
-                                                     f"code from {root})")
+        procs.serve_until_signalled(server, "ganeti-ceph-agent", pidfile,
+                                    f"serving {path} (pid {os.getpid()}, code from {root})", log_path,
+                                    server.workers.renew)
     finally:
         server.server_close()
         for leftover in (path, pidfile):
@@ -132,7 +137,7 @@ def start(path: str, pidfile: str, log: str) -> int:
         print(f"ganeti-ceph-agent: already running (pid {pid})", file=sys.stderr)
         return 0
     os.makedirs(os.path.dirname(pidfile), mode=0o700, exist_ok=True)
-    argv = procs.boot_argv("extstorage.agent", "run", "--socket", path, "--pidfile", pidfile)
+    argv = procs.boot_argv("extstorage.agent", "run", "--socket", path, "--pidfile", pidfile, "--log", log)
     if not procs.spawn(argv, log, lambda _: bool(running_pid(pidfile)) and os.path.exists(path)):
         raise GanetiCephError(f"ganeti-ceph-agent did not start within 10 s; see {log}")
     return 0
@@ -158,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=("start", "stop", "status", "run"))
     parser.add_argument("--socket", default=DEFAULT_SOCKET)
     parser.add_argument("--pidfile", default=DEFAULT_PIDFILE)
-    parser.add_argument("--log", default=DEFAULT_LOG)
+    parser.add_argument("--log", help=f"append output to this file, reopened on SIGHUP (default with start: "
+                                      f"{DEFAULT_LOG}; with run: stderr)")
     args = parser.parse_args(argv)
     if args.action == "run":
-        return serve(args.socket, args.pidfile)
+        return serve(args.socket, args.pidfile, args.log)
     if args.action == "start":
-        return start(args.socket, args.pidfile, args.log)
+        return start(args.socket, args.pidfile, args.log or DEFAULT_LOG)
     if args.action == "stop":
         return stop_agent(args.pidfile)
     return procs.status("ganeti-ceph-agent", running_pid(args.pidfile))

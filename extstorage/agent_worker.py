@@ -40,6 +40,8 @@ class WorkerLost(Exception):
 class Worker:
     """One worker process, seen from the agent."""
 
+    born = 0  # the agent's log generation when it was started (Workers.renew)
+
     def __init__(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -90,7 +92,28 @@ class Workers:
         self._lock = threading.Lock()
         self._idle: list[Worker] = []
         self._spawning = False
+        self._generation = 0
         self.busy = 0
+
+    def _new(self) -> Worker:
+        """A new worker, marked with the log generation it started under (read before it starts,
+        so a reopen racing its start marks it old: retired early, never kept on the old file)."""
+        born = self._generation
+        worker = Worker()
+        worker.born = born
+        return worker
+
+    def renew(self) -> None:
+        """After the agent reopened its log: a worker writes to the stderr it was started with, the
+        rotated file. Idle workers are retired now and busy ones when their call ends (within its
+        bound), so none keeps the old file open; new ones get the new file. Cheaper and simpler than
+        teaching workers to reopen: one worker start per rotation, and workers stay signal-free."""
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.retire()
+        self.spare()
 
     def take(self) -> Worker:
         """An idle worker, or a new one; a spare is started for the next call
@@ -106,7 +129,7 @@ class Workers:
             self.busy += 1
         self.spare()
         try:
-            return worker or Worker()
+            return worker or self._new()
         except BaseException:
             with self._lock:
                 self.busy -= 1
@@ -121,7 +144,7 @@ class Workers:
 
         def spawn() -> None:
             try:
-                worker = Worker()
+                worker = self._new()
             finally:
                 with self._lock:
                     self._spawning = False
@@ -130,12 +153,12 @@ class Workers:
         threading.Thread(target=spawn, daemon=True).start()
 
     def give(self, worker: Worker, healthy: bool, taken: bool = True) -> None:
-        """Back to the pool if `healthy`, else killed (and reaped) now."""
+        """Back to the pool if `healthy` (retired if of an old log generation), else killed (and reaped) now."""
         if not healthy:
             worker.kill()
         with self._lock:
             self.busy -= taken
-            if healthy and len(self._idle) < MAX_IDLE:
+            if healthy and worker.born == self._generation and len(self._idle) < MAX_IDLE:
                 self._idle.append(worker)
                 return
         if healthy:

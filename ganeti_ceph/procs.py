@@ -91,10 +91,12 @@ def status(prog: str, pid: int | None) -> int:
 def spawn(argv: list[str], log: str, ready: Callable[[subprocess.Popen], bool], wait: float = 10.0) -> bool:
     """Start argv detached (own session, clean environment, output to `log`);
     True once `ready(child)` holds, False if the child exits or `wait` passes."""
-    os.makedirs(os.path.dirname(log), exist_ok=True)
-    with open(log, "ab") as fh:
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, start_new_session=True,
+    fd = open_log(log)
+    try:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
                                  env=DAEMON_ENV)
+    finally:
+        os.close(fd)
     state = runner.until(time.monotonic() + wait,
                          lambda: "ready" if ready(child) else "exited" if child.poll() is not None else "")
     return state == "ready"
@@ -111,15 +113,60 @@ def terminate(pid: int | None, grace: float = 10.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def serve_until_signalled(server: Any, pidfile: str, banner: str) -> None:
+def open_log(path: str) -> int:
+    """`path` opened for appending (made, with its directory, if missing): a daemon's log."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def log_to(path: str) -> None:
+    """Point fds 1 and 2 at `path`: print() and tracebacks go there, and so
+    does the output of every child started from now on (they inherit them)."""
+    fd = open_log(path)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+
+
+def serve_until_signalled(server: Any, prog: str, pidfile: str, banner: str, log: str | None = None,
+                          on_reopen: Callable[[], None] | None = None) -> None:
     """Write our pid, make SIGTERM/SIGINT shut `server` down cleanly, and
-    serve until then; the caller cleans up after it returns."""
+    serve until then; the caller cleans up after it returns.
+
+    With `log`, output goes to that file (appended), and SIGHUP reopens it
+    (logrotate renames the file, then signals), after which `on_reopen`
+    runs, e.g. to retire children that still hold the old file. Handlers
+    only start threads: the work (locks, I/O) must not run inside a signal
+    handler, which interrupts the main thread anywhere."""
+    if log:
+        log_to(log)
     atomic.write(pidfile, f"{os.getpid()}\n")
+    reopening = threading.Lock()
+
+    def reopen() -> None:
+        with reopening:
+            if not log:
+                print(f"{prog}: SIGHUP: no --log file to reopen (output goes to stderr)", file=sys.stderr, flush=True)
+                return
+            try:
+                log_to(log)
+            except OSError as exc:
+                print(f"{prog}: SIGHUP: cannot reopen {log} ({exc.strerror}); still writing to the old file",
+                      file=sys.stderr, flush=True)
+                return
+            print(f"{prog}: log reopened on SIGHUP", file=sys.stderr, flush=True)
+            if on_reopen:
+                on_reopen()
 
     def stop(*_: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(banner, file=sys.stderr, flush=True)
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reopen, daemon=True).start())
+    print(f"{prog}: {banner}", file=sys.stderr, flush=True)
     server.serve_forever(poll_interval=0.5)
