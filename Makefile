@@ -5,7 +5,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 DEMO_DIR ?= /var/lib/ganeti-ceph/demo
 
-.PHONY: install demo test unit lint bench reliability clean
+.PHONY: install demo test unit lint bench reliability clean deb
 
 $(STAMP): setup.py scripts/install-deps
 	bash scripts/install-deps
@@ -36,6 +36,10 @@ reliability: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# The Debian package, built with Debian's tools only (doc/packaging.md).
+deb: $(STAMP)
+	/usr/bin/python3 -I packaging/build_deb.py --out build/deb
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache

@@ -48,14 +48,17 @@ def script_text(python: str, path: list[str], module: str = "extstorage.client",
             f"from {module} import {func}  # noqa: E402\n\n{func}()\n")
 
 
-def install_hooks(hooks_dir: str, python: str) -> list[str]:
+def install_hooks(hooks_dir: str, python: str, path: list[str] | None = None, destdir: str = "") -> list[str]:
     """One script, linked into every hook path it serves (name: HOOK_NAME),
-    plus the Ceph health line of `gnt-cluster verify` (data_collector)."""
-    path = module_path()
+    plus the Ceph health line of `gnt-cluster verify` (data_collector).
+    A package build (packaging/stage.py) gives the scripts' module `path` and
+    writes under `destdir`, while the links still name `hooks_dir`."""
+    path = module_path() if path is None else path
     check_trusted(python, path)
-    os.makedirs(hooks_dir, mode=0o755, exist_ok=True)
     script = os.path.join(hooks_dir, HOOK_SCRIPT)
-    _write_executable(script, script_text(python, path, "hooks.main", "entry"))
+    hooks_dir = destdir + hooks_dir
+    os.makedirs(hooks_dir, mode=0o755, exist_ok=True)
+    _write_executable(destdir + script, script_text(python, path, "hooks.main", "entry"))
     verify_dir = os.path.join(hooks_dir, "cluster-verify-post.d")
     os.makedirs(verify_dir, mode=0o755, exist_ok=True)
     _write_executable(os.path.join(verify_dir, VERIFY_HOOK),
@@ -131,11 +134,12 @@ def check_trusted(python: str, paths: list[str]) -> None:
                              "install from a root-owned checkout or virtualenv that only root can write")
 
 
-def install(base: str, python: str, log_dir: str = LOG_DIR) -> str:
+def install(base: str, python: str, log_dir: str = LOG_DIR, path: list[str] | None = None) -> str:
+    """`path`: the scripts' module path (a package build gives the system's; default: where this runs from)."""
     target = os.path.join(base, PROVIDER)
     if os.path.exists(target) and not _is_ours(target):
         raise UsageError(f"{target} exists and is not a ganeti-ceph provider; move it away first")
-    path = module_path()
+    path = module_path() if path is None else path
     check_trusted(python, path)
     os.makedirs(target, mode=0o755, exist_ok=True)
     _write_executable(os.path.join(target, SCRIPT), script_text(python, path))
