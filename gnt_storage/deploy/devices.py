@@ -18,9 +18,13 @@ from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError
 
 BLUESTORE_LABEL = b"bluestore block device\n"
+DISK_DIR = "/dev/disk"
+STABLE_DIRS = ("by-id", "by-path", "by-partuuid")  # udev's names that a reboot does not renumber
+LOOP_MAJOR = 7
 MIN_DEVICE_BYTES = 2 * 1024**3
 PROBE_TIMEOUT = 30.0
 ENV = runner.clean_env(runner.SYSTEM_PATH)
+TOOL_ENV = runner.clean_env(runner.SYSTEM_PATH, HOME="/root")  # Ceph tools want a HOME
 WIPE_HINT = "wipe it first only if it is spare (wipefs -a)"
 
 
@@ -29,6 +33,50 @@ def label_uuid(head: bytes) -> str | None:
     if not head.startswith(BLUESTORE_LABEL):
         return None
     return head[len(BLUESTORE_LABEL):].split(b"\n", 1)[0].decode(errors="replace")
+
+
+def is_block(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def stable_name(dev: str, disk_dir: str = DISK_DIR) -> str | None:
+    """A name of block device `dev` that survives a reboot renumbering sdX, or None.
+
+    A name under /dev/disk/by-id (by-path, by-partuuid) is kept as given;
+    a kernel name (/dev/sdb) is translated to udev's link to the same device
+    (by-id first). A loop device has no such link: its name is fixed by
+    whoever attached it, so it is kept.
+    """
+    if any(dev.startswith(f"{disk_dir}/{d}/") for d in STABLE_DIRS):
+        return dev
+    real = os.path.realpath(dev)
+    for d in STABLE_DIRS:
+        for name in _listdir(os.path.join(disk_dir, d)):
+            link = os.path.join(disk_dir, d, name)
+            if os.path.realpath(link) == real:
+                return link
+    try:
+        return dev if os.major(os.stat(real).st_rdev) == LOOP_MAJOR else None
+    except OSError:
+        return None
+
+
+def read_head(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(4096)
+
+
+def read_label(dev: str) -> dict[str, str]:
+    """The bluestore label of `dev`, as ceph-bluestore-tool reads it (bounded)."""
+    out = runner.run(["ceph-bluestore-tool", "show-label", "--dev", dev], f"read the label of {dev}", 60,
+                     env=TOOL_ENV)
+    try:
+        return next(iter(json.loads(out).values()), {})
+    except (ValueError, AttributeError):
+        raise GanetiCephError(f"cannot read the bluestore label of {dev}: unexpected output") from None
 
 
 def signatures(path: str) -> list[str]:

@@ -25,11 +25,12 @@ from typing import Any
 
 from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError, run_main
-from gnt_storage.deploy import bootstrap, daemons
+from gnt_storage.deploy import bootstrap, daemons, volume
 from gnt_storage.deploy.daemons import Daemon
-from gnt_storage.deploy.devices import device_state
+from gnt_storage.deploy.devices import TOOL_ENV, device_state, read_label
 
 CONF = "/etc/ceph/ceph.conf"
+KRBD_BESIDE_OSDS = ("krbd",)  # mappers a node running OSDs does not default to
 RUN_DIR = "/run/ceph"
 LOG_DIR = "/var/log/ceph"
 DONE = "ganeti-ceph.done"  # in a mon or OSD directory: its mkfs completed
@@ -59,8 +60,18 @@ def ids(user: str) -> tuple[int, int]:
 def probe(req: dict[str, Any]) -> dict[str, Any]:
     missing = [b for b in REQUIRED if not shutil.which(b, path=runner.SYSTEM_PATH)]
     devices = {o["dev"]: ("ours" if os.path.exists(os.path.join(data_dir("osd", o["id"]), DONE))
-                          else device_state(o["dev"], o["uuid"])) for o in req.get("osds", [])}
-    return {"missing": missing, "devices": devices, "systemd": systemd(), "running": running(req)}
+                          else osd_state(o)) for o in req.get("osds", [])}
+    osds = {o["id"]: {"volume": True} for o in req.get("osds", []) if volume.is_volume(o)}
+    return {"missing": missing, "devices": devices, "systemd": systemd(), "running": running(req), "osds": osds}
+
+
+def osd_state(osd: dict[str, Any]) -> str:
+    if not volume.is_volume(osd):
+        return device_state(osd["dev"], osd["uuid"])
+    try:
+        return volume.state(volume.with_stable_names(osd))
+    except GanetiCephError as exc:
+        return f"not usable: {exc.message}"
 
 
 # -- apply: files, directories, stores ----------------------------------------
@@ -87,9 +98,6 @@ def make_dir(path: str, mode: int, owner: str) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
     os.chmod(path, mode)
     os.chown(path, uid, gid)
-
-
-TOOL_ENV = runner.clean_env(runner.SYSTEM_PATH, HOME="/root")  # Ceph tools want a HOME
 
 
 def _ceph(argv: list[str], what: str) -> None:
@@ -143,18 +151,62 @@ def label_problems(label: dict[str, str], osd: dict[str, Any]) -> list[str]:
     return [f"{k} {label.get(k)!r} (expected {v!r})" for k, v in want.items() if label.get(k) != v]
 
 
-def mkfs_osd(osd: dict[str, Any], user: str) -> str:
+def _refusal(osd: dict[str, Any], state: str) -> GanetiCephError:
+    return GanetiCephError(f"osd.{osd['id']}: {osd['dev']} is {state}" + (
+        " with an unfinished store although the osdmap says it booted; refusing to overwrite it: check the "
+        "device" if state == "ours" else ""))
+
+
+def _zero_head(dev: str) -> None:
+    """Forget an unfinished store of ours that never booted (its label), nothing else."""
+    fd = os.open(dev, os.O_WRONLY | os.O_EXCL | os.O_NOFOLLOW)  # O_EXCL: a block device in use fails
+    try:
+        os.write(fd, b"\0" * 65536)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def volume_osd(osd: dict[str, Any], user: str, records: dict[str, Any]) -> str:
+    """An OSD on a block device, through ceph-volume: prepared once the mons run (it registers the
+    OSD), adopted (activated, never re-made) when the device holds a finished store of this cluster's osd.N."""
+    osd = volume.with_stable_names(osd)
+    state = volume.state(osd)
+    finished = state == "ours" and read_label(osd["dev"]).get("mkfs_done") == "yes"
+    plan = osd_plan(state, osd.get("up_from"), finished)
+    if plan == "refuse":
+        raise _refusal(osd, state)
+    if plan == "pending" or osd.get("up_from") is None:
+        return "pending"  # ceph-volume asks the mons for the OSD's id and the monmap
+    if plan == "redo":  # our prepare never finished and the osdmap says it never booted: nothing was stored
+        _zero_head(osd["dev"])
+        volume.purge_new(osd["id"])
+    records[osd["id"]] = {"volume": True, "stable": osd["stable"]}
+    if plan == "adopt":
+        volume.activate(osd)
+        records[osd["id"]]["uuid"] = read_label(osd["dev"])["osd_uuid"]
+        done = f"osd.{osd['id']} adopted from {osd['dev']} (its finished store kept)"
+    else:
+        records[osd["id"]]["uuid"] = volume.prepare(osd)
+        volume.activate(osd)
+        done = f"osd.{osd['id']} prepared by ceph-volume on {osd['dev']}" + (
+            " (made anew: it never booted)" if plan == "redo" else "")
+    put_file(os.path.join(data_dir("osd", osd["id"]), DONE), "", 0o644, user)
+    return done
+
+
+def mkfs_osd(osd: dict[str, Any], user: str, records: dict[str, Any] | None = None) -> str:
     """Make, redo or adopt an OSD's store; "" if in place, "pending" if the osdmap is needed first."""
     d = data_dir("osd", osd["id"])
     if os.path.exists(os.path.join(d, DONE)):
         return ""
+    if volume.is_volume(osd):
+        return volume_osd(osd, user, {} if records is None else records)
     state = device_state(osd["dev"], osd["uuid"])
     finished = state == "ours" and read_label(osd["dev"]).get("mkfs_done") == "yes"
     plan = osd_plan(state, osd.get("up_from"), finished)
     if plan == "refuse":
-        raise GanetiCephError(f"osd.{osd['id']}: {osd['dev']} is {state}" + (
-            " with an unfinished store although the osdmap says it booted; refusing to overwrite it: check the "
-            "device" if state == "ours" else ""))
+        raise _refusal(osd, state)
     if plan == "pending":
         return plan
     if plan == "adopt":
@@ -162,12 +214,7 @@ def mkfs_osd(osd: dict[str, Any], user: str) -> str:
         return f"osd.{osd['id']} adopted from {osd['dev']} (its finished store kept)"
     uid, gid = ids(user)
     if plan == "redo":  # our own mkfs never finished and the osdmap says it never booted: nothing was stored
-        fd = os.open(osd["dev"], os.O_WRONLY | os.O_EXCL | os.O_NOFOLLOW)  # O_EXCL: a block device in use fails
-        try:
-            os.write(fd, b"\0" * 65536)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _zero_head(osd["dev"])
     shutil.rmtree(d, ignore_errors=True)
     make_dir(d, 0o750, user)
     os.symlink(osd["dev"], os.path.join(d, "block"))
@@ -177,16 +224,6 @@ def mkfs_osd(osd: dict[str, Any], user: str) -> str:
            "--setuser", user, "--setgroup", user], f"mkfs osd.{osd['id']} on {osd['dev']}")
     put_file(os.path.join(d, DONE), "", 0o644, user)
     return f"osd.{osd['id']} store on {osd['dev']}" + (" (made anew: it never booted)" if plan == "redo" else "")
-
-
-def read_label(dev: str) -> dict[str, str]:
-    """The bluestore label of `dev`, as ceph-bluestore-tool reads it (bounded)."""
-    out = runner.run(["ceph-bluestore-tool", "show-label", "--dev", dev], f"read the label of {dev}", 60,
-                     env=TOOL_ENV)
-    try:
-        return next(iter(json.loads(out).values()), {})
-    except (ValueError, AttributeError):
-        raise GanetiCephError(f"cannot read the bluestore label of {dev}: unexpected output") from None
 
 
 def adopt_osd(osd: dict[str, Any], user: str) -> None:
@@ -213,12 +250,14 @@ def adopt_osd(osd: dict[str, Any], user: str) -> None:
 
 
 def provider_config(cfg: dict[str, Any], node: str) -> str:
-    """/etc/ganeti/ceph.yaml: this node's client config, mapper detected here."""
+    """/etc/ganeti/ceph.yaml: this node's client config, mapper detected here; never krbd beside OSDs
+    (the kernel client on an OSD host can deadlock under memory pressure, Ceph warns)."""
     from ganeti_ceph import config as gconfig
     from ganeti_ceph.rbd.mappers import detect
 
+    mapper = detect(avoid=KRBD_BESIDE_OSDS if cfg.get("osds") else ())
     return gconfig.dump(gconfig.Config(conf=CONF, keyring=cfg["keyring"], client_id=cfg["client"],
-                                       cluster=cfg["cluster"], pool=cfg["pool"], mapper=detect(), node=node))
+                                       cluster=cfg["cluster"], pool=cfg["pool"], mapper=mapper, node=node))
 
 
 def apply(req: dict[str, Any]) -> dict[str, Any]:
@@ -242,14 +281,14 @@ def apply(req: dict[str, Any]) -> dict[str, Any]:
     for mon in req.get("mons", []):
         if mkfs_mon(mon, user):
             changed.append(f"mon.{mon['id']} store")
-    pending = []
+    pending, records = [], {}
     for osd in req.get("osds", []):
-        done = mkfs_osd(osd, user)
+        done = mkfs_osd(osd, user, records)
         if done == "pending":
             pending.append(osd["id"])
         elif done:
             changed.append(done)
-    return {"changed": changed, "pending": pending}
+    return {"changed": changed, "pending": pending, "osds": records}
 
 
 # -- daemons -------------------------------------------------------------------
@@ -274,6 +313,14 @@ def running(req: dict[str, Any]) -> dict[str, bool]:
 def start(req: dict[str, Any]) -> dict[str, Any]:
     user = req.get("user", USER)
     todo = [d for d in _daemons(req) if not running({"daemons": [[d.type, d.id]]})[d.name]]
+    vols = {o["id"]: volume.with_stable_names(o) for o in req.get("osds", []) if volume.is_volume(o)}
+    if systemd():  # ceph-osd@N then activates its device at every start, boots included
+        if any([volume.write_dropin(o) for o in vols.values()]):
+            _ceph(["systemctl", "daemon-reload"], "reload systemd units")
+    else:
+        for d in todo:
+            if d.type == "osd" and d.id in vols:
+                volume.activate(vols[d.id])
     if systemd():
         for d in todo:
             _ceph(["systemctl", "enable", "--now", _unit(d)], f"start {d.name}")
@@ -292,7 +339,13 @@ def stop(req: dict[str, Any]) -> dict[str, Any]:
     return {"changed": daemons.stop(ds, RUN_DIR, CONF, grace=30.0, prefix="ceph-")}
 
 
-ACTIONS = {"probe": probe, "apply": apply, "start": start, "stop": stop}
+def purge(req: dict[str, Any]) -> dict[str, Any]:
+    from gnt_storage.deploy import teardown  # remove-distributed-storage only
+
+    return teardown.purge_node(req)
+
+
+ACTIONS = {"probe": probe, "apply": apply, "start": start, "stop": stop, "purge": purge}
 
 
 def main() -> int:

@@ -1,0 +1,175 @@
+"""OSDs on block devices through `ceph-volume raw` (Debian's ceph-osd package ships it).
+
+Raw mode, not lvm: lvm (and dmcrypt) need device-mapper, which not every
+node has; ceph-volume raw needs nothing but the device. Its OSD directory is
+kept on disk (`--no-tmpfs`), so a reboot only undoes the device's owner.
+
+Across reboots we rely on ceph-volume's own activation, run by us: in
+Ceph 16 `ceph-volume raw` has no boot unit (its activate refuses to run
+without --no-systemd) and the ceph-osd package's udev rules own only LVM
+volumes. So before every start of osd.N, `ceph-volume raw activate
+--no-systemd --no-tmpfs` re-primes /var/lib/ceph/osd/ceph-N from the
+device's label, re-links `block` to the stable (by-id) name and gives the
+device to user ceph: with systemd from a drop-in of ceph-osd@N.service
+(ExecStartPre, run as root), without it from the node's `start`.
+
+ceph-volume registers the OSD itself (`ceph osd new` as client.bootstrap-osd,
+with the id we give); its OSD uuid is its own, read back from the label.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from ganeti_ceph import runner
+from ganeti_ceph.errors import GanetiCephError
+from gnt_storage.deploy import devices
+from gnt_storage.deploy.devices import TOOL_ENV
+
+BOOTSTRAP = "client.bootstrap-osd"
+BOOTSTRAP_KEYRING = "/var/lib/ceph/bootstrap-osd/ceph.keyring"
+BOOTSTRAP_CAPS = {"mon": "allow profile bootstrap-osd"}
+CEPH_VOLUME = "/usr/sbin/ceph-volume"
+DROPIN = "/etc/systemd/system/ceph-osd@{}.service.d/ganeti-ceph-volume.conf"
+TIMEOUT = 600.0  # mkfs of a large device with its DB
+
+
+def _extra(osd: dict[str, Any]) -> list[str]:
+    return [a for key in ("db", "wal") if osd.get(key) for a in (f"--block.{key}", osd[key])]
+
+
+def prepare_argv(osd: dict[str, Any]) -> list[str]:
+    """`ceph-volume raw prepare` of `osd` on its stable device name, with its DB/WAL devices (pure)."""
+    return [CEPH_VOLUME, "raw", "prepare", "--bluestore", "--no-tmpfs", "--data", osd["dev"],
+            "--osd-id", str(osd["id"]), *_extra(osd)]
+
+
+def activate_argv(osd: dict[str, Any]) -> list[str]:
+    """`ceph-volume raw activate` of `osd` (pure): safe to repeat, it only re-primes the directory."""
+    return [CEPH_VOLUME, "raw", "activate", "--device", osd["dev"], "--osd-id", str(osd["id"]),
+            "--no-systemd", "--no-tmpfs", *_extra(osd)]
+
+
+def dropin(osd: dict[str, Any]) -> str:
+    """The ceph-osd@N.service drop-in that activates the OSD before every start (pure)."""
+    return ("# written by gnt-storage: ceph-volume raw has no boot unit of its own\n[Service]\n"
+            f"ExecStartPre=+{shlex.join(activate_argv(osd))}\n")
+
+
+def is_volume(osd: dict[str, Any]) -> bool:
+    """A block device is made with ceph-volume; a file (test beds, local-cluster) with ceph-osd --mkfs."""
+    return devices.is_block(osd.get("stable", {}).get("dev") or osd["dev"])
+
+
+def with_stable_names(osd: dict[str, Any]) -> dict[str, Any]:
+    """`osd` with dev, db and wal by their stable names (those recorded at prepare first); raises
+    naming the first that has none."""
+    out = {**osd, **osd.get("stable", {})}
+    for key in ("dev", "db", "wal"):
+        if out.get(key):
+            name = devices.stable_name(out[key])
+            if name is None:
+                raise GanetiCephError(f"{out[key]} has no stable name under {devices.DISK_DIR}/by-id (by-path, "
+                                      "by-partuuid): name the device by one, a reboot may renumber it")
+            out[key] = name
+    out["stable"] = {k: out[k] for k in ("dev", "db", "wal") if out.get(k)}
+    return out
+
+
+def state(osd: dict[str, Any]) -> str:
+    """"empty", "ours" (a store of this cluster's osd.N) or why the device cannot be used; never writes."""
+    for key in ("db", "wal"):
+        if osd.get(key):
+            found = devices.device_state(osd[key], "")
+            if found != "empty" and not _ours(osd[key], osd):
+                return f"not usable: its {key} device {osd[key]} is {found}"
+    try:
+        head = devices.read_head(osd["dev"])
+    except OSError as exc:
+        return f"not usable: {(exc.strerror or str(exc)).lower()}"
+    if devices.label_uuid(head) is None:
+        return devices.device_state(osd["dev"], "")
+    label = devices.read_label(osd["dev"])
+    if _ours(osd["dev"], osd, label):
+        return "ours"
+    return (f"not usable: holds osd.{label.get('whoami')} of cluster {label.get('ceph_fsid')}; "
+            f"{devices.WIPE_HINT}")
+
+
+def _ours(dev: str, osd: dict[str, Any], label: dict[str, str] | None = None) -> bool:
+    """Whether `dev` carries a bluestore label of this cluster's osd.N (data, DB or WAL)."""
+    try:
+        if label is None:
+            if devices.label_uuid(devices.read_head(dev)) is None:
+                return False
+            label = devices.read_label(dev)
+    except OSError:
+        return False
+    return label.get("whoami") == str(osd["id"]) and label.get("ceph_fsid") == osd["fsid"]
+
+
+def prepare(osd: dict[str, Any]) -> str:
+    """Make the OSD with ceph-volume (it registers osd.N); return the uuid it chose."""
+    runner.run(prepare_argv(osd), f"ceph-volume raw prepare of osd.{osd['id']} on {osd['dev']}", TIMEOUT,
+               env=TOOL_ENV)
+    return devices.read_label(osd["dev"]).get("osd_uuid", "")
+
+
+def purge_new(osd_id: str) -> None:
+    """Take back osd.N's registration; the mon itself refuses for an OSD that ever booted."""
+    runner.run(["ceph", "--name", "client.bootstrap-osd", "--keyring", BOOTSTRAP_KEYRING, "--connect-timeout",
+                "30", "osd", "purge-new", f"osd.{osd_id}", "--yes-i-really-mean-it"],
+               f"unregister osd.{osd_id} that never booted", 60, env=TOOL_ENV)
+
+
+def activate(osd: dict[str, Any]) -> None:
+    """What a boot needs before ceph-osd starts: directory, block links, device owner."""
+    runner.run(activate_argv(osd), f"ceph-volume raw activate of osd.{osd['id']}", 120, env=TOOL_ENV)
+
+
+def write_dropin(osd: dict[str, Any]) -> bool:
+    """Install the activation drop-in for systemd; True if it changed (then daemon-reload)."""
+    from gnt_storage.deploy import bootstrap
+
+    path, text = DROPIN.format(osd["id"]), dropin(osd)
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return False
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    bootstrap.write_file(path, text, 0o644)
+    return True
+
+
+# -- on the master: what the state keeps of ceph-volume's OSDs (pure) -------------------------------
+
+def merge(state: dict[str, Any], report: dict[str, Any]) -> bool:
+    """Record what a node reported of its ceph-volume OSDs (that they are, their stable names, the uuid
+    ceph-volume chose) and give the cluster its bootstrap-osd key; True if the state changed."""
+    changed = False
+    for o in state["osds"]:
+        new = report.get("osds", {}).get(o["id"], {})
+        if any(o.get(k) != v for k, v in new.items()):
+            o.update(new)
+            changed = True
+    if made_by_ceph_volume(state) and BOOTSTRAP not in state["keys"]:
+        from gnt_storage.deploy import cephconf
+
+        state["keys"][BOOTSTRAP] = cephconf.new_key()
+        changed = True
+    return changed
+
+
+def made_by_ceph_volume(state: dict[str, Any]) -> set[str]:
+    """OSD ids that ceph-volume registers with keys of its own: neither `osd new` nor `auth import` them."""
+    return {o["id"] for o in state["osds"] if o.get("volume")}
+
+
+def bootstrap_entry(state: dict[str, Any]) -> dict[str, tuple[str, dict[str, str]]]:
+    """client.bootstrap-osd for `auth import` and the nodes' keyring, once a ceph-volume OSD exists."""
+    key = state["keys"].get(BOOTSTRAP)
+    return {BOOTSTRAP: (key, BOOTSTRAP_CAPS)} if key else {}

@@ -1,0 +1,89 @@
+"""The pure parts of OSDs on block devices: ceph-volume's argv, the boot drop-in, stable names, the state kept."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+import pytest
+
+from ganeti_ceph.errors import GanetiCephError
+from gnt_storage.deploy import devices, volume
+
+OSD = {"id": "7", "dev": "/dev/disk/by-id/ata-X", "fsid": "f"}
+
+
+def test_prepare_argv_plain_and_with_db_wal() -> None:
+    assert volume.prepare_argv(OSD) == ["/usr/sbin/ceph-volume", "raw", "prepare", "--bluestore", "--no-tmpfs",
+                                        "--data", "/dev/disk/by-id/ata-X", "--osd-id", "7"]
+    argv = volume.prepare_argv({**OSD, "db": "/dev/disk/by-id/nvme-D", "wal": "/dev/disk/by-id/nvme-W"})
+    assert argv[-4:] == ["--block.db", "/dev/disk/by-id/nvme-D", "--block.wal", "/dev/disk/by-id/nvme-W"]
+
+
+def test_activate_argv_never_touches_systemd_or_tmpfs() -> None:
+    argv = volume.activate_argv({**OSD, "db": "/dev/disk/by-id/nvme-D"})
+    assert argv[:3] == ["/usr/sbin/ceph-volume", "raw", "activate"]
+    assert {"--no-systemd", "--no-tmpfs"} <= set(argv)
+    assert argv[argv.index("--device") + 1] == OSD["dev"] and argv[argv.index("--osd-id") + 1] == "7"
+    assert argv[-2:] == ["--block.db", "/dev/disk/by-id/nvme-D"]
+
+
+def test_dropin_activates_as_root_before_every_start() -> None:
+    text = volume.dropin(OSD)
+    line = next(ln for ln in text.splitlines() if ln.startswith("ExecStartPre="))
+    assert line.startswith("ExecStartPre=+")  # "+": as root, outside the unit's sandbox
+    assert shlex.split(line.removeprefix("ExecStartPre=+")) == volume.activate_argv(OSD)
+    assert volume.DROPIN.format("7") == "/etc/systemd/system/ceph-osd@7.service.d/ganeti-ceph-volume.conf"
+
+
+@pytest.fixture
+def disk_dir(tmp_path: os.PathLike) -> str:
+    """A /dev/disk lookalike: by-id and by-path links to two "devices" (files)."""
+    root = str(tmp_path)
+    for name in ("sdb", "sdc"):
+        open(os.path.join(root, name), "w").close()
+    for sub, link, target in (("by-id", "ata-DISK1", "sdb"), ("by-path", "pci-0:1", "sdb"),
+                              ("by-path", "pci-0:2", "sdc")):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+        os.symlink(os.path.join(root, target), os.path.join(root, sub, link))
+    return root
+
+
+def test_stable_name_prefers_by_id(disk_dir: str) -> None:
+    assert devices.stable_name(os.path.join(disk_dir, "sdb"), disk_dir) == os.path.join(disk_dir, "by-id",
+                                                                                         "ata-DISK1")
+    assert devices.stable_name(os.path.join(disk_dir, "sdc"), disk_dir) == os.path.join(disk_dir, "by-path",
+                                                                                         "pci-0:2")
+
+
+def test_stable_name_keeps_a_stable_name_as_given(disk_dir: str) -> None:
+    name = os.path.join(disk_dir, "by-path", "pci-0:1")
+    assert devices.stable_name(name, disk_dir) == name
+
+
+def test_no_stable_name_is_refused_in_one_line(disk_dir: str, tmp_path: os.PathLike) -> None:
+    lone = os.path.join(str(tmp_path), "sdd")
+    open(lone, "w").close()
+    assert devices.stable_name(lone, disk_dir) is None
+    with pytest.raises(GanetiCephError, match="has no stable name under /dev/disk/by-id"):
+        volume.with_stable_names({**OSD, "dev": lone})
+
+
+def test_with_stable_names_uses_what_was_recorded_first() -> None:
+    # Recorded at prepare: a renumbered /dev/sdb later does not move the OSD.
+    osd = {**OSD, "dev": "/dev/sdb", "stable": {"dev": "/dev/disk/by-id/ata-X"}}
+    assert volume.with_stable_names(osd)["dev"] == "/dev/disk/by-id/ata-X"
+
+
+def test_merge_records_volumes_and_adds_the_bootstrap_key_once() -> None:
+    state = {"osds": [{"id": "0", "uuid": "a"}, {"id": "1", "uuid": "b"}], "keys": {}}
+    assert not volume.merge(state, {"osds": {}})
+    assert volume.bootstrap_entry(state) == {}
+    assert volume.merge(state, {"osds": {"1": {"volume": True}}})
+    key = state["keys"][volume.BOOTSTRAP]
+    assert volume.made_by_ceph_volume(state) == {"1"}
+    assert volume.merge(state, {"osds": {"1": {"volume": True, "uuid": "c", "stable": {"dev": "/dev/x"}}}})
+    assert state["osds"][1] == {"id": "1", "uuid": "c", "volume": True, "stable": {"dev": "/dev/x"}}
+    assert not volume.merge(state, {"osds": {"1": {"volume": True, "uuid": "c"}}})
+    assert state["keys"][volume.BOOTSTRAP] == key
+    assert volume.bootstrap_entry(state) == {volume.BOOTSTRAP: (key, volume.BOOTSTRAP_CAPS)}
