@@ -34,7 +34,7 @@ from ganeti_ceph.errors import GanetiCephError, UsageError
 from ganeti_ceph.ganeti import Ganeti, GNode
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage.deploy import admin, bootstrap, cephconf, options
+from gnt_storage.deploy import admin, bootstrap, cephconf, options, volume
 from gnt_storage.deploy.cephconf import ClusterSpec, Mon
 from gnt_storage.deploy.options import STORAGE_TAG, StorageOptions
 from gnt_storage.deploy.remote import Node, SshSettings, load_client_key, load_host_keys
@@ -134,6 +134,9 @@ def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: st
         {"path": STATE, "content": json.dumps(state, indent=1, sort_keys=True) + "\n", "mode": 0o600,
          "owner": "root"},
     ]
+    if osds and volume.bootstrap_entry(state):
+        files.append({"path": volume.BOOTSTRAP_KEYRING, "content": cephconf.keyring(volume.bootstrap_entry(state)),
+                      "mode": 0o600, "owner": "root"})
     req["provider"] = {"keyring": spec.keyring_path(client), "client": spec.client_id, "pool": spec.pool,
                        "cluster": f"ceph {spec.fsid[:8]}"}
     if node in state["mons"]:
@@ -154,7 +157,9 @@ def auth_keyring(state: dict[str, Any], spec: ClusterSpec) -> bytes:
     keys = state["keys"]
     entries = {f"client.{spec.client_id}": (keys[f"client.{spec.client_id}"], cephconf.rbd_client_caps(spec.pool))}
     entries.update({e: (k, cephconf.MGR_CAPS) for e, k in keys.items() if e.startswith("mgr.")})
-    entries.update({e: (k, cephconf.OSD_CAPS) for e, k in keys.items() if e.startswith("osd.")})
+    entries.update({e: (k, cephconf.OSD_CAPS) for e, k in keys.items() if e.startswith("osd.")
+                    and e[4:] not in volume.made_by_ceph_volume(state)})
+    entries.update(volume.bootstrap_entry(state))
     return cephconf.keyring(entries).encode()
 
 
@@ -269,6 +274,8 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
     spec = spec_of(staged, addrs)
     # Probe before anything is written: bad devices or missing packages change nothing.
     reports = on_all(nodes, lambda n: call(n, node_request(staged, spec, n.name, "probe")))
+    for r in reports:
+        volume.merge(staged, r)
     problems = [f"node {n.name}: {', '.join(r['missing'])} not installed (apt-get install ceph-mon ceph-mgr "
                 "ceph-osd)" for n, r in zip(nodes, reports, strict=True) if r["missing"]]
     problems += [f"node {n.name}: {dev} is {st}" for n, r in zip(nodes, reports, strict=True)
@@ -291,6 +298,8 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
             if up_from is not None:
                 o["up_from"] = up_from.get(o["id"], 0)  # not in the osdmap: it never booted
         report = call(n, req)
+        if volume.merge(state, report):
+            save_state(state)
         changed = report["changed"]
         pending[n.name] = report.get("pending", [])
         waits = f"; osd.{', osd.'.join(pending[n.name])} wait for the osdmap" if pending[n.name] else ""
@@ -305,7 +314,8 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
     with Session(cfg) as session:
         session.mon_command("auth import", inbuf=auth_keyring(state, spec))
         bootstrap.require_modern_clients(session)
-        bootstrap.register_osds(session, {o["id"]: o["uuid"] for o in state["osds"]})
+        bootstrap.register_osds(session, {o["id"]: o["uuid"] for o in state["osds"]
+                                          if o["id"] not in volume.made_by_ceph_volume(state)})
         bootstrap.create_pools(session, spec)
         session.mon_command("osd pool set", pool=spec.pool, var="size", val=str(spec.pool_size))
         session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
