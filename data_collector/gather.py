@@ -44,12 +44,9 @@ PG_BRIEF = ("pg dump pgs_brief", "pg dump", {"dumpcontents": ["pgs_brief"]})
 # when the mgr is known to be down, and their failure only leaves a note.
 MGR_BACKED = frozenset({"osd pool stats", PG_BRIEF[0]})
 # Asked last, each on its own: without an answer the report only lacks that fact and a note says
-# why. Is this node fenced (fencing.py)? The rbd_support mgr module's per-image I/O (by mgr_command,
-# only while a mgr is active).
-OPTIONAL: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("osd blocklist ls", "osd blocklist ls", {}),
-    (report.IMAGE_STATS, report.IMAGE_STATS, {}),
-)
+# why. Is this node fenced (fencing.py)? Then, while a mgr is active, the rbd_support mgr module's
+# per-image I/O, one mgr command per RBD pool (a client key's mgr cap names its pools).
+OPTIONAL: tuple[tuple[str, str, dict[str, Any]], ...] = (("osd blocklist ls", "osd blocklist ls", {}),)
 NOTES = "_notes"
 GANETI_RUN = run.RUN_DIR  # the packaged default (tests/ceph/test_collector.py names it); see run.run_dir
 CEPH_DAEMONS = ("ceph-mon", "ceph-osd", "ceph-mgr")
@@ -77,13 +74,17 @@ def fetch(session: Session) -> dict[str, Any]:
         if not todo and key != PG_BRIEF[0] and mgr and report.pgs_unsettled(raw["status"]):
             todo.append(PG_BRIEF)
     for key, prefix, args in OPTIONAL:
-        by_mgr = key == report.IMAGE_STATS
-        if by_mgr and not mgr:
-            continue
         try:
-            raw[key] = (session.mgr_command if by_mgr else session.mon_command)(prefix, **args)
+            raw[key] = session.mon_command(prefix, **args)
         except GanetiCephError as exc:
             raw[NOTES].append(f"no answer to {prefix}: {exc.message}")
+    if mgr:
+        raw[report.IMAGE_STATS] = {}
+        for pool in report.rbd_pools(raw.get("osd pool ls detail")):
+            try:
+                raw[report.IMAGE_STATS][pool] = session.mgr_command(report.IMAGE_STATS, pool_spec=pool)
+            except GanetiCephError as exc:
+                raw[NOTES].append(f"no answer to {report.IMAGE_STATS} {pool}: {exc.message}")
     return raw
 
 

@@ -111,12 +111,14 @@ def fenced(facts: Facts, raw: dict[str, Any] | None) -> bool | None:
 
 
 def section(facts: Facts, raw: dict[str, Any] | None, pool_states: dict[str, str],
-            image_io: dict[tuple[str, str], dict[str, float]] | None = None) -> dict[str, Any]:
+            image_io: dict[str, dict[str, dict[str, float]]] | None = None) -> dict[str, Any]:
     """data.node: daemons here, mapped devices (in use by an instance disk here or not), instance
-    disks with their pool's state and I/O rates (`image_io`: None if the mgr was not asked; an
-    image it does not list had no I/O), the instances hurt, the agent, a fence."""
+    disks with their pool's state and I/O rates (`image_io`: pool -> image -> rates, report.image_io;
+    None for a disk whose pool the mgr did not answer for, {} for an image without I/O), the
+    instances hurt, the agent, a fence."""
+    io = image_io or {}
     disks = [{**d, "pool_state": pool_states.get(d["pool"], "unknown"),
-              "io": None if image_io is None else image_io.get((d["pool"], d["image"]), {})}
+              "io": io[d["pool"]].get(d["image"], {}) if d["pool"] in io else None}
              for d in instance_disks(facts)]
     used = {d["device"] for d in disks if d["device"]}
     return {

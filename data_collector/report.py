@@ -167,18 +167,24 @@ def pools(raw: dict[str, Any], pg_info: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def image_io(stats: dict[str, Any] | None) -> dict[tuple[str, str], dict[str, float]]:
-    """(pool, image) -> I/O rates from the mgr's `rbd perf image stats` (ops and bytes per second,
-    latencies in ns); its images are keyed "<pool index>/[<namespace>/]<image>"."""
-    if not stats:
-        return {}
-    pools_by_idx, names = stats.get("pool_descriptors") or {}, stats.get("stat_descriptors") or []
-    out = {}
-    for entry in stats.get("stats") or []:
-        for key, values in entry.items():
-            idx, _, image = key.partition("/")
-            if idx in pools_by_idx and image:
-                out[(pools_by_idx[idx], image)] = dict(zip(names, values, strict=False))
+def rbd_pools(listing: list[dict[str, Any]] | None) -> list[str]:
+    """The pools of the RBD application, from `osd pool ls detail`."""
+    return [p["pool_name"] for p in listing or [] if "rbd" in (p.get("application_metadata") or {})]
+
+
+def image_io(answers: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """pool -> image -> I/O rates, from the mgr's `rbd perf image stats` answer per pool (ops and bytes
+    per second, latencies in ns; each keys its images "<pool index>/[<namespace>/]<image>"). A pool
+    that answered is there even without I/O; one that did not answer is not."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for pool, stats in answers.items():
+        pools_by_idx, names = stats.get("pool_descriptors") or {}, stats.get("stat_descriptors") or []
+        out[pool] = {}
+        for entry in stats.get("stats") or []:
+            for key, values in entry.items():
+                idx, _, image = key.partition("/")
+                if idx in pools_by_idx and image:
+                    out.setdefault(pools_by_idx[idx], {})[image] = dict(zip(names, values, strict=False))
     return out
 
 
@@ -269,7 +275,7 @@ def build(raw: dict[str, Any] | None, facts: node.Facts, *, cluster: str, versio
         checks = health_checks(raw.get("health detail") or status.get("health", {}))
         mon = mons(status, raw.get("mon dump"))
         here = node.section(facts, raw, {p["name"]: p["state"] for p in pool_list},
-                            image_io(raw[IMAGE_STATS]) if IMAGE_STATS in raw else None)
+                            image_io(raw.get(IMAGE_STATS) or {}))
         found = findings(checks, mon, pg, pool_list)
         pgmap = status.get("pgmap", {})
         data = {

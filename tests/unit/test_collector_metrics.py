@@ -93,7 +93,7 @@ def test_pool_over_quota() -> None:
 
 def with_node_facts(raw: dict[str, Any]) -> None:
     raw["osd blocklist ls"] = [{"addr": "127.0.0.1:0/0", "until": "2036-11-30T00:00:00.000000+0000"}]
-    raw["rbd perf image stats"] = STATS
+    raw["rbd perf image stats"] = {"rbd": STATS}
 
 
 def test_disks_mappings_agent_fence_and_disk_io() -> None:

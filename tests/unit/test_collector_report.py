@@ -41,7 +41,13 @@ class FakeSession:
             raise CephUnavailable(f"cluster test: {prefix} timed out")
         return copy.deepcopy(self.raw[key])
 
-    mgr_command = mon_command  # the captures key both kinds by command
+    def mgr_command(self, prefix: str, pool_spec: str) -> Any:
+        """rbd_support's answers, captured per pool: {prefix: {pool: answer}}."""
+        self.asked.append(f"{prefix} {pool_spec}")
+        answers = self.raw.get(prefix) or {}
+        if pool_spec not in answers:
+            raise CephUnavailable(f"cluster test: {prefix} {pool_spec} timed out")
+        return copy.deepcopy(answers[pool_spec])
 
 
 def captured(name: str) -> dict[str, Any]:
