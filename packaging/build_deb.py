@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import email.utils
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -32,6 +33,20 @@ def version(src: str) -> str:
     out = subprocess.run(["/usr/bin/python3", "setup.py", "--version"], cwd=src, capture_output=True, text=True,
                          env=ENV, timeout=60, check=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+def tree_hash(src: str) -> str:
+    """A hash of every file the build copies (its path and content): what a cached .deb was built from."""
+    digest = hashlib.sha256()
+    for top, dirs, files in os.walk(src):
+        ignored = IGNORE(top, dirs + files)
+        dirs[:] = sorted(d for d in dirs if d not in ignored)
+        for name in sorted(f for f in files if f not in ignored):
+            path = os.path.join(top, name)
+            digest.update(os.path.relpath(path, src).encode() + b"\0")
+            with open(path, "rb") as fh:
+                digest.update(fh.read())
+    return digest.hexdigest()[:16]
 
 
 def changelog(ver: str, revision: int) -> str:
