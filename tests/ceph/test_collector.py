@@ -220,7 +220,8 @@ def test_osd_down_is_self_healing_and_names_the_osd(cluster: Cluster, mond: str,
         d = rep["data"]
         assert "osd.1" in d["status"]["message"] and d["osds"]["down"] == ["osd.1"], d["status"]
         assert {x["name"]: x["running"] for x in d["node"]["daemons"]}["osd.1"] is False
-        assert d["node"]["mapped_devices"] == [{"pool": "rbd", "image": "web-disk0", "device": str(dev)}]
+        assert d["node"]["mapped_devices"] == [{"pool": "rbd", "image": "web-disk0", "device": str(dev),
+                                                "in_use": True}]
         assert d["node"]["affected_instances"] == ["web"]
         assert "instances affected on this node: web" in d["status"]["message"]
         served = wait_for(lambda: get(f"{mond}/1/report/storage/ceph"), code(1), 15, "code 1 from the daemon")

@@ -11,6 +11,8 @@ tests/alerts/ cover the shipped durations).
 Not here: a Ganeti instance (this machine runs none in this test): the instance disk whose
 I/O is checked is named by a KVM runtime file written into a temp Ganeti runtime dir, the way
 Ganeti writes it; the image and its I/O (librbd writes) and the mgr's per-image stats are real.
+Nor a block device mapping (this kernel has no krbd or nbd): the stale mapping is a row of the
+daemon's mapping table (its own temp run_dir) naming a plain file, as a mapper would leave it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from data_collector import gather, metrics
+from ganeti_ceph.rbd.mappers import table
+from ganeti_ceph.rbd.mappers.table import Target
 from ganeti_ceph.session import Session
 from gnt_storage.deploy import daemons
 from gnt_storage.deploy.daemons import Daemon
@@ -80,10 +84,17 @@ def families(text: str) -> dict[str, list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def mond(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mond_run_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The daemon's run_dir (its mapping table), a temp dir of this test's own."""
+    return str(tmp_path_factory.mktemp("mond-run"))
+
+
+@pytest.fixture(scope="module")
+def mond(local_cluster: LocalCluster, mond_run_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("mond")
-    yaml_path = os.path.join(local_cluster.dir, "ganeti-ceph.yaml")
-    argv = ["--bind", "127.0.0.1", "--port", str(free(MOND_PORT)), "--config", yaml_path,
+    settings = yaml.safe_load(Path(local_cluster.dir, "ganeti-ceph.yaml").read_text())
+    (tmp / "ganeti-ceph.yaml").write_text(yaml.safe_dump({**settings, "run_dir": mond_run_dir}))
+    argv = ["--bind", "127.0.0.1", "--port", str(free(MOND_PORT)), "--config", str(tmp / "ganeti-ceph.yaml"),
             "--interval", "1", "--timeout", "3", "--pidfile", str(tmp / "mond.pid"), "--log", str(tmp / "mond.log")]
     subprocess.run([MOND, "start", *argv], check=True, timeout=30)
     try:
@@ -194,3 +205,20 @@ def test_prometheus_fires_osd_down_on_a_stopped_osd(local_cluster: LocalCluster,
     until("osd.1 up again and the alert gone", 90, lambda: query(
         prometheus, 'ceph_osd_up{ceph_daemon="osd.1"} == 1') and not alerts(prometheus, "CephOSDDown"))
     until("HEALTH_OK again", 120, lambda: query(prometheus, "ceph_health_status == 0"))
+
+
+def test_prometheus_fires_stale_mapping(mond: str, mond_run_dir: str, prometheus: str, tmp_path: Path) -> None:
+    fsid = json.loads(get(f"{mond}/1/report/storage/ceph"))["data"]["cluster"]["fsid"]
+    target, dev = Target(fsid, "rbd", "h3-left-behind"), tmp_path / "dev-loop9"
+    dev.write_text("")
+    assert not alerts(prometheus, "GanetiCephStaleMapping")
+    table.publish(mond_run_dir, target, str(dev))
+    try:
+        fired = until("GanetiCephStaleMapping firing", 60, lambda: [
+            a for a in alerts(prometheus, "GanetiCephStaleMapping") if a["state"] == "firing"])
+        assert {k: fired[0]["labels"][k] for k in ("pool", "image", "device")} == \
+            {"pool": "rbd", "image": target.image, "device": str(dev)}
+        assert fired[0]["labels"]["instance"] == mond.removeprefix("http://")  # the node: Prometheus' target
+    finally:
+        table.unpublish(mond_run_dir, target)
+    until("the alert gone", 60, lambda: not alerts(prometheus, "GanetiCephStaleMapping"))
