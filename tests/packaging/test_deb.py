@@ -15,18 +15,22 @@ under /var/cache/ganeti-ceph-test/.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from extstorage import install
-from ganeti_ceph import config
+from ganeti_ceph import config, runner
 from tests.conftest import REPO
 from tests.packaging import chroot
 
@@ -73,6 +77,9 @@ def debs() -> tuple[str, str]:
     """Version N and N+1, built by `make deb`'s code, cached by the hash of what it builds from."""
     builder = _builder()
     out = os.path.join(REPO, "build", "deb", f"test-{builder.tree_hash(REPO)}")
+    for old in glob.glob(os.path.join(REPO, "build", "deb", "test-*")):
+        if old != out:  # built from sources that are no more
+            shutil.rmtree(old)
     ver = builder.version(REPO)
     made = tuple(os.path.join(out, f"ganeti-ceph_{ver}-{rev}_all.deb") for rev in (1, 2))
     for rev, deb in zip((1, 2), made, strict=True):
@@ -179,13 +186,20 @@ def test_example_config_is_readable_and_holds_no_key(tree: str) -> None:
 def test_units(tree: str) -> None:
     agent = read(f"{tree}/lib/systemd/system/ganeti-ceph-agent.service")
     assert "KillMode=process" in agent  # a restart must not kill the rbd-nbd/rbd-fuse daemons it started
-    assert "ExecStart=/usr/bin/ganeti-ceph-agent run --log " in agent
+    assert "ExecStart=/usr/bin/python3 -I -m extstorage.agent run --log " in agent
     mond = read(f"{tree}/lib/systemd/system/ganeti-ceph-mond.service")
-    assert "ExecStart=/usr/bin/ganeti-ceph-mond run --log " in mond
+    assert "ExecStart=/usr/bin/python3 -I -m data_collector.daemon run --log " in mond
     rotate = read(f"{tree}/etc/logrotate.d/ganeti-ceph")
     for log in (re.search(r"--log (\S+)", unit).group(1) for unit in (agent, mond)):
         assert log.startswith("/var/log/ganeti/ceph/") and "/var/log/ganeti/ceph/*.log" in rotate
     assert "--signal=HUP" in rotate and "ganeti-ceph-agent.service ganeti-ceph-mond.service" in rotate
+
+
+def test_alert_rules_shipped(tree: str) -> None:
+    shipped = f"{tree}/usr/share/ganeti-ceph/prometheus/ganeti-ceph.rules.yml"
+    assert read(shipped) == read(os.path.join(REPO, "data_collector", "alerts", "ganeti-ceph.rules.yml"))
+    if shutil.which("promtool", path=chroot.ENV["PATH"]):
+        sh("promtool", "check", "rules", shipped)
 
 
 def test_lintian(debs: tuple[str, str]) -> None:
@@ -244,6 +258,8 @@ def test_install_upgrade_purge(root: str, debs: tuple[str, str]) -> None:
                 "ganeti-ceph-verify-hook"):
         res = chroot.run(root, cmd, "--help")
         assert "usage:" in res.stdout, cmd
+    ver = _builder().version(REPO)
+    assert chroot.run(root, "gnt-storage", "--version").stdout.split()[-1] == ver  # the package's version
     res = chroot.run(root, PYTHON, "-IS", "-c", f"import sys; sys.path[:0] = [{DIST!r}]; "
                      "import extstorage.provider, hooks.main, data_collector.daemon; print(extstorage.__file__)")
     assert res.stdout.startswith(DIST)
@@ -300,3 +316,27 @@ def test_warns_of_a_provider_earlier_in_the_search_path(root: str, debs: tuple[s
     os.makedirs(f"{root}/usr/local/lib/ganeti/extstorage/rbd")
     res = chroot.run(root, "dpkg", "-i", n)
     assert "warning: Ganeti will run /usr/local/lib/ganeti/extstorage/rbd" in res.stderr
+
+
+def test_agent_runs_as_its_unit_starts_it(root: str, debs: tuple[str, str]) -> None:
+    """The unit's ExecStart, run in the chroot: the agent serves from the system Python, `status` sees
+    it, and SIGHUP (logrotate's postrotate) makes it reopen its log."""
+    chroot.run(root, "dpkg", "-i", copy_in(root, debs[0]))
+    unit = read(f"{root}/lib/systemd/system/ganeti-ceph-agent.service")
+    argv = shlex.split(re.search(r"^ExecStart=(.*)$", unit, re.M).group(1))
+    log = root + argv[argv.index("--log") + 1]
+    agent = subprocess.Popen(["chroot", root, *argv], env=chroot.ENV, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert runner.until(time.monotonic() + 30, lambda: os.path.exists(f"{root}/run/ganeti-ceph/agent.sock")
+                            or agent.poll() is not None) and agent.poll() is None, agent.stderr.read().decode()
+        assert "running, pid" in chroot.run(root, "ganeti-ceph-agent", "status").stdout
+        assert f"code from {DIST}" in read(log)
+        os.rename(log, log + ".1")
+        agent.send_signal(signal.SIGHUP)
+        assert runner.until(time.monotonic() + 30, lambda: os.path.exists(log)), "the log was not reopened"
+        assert agent.poll() is None
+    finally:
+        agent.terminate()
+        agent.wait(timeout=60)
+    assert "not running" in chroot.run(root, "ganeti-ceph-agent", "status", check=False).stdout
