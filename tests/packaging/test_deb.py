@@ -311,11 +311,22 @@ def test_refuses_another_rbd_provider(root: str, debs: tuple[str, str]) -> None:
     assert not chroot.run(root, "dpkg-divert", "--list", "/usr/sbin/gnt-storage").stdout.strip()
 
 
-def test_warns_of_a_provider_earlier_in_the_search_path(root: str, debs: tuple[str, str]) -> None:
+def test_over_a_checkout_install(root: str, debs: tuple[str, str]) -> None:
+    """What `ganeti-ceph-setup install` left from a checkout: its provider, earlier in Ganeti's search
+    path, is warned of; its hook scripts are replaced by the package's (not kept as an admin's conffiles)."""
     n = copy_in(root, debs[0])
+    checkout = ("/srv/checkout/.venv/bin/python", ["/srv/checkout"])
     os.makedirs(f"{root}/usr/local/lib/ganeti/extstorage/rbd")
+    os.makedirs(f"{root}/etc/ganeti/hooks/cluster-verify-post.d")
+    hook, verify = (f"/etc/ganeti/hooks/{install.HOOK_SCRIPT}",
+                    f"/etc/ganeti/hooks/cluster-verify-post.d/{install.VERIFY_HOOK}")
+    Path(root + hook).write_text(install.script_text(*checkout, "hooks.main", "entry"))
+    Path(root + verify).write_text(install.script_text(*checkout, "data_collector.verify_hook", "entry"))
     res = chroot.run(root, "dpkg", "-i", n)
     assert "warning: Ganeti will run /usr/local/lib/ganeti/extstorage/rbd" in res.stderr
+    assert read(root + hook) == install.script_text(PYTHON, [DIST], "hooks.main", "entry")
+    assert read(root + verify) == install.script_text(PYTHON, [DIST], "data_collector.verify_hook", "entry")
+    assert "/srv/checkout" in read(root + hook + ".dpkg-old")  # moved aside, not run by Ganeti (a dot)
 
 
 def test_agent_runs_as_its_unit_starts_it(root: str, debs: tuple[str, str]) -> None:
