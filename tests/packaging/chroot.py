@@ -36,11 +36,16 @@ def missing_tools() -> list[str]:
     return [t for t in ("debootstrap", "chroot", "dpkg-deb", "mount") if not shutil.which(t, path=ENV["PATH"])]
 
 
-def _sh(argv: list[str], timeout: float = BUILD_TIMEOUT) -> str:
+def host(*argv: str, timeout: float = 300.0, check: bool = True) -> subprocess.CompletedProcess:
+    """`argv` on this host with a clean environment (Debian's tools first, no venv); bounded."""
     res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=ENV, check=False)
-    if res.returncode:
-        raise RuntimeError(f"{' '.join(argv)} exited {res.returncode}: {(res.stderr or res.stdout)[-2000:]}")
-    return res.stdout
+    if check and res.returncode:
+        raise AssertionError(f"{' '.join(argv)} exited {res.returncode}:\n{res.stdout}{res.stderr[-4000:]}")
+    return res
+
+
+def _sh(argv: list[str], timeout: float = BUILD_TIMEOUT) -> str:
+    return host(*argv, timeout=timeout).stdout
 
 
 @contextlib.contextmanager
@@ -114,11 +119,7 @@ def overlay(lower: str, work: str) -> Iterator[str]:
 
 def run(root: str, *argv: str, timeout: float = 300.0, check: bool = True) -> subprocess.CompletedProcess:
     """`argv` inside the chroot, as root, with a clean environment."""
-    res = subprocess.run(["chroot", root, *argv], capture_output=True, text=True, timeout=timeout, env=ENV,
-                         check=False)
-    if check and res.returncode:
-        raise AssertionError(f"in chroot: {' '.join(argv)} exited {res.returncode}:\n{res.stdout}{res.stderr}")
-    return res
+    return host("chroot", root, *argv, timeout=timeout, check=check)
 
 
 if __name__ == "__main__":  # warm the cache by hand: python -m tests.packaging.chroot
