@@ -3,10 +3,10 @@
 
     packaging/build_deb.py [--out DIR] [--revision N]
 
-The version has one source, setup.py: the Debian changelog is written from it
-into a copy of the tree (build/deb/src/ganeti-ceph-<version>/), never kept in
-the repository, so the package, `pip` and `gnt-storage --version` cannot
-disagree. --revision makes the Debian revision (an upgrade test builds N+1).
+The version is setup.py's: the Debian changelog is written from it into a
+copy of the tree (build/deb/src/ganeti-ceph-<version>/), never kept in the
+repository, so the package and `pip` cannot disagree (nor `gnt-storage
+--version`: tests/packaging checks it). --revision makes the Debian revision (an upgrade test builds N+1).
 The build runs dpkg-buildpackage with Debian's tools only (PATH without any
 virtualenv or pyenv), so the modules land in /usr/lib/python3/dist-packages.
 """
