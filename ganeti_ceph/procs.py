@@ -144,7 +144,6 @@ def serve_until_signalled(server: Any, prog: str, pidfile: str, banner: str, log
     handler, which interrupts the main thread anywhere."""
     if log:
         log_to(log)
-    atomic.write(pidfile, f"{os.getpid()}\n")
     reopening = threading.Lock()
 
     def reopen() -> None:
@@ -168,5 +167,6 @@ def serve_until_signalled(server: Any, prog: str, pidfile: str, banner: str, log
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reopen, daemon=True).start())
+    atomic.write(pidfile, f"{os.getpid()}\n")  # after the handlers: who sees it may signal us at once
     print(f"{prog}: {banner}", file=sys.stderr, flush=True)
     server.serve_forever(poll_interval=0.5)

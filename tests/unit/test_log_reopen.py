@@ -72,7 +72,8 @@ def test_the_agent_reopens_its_log_and_its_workers_leave_the_old_one(tmp_path: P
     assert agent.start(sock, pidfile, str(log)) == 0
     try:
         pid = agent.running_pid(pidfile)
-        assert pid and "serving" in log.read_text()
+        assert pid
+        wait_for(lambda: "serving" in log.read_text(), "the banner in the log")  # printed just after the pid file
         before = wait_for(lambda: children(pid), "the agent's spare worker")
         assert all(fd_target(w, 2) == str(log) for w in before)  # workers inherit the agent's stderr
 
@@ -135,7 +136,8 @@ def scrape(port: int) -> int:
 def test_the_collector_reopens_its_log(tmp_path: Path) -> None:
     log = tmp_path / "mond.log"
     with collector(tmp_path, str(log)) as (pid, port):
-        assert "serving" in log.read_text() and scrape(port) == 200
+        wait_for(lambda: "serving" in log.read_text(), "the banner in the log")
+        assert scrape(port) == 200
         old = rotate(pid, log)
         assert fd_target(pid, 1) == fd_target(pid, 2) == str(log)
         assert not holders(old)
