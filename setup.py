@@ -1,10 +1,17 @@
 """ganeti-ceph: Ceph RBD storage for Ganeti clusters."""
 
+import os
+import re
+
 from setuptools import find_packages, setup
+
+# The one place of the version is ganeti_ceph/__init__.py (gnt-storage --version, reports); read, not imported.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ganeti_ceph", "__init__.py")) as fh:
+    VERSION = re.search(r'^__version__ = "([^"]+)"$', fh.read(), re.M)[1]
 
 setup(
     name="ganeti-ceph",
-    version="0.1.0",
+    version=VERSION,
     description="Ceph RBD storage stack for Ganeti: ExtStorage provider, hooks, bootstrap, monitoring",
     license="BSD-2-Clause",
     python_requires=">=3.11",

@@ -1,9 +1,13 @@
 """`gnt-storage`: our subcommands, and Ganeti's own ones handed over unchanged.
 
-Ganeti ships `gnt-storage` (diagnose, info); we add `local-cluster`,
+Ganeti ships `gnt-storage` (3.0: diagnose, info); we add `local-cluster`,
 `init-distributed-storage`, `options` and `rbd-access`. Anything we do not own
 is exec'd as Ganeti's command with the same arguments, so admins keep one
-command name.
+command name; `--help` lists Ganeti's subcommands beside ours, read from
+Ganeti's own `--help` so they match the Ganeti installed. Where each sits:
+the package diverts Ganeti's to /usr/sbin/gnt-storage.ganeti and puts ours
+at /usr/sbin/gnt-storage; a pip or checkout install leaves Ganeti's in place
+and ours in the venv's bin (doc/man/gnt-storage-ceph.8.md).
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import math
 import os
 import sys
 
-from ganeti_ceph.errors import ArgumentParser, GanetiCephError, UsageError, run_main
+from ganeti_ceph import __version__, runner
+from ganeti_ceph.errors import ArgumentParser, GanetiCephError, ToolFailed, UsageError, run_main
 from gnt_storage.deploy import local
 
 PROG = "gnt-storage"
-OURS = ("local-cluster", "rbd-access", "init-distributed-storage", "options")
-GANETI_CANDIDATES = ("/usr/sbin/gnt-storage", "/usr/bin/gnt-storage")
+OURS = ("local-cluster", "rbd-access", "init-distributed-storage", "remove-distributed-storage", "options")
+# Ganeti's own: moved aside by our package's dpkg-divert, else where Debian's Ganeti puts it.
+GANETI_CANDIDATES = ("/usr/sbin/gnt-storage.ganeti", "/usr/sbin/gnt-storage", "/usr/bin/gnt-storage")
 ENV_GANETI = "GANETI_CEPH_GANETI_GNT_STORAGE"
 
 
@@ -32,8 +38,25 @@ def ganeti_command() -> str | None:
     return None
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog=PROG, description="Ceph storage for Ganeti (ganeti-ceph).")
+def ganeti_help() -> str:
+    """The --help lines of Ganeti's own subcommands, asked of the installed Ganeti (bounded)."""
+    ganeti = ganeti_command()
+    if ganeti is None:
+        return "Ganeti's own subcommands: none here (Ganeti's gnt-storage is not installed)."
+    try:
+        out = runner.execute([ganeti, "--help"], f"{ganeti} --help", 10).stdout
+    except ToolFailed as exc:
+        return f"Ganeti's own subcommands: unknown ({exc})."
+    lines = out.split("Commands:", 1)[1].splitlines() if "Commands:" in out else []
+    commands = [line.rstrip() for line in lines if line.startswith(" ") and " - " in line]
+    return "\n".join([f"Ganeti's own subcommands, handed to {ganeti} (see gnt-storage COMMAND --help):",
+                      *(commands or [f" (none listed; see {ganeti} --help)"])])
+
+
+def build_parser(epilog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="Ceph storage for Ganeti (ganeti-ceph).", epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} (ganeti-ceph) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     lc = sub.add_parser("local-cluster", help="a single-host Ceph cluster for trying and testing ganeti-ceph")
     lc_sub = lc.add_subparsers(dest="action", required=True)
@@ -63,6 +86,9 @@ def build_parser() -> ArgumentParser:
                      "size, min_size, pg_num")
     ids.add_argument("--wait", type=float, default=300.0, help="seconds to wait for HEALTH_OK (default 300)")
     ids.add_argument("group", help="the node group to turn into the storage cluster")
+    rds = sub.add_parser("remove-distributed-storage", help="stop and remove the node group's Ceph cluster, "
+                         "its daemons and data (on the master; refused while any image lives there)")
+    rds.add_argument("group", help="the node group that is the storage cluster")
     sub.add_parser("options", help="show the cluster-wide storage options (set with gnt-storage -S ceph:key=value)")
     ra = sub.add_parser("rbd-access", help="switch an instance's rbd disks to kernelspace or userspace access "
                         "(on the Ganeti master, instance stopped)")
@@ -86,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"ours are: {', '.join(OURS)}"
             )
         os.execv(ganeti, [ganeti, *args_in])
-    args = build_parser().parse_args(args_in)
+    args = build_parser(ganeti_help() if args_in[:1] in (["-h"], ["--help"]) else None).parse_args(args_in)
     if not 0 < getattr(args, "wait", 1) < math.inf:
         raise UsageError(f"--wait {args.wait}: give a positive number of seconds")
     if args.command == "local-cluster":
@@ -97,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         from gnt_storage.deploy import distributed
 
         return distributed.init(args.group, args.specs, wait=args.wait)
+    if args.command == "remove-distributed-storage":
+        from gnt_storage import deploy
+
+        return deploy.remove_storage(args.group)
     if args.command == "options":
         from gnt_storage.deploy import cluster_options
 
