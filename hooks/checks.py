@@ -65,3 +65,22 @@ def userspace(cfg: Config, probe: Probe, chroot: str | None = None) -> list[str]
 def kernelspace(cfg: Config, probe: Probe, available: bool, features: tuple[str, ...]) -> list[str]:
     """The configured mapper can run here and the image's features suit it (the mapper says what it needs)."""
     return mappers.get(cfg.mapper).problems(cfg.source, probe.which, probe.exists, available, features)
+
+
+OSD_DIR = "/var/lib/ceph/osd"
+
+
+def krbd_beside_osds(cfg: Config, probe: Probe) -> list[str]:
+    """A warning, not a veto: krbd on a node that runs Ceph OSDs can deadlock under memory pressure (the
+    kernel client's writeback waits on an OSD that waits for memory; Ceph's own warning)."""
+    if cfg.mapper != "krbd":
+        return []
+    try:
+        osds = sorted(e for e in os.listdir(probe.path(OSD_DIR)) if e.startswith("ceph-"))
+    except OSError:
+        return []
+    if not osds:
+        return []
+    return [f"warning: krbd on a node that runs Ceph OSDs ({', '.join(osds)}) can deadlock under memory "
+            "pressure; set mapper: rbd-nbd in /etc/ganeti/ceph.yaml, or use userspace access "
+            "(gnt-storage rbd-access INSTANCE userspace)"]

@@ -34,6 +34,7 @@ class HookEnv:
     node_ip: str = ""
     target: str = ""  # OP_TARGET: the node of node-modify
     offline: str = ""  # node-modify's --offline: "True", "False" or "None" (unchanged)
+    drained: str = ""  # node-modify's --drained, alike
     ignore_consistency: bool = False
     hypervisor: str = ""
     grown_disk: int = -1
@@ -72,7 +73,7 @@ def parse(env: Mapping[str, str]) -> HookEnv:
         instance=g.get("INSTANCE_NAME", ""), primary=g.get("INSTANCE_PRIMARY", ""),
         old_primary=g.get("OLD_PRIMARY", ""), new_primary=g.get("NEW_PRIMARY", ""),
         node_name=g.get("NODE_NAME", ""), node_ip=g.get("NODE_PIP", ""),
-        target=g.get("OP_TARGET", ""), offline=g.get("OFFLINE", ""),
+        target=g.get("OP_TARGET", ""), offline=g.get("OFFLINE", ""), drained=g.get("DRAINED", ""),
         ignore_consistency=g.get("IGNORE_CONSISTENCY") == "True",
         hypervisor=g.get("INSTANCE_HYPERVISOR", ""),
         grown_disk=int(g["DISK"]) if g.get("DISK", "").isdigit() else -1,

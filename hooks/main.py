@@ -10,6 +10,8 @@
   instance's disks is left on the old node.
 - node-add and node-modify --offline no, post, on the master: the node's
   fence (blocklist entry) is lifted, with the master's admin key.
+- node-modify --drained yes|no, post, on the master: noout set on the
+  node's OSDs (planned maintenance), or lifted (gnt_storage.deploy).
 - disk-grow, post, on the primary: a running QEMU is told the disk's new
   size (block_resize); Ganeti 3.0 does not, and the guest would not see it.
 
@@ -66,6 +68,8 @@ def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
                 problems = checks.userspace(cfg, probe, chroot)
             else:
                 problems = checks.kernelspace(cfg, probe, mappers.get(cfg.mapper).available(), features)
+                for warning in checks.krbd_beside_osds(cfg, probe):
+                    say(warning)
             if problems:
                 raise UsageError(f"disk {disk.index} ({pool}/{disk.volume}, {access}) cannot be served on this "
                                  f"node: {problems[0]}")
@@ -127,6 +131,8 @@ def storage_node_hook(h: HookEnv, bound: float) -> None:
         deploy.node_offline(name, drain_timeout=max(1.0, bound - 60))
     elif back_in_service(h):
         deploy.node_online(name)
+    elif h.hpath == "node-modify" and h.phase == "post" and h.drained in ("True", "False"):
+        deploy.node_maintenance(name, on=h.drained == "True")
     elif h.hpath == "node-remove" and h.phase == "pre":
         deploy.refuse_node_remove(name)
     elif h.hpath == "node-remove" and h.phase == "post":

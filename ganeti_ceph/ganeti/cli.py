@@ -49,6 +49,7 @@ class GNode:
     group: str
     offline: bool
     master: bool
+    sip: str = ""  # Ganeti's secondary IP (the replication network); the primary when there is none
 
     @property
     def short(self) -> str:
@@ -56,12 +57,12 @@ class GNode:
 
 
 def parse_nodes(text: str) -> list[GNode]:
-    """`gnt-node list --no-headers --separator='|' -o name,pip,group,offline,master`."""
+    """`gnt-node list --no-headers --separator='|' -o name,pip,group,offline,master[,sip]`."""
     out = []
     for line in text.splitlines():
         if line.strip():
-            name, pip, group, offline, master = line.split(SEP)
-            out.append(GNode(name, pip, group, offline == "Y", master == "Y"))
+            name, pip, group, offline, master, *sip = line.split(SEP)
+            out.append(GNode(name, pip, group, offline == "Y", master == "Y", sip[0] if sip else pip))
     return out
 
 
@@ -100,7 +101,7 @@ class Ganeti:
 
     def nodes(self) -> list[GNode]:
         return parse_nodes(self._run("gnt-node", "list", "--no-headers", f"--separator={SEP}",
-                                     "-o", "name,pip,group,offline,master"))
+                                     "-o", "name,pip,group,offline,master,sip"))
 
     def groups(self) -> dict[str, list[str]]:
         return parse_groups(self._run("gnt-group", "list", "--no-headers", f"--separator={SEP}", "-o", "name,tags"))

@@ -49,6 +49,15 @@ def refuse_node_remove(name: str) -> None:
 
     lifecycle.refuse_remove(lifecycle.find(Ganeti(), name))
 
+def node_maintenance(name: str, on: bool) -> None:
+    """`gnt-node modify --drained yes|no`: noout on the node's OSDs, or the node converged and noout lifted."""
+    from ganeti_ceph.ganeti import Ganeti
+    from gnt_storage.deploy import lifecycle
+
+    ganeti = Ganeti()
+    lifecycle.maintenance(lifecycle.find(ganeti, name), ganeti, on)
+
+
 
 def forget_node(name: str) -> None:
     """After removal: its mon and OSDs leave the cluster where that loses no data."""

@@ -85,6 +85,10 @@ class ClusterSpec:
     standard_paths: bool = False
     # (entity, address): a node's mgr and OSDs bind that address only.
     daemon_addrs: tuple[tuple[str, str], ...] = ()
+    # OSD replication and heartbeats between OSDs: a network of its own (Ganeti's secondary one).
+    cluster_network: str = ""
+    # (osd entity, address) on cluster_network; an OSD missing here replicates on its public address.
+    cluster_addrs: tuple[tuple[str, str], ...] = ()
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
@@ -117,6 +121,7 @@ def render_conf(spec: ClusterSpec) -> str:
         "mon_host": ",".join(m.addrvec for m in spec.mons),
         "mon_initial_members": ",".join(m.id for m in spec.mons),
         "public_network": spec.public_network,
+        "cluster_network": spec.cluster_network,
         "ms_bind_ipv6": "false",
         "ms_bind_port_min": spec.port_min,
         "ms_bind_port_max": spec.port_max,
@@ -174,8 +179,10 @@ def render_conf(spec: ClusterSpec) -> str:
         for section in (mon, mgr, osd):  # Ceph's default would lack the cluster prefix
             section["pid_file"] = "/run/ceph/$cluster-$name.pid"
     sections: dict[str, dict[str, object]] = {"global": glob, "mon": mon, "mgr": mgr, "osd": osd, "client": client}
+    cluster_addrs = dict(spec.cluster_addrs)
     for entity, addr in spec.daemon_addrs:
-        sections[entity] = {"public_addr": addr} | ({"cluster_addr": addr} if entity.startswith("osd.") else {})
+        sections[entity] = {"public_addr": addr} | (
+            {"cluster_addr": cluster_addrs.get(entity, addr)} if entity.startswith("osd.") else {})
     out = ["# Written by ganeti-ceph (gnt-storage); regenerated on re-run.\n"]
     for section, opts in sections.items():
         out.append(f"[{section}]\n")

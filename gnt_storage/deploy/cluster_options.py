@@ -31,6 +31,11 @@ def show(ganeti: Ganeti | None = None) -> int:
     opts = options.from_tags(ganeti.cluster_tags())
     for key in options.KEYS:
         value = getattr(opts, key)
-        text = ",".join(value) if key == "disk" else "(from the group's size)" if value is None else value
+        if key == "disk":
+            text = ",".join(value)
+        elif key == "cluster_network" and not value:
+            text = "(Ganeti's secondary network of the group's nodes, if they have one)"
+        else:
+            text = "(from the group's size)" if value is None else value
         print(f"ceph:{key}={text}")
     return 0

@@ -21,12 +21,14 @@ The Ceph side (conf rendering, keys, pools, health) is shared with
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ganeti_ceph.config import Config
@@ -94,16 +96,60 @@ def save_state(state: dict[str, Any], path: str = STATE) -> None:
 
 # -- what each node gets (pure) -----------------------------------------------------------
 
-def spec_of(state: dict[str, Any], addrs: dict[str, str]) -> ClusterSpec:
+@dataclass(frozen=True)
+class Networks:
+    """Ceph's public network (Ganeti's primary IPs) and cluster network (OSD replication), per node."""
+
+    public: str = ""
+    cluster: str = ""
+    cluster_addrs: tuple[tuple[str, str], ...] = ()  # (node, its address on the cluster network)
+
+
+def covering(addrs: list[str]) -> str:
+    """The smallest network holding every address (pure): 10.1.0.3, 10.1.0.9 -> 10.1.0.0/28."""
+    ips = [ipaddress.ip_address(a) for a in addrs]
+    net = ipaddress.ip_network(ips[0])
+    while not all(ip in net for ip in ips):
+        net = net.supernet()
+    return str(net)
+
+
+def networks(gnodes: list[GNode], given: str) -> Networks:
+    """Public = the primary IPs; cluster = `given`, else Ganeti's secondary network when the nodes have one.
+
+    Each node replicates on its Ganeti address inside the cluster network
+    (secondary first); a node without one is refused, naming the fix.
+    """
+    public = covering([g.pip for g in gnodes])
+    secondary = any(g.sip and g.sip != g.pip for g in gnodes)
+    if not given and not secondary:
+        return Networks(public=public)
+    net = ipaddress.ip_network(given) if given else ipaddress.ip_network(covering([g.sip or g.pip for g in gnodes]))
+    addrs = []
+    for g in gnodes:
+        inside = [a for a in (g.sip, g.pip) if a and ipaddress.ip_address(a) in net]
+        if not inside:
+            raise UsageError(f"node {g.name} has no Ganeti address in ceph:cluster_network={net} (primary "
+                             f"{g.pip}, secondary {g.sip or 'none'}): give the network of the nodes' secondary "
+                             "IPs, or set them (gnt-node modify --secondary-ip)")
+        addrs.append((g.name, inside[0]))
+    return Networks(public=public, cluster=str(net), cluster_addrs=tuple(addrs))
+
+
+def spec_of(state: dict[str, Any], addrs: dict[str, str], nets: Networks | None = None) -> ClusterSpec:
     opts = state_options(state)
+    nets = nets or Networks()
     size = state.get("size") or min(3, len(addrs))
     mons = tuple(Mon(m.split(".")[0], addrs[m], *MON_PORTS) for m in state["mons"])
     daemon_addrs = [(f"mgr.{m.split('.')[0]}", addrs[m]) for m in state["mons"]]
     daemon_addrs += [(f"osd.{o['id']}", addrs[o["node"]]) for o in state["osds"] if o["node"] in addrs]
-    return ClusterSpec(fsid=state["fsid"], root="", mons=mons, public_network="", port_min=OSD_PORTS[0],
+    node_caddr = dict(nets.cluster_addrs)
+    cluster_addrs = [(f"osd.{o['id']}", node_caddr[o["node"]]) for o in state["osds"] if o["node"] in node_caddr]
+    return ClusterSpec(fsid=state["fsid"], root="", mons=mons, public_network=nets.public, port_min=OSD_PORTS[0],
                        port_max=OSD_PORTS[1], pool=opts.pool, pg_num=opts.pg_num, pool_size=size,
                        pool_min_size=state.get("min_size") or size - size // 2, client_id=opts.client,
-                       single_host=False, standard_paths=True, daemon_addrs=tuple(daemon_addrs))
+                       single_host=False, standard_paths=True, daemon_addrs=tuple(daemon_addrs),
+                       cluster_network=nets.cluster, cluster_addrs=tuple(cluster_addrs))
 
 
 def daemons_of(state: dict[str, Any], node: str, kinds: tuple[str, ...] = ("mon", "mgr", "osd")) -> list[list[str]]:
@@ -138,7 +184,7 @@ def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: st
         files.append({"path": volume.BOOTSTRAP_KEYRING, "content": cephconf.keyring(volume.bootstrap_entry(state)),
                       "mode": 0o600, "owner": "root"})
     req["provider"] = {"keyring": spec.keyring_path(client), "client": spec.client_id, "pool": spec.pool,
-                       "cluster": f"ceph {spec.fsid[:8]}"}
+                       "cluster": f"ceph {spec.fsid[:8]}", "osds": bool(osds)}
     if node in state["mons"]:
         short = node.split(".")[0]
         files.append({"path": spec.keyring_path("client.admin"), "content": admin, "mode": 0o600, "owner": "root"})
@@ -271,7 +317,7 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
     staged = json.loads(json.dumps(state))
     added = add_osds(staged, [n.name for n in gnodes], opts.disk)
     addrs = {g.name: g.pip for g in gnodes}
-    spec = spec_of(staged, addrs)
+    spec = spec_of(staged, addrs, networks(gnodes, opts.cluster_network))
     # Probe before anything is written: bad devices or missing packages change nothing.
     reports = on_all(nodes, lambda n: call(n, node_request(staged, spec, n.name, "probe")))
     for r in reports:

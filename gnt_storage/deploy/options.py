@@ -8,13 +8,14 @@ next `key=`: `-S ceph:disk=/dev/sdb,/dev/sdc,mons=3`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, fields, replace
 
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.naming import check_client_id, check_pool_name
 
-KEYS = ("disk", "mons", "pool", "client", "size", "min_size", "pg_num")
+KEYS = ("disk", "mons", "pool", "client", "size", "min_size", "pg_num", "cluster_network")
 TAG_PREFIX = "ganeti-ceph:opt:"
 STORAGE_TAG = "ganeti-ceph:storage"  # on the node group that is the storage cluster
 FSID_TAG_PREFIX = "ganeti-ceph:fsid:"
@@ -32,6 +33,7 @@ class StorageOptions:
     size: int | None = None
     min_size: int | None = None
     pg_num: int = 64
+    cluster_network: str = ""  # CIDR for OSD replication; "": Ganeti's secondary network, if any
 
 
 def _int(key: str, value: str, low: int, high: int) -> int:
@@ -62,6 +64,12 @@ def _set(opts: StorageOptions, key: str, values: list[str]) -> StorageOptions:
     if key == "client":
         check_client_id(value)
         return replace(opts, client=value)
+    if key == "cluster_network":
+        try:
+            return replace(opts, cluster_network=str(ipaddress.ip_network(value)))
+        except ValueError:
+            raise UsageError(f"ceph:cluster_network={value} is not a network in CIDR form "
+                             "(e.g. 192.168.10.0/24, host bits zero)") from None
     if key == "pg_num":
         n = _int(key, value, 8, 4096)
         if n & (n - 1):

@@ -20,9 +20,11 @@ import pytest
 import testinfra
 
 from testbed.ganeti import Testbed
-from tests.storage.conftest import DISK
+from tests.storage.conftest import DISK, NET
 
 DISK2 = "/srv/osd1.img"  # a second disk, added by the last test
+# This bed's nodes have no Ganeti secondary IPs (one network): the cluster network is given, and holds the primaries.
+CLUSTER_NET = f"ceph:cluster_network={NET}.0/24"
 GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
 GROUP = "default"
 NODE_FILES = ("/etc/ceph/ceph.conf", "/var/lib/ganeti-ceph/storage.json", "/etc/ganeti/ceph.yaml")
@@ -125,6 +127,12 @@ class TestRefusals:
         bed.gnt("gnt-group", "remove", "spare")
         untouched(bed)
 
+    def test_cluster_network_without_the_nodes(self, bed: Testbed) -> None:
+        one_line_error(init(bed, f"ceph:disk={DISK},cluster_network=10.99.0.0/16"),
+                       "has no Ganeti address in ceph:cluster_network=10.99.0.0/16")
+        one_line_error(init(bed, f"ceph:disk={DISK},cluster_network={NET}.7/24"), "CIDR")
+        untouched(bed)
+
     def test_cluster_options(self, bed: Testbed) -> None:
         """`gnt-storage -S` sets defaults (as cluster tags) while no storage cluster exists."""
         assert gs(bed, "-S", "ceph:pg_num=32").returncode == 0
@@ -137,8 +145,8 @@ class TestRefusals:
 class TestInit:
     def test_killed_midway_then_rerun_is_healthy(self, bed: Testbed) -> None:
         proc = subprocess.Popen([*bed.enter_argv(0), GNT_STORAGE, "init-distributed-storage", "-s", "ceph", "-S",
-                                 f"ceph:disk={DISK}", GROUP], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+                                 f"ceph:disk={DISK}", "-S", CLUSTER_NET, GROUP], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
         assert proc.stderr is not None
         seen = []
         for line in proc.stderr:
@@ -148,10 +156,14 @@ class TestInit:
                 break
         proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL, "".join(seen)
-        res = init(bed, f"ceph:disk={DISK}")
+        res = init(bed, f"ceph:disk={DISK}", CLUSTER_NET)
         assert res.returncode == 0, res.stderr
         assert "health: HEALTH_OK" in res.stdout
         assert "ganeti-ceph:storage" in bed.gnt("gnt-group", "list-tags", GROUP)
+        conf = bed.run(0, ["cat", "/etc/ceph/ceph.conf"]).stdout
+        assert f"cluster_network = {NET}.0/24" in conf and "public_network = " in conf, conf
+        osd0 = json.loads(ceph(bed, "osd", "metadata", "0", "-f", "json"))
+        assert f"v2:{bed.nodes[0].addr}:" in osd0["back_addr"], osd0["back_addr"]  # replication: cluster_addr
 
     @pytest.mark.parametrize("i", [0, 1, 2])
     def test_node_with_testinfra(self, bed: Testbed, i: int) -> None:
@@ -303,3 +315,63 @@ class TestLifecycle:
         assert "health: HEALTH_OK" in res.stdout
         dump = json.loads(ceph(bed, "osd", "dump", "-f", "json"))
         assert next(o["up_from"] for o in dump["osds"] if str(o["osd"]) == new["id"]) > 0
+
+
+def osd_states(bed: Testbed, node: str) -> dict[str, dict]:
+    """The osdmap's view of `node`'s OSDs: {id: {up, in, state}}."""
+    state = json.loads(bed.run(0, ["cat", "/var/lib/ganeti-ceph/storage.json"]).stdout)
+    ids = {o["id"] for o in state["osds"] if o["node"] == node}
+    dump = json.loads(ceph(bed, "osd", "dump", "-f", "json"))
+    return {str(o["osd"]): o for o in dump["osds"] if str(o["osd"]) in ids}
+
+
+class TestMaintenance:
+    """Planned maintenance (noout) and a dead node, on the cluster the lifecycle story left (2 OSDs per node)."""
+
+    def test_drained_is_noout_maintenance(self, bed: Testbed) -> None:
+        """--drained yes: noout on node1's OSDs; they stop (a reboot) and stay in; --drained no restarts them."""
+        assert wait_health(bed) == "HEALTH_OK"
+        res = bed.run(0, ["gnt-node", "modify", "--drained", "yes", "node1.gcb.test"], check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        osds = osd_states(bed, "node1.gcb.test")
+        assert osds and all("noout" in o["state"] for o in osds.values()), osds
+        assert "OSD_FLAGS" in ceph(bed, "health", "detail")
+        bed.run(1, ["pkill", "-x", "ceph-osd"])  # the maintenance: node1's OSDs stop
+        deadline = time.monotonic() + 120
+        while any(o["up"] for o in osd_states(bed, "node1.gcb.test").values()):
+            assert time.monotonic() < deadline, "node1's OSDs were not marked down"
+            time.sleep(1)
+        assert all(o["in"] for o in osd_states(bed, "node1.gcb.test").values())
+        res = bed.run(0, ["gnt-node", "modify", "--drained", "no", "node1.gcb.test"], check=False, timeout=400)
+        assert res.returncode == 0, res.stdout + res.stderr
+        osds = osd_states(bed, "node1.gcb.test")
+        assert not any("noout" in o["state"] for o in osds.values()), osds
+        assert wait_health(bed) == "HEALTH_OK"
+
+    def test_offline_of_a_dead_node(self, bed: Testbed) -> None:
+        """node2 dies (Ceph daemons, sshd and Ganeti's node daemon gone): --offline yes succeeds without
+        reaching it, its OSDs down and out; data stays readable; readd brings it back."""
+        node = "node2.gcb.test"
+        bed.run(0, ["sh", "-ec", "head -c 1048576 /dev/urandom > /run/blob2 && "
+                    "rbd --id ganeti import --no-progress /run/blob2 rbd/blob2"])
+        noded = bed.run(2, ["cat", "/var/run/ganeti/ganeti-noded.pid"]).stdout.strip()
+        bed.run(2, ["sh", "-c", f"kill {noded}; /etc/init.d/ssh stop; pkill -9 -x ceph-osd; pkill -9 -x ceph-mon; "
+                    "pkill -9 -x ceph-mgr; true"])
+        try:
+            deadline = time.monotonic() + 120  # the admin sees it dead in Ceph first (peers report it)
+            while any(o["up"] for o in osd_states(bed, node).values()):
+                assert time.monotonic() < deadline, "node2's OSDs were not marked down"
+                time.sleep(1)
+            res = bed.run(0, ["gnt-node", "modify", "-f", "--offline", "yes", node], check=False, timeout=400)
+            assert res.returncode == 0, res.stdout + res.stderr
+            osds = osd_states(bed, node)  # out: Ceph alone would wait mon_osd_down_out_interval (600 s)
+            assert osds and not any(o["up"] or o["in"] for o in osds.values()), osds
+            out = bed.run(0, ["sh", "-ec", "rbd --id ganeti export --no-progress rbd/blob2 - | cmp - /run/blob2 "
+                              "&& echo same"]).stdout
+            assert out.strip() == "same"
+        finally:
+            bed.run(2, ["sh", "-c", "/etc/init.d/ssh start; /usr/lib/ganeti/daemon-util start ganeti-noded"])
+        bed.run(0, ["gnt-node", "add", "--readd", "--no-ssh-key-check", node], timeout=400)
+        assert wait_health(bed, timeout=180) == "HEALTH_OK"
+        assert all(o["up"] and o["in"] for o in osd_states(bed, node).values())
+

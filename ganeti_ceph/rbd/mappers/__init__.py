@@ -53,6 +53,7 @@ def for_config(cfg: Config) -> Mapper:
     return MAPPERS[cfg.mapper](cfg)
 
 
-def detect() -> str:
-    """The most preferred mapper this host can run; the least preferred (fuse-loop) as the last resort."""
-    return next((m.name for m in MAPPERS.values() if m.available()), names()[-1])
+def detect(avoid: tuple[str, ...] = ()) -> str:
+    """The most preferred mapper this host can run, but none in `avoid`; the least preferred (fuse-loop) as
+    the last resort."""
+    return next((m.name for m in MAPPERS.values() if m.name not in avoid and m.available()), names()[-1])
