@@ -7,13 +7,15 @@ the gnt-* command and the drive QEMU is using.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 from ganeti_ceph.errors import GanetiCephError
 from testbed import ceph as tb_ceph
 from testbed import qemu
-from testbed.ganeti import HOST_ADDR, Testbed
+from testbed.ganeti import HOST_ADDR, Testbed, TestbedError
+from testbed.netns import NetnsError
 
 INSTANCE = "demo1.gcb.test"
 
@@ -71,20 +73,27 @@ def run(tb: Testbed) -> None:
 
 
 def main(workdir: str, ceph_dir: str, ceph_port: int, keep: bool) -> None:
+    """Bring up, walk through, bring down; a failure of the bed or its Ceph is one line, not a traceback."""
     tb = Testbed(workdir, ceph_dir, nodes=1)
-    step(f"bring up a local Ceph on {HOST_ADDR} and a one-node Ganeti cluster (testbed/)")
-    tb.nodes_down()
-    tb.network_up()
     try:
-        tb_ceph.up(ceph_dir, HOST_ADDR, ceph_port)
-        tb.up()
-        run(tb)
-    finally:
-        if keep:
-            step(f"kept running: `.venv/bin/python -m testbed.ganeti down --dir {workdir} --ceph-dir {ceph_dir} "
-                 "--with-ceph` stops it")
-        else:
+        step(f"bring up a local Ceph on {HOST_ADDR} and a one-node Ganeti cluster (testbed/)")
+        tb_ceph.bed_down(tb)  # what an earlier run left, its sockets waited for
+        tb.network_up()
+        try:
+            tb_ceph.up(ceph_dir, HOST_ADDR, ceph_port)
+            tb.up()
+            run(tb)
+        except BaseException:
+            if not keep:
+                with contextlib.suppress(TestbedError, NetnsError, tb_ceph.CephError):
+                    tb_ceph.bed_down(tb)  # best effort: the first failure is the one to report
+            raise
+        finally:
+            if keep:
+                step(f"kept running: `.venv/bin/python -m testbed.ganeti down --dir {workdir} --ceph-dir {ceph_dir} "
+                     "--with-ceph` stops it")
+        if not keep:
             step("bring Ganeti and Ceph down")
-            tb.nodes_down()
-            tb_ceph.local_cluster("down", ceph_dir, check=False)
-            tb.network_down()
+            tb_ceph.bed_down(tb)
+    except (TestbedError, NetnsError, tb_ceph.CephError) as exc:
+        raise GanetiCephError(str(exc)) from None

@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             tb.up()
             print(f"master {tb.master}; enter it with: {' '.join(tb.enter_argv(0))} bash -l")
         elif args.action == "down":
-            tb.nodes_down()
             if args.with_ceph:
-                ceph.down(tb.ceph_dir)
-            tb.down()
+                ceph.bed_down(tb)
+            else:
+                tb.down()
         elif args.action == "status":
             nodes = tb.status()
             print(f"bridge {BRIDGE}: {'up' if link_exists(BRIDGE) else 'absent'}")

@@ -20,12 +20,15 @@ CLI: `python -m testbed.ganeti up|down|status|shell` (see testbed.cli).
 from __future__ import annotations
 
 import os
-import socket
+import shlex
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
+
+from ganeti_ceph import procs, runner
 from ganeti_ceph.log import progress
 from testbed import mappings as fuse_loop
 from testbed import netns, nodefs
@@ -53,6 +56,9 @@ INIT_FLAGS = (
 )
 # This kernel's /proc/diskstats has 20 fields and there is no DRBD: these collectors make mond fail.
 COLLECTORS = "--enabled-data-collectors=diskstats=False,drbd=False"
+# How long the bridge's removal waits for sockets on its address to close: as long as local-cluster
+# gives a SIGKILLed daemon (gnt_storage.deploy.daemons.KILL_WAIT), which is what such a socket usually is.
+LISTENER_WAIT_S = 60.0
 
 
 def _bridge_of(workdir: str) -> str | None:
@@ -209,11 +215,18 @@ class Testbed:
                 netns.kill(holder)
         self._detach_loops()
 
-    def network_down(self) -> None:
-        """Remove the root bridge, unless something (Ceph) still listens on its address."""
-        if netns.link_exists(self.bridge) and listening_on(self.host_addr):
-            raise TestbedError(f"something still listens on {self.host_addr} (Ceph?): stop it first, e.g. "
-                               f"gnt-storage local-cluster down --dir {self.ceph_dir}; bridge {self.bridge} kept")
+    def network_down(self, wait: float = LISTENER_WAIT_S) -> None:
+        """Remove the root bridge once nothing listens on its address. A daemon just stopped (by us,
+        or by an earlier command's teardown) may hold its socket a while: wait for it, bounded; one
+        that still listens then is named and the bridge kept."""
+        found = listeners(self.host_addr) if netns.link_exists(self.bridge) else []
+        if found:
+            progress(f"waiting up to {wait:.0f} s for {'; '.join(found)} to stop listening on {self.host_addr}")
+            left = runner.until(time.monotonic() + wait, lambda: listeners(self.host_addr), lambda got: not got, 0.2)
+            if left:
+                hint = f" (e.g. gnt-storage local-cluster down --dir {self.ceph_dir})" if self.ceph_dir else ""
+                raise TestbedError(f"{'; '.join(left)} still listens on {self.host_addr} after {wait:.0f} s: stop "
+                                   f"it{hint}, then run this again; bridge {self.bridge} kept")
         netns.link_delete(self.bridge)
 
     def down(self) -> None:
@@ -244,15 +257,14 @@ class Testbed:
         return {n.name: [h.pid for h in netns.find(n.dir)] for n in self.nodes}
 
 
-def listening_on(addr: str) -> bool:
-    """True if a TCP socket in the root namespace listens on `addr` (e.g. Ceph's mon)."""
-    want = socket.inet_aton(addr)[::-1].hex().upper()
-    try:
-        with open("/proc/net/tcp") as fh:
-            rows = [line.split() for line in fh.readlines()[1:]]
-    except OSError:
-        return False
-    return any(r[1].split(":")[0] == want and r[3] == "0A" for r in rows)  # 0A: LISTEN
+def listeners(addr: str) -> list[str]:
+    """What listens on `addr` over TCP in our namespace (e.g. Ceph's daemons), one description each."""
+    ports: dict[int | None, list[int]] = {}
+    for c in psutil.net_connections("tcp4"):
+        if c.status == psutil.CONN_LISTEN and c.laddr.ip == addr:
+            ports.setdefault(c.pid, []).append(c.laddr.port)
+    return [f"{f'pid {pid} ({shlex.join(procs.cmdline(pid))[:100]})' if pid else 'an exiting process'} "
+            f"on port(s) {', '.join(map(str, sorted(p)))}" for pid, p in sorted(ports.items(), key=str)]
 
 
 if __name__ == "__main__":

@@ -50,11 +50,7 @@ def _start() -> Testbed:
 
 
 def _stop(tb: Testbed) -> None:
-    tb.nodes_down()
-    res = ceph.local_cluster("down", CEPH_DIR, check=False)
-    tb.network_down()
-    if res.returncode != 0:
-        raise ceph.CephError(f"gnt-storage local-cluster down failed:\n{res.stderr.strip()}")
+    ceph.bed_down(tb)
 
 
 @contextlib.contextmanager
