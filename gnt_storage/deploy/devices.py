@@ -25,7 +25,8 @@ MIN_DEVICE_BYTES = 2 * 1024**3
 PROBE_TIMEOUT = 30.0
 ENV = runner.clean_env(runner.SYSTEM_PATH)
 TOOL_ENV = runner.clean_env(runner.SYSTEM_PATH, HOME="/root")  # Ceph tools want a HOME
-WIPE_HINT = "wipe it first only if it is spare (wipefs -a)"
+# wipefs alone leaves the rest of a superblock, which the zero-head rule below still sees as data.
+WIPE_HINT = "wipe it first only if it is spare (wipefs -a DEV; dd if=/dev/zero of=DEV bs=1M count=10)"
 
 
 def label_uuid(head: bytes) -> str | None:
@@ -135,13 +136,14 @@ def _swap(paths: set[str]) -> str | None:
 
 
 def _loops_on(path: str) -> list[str]:
-    """Loop devices whose backing file is `path`."""
+    """Loop devices whose backing file is `path`. The kernel gives that file's canonical path: compared as
+    text, never resolved (resolving another loop's file on a dead FUSE mount would hang)."""
     real = os.path.realpath(path)
     found = []
     for name in _listdir("/sys/block"):
         try:
             with open(f"/sys/block/{name}/loop/backing_file") as fh:
-                if os.path.realpath(fh.read().strip()) == real:
+                if fh.read().rstrip("\n") == real:
                     found.append(f"/dev/{name}")
         except OSError:
             continue
