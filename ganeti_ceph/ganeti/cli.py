@@ -120,6 +120,10 @@ class Ganeti:
     def add_group_tags(self, group: str, tags: list[str]) -> None:
         self._run("gnt-group", "add-tags", group, *tags)
 
+    def remove_group_tags(self, group: str, tags: list[str]) -> None:
+        if tags:
+            self._run("gnt-group", "remove-tags", group, *tags)
+
     def require_group(self, group: str) -> dict[str, list[str]]:
         groups = self.groups()
         if group not in groups:

@@ -24,6 +24,13 @@ def storage_group_kept() -> bool:
     return distributed.load_state() is not None
 
 
+def remove_storage(group: str) -> int:
+    """`gnt-storage remove-distributed-storage GROUP`: refused while images live there, else purged."""
+    from gnt_storage.deploy import teardown
+
+    return teardown.remove(group)
+
+
 def node_offline(name: str, drain_timeout: float) -> None:
     """The node goes offline: refuse (UsageError) unless Ceph can spare it, else drain and stop it."""
     from ganeti_ceph.ganeti import Ganeti
@@ -42,13 +49,6 @@ def node_online(name: str) -> None:
     lifecycle.online(lifecycle.find(ganeti, name), ganeti)
 
 
-def refuse_node_remove(name: str) -> None:
-    """Refuse (UsageError) to remove a node that is online and runs Ceph daemons."""
-    from ganeti_ceph.ganeti import Ganeti
-    from gnt_storage.deploy import lifecycle
-
-    lifecycle.refuse_remove(lifecycle.find(Ganeti(), name))
-
 def node_maintenance(name: str, on: bool) -> None:
     """`gnt-node modify --drained yes|no`: noout on the node's OSDs, or the node converged and noout lifted."""
     from ganeti_ceph.ganeti import Ganeti
@@ -57,6 +57,13 @@ def node_maintenance(name: str, on: bool) -> None:
     ganeti = Ganeti()
     lifecycle.maintenance(lifecycle.find(ganeti, name), ganeti, on)
 
+
+def refuse_node_remove(name: str) -> None:
+    """Refuse (UsageError) to remove a node that is online and runs Ceph daemons."""
+    from ganeti_ceph.ganeti import Ganeti
+    from gnt_storage.deploy import lifecycle
+
+    lifecycle.refuse_remove(lifecycle.find(Ganeti(), name))
 
 
 def forget_node(name: str) -> None:

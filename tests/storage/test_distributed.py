@@ -375,3 +375,30 @@ class TestMaintenance:
         assert wait_health(bed, timeout=180) == "HEALTH_OK"
         assert all(o["up"] and o["in"] for o in osd_states(bed, node).values())
 
+
+class TestRemoval:
+    """remove-distributed-storage, last: refused while images live there, then everything of ours goes."""
+
+    def test_refused_while_images_live_there(self, bed: Testbed) -> None:
+        bed.run(0, ["rbd", "--id", "ganeti", "create", "--size", "8", "rbd/held"])  # an instance's disk, say
+        one_line_error(gs(bed, "remove-distributed-storage", GROUP), "RBD image(s)", "nothing was changed")
+        assert bed.run(1, ["pgrep", "-x", "ceph-mon"], check=False).returncode == 0
+        assert "ganeti-ceph:storage" in bed.gnt("gnt-group", "list-tags", GROUP)
+
+    def test_removed_then_made_anew(self, bed: Testbed) -> None:
+        """With no image left it goes: daemons, stores, files, tags; the same devices take a new cluster."""
+        fsid = json.loads(bed.run(0, ["cat", "/var/lib/ganeti-ceph/storage.json"]).stdout)["fsid"]
+        bed.run(0, ["sh", "-ec", "for i in $(rbd --id ganeti ls rbd); do rbd --id ganeti rm --no-progress rbd/$i; "
+                    "done"])
+        res = gs(bed, "remove-distributed-storage", GROUP)
+        assert res.returncode == 0, res.stderr
+        assert f"storage cluster {fsid} of group {GROUP} removed" in res.stdout
+        assert "ganeti-ceph:storage" not in bed.gnt("gnt-group", "list-tags", GROUP)
+        for i in range(3):  # /var/lib/ceph/{mon,mgr,osd} stay: Debian's ceph packages own them
+            left = bed.run(i, ["sh", "-c", f"ls {' '.join(NODE_FILES)} 2>/dev/null; pgrep -x 'ceph-(mon|mgr|osd)'; "
+                               "find /var/lib/ceph -mindepth 2 -maxdepth 2"], check=False).stdout
+            assert left.strip() == "", f"node{i}: {left}"
+        assert not bed.run(0, ["ls", "/var/lib/ganeti-ceph"]).stdout.strip()
+        res = init(bed, f"ceph:disk={DISK}")  # the zeroed devices are empty again: a new cluster takes them
+        assert res.returncode == 0, res.stderr
+        assert "health: HEALTH_OK" in res.stdout and fsid not in res.stdout

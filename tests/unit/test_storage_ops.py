@@ -11,7 +11,7 @@ from ganeti_ceph.errors import UsageError
 from ganeti_ceph.ganeti import GNode, parse_nodes
 from ganeti_ceph.rbd import mappers
 from gnt_storage import deploy
-from gnt_storage.deploy import cephconf, distributed, lifecycle, node, options
+from gnt_storage.deploy import cephconf, distributed, lifecycle, node, options, teardown
 from hooks import checks
 from hooks import main as hook_main
 from hooks.env import parse as parse_hook_env
@@ -132,3 +132,29 @@ def test_start_check_warns_of_krbd_beside_osds(tmp_path: Path) -> None:
     assert line.startswith("warning: krbd on a node that runs Ceph OSDs (ceph-3)") and "rbd-nbd" in line
     assert checks.krbd_beside_osds(Config(conf="/c", keyring="/k", mapper="rbd-nbd"), probe) == []
 
+
+# -- remove-distributed-storage: refusals and what each node gets ------------------------------------------
+
+def test_removal_refused_while_images_or_foreign_pools_live_there() -> None:
+    assert teardown.images_verdict("g", "rbd", {"rbd": [], "device_health_metrics": []}) is None
+    held = teardown.images_verdict("g", "rbd", {"rbd": ["vol-a", "vol-b (in the trash)"]})
+    assert held is not None and "\n" not in held and "holds 2 RBD image(s) (e.g. rbd/vol-a)" in held
+    foreign = teardown.images_verdict("g", "rbd", {"rbd": [], "cephfs_data": []})
+    assert foreign is not None and "cephfs_data" in foreign and "ceph osd pool rm" in foreign
+
+
+def test_group_tags_of_the_storage_cluster() -> None:
+    assert teardown.group_tags(["ganeti-ceph:storage", "ganeti-ceph:fsid:f1", "other"]) == [
+        "ganeti-ceph:storage", "ganeti-ceph:fsid:f1"]
+
+
+def test_purge_request_names_only_what_we_made() -> None:
+    state = {"group": "g", "mons": ["n0.t"], "options": {"client": "vm", "pool": "rbd"},
+             "osds": [{"id": "0", "node": "n0.t", "dev": "/dev/sdb", "uuid": "u"},
+                      {"id": "1", "node": "n1.t", "dev": "/dev/sdb", "uuid": "v"}]}
+    req = teardown.purge_request(state, "n0.t")
+    assert req["daemons"] == [["mon", "n0"], ["mgr", "n0"], ["osd", "0"]]
+    assert [o["id"] for o in req["osds"]] == ["0"]
+    assert req["dirs"] == ["/var/lib/ceph/mon/ceph-n0", "/var/lib/ceph/mgr/ceph-n0", "/var/lib/ceph/osd/ceph-0"]
+    assert "/etc/ceph/ceph.client.vm.keyring" in req["files"] and "/etc/ganeti/ceph.yaml" in req["files"]
+    assert teardown.purge_request(state, "n1.t")["dirs"] == ["/var/lib/ceph/osd/ceph-1"]

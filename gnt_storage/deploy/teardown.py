@@ -1,0 +1,163 @@
+"""`gnt-storage remove-distributed-storage GROUP`: the storage cluster goes, as pveceph purge does.
+
+On the master, in order, each step re-runnable:
+
+1. refuse while any image (an instance disk, or one in the trash) lives in
+   any of the cluster's pools: the proof is Ceph's own listing, so an
+   unreachable cluster is a refusal too, never a guess;
+2. mark the state "removing" (from here a re-run skips the proof: the
+   cluster may already be half gone);
+3. on every node of the group, in parallel over SSH: stop our daemons,
+   forget their stores (an OSD device is zeroed only where its bluestore
+   label names this cluster's OSD) and remove the files we wrote;
+4. remove the master's state, admin files and the group's tags.
+
+Options set with `gnt-storage -S` stay: they are defaults for a next init.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+from ganeti_ceph.errors import GanetiCephError, UsageError
+from ganeti_ceph.ganeti import Ganeti
+from ganeti_ceph.log import progress
+from ganeti_ceph.session import Session
+from gnt_storage.deploy import admin, distributed
+from gnt_storage.deploy.options import FSID_TAG_PREFIX, STORAGE_TAG
+from gnt_storage.deploy.remote import SshSettings
+
+PROVIDER_CONF = "/etc/ganeti/ceph.yaml"
+
+
+def group_tags(tags: list[str]) -> list[str]:
+    """The group's tags that make it the storage cluster (pure)."""
+    return [t for t in tags if t == STORAGE_TAG or t.startswith(FSID_TAG_PREFIX)]
+
+
+CEPH_POOLS = ("device_health_metrics", ".mgr")  # Ceph's own, made by its mgr
+
+
+def images_verdict(group: str, ours: str, found: dict[str, list[str]]) -> str | None:
+    """One line refusing the removal while images or pools not ours live in the cluster, or None (pure)."""
+    foreign = sorted(p for p in found if p != ours and p not in CEPH_POOLS)
+    if foreign:
+        return (f"storage group {group} has pool(s) {', '.join(foreign)} that ganeti-ceph did not make: they may "
+                "hold data; remove them first (ceph osd pool rm), nothing was changed")
+    held = {pool: names for pool, names in found.items() if names}
+    if not held:
+        return None
+    count = sum(len(n) for n in held.values())
+    pool, names = next(iter(sorted(held.items())))
+    return (f"storage group {group} still holds {count} RBD image(s) (e.g. {pool}/{names[0]}): instance disks "
+            "may live there; remove those instances (gnt-instance remove) or images first, nothing was changed")
+
+
+def stored_images(state: dict[str, Any]) -> dict[str, list[str]]:
+    """Every image and trash entry in every pool of the cluster, by pool (Ceph's own listing)."""
+    import rbd
+
+    found: dict[str, list[str]] = {}
+    try:
+        with Session(distributed.group_admin(state["group"])) as session:
+            for pool in session.mon_command("osd pool ls") or []:
+                with session.ioctx(pool) as ctx, session.errors(f"list images in {pool}"):
+                    found[pool] = [*rbd.RBD().list(ctx), *(f"{e['name']} (in the trash)"
+                                                         for e in rbd.RBD().trash_list(ctx))]
+    except GanetiCephError as exc:
+        raise UsageError(f"cannot prove that no instance disk lives in storage group {state['group']} "
+                         f"({exc.message}); start its daemons (gnt-storage init-distributed-storage -s ceph "
+                         f"{state['group']}) and run this again") from None
+    return found
+
+
+def purge_request(state: dict[str, Any], node: str) -> dict[str, Any]:
+    """What a node's purge gets: its daemons, its OSDs (id, device, uuid), the dirs and files we made there."""
+    ds = distributed.daemons_of(state, node)
+    keyrings = [f"/etc/ceph/ceph.{e}.keyring" for e in ("client.admin", f"client.{state['options']['client']}")]
+    return {"action": "purge", "node": node, "daemons": ds,
+            "osds": [o for o in state["osds"] if o["node"] == node],
+            "dirs": [f"/var/lib/ceph/{t}/ceph-{i}" for t, i in ds],
+            "files": ["/etc/ceph/ceph.conf", *keyrings, distributed.STATE, PROVIDER_CONF]}
+
+
+def remove(group: str, ganeti: Ganeti | None = None, settings: SshSettings | None = None) -> int:
+    ganeti = ganeti or Ganeti()
+    groups = ganeti.require_group(group)
+    tags = group_tags(groups[group])
+    state = distributed.load_state()
+    if state is not None and state["group"] != group:
+        raise UsageError(f"node group {group} is not the storage cluster: this master keeps group "
+                         f"{state['group']}'s ({distributed.STATE})")
+    if state is None:
+        if not tags:
+            raise UsageError(f"node group {group} is not a storage cluster (no tag {STORAGE_TAG}, no "
+                             f"{distributed.STATE} on this master)")
+        ganeti.remove_group_tags(group, tags)
+        progress(f"group {group} had no storage cluster on this master: its tags {', '.join(tags)} removed")
+        return 0
+    gnodes = {n.name: n for n in ganeti.nodes()}
+    holders = {m for m in state["mons"]} | {o["node"] for o in state["osds"]}
+    members = sorted(holders | {n for n, g in gnodes.items() if g.group == group})
+    unavailable = [n for n in members if n in holders and (n not in gnodes or gnodes[n].offline)]
+    if unavailable:
+        raise UsageError(f"node {unavailable[0]} holds Ceph daemons of group {group} but is offline or not in "
+                         f"Ganeti: bring it back (gnt-node add --readd {unavailable[0]}) or remove it "
+                         f"(gnt-node remove), then run this again")
+    if not state.get("removing"):
+        verdict = images_verdict(group, state["options"]["pool"], stored_images(state))
+        if verdict:
+            raise UsageError(verdict)
+        state["removing"] = True
+        distributed.save_state(state)
+    online = [gnodes[n] for n in members if n in gnodes and not gnodes[n].offline]
+    for n in members:
+        if n not in holders and n in gnodes and gnodes[n].offline:
+            progress(f"{n} is offline: only files of ours may be left there ({PROVIDER_CONF}, /etc/ceph)")
+    nodes = distributed.connect_all(online, settings or SshSettings(alias=ganeti.cluster_name()))
+    try:
+        reports = distributed.on_all(nodes, lambda n: distributed.call(n, purge_request(state, n.name)))
+    finally:
+        for n in nodes:
+            n.close()
+    for n, r in zip(nodes, reports, strict=True):
+        progress(f"{n.short}: " + "; ".join(r["changed"] or ["nothing of ours was left"]))
+    for path in (*admin.files(distributed.STATE_DIR), distributed.STATE):
+        if os.path.exists(path):
+            os.unlink(path)
+    if tags:
+        ganeti.remove_group_tags(group, tags)
+    print(f"storage cluster {state['fsid']} of group {group} removed")
+    return 0
+
+
+# -- the node's side (run by gnt_storage.deploy.node, action "purge") --------------------------------------
+
+def purge_node(req: dict[str, Any]) -> dict[str, Any]:
+    """Stop our daemons, zero our OSD devices (proven ours by their label), remove our dirs and files."""
+    from gnt_storage.deploy import node
+    from gnt_storage.deploy.devices import device_state
+
+    changed = [f"stopped {', '.join(s)}" for s in [node.stop(req)["changed"]] if s]
+    for osd in req["osds"]:
+        dev = osd["dev"]
+        if not os.path.exists(dev):
+            continue
+        st = device_state(dev, osd["uuid"])
+        if st != "ours":
+            changed.append(f"{dev} left as is ({st}, not osd.{osd['id']} of this cluster)")
+            continue
+        node._zero_head(dev)  # the label and bluefs superblock; O_EXCL: a device in use fails
+        changed.append(f"osd.{osd['id']}'s label on {dev} zeroed")
+    for d in req["dirs"]:
+        if os.path.isdir(d):
+            shutil.rmtree(d)
+            changed.append(f"removed {d}")
+    gone = [p for p in req["files"] if os.path.exists(p)]
+    for p in gone:
+        os.unlink(p)
+    if gone:
+        changed.append(f"removed {', '.join(gone)}")
+    return {"changed": changed}
