@@ -74,7 +74,7 @@ def add_osds(state: dict[str, Any], nodes: list[str], disks: tuple[str, ...]) ->
 
 def state_options(state: dict[str, Any]) -> StorageOptions:
     o = dict(state["options"])
-    o["disk"] = tuple(o["disk"])
+    o.update({k: tuple(o.get(k, ())) for k in options.DEVICE_KEYS})
     return StorageOptions(**o)
 
 
@@ -281,8 +281,8 @@ def init(group: str, specs: list[str], wait: float = 300.0, ganeti: Ganeti | Non
                          "only one group can be the storage cluster")
     base = state_options(state) if state else options.from_tags(ganeti.cluster_tags())
     opts = options.parse(specs, base)
-    if state and dataclasses.replace(opts, disk=()) != dataclasses.replace(base, disk=()):
-        raise UsageError("the storage cluster exists: only ceph:disk can change on a re-run "
+    if state and dataclasses.replace(opts, disk=(), db=(), wal=()) != dataclasses.replace(base, disk=(), db=(), wal=()):
+        raise UsageError("the storage cluster exists: only ceph:disk (db, wal) can change on a re-run "
                          "(pool, client, mons and sizes are fixed at init)")
     gnodes = [n for n in ganeti.nodes() if n.group == group]
     if not gnodes:
@@ -313,9 +313,10 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
     if state is None:
         state = new_state(group, opts, layout.mons)
         state.update(size=layout.size, min_size=layout.min_size)
-    state["options"]["disk"] = list(opts.disk)
+    state["options"].update({k: list(getattr(opts, k)) for k in options.DEVICE_KEYS})
     staged = json.loads(json.dumps(state))
     added = add_osds(staged, [n.name for n in gnodes], opts.disk)
+    volume.attach_db_wal(added, opts)
     addrs = {g.name: g.pip for g in gnodes}
     spec = spec_of(staged, addrs, networks(gnodes, opts.cluster_network))
     # Probe before anything is written: bad devices or missing packages change nothing.

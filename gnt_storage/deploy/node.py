@@ -67,6 +67,8 @@ def probe(req: dict[str, Any]) -> dict[str, Any]:
 
 def osd_state(osd: dict[str, Any]) -> str:
     if not volume.is_volume(osd):
+        if osd.get("db") or osd.get("wal"):
+            return "not usable: a file; ceph:db and ceph:wal need the OSD's data on a block device (ceph-volume)"
         return device_state(osd["dev"], osd["uuid"])
     try:
         return volume.state(volume.with_stable_names(osd))

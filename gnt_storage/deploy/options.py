@@ -15,7 +15,13 @@ from dataclasses import dataclass, fields, replace
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.naming import check_client_id, check_pool_name
 
-KEYS = ("disk", "mons", "pool", "client", "size", "min_size", "pg_num", "cluster_network")
+KEYS = ("disk", "mons", "pool", "client", "size", "min_size", "pg_num", "cluster_network", "db", "wal", "dmcrypt",
+        "osd_layout")
+DEVICE_KEYS = ("disk", "db", "wal")  # value lists: db and wal pair with disk by position
+# Accepted only at their default; the reason the other values are refused (see volume.py).
+FIXED = {"dmcrypt": ("no", "ceph-volume raw in Ceph 16 cannot reopen an encrypted OSD at boot, and lvm (which "
+                           "can) needs device-mapper"),
+         "osd_layout": ("raw", "ceph-volume lvm needs device-mapper and LVM; OSDs are made with ceph-volume raw")}
 TAG_PREFIX = "ganeti-ceph:opt:"
 STORAGE_TAG = "ganeti-ceph:storage"  # on the node group that is the storage cluster
 FSID_TAG_PREFIX = "ganeti-ceph:fsid:"
@@ -27,6 +33,8 @@ class StorageOptions:
     """What the admin asked for; None means "choose from the group's size"."""
 
     disk: tuple[str, ...] = ()
+    db: tuple[str, ...] = ()  # the i-th disk's RocksDB on a faster device (ceph-volume --block.db)
+    wal: tuple[str, ...] = ()  # the i-th disk's write-ahead log (ceph-volume --block.wal)
     mons: int | None = None
     pool: str = "rbd"
     client: str = "ganeti"
@@ -43,16 +51,20 @@ def _int(key: str, value: str, low: int, high: int) -> int:
 
 
 def _set(opts: StorageOptions, key: str, values: list[str]) -> StorageOptions:
-    if key == "disk":
+    if key in DEVICE_KEYS:
         for dev in values:
             if not DEVICE.match(dev) or "/../" in dev:
-                raise UsageError(f"ceph:disk={dev} is not an absolute device or file path (e.g. /dev/sdb)")
+                raise UsageError(f"ceph:{key}={dev} is not an absolute device or file path (e.g. /dev/sdb)")
         if len(set(values)) != len(values):
-            raise UsageError(f"ceph:disk lists a device twice: {','.join(values)}")
-        return replace(opts, disk=tuple(values))
+            raise UsageError(f"ceph:{key} lists a device twice: {','.join(values)}")
+        return replace(opts, **{key: tuple(values)})
     if len(values) != 1:
         raise UsageError(f"ceph:{key} takes one value, not {','.join(values)}")
     value = values[0]
+    if key in FIXED:
+        if value != FIXED[key][0]:
+            raise UsageError(f"ceph:{key}={value} is not supported: {FIXED[key][1]}")
+        return opts
     if key == "mons":
         n = _int(key, value, 1, 5)
         if n % 2 == 0:
@@ -93,7 +105,7 @@ def parse(specs: list[str], base: StorageOptions | None = None) -> StorageOption
                 if key not in KEYS:
                     raise UsageError(f"-S ceph:{key}: unknown option; known: {', '.join(KEYS)}")
                 pending.append((key, [value]))
-            elif pending and pending[-1][0] == "disk" and item:
+            elif pending and pending[-1][0] in DEVICE_KEYS and item:
                 pending[-1][1].append(item)
             else:
                 raise UsageError(f"-S {spec}: '{item}' is not key=value (keys: {', '.join(KEYS)})")
@@ -109,7 +121,7 @@ def to_tags(opts: StorageOptions) -> list[str]:
     for f in fields(StorageOptions):
         value = getattr(opts, f.name)
         if value != getattr(default, f.name):
-            text = "+".join(value) if f.name == "disk" else str(value)
+            text = "+".join(value) if f.name in DEVICE_KEYS else str(value)
             tags.append(f"{TAG_PREFIX}{f.name}:{text}")
     return tags
 
@@ -147,4 +159,13 @@ def resolve(opts: StorageOptions, nodes: list[str]) -> Layout:
         raise UsageError(f"ceph:min_size={min_size} is above ceph:size={size}")
     if not opts.disk:
         raise UsageError("no OSD devices given: add -S ceph:disk=DEV[,DEV] (the same paths on every node)")
+    for key in ("db", "wal"):
+        given = getattr(opts, key)
+        if given and len(given) != len(opts.disk):
+            raise UsageError(f"ceph:{key} names {len(given)} device(s) for {len(opts.disk)} disk(s): give one "
+                             f"per disk, in the order of ceph:disk")
+    shared = set(opts.disk) & set(opts.db) | set(opts.disk) & set(opts.wal) | set(opts.db) & set(opts.wal)
+    if shared:
+        raise UsageError(f"{sorted(shared)[0]} is named twice among ceph:disk, ceph:db and ceph:wal: "
+                         "each OSD needs devices of its own")
     return Layout(tuple(sorted(nodes)[:mons]), size, min_size)

@@ -173,3 +173,10 @@ def bootstrap_entry(state: dict[str, Any]) -> dict[str, tuple[str, dict[str, str
     """client.bootstrap-osd for `auth import` and the nodes' keyring, once a ceph-volume OSD exists."""
     key = state["keys"].get(BOOTSTRAP)
     return {BOOTSTRAP: (key, BOOTSTRAP_CAPS)} if key else {}
+
+
+def attach_db_wal(osds: list[dict[str, Any]], opts: Any) -> None:
+    """Give new OSDs the DB and WAL devices paired with their disk (ceph:db, ceph:wal by position)."""
+    for o in osds:
+        i = opts.disk.index(o["dev"])
+        o.update({key: getattr(opts, key)[i] for key in ("db", "wal") if getattr(opts, key)})

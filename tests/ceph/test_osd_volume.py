@@ -30,6 +30,10 @@ from tests.conftest import REPO, TEST_DIR, LocalCluster
 OSD_ID = "3"  # the local cluster has osd.0-2
 MOUNTS = ("/etc/ceph", "/var/lib/ceph", "/var/log/ceph", "/run/ceph")
 POOL = "volume-test"
+# ceph-volume asks LVM (lvs) about every device it is given, and LVM scans all block devices: here other
+# tests' loop devices may sit on hung rbd-fuse mounts, and a scan of one never returns (seen: lvs stuck in D
+# state). So LVM in the namespace sees this test's devices only.
+LVM_CONF = "/etc/lvm/lvm.conf"
 DROP_CONF = ("run_dir", "crash_dir", "osd_data", "keyring", "bluestore_block", "pid_file", "admin_socket", "log_file")
 
 
@@ -69,8 +73,9 @@ def loop_device(path: str, gib: int, keep: list[str]) -> Iterator[str]:
 
 
 def node(root: str, req: dict, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Our node side, as over SSH, in a mount namespace with this test's Ceph directories."""
-    binds = " && ".join(f"mount --bind {root}{m} {m}" for m in MOUNTS)
+    """Our node side, as over SSH, in a mount namespace with this test's Ceph directories and LVM filter."""
+    binds = " && ".join([f"mount --bind {root}{m} {m}" for m in MOUNTS] +
+                        [f"mount --bind {root}/lvm.conf {LVM_CONF}"])
     res = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", f'{binds} && exec "$@"',
                           "sh", sys.executable, "-m", "gnt_storage.deploy.node"], input=json.dumps(req),
                          capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -94,9 +99,18 @@ def node_conf(cluster_conf: str) -> str:
     return "".join(out)
 
 
-def osd_req(dev: str, fsid: str, up_from: int | None, osd_id: str = OSD_ID) -> dict:
+def osd_req(dev: str, fsid: str, up_from: int | None, osd_id: str = OSD_ID, db: str = "") -> dict:
+    """One OSD of a node request, as the master sends it (see distributed.node_request)."""
     return {"id": osd_id, "node": "localhost", "dev": dev, "uuid": "00000000-0000-0000-0000-000000000000",
-            "fsid": fsid, "keyring": "", **({} if up_from is None else {"up_from": up_from})}
+            "fsid": fsid, "keyring": "", **({} if up_from is None else {"up_from": up_from}),
+            **({"db": db} if db else {})}
+
+
+def refused(root: str, files: list[dict], osd: dict, words: str) -> None:
+    """apply refuses `osd` in one stderr line, without a traceback."""
+    res = node(root, {"action": "apply", "files": files, "osds": [osd]}, check=False)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
 
 
 def wait_up(session: Session, osd_id: str, timeout: float = 120) -> dict:
@@ -115,38 +129,54 @@ def test_osd_on_a_block_device(local_cluster: LocalCluster, root: str) -> None:
     entry = {volume.BOOTSTRAP: (bootstrap_key, volume.BOOTSTRAP_CAPS)}
     loops: list[str] = []
     with Session(local_cluster.admin) as session, \
-            loop_device(f"{root}/osd.img", 3, loops) as dev, loop_device(f"{root}/full.img", 3, loops) as full:
+            loop_device(f"{root}/osd.img", 3, loops) as dev, loop_device(f"{root}/db.img", 3, loops) as db:
         session.mon_command("auth import", inbuf=cephconf.keyring(entry).encode())
+        with open(f"{root}/lvm.conf", "w") as fh:
+            fh.write(f'devices {{\n\tglobal_filter = [ "a|^{dev}$|", "a|^{db}$|", "r|.*|" ]\n}}\n')
         files = [{"path": "/etc/ceph/ceph.conf", "content": node_conf(local_cluster.conf), "mode": 0o644,
                   "owner": "root"},
                  {"path": volume.BOOTSTRAP_KEYRING, "content": cephconf.keyring(entry), "mode": 0o600,
                   "owner": "root"}]
-        subprocess.run(["mkfs.ext4", "-q", full], check=True, timeout=120)
+        subprocess.run(["mkfs.ext4", "-q", db], check=True, timeout=120)
         try:
-            # Probe: the empty device is empty, the one with a file system is refused.
+            # A device with a file system: refused as data or as DB, in one line, and left as it was.
             probe = json.loads(node(root, {"action": "probe", "osds": [osd_req(dev, fsid, None),
-                                                                        osd_req(full, fsid, None, "4")]}).stdout)
-            assert probe["devices"][dev] == "empty"
-            assert probe["devices"][full].startswith("not usable: holds data (ext4"), probe
+                                                                        osd_req(db, fsid, None, "4"),
+                                                                        osd_req(dev, fsid, None, db=db)]}).stdout)
+            assert probe["devices"][db].startswith("not usable: holds data (ext4"), probe
+            assert probe["devices"][dev].startswith(f"not usable: its db device {db} is not usable: holds data")
             assert probe["osds"] == {OSD_ID: {"volume": True}, "4": {"volume": True}}
+            refused(root, files, osd_req(db, fsid, 0, "4"), "holds data (ext4")
+            refused(root, files, osd_req(dev, fsid, 0, db=db), "holds data (ext4")
+            with open(db, "rb") as fh:
+                fh.seek(1024)
+                assert fh.read(2048) != b"\0" * 2048  # the ext4 superblock is still there
+            # What the admin does if it is spare (the hint in the refusal).
+            subprocess.run(["wipefs", "-q", "-a", db], check=True, timeout=60)
+            subprocess.run(["dd", "if=/dev/zero", f"of={db}", "bs=1M", "count=10", "status=none"], check=True,
+                           timeout=60)
+            assert json.loads(node(root, {"action": "probe", "osds": [osd_req(dev, fsid, None, db=db)]}).stdout)[
+                "devices"][dev] == "empty"
 
             # First pass (mons not yet asked): pending; second pass with the osdmap: ceph-volume prepares.
             report = json.loads(node(root, {"action": "apply", "files": files,
-                                            "osds": [osd_req(dev, fsid, None)]}).stdout)
+                                            "osds": [osd_req(dev, fsid, None, db=db)]}).stdout)
             assert report["pending"] == [OSD_ID]
             report = json.loads(node(root, {"action": "apply", "files": files,
-                                            "osds": [osd_req(dev, fsid, 0)]}).stdout)
+                                            "osds": [osd_req(dev, fsid, 0, db=db)]}).stdout)
             record = report["osds"][OSD_ID]
-            assert record["stable"] == {"dev": dev} and record["volume"] is True
+            assert record["stable"] == {"dev": dev, "db": db} and record["volume"] is True
             uuid = record["uuid"]
             assert any(OSD_ID in c and "ceph-volume" in c for c in report["changed"]), report
             osd = next(o for o in session.mon_command("osd dump")["osds"] if str(o["osd"]) == OSD_ID)
             assert osd["uuid"] == uuid  # ceph-volume registered it under our id
 
-            start = {"action": "start", "daemons": [["osd", OSD_ID]], "osds": [osd_req(dev, fsid, None)]}
+            start = {"action": "start", "daemons": [["osd", OSD_ID]], "osds": [osd_req(dev, fsid, None, db=db)]}
             node(root, start)
             first = wait_up(session, OSD_ID)
             assert first["up_from"] > 0
+            meta = session.mon_command("osd metadata", id=int(OSD_ID))
+            assert meta["bluefs_dedicated_db"] == "1" and meta["bluestore_bdev_type"] == "hdd", meta
 
             # Data on this OSD only: a pool whose rule picks its device class (one copy, min_size 1).
             session.mon_command("osd crush rm-device-class", ids=[OSD_ID])
@@ -160,25 +190,27 @@ def test_osd_on_a_block_device(local_cluster: LocalCluster, root: str) -> None:
             with session.ioctx(POOL) as io:
                 io.write_full("kept", payload)
 
-            # "Reboot": the OSD stops, its directory loses the primed files and the device its owner.
+            # "Reboot": the OSD stops, its directory loses the primed files and the devices their owner.
             node(root, {"action": "stop", "daemons": [["osd", OSD_ID]]})
             osd_dir = f"{root}/var/lib/ceph/osd/ceph-{OSD_ID}"
-            for name in ("block", "keyring", "whoami"):
+            for name in ("block", "block.db", "keyring", "whoami"):
                 os.unlink(os.path.join(osd_dir, name))
-            os.chown(dev, 0, 6)
+            for d in (dev, db):
+                os.chown(d, 0, 6)
             node(root, start)
             again = wait_up(session, OSD_ID)
             assert again["up_from"] > first["up_from"] and again["uuid"] == uuid
-            assert os.stat(dev).st_uid == _ceph_ids()[0]
+            assert os.stat(dev).st_uid == os.stat(db).st_uid == _ceph_ids()[0]
             assert os.readlink(os.path.join(osd_dir, "block")) == dev
+            assert os.readlink(os.path.join(osd_dir, "block.db")) == db
             with session.ioctx(POOL) as io:
                 assert io.read("kept", len(payload) + 1) == payload
 
-            # A re-added node (its directory gone, the device kept): activated, never re-created.
+            # A re-added node (its directory gone, the devices kept): activated, never re-created.
             node(root, {"action": "stop", "daemons": [["osd", OSD_ID]]})
             subprocess.run(["rm", "-rf", osd_dir], check=True)
             report = json.loads(node(root, {"action": "apply", "files": files,
-                                            "osds": [osd_req(dev, fsid, first["up_from"])]}).stdout)
+                                            "osds": [osd_req(dev, fsid, first["up_from"], db=db)]}).stdout)
             assert any("adopted" in c for c in report["changed"]), report
             assert report["osds"][OSD_ID]["uuid"] == uuid
             node(root, start)
@@ -186,16 +218,10 @@ def test_osd_on_a_block_device(local_cluster: LocalCluster, root: str) -> None:
             with session.ioctx(POOL) as io:
                 assert io.read("kept", len(payload) + 1) == payload
 
-            # That device offered as another OSD, and the ext4 one: one line, nothing changed.
-            for other, words in ((dev, f"holds osd.{OSD_ID} of cluster {fsid}"), (full, "holds data (ext4")):
-                res = node(root, {"action": "apply", "files": files, "osds": [osd_req(other, fsid, 0, "4")]},
-                           check=False)
-                assert res.returncode != 0 and "Traceback" not in res.stderr
-                assert len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
+            # Its data and DB devices offered for another OSD: one line, nothing changed.
+            for other in (dev, db):
+                refused(root, files, osd_req(other, fsid, 0, "4"), f"holds osd.{OSD_ID} of cluster {fsid}")
             assert "4" not in {str(o["osd"]) for o in session.mon_command("osd dump")["osds"]}
-            with open(full, "rb") as fh:
-                fh.seek(1024)
-                assert fh.read(2048) != b"\0" * 2048  # the ext4 superblock is still there
         finally:
             node(root, {"action": "stop", "daemons": [["osd", OSD_ID]]}, check=False)
             with contextlib.suppress(Exception):

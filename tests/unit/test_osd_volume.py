@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from ganeti_ceph.errors import GanetiCephError
-from gnt_storage.deploy import devices, volume
+from ganeti_ceph.errors import GanetiCephError, UsageError
+from gnt_storage.deploy import devices, options, volume
 
 OSD = {"id": "7", "dev": "/dev/disk/by-id/ata-X", "fsid": "f"}
 
@@ -87,3 +87,35 @@ def test_merge_records_volumes_and_adds_the_bootstrap_key_once() -> None:
     assert not volume.merge(state, {"osds": {"1": {"volume": True, "uuid": "c"}}})
     assert state["keys"][volume.BOOTSTRAP] == key
     assert volume.bootstrap_entry(state) == {volume.BOOTSTRAP: (key, volume.BOOTSTRAP_CAPS)}
+
+
+def test_db_wal_options_pair_with_disks_and_round_trip_through_tags() -> None:
+    opts = options.parse(["ceph:disk=/dev/sdb,/dev/sdc,db=/dev/nvme0n1p1,/dev/nvme0n1p2,wal=/dev/nvme1n1p1,"
+                          "/dev/nvme1n1p2,dmcrypt=no,osd_layout=raw"])
+    assert opts.db == ("/dev/nvme0n1p1", "/dev/nvme0n1p2") and opts.wal[1] == "/dev/nvme1n1p2"
+    assert options.from_tags(options.to_tags(opts)) == opts
+    osds = [{"id": "0", "dev": "/dev/sdc"}, {"id": "1", "dev": "/dev/sdb"}]
+    volume.attach_db_wal(osds, opts)
+    assert osds[0] == {"id": "0", "dev": "/dev/sdc", "db": "/dev/nvme0n1p2", "wal": "/dev/nvme1n1p2"}
+    assert osds[1]["db"] == "/dev/nvme0n1p1"
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("ceph:dmcrypt=yes", "ceph:dmcrypt=yes is not supported: ceph-volume raw in Ceph 16 cannot reopen"),
+    ("ceph:osd_layout=lvm", "ceph:osd_layout=lvm is not supported: ceph-volume lvm needs device-mapper"),
+    ("ceph:db=dev/x", "ceph:db=dev/x is not an absolute device"),
+    ("ceph:wal=/dev/a,/dev/a", "ceph:wal lists a device twice"),
+])
+def test_refused_volume_options(spec: str, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        options.parse([spec])
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("ceph:disk=/dev/sdb,/dev/sdc,db=/dev/nvme0n1p1", "ceph:db names 1 device(s) for 2 disk(s)"),
+    ("ceph:disk=/dev/sdb,wal=/dev/sdb", "/dev/sdb is named twice among ceph:disk, ceph:db and ceph:wal"),
+])
+def test_db_wal_must_match_the_disks(spec: str, words: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        options.resolve(options.parse([spec]), ["a", "b", "c"])
+    assert words in str(exc.value)
