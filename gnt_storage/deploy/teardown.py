@@ -25,7 +25,7 @@ from ganeti_ceph.errors import GanetiCephError, UsageError
 from ganeti_ceph.ganeti import Ganeti
 from ganeti_ceph.log import progress
 from ganeti_ceph.session import Session
-from gnt_storage.deploy import admin, distributed
+from gnt_storage.deploy import admin, distributed, volume
 from gnt_storage.deploy.options import FSID_TAG_PREFIX, STORAGE_TAG
 from gnt_storage.deploy.remote import SshSettings
 
@@ -76,11 +76,15 @@ def stored_images(state: dict[str, Any]) -> dict[str, list[str]]:
 def purge_request(state: dict[str, Any], node: str) -> dict[str, Any]:
     """What a node's purge gets: its daemons, its OSDs (id, device, uuid), the dirs and files we made there."""
     ds = distributed.daemons_of(state, node)
+    osds = [o for o in state["osds"] if o["node"] == node]
     keyrings = [f"/etc/ceph/ceph.{e}.keyring" for e in ("client.admin", f"client.{state['options']['client']}")]
-    return {"action": "purge", "node": node, "daemons": ds,
-            "osds": [o for o in state["osds"] if o["node"] == node],
-            "dirs": [f"/var/lib/ceph/{t}/ceph-{i}" for t, i in ds],
-            "files": ["/etc/ceph/ceph.conf", *keyrings, distributed.STATE, PROVIDER_CONF]}
+    made_by_volume = [o for o in osds if o["id"] in volume.made_by_ceph_volume(state)]
+    files = ["/etc/ceph/ceph.conf", *keyrings, distributed.STATE, PROVIDER_CONF]
+    files += [volume.DROPIN.format(o["id"]) for o in made_by_volume]
+    if made_by_volume:
+        files.append(volume.BOOTSTRAP_KEYRING)
+    return {"action": "purge", "node": node, "daemons": ds, "osds": osds,
+            "dirs": [f"/var/lib/ceph/{t}/ceph-{i}" for t, i in ds], "files": files}
 
 
 def remove(group: str, ganeti: Ganeti | None = None, settings: SshSettings | None = None) -> int:

@@ -11,7 +11,7 @@ from ganeti_ceph.errors import UsageError
 from ganeti_ceph.ganeti import GNode, parse_nodes
 from ganeti_ceph.rbd import mappers
 from gnt_storage import deploy
-from gnt_storage.deploy import cephconf, distributed, lifecycle, node, options, teardown
+from gnt_storage.deploy import cephconf, distributed, lifecycle, node, options, teardown, volume
 from hooks import checks
 from hooks import main as hook_main
 from hooks.env import parse as parse_hook_env
@@ -158,3 +158,13 @@ def test_purge_request_names_only_what_we_made() -> None:
     assert req["dirs"] == ["/var/lib/ceph/mon/ceph-n0", "/var/lib/ceph/mgr/ceph-n0", "/var/lib/ceph/osd/ceph-0"]
     assert "/etc/ceph/ceph.client.vm.keyring" in req["files"] and "/etc/ganeti/ceph.yaml" in req["files"]
     assert teardown.purge_request(state, "n1.t")["dirs"] == ["/var/lib/ceph/osd/ceph-1"]
+
+
+def test_purge_of_a_ceph_volume_osd_takes_its_dropin_and_bootstrap_keyring() -> None:
+    osd = {"id": "4", "node": "n1.t", "dev": "/srv/f", "uuid": "u"}
+    state = {"group": "g", "mons": [], "options": {"client": "ganeti", "pool": "rbd"}, "osds": [osd]}
+    assert not any("ganeti-ceph-volume.conf" in f for f in teardown.purge_request(state, "n1.t")["files"])
+    state["osds"] = [{**osd, "volume": {"stable": "/dev/disk/by-id/x"}}]  # as volume.merge records it
+    assert volume.made_by_ceph_volume(state) == {"4"}
+    files = teardown.purge_request(state, "n1.t")["files"]
+    assert volume.DROPIN.format("4") in files and volume.BOOTSTRAP_KEYRING in files
