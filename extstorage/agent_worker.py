@@ -6,8 +6,13 @@ after its close) and kept the image's mapping lock. So every call runs in a
 worker process of its own session, which keeps its librados sessions warm
 between calls; at the call's bound the agent kills the worker's whole
 process group, children included, and waits for it to be gone before it
-answers. A worker also kills itself if the agent dies or is so stuck that
-the bound passes unnoticed: nothing it started outlives the call.
+answers. A worker also kills itself if the agent is so stuck that the bound
+passes unnoticed: nothing it started outlives the call's bound. If the agent
+dies, an idle worker ends at once, and a busy one finishes its call within
+that bound and then ends (its caller was told "it may or may not have been
+done"): killed in the middle of a librados operation, it could leave a watch
+that Ceph 16 never times out (tracker.ceph.com/issues/58120), and the volume
+could not be removed until its OSD re-peers.
 
     (agent) Workers.take / Worker.call / Workers.give  <->  socketpair  <->  serve(fd) (worker)
 """
@@ -176,10 +181,12 @@ class Workers:
 # -- the worker process ---------------------------------------------------------------
 
 def _guard(parent: int, deadline: list[float]) -> None:
-    """Kill this worker's process group once the agent is gone or the call's
-    bound (deadline[0], inf while idle: one item, read in one step) has passed."""
+    """Kill this worker's process group once the call's bound has passed (deadline[0], inf while idle:
+    one item, read in one step), or once the agent is gone while idle; a call under way when the agent
+    died runs on to its end (see the module's docstring), then the worker ends in serve."""
     while True:
-        if os.getppid() != parent or time.monotonic() > deadline[0]:
+        now = deadline[0]
+        if time.monotonic() > now or (now == math.inf and os.getppid() != parent):
             os.killpg(0, signal.SIGKILL)
         time.sleep(0.1)
 

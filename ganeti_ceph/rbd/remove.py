@@ -13,14 +13,14 @@ import time
 import rbd
 
 from ganeti_ceph import runner
-from ganeti_ceph.errors import Busy, NotFound
+from ganeti_ceph.errors import Busy, GanetiCephError, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.rbd import fencing, snapshots
 from ganeti_ceph.rbd.volumes import META_ORIGIN, META_UUID, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.session import Session
 
-WATCH_WAIT_S = 35.0  # Ceph's watch timeout (osd_client_watch_timeout, 30 s) and a margin
+DEAD_WATCH_WAIT_S = 2.0  # a blocklisted client's watch goes with the OSDs' next map: milliseconds
 
 
 def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> bool:
@@ -41,7 +41,7 @@ def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> b
             if pending:
                 raise Busy(f"image {pool}/{name} has the snapshot volume(s) {', '.join(pending)}, made and not yet "
                            "read or removed (an export in progress); remove those first")
-            _refuse_while_watched(session, img, f"{pool}/{name}")
+            _refuse_while_watched(session, img, pool, name)
             snaps = [s["name"] for s in img.list_snaps()]
             children = snapshots.children(session, img, snaps)
             if children:
@@ -65,22 +65,36 @@ def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> b
     return True
 
 
-def _refuse_while_watched(session: Session, img: rbd.Image, spec: str) -> None:
+def _refuse_while_watched(session: Session, img: rbd.Image, pool: str, name: str) -> None:
     """Busy while a client watches the image. A watcher whose exact address is blocklisted is a dead
-    client (released by clients.py, or cut off by librbd's lock break): it can never write again, but
-    its watch may last until Ceph's watch timeout; that is waited out, within WATCH_WAIT_S."""
+    client (released by clients.py, or cut off by librbd's lock break) that can never write again; its
+    watch goes a moment after the blocklist, except one that Ceph 16 registered after its client had
+    gone (tracker.ceph.com/issues/58120): that one stays until its OSD re-peers, and librbd refuses to
+    delete the image meanwhile. So the refusal names it and the admin's way out."""
+    spec = f"{pool}/{name}"
     holders = watchers(session, img)
     dead = set(holders) & fencing.released_clients(session) if holders else set()
     if dead and not set(holders) - dead:
-        holders = runner.until(time.monotonic() + min(WATCH_WAIT_S, session.cfg.timeouts.action / 2),
-                               lambda: watchers(session, img), lambda left: not left or set(left) - dead, 0.5)
+        holders = runner.until(time.monotonic() + min(DEAD_WATCH_WAIT_S, session.cfg.timeouts.osd_op),
+                               lambda: watchers(session, img), lambda left: not left or set(left) - dead)
     live = [h for h in holders if h not in dead]
     if live:
         raise Busy(f"image {spec} is in use by {', '.join(live)} (a running VM or a mapping); "
                    "stop the instance or detach the disk on that node first")
     if holders:
-        raise Busy(f"image {spec} is still watched by the dead client(s) {', '.join(holders)} (blocklisted); "
-                   "Ceph drops such a watch within its watch timeout (30 s): retry then")
+        raise Busy(f"image {spec} is still watched by the dead, blocklisted client(s) {', '.join(holders)}, a "
+                   f"watch Ceph 16 keeps until the OSD re-peers: as the Ceph admin, `ceph pg repeer "
+                   f"{_header_pg(session, img, pool)}`, then remove again")
+
+
+def _header_pg(session: Session, img: rbd.Image, pool: str) -> str:
+    """The placement group of the image's header object (where its watches live), or how to find it."""
+    header = f"rbd_header.{img.id()}"
+    try:
+        found = session.mon_command("osd map", pool=pool, object=header)
+    except GanetiCephError:
+        found = None
+    return str(found["pgid"]) if found and "pgid" in found else f"<its pg: ceph osd map {pool} {header}>"
 
 
 def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> None:

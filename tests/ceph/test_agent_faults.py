@@ -115,7 +115,8 @@ def test_a_timed_out_call_is_stopped(prov: Provider, short: str, roomy: str, via
 
 def test_agent_killed_mid_call_is_a_failure_not_a_rerun(prov: Provider, short: str) -> None:
     """The agent is SIGKILLed while a call waits: the executable fails at once in one line (before the
-    fix it ran the call again in-process), and the agent's worker dies with the agent, so nothing maps."""
+    fix it ran the call again in-process), and the agent's worker, which waited for the lock, gives the call up
+    when it gets the lock and ends, so nothing maps."""
     vol = prov.volume()
     prov.run("create", vol, short, VOL_SIZE="64").ok()
     try:
