@@ -79,35 +79,33 @@ def with_stable_names(osd: dict[str, Any]) -> dict[str, Any]:
 
 
 def state(osd: dict[str, Any]) -> str:
-    """"empty", "ours" (a store of this cluster's osd.N) or why the device cannot be used; never writes."""
-    for key in ("db", "wal"):
-        if osd.get(key):
-            found = devices.device_state(osd[key], "")
-            if found != "empty" and not _ours(osd[key], osd):
-                return f"not usable: its {key} device {osd[key]} is {found}"
+    """"empty", "ours" (a store of this cluster's osd.N, with its DB/WAL) or why the devices cannot be used;
+    never writes. A DB or WAL device's label names only its OSD's uuid: it must match the data device's."""
     try:
         head = devices.read_head(osd["dev"])
     except OSError as exc:
         return f"not usable: {(exc.strerror or str(exc)).lower()}"
+    parts = [(key, osd[key]) for key in ("db", "wal") if osd.get(key)]
     if devices.label_uuid(head) is None:
-        return devices.device_state(osd["dev"], "")
+        for key, dev in [("data", osd["dev"]), *parts]:
+            found = devices.device_state(dev, "")
+            if found != "empty":
+                return found if key == "data" else f"not usable: its {key} device {dev} is {found}"
+        return "empty"
     label = devices.read_label(osd["dev"])
-    if _ours(osd["dev"], osd, label):
-        return "ours"
-    return (f"not usable: holds osd.{label.get('whoami')} of cluster {label.get('ceph_fsid')}; "
-            f"{devices.WIPE_HINT}")
-
-
-def _ours(dev: str, osd: dict[str, Any], label: dict[str, str] | None = None) -> bool:
-    """Whether `dev` carries a bluestore label of this cluster's osd.N (data, DB or WAL)."""
-    try:
-        if label is None:
-            if devices.label_uuid(devices.read_head(dev)) is None:
-                return False
-            label = devices.read_label(dev)
-    except OSError:
-        return False
-    return label.get("whoami") == str(osd["id"]) and label.get("ceph_fsid") == osd["fsid"]
+    if "whoami" not in label:
+        return f"not usable: holds the {label.get('description')} of OSD {label.get('osd_uuid')}; {devices.WIPE_HINT}"
+    if (label["whoami"], label.get("ceph_fsid")) != (str(osd["id"]), osd["fsid"]):
+        return (f"not usable: holds osd.{label['whoami']} of cluster {label.get('ceph_fsid')}; "
+                f"{devices.WIPE_HINT}")
+    for key, dev in parts:
+        try:
+            found = devices.label_uuid(devices.read_head(dev))
+        except OSError as exc:
+            return f"not usable: its {key} device {dev}: {(exc.strerror or str(exc)).lower()}"
+        if found != label.get("osd_uuid"):
+            return f"not usable: its {key} device {dev} is not this OSD's {key} (it holds {found or 'no label'})"
+    return "ours"
 
 
 def prepare(osd: dict[str, Any]) -> str:

@@ -219,8 +219,8 @@ def test_osd_on_a_block_device(local_cluster: LocalCluster, root: str) -> None:
                 assert io.read("kept", len(payload) + 1) == payload
 
             # Its data and DB devices offered for another OSD: one line, nothing changed.
-            for other in (dev, db):
-                refused(root, files, osd_req(other, fsid, 0, "4"), f"holds osd.{OSD_ID} of cluster {fsid}")
+            refused(root, files, osd_req(dev, fsid, 0, "4"), f"holds osd.{OSD_ID} of cluster {fsid}")
+            refused(root, files, osd_req(db, fsid, 0, "4"), f"holds the bluefs db of OSD {uuid}")
             assert "4" not in {str(o["osd"]) for o in session.mon_command("osd dump")["osds"]}
         finally:
             node(root, {"action": "stop", "daemons": [["osd", OSD_ID]]}, check=False)
