@@ -32,12 +32,7 @@ ADD = ("gnt-instance", "add", "-t", "ext", "-o", "noop+default", "--hypervisor",
 def start_testbed(shared: Shared) -> Testbed:
     tb = Testbed(TB_DIR, CEPH_DIR, nodes=1)
 
-    def down() -> None:
-        tb.nodes_down()
-        tb_ceph.local_cluster("down", CEPH_DIR, check=False)
-        tb.network_down()
-
-    shared.on_close(down)
+    shared.on_close(lambda: tb_ceph.bed_down(tb))  # nodes, Ceph, bridge: a failure is logged, not ignored
     log(f"ganeti bench: bringing up a 1-node test bed in {TB_DIR} on Ceph port {CEPH_PORT}")
     try:
         tb.nodes_down()
