@@ -7,6 +7,8 @@ afterwards pool, client and sizes are the cluster's own and fixed.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.ganeti import Ganeti
 from gnt_storage.deploy import options
@@ -29,9 +31,9 @@ def set_options(specs: list[str], ganeti: Ganeti | None = None) -> int:
 def show(ganeti: Ganeti | None = None) -> int:
     ganeti = ganeti or Ganeti()
     opts = options.from_tags(ganeti.cluster_tags())
-    for key in options.KEYS:
-        value = getattr(opts, key)
-        if key == "disk":
+    for field in fields(opts):  # keys with a single accepted value (options.KEYS) are no setting to show
+        key, value = field.name, getattr(opts, field.name)
+        if isinstance(value, tuple):  # device lists
             text = ",".join(value)
         elif key == "cluster_network" and not value:
             text = "(Ganeti's secondary network of the group's nodes, if they have one)"

@@ -129,7 +129,7 @@ def offline(node: GNode, ganeti: Ganeti, drain_timeout: float = 600.0) -> None:
             session.mon_command("osd out", ids=osds)
             moving = wait_data_settled(session, drain_timeout)
             if moving:
-                ok = _ok_to_stop(session, up)
+                ok = not up or _ok_to_stop(session, up)
                 if not ok:
                     raise UsageError(drain_verdict(node.name, moving, drain_timeout, ok))
                 progress(drain_verdict(node.short, moving, drain_timeout, ok))

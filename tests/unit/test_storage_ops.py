@@ -11,7 +11,7 @@ from ganeti_ceph.errors import UsageError
 from ganeti_ceph.ganeti import GNode, parse_nodes
 from ganeti_ceph.rbd import mappers
 from gnt_storage import deploy
-from gnt_storage.deploy import cephconf, distributed, lifecycle, node, options, teardown, volume
+from gnt_storage.deploy import cephconf, cluster_options, distributed, lifecycle, node, options, teardown, volume
 from hooks import checks
 from hooks import main as hook_main
 from hooks.env import parse as parse_hook_env
@@ -168,3 +168,14 @@ def test_purge_of_a_ceph_volume_osd_takes_its_dropin_and_bootstrap_keyring() -> 
     assert volume.made_by_ceph_volume(state) == {"4"}
     files = teardown.purge_request(state, "n1.t")["files"]
     assert volume.DROPIN.format("4") in files and volume.BOOTSTRAP_KEYRING in files
+
+
+def test_options_show_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    class Tags:  # what `gnt-cluster list-tags` gave: only the parsing and printing are under test here
+        def cluster_tags(self) -> list[str]:
+            return ["ganeti-ceph:opt:pg_num:32", "ganeti-ceph:opt:cluster_network:10.9.0.0/16"]
+
+    assert cluster_options.show(Tags()) == 0  # type: ignore[arg-type]
+    out = capsys.readouterr().out.splitlines()
+    assert "ceph:pg_num=32" in out and "ceph:cluster_network=10.9.0.0/16" in out and "ceph:disk=" in out
+    assert "ceph:mons=(from the group's size)" in out
