@@ -181,8 +181,12 @@ def volume_osd(osd: dict[str, Any], user: str, records: dict[str, Any]) -> str:
     if plan == "pending" or osd.get("up_from") is None:
         return "pending"  # ceph-volume asks the mons for the OSD's id and the monmap
     if plan == "redo":  # our prepare never finished and the osdmap says it never booted: nothing was stored
-        _zero_head(osd["dev"])
+        for key in ("db", "wal", "dev"):  # state() proved the DB/WAL labels name this OSD's uuid
+            if osd.get(key):
+                _zero_head(osd[key])
         volume.purge_new(osd["id"])
+    if plan != "adopt":  # links and keyring of an unfinished try, no data: ceph-volume refuses to link over them
+        shutil.rmtree(data_dir("osd", osd["id"]), ignore_errors=True)
     records[osd["id"]] = {"volume": True, "stable": osd["stable"]}
     if plan == "adopt":
         volume.activate(osd)

@@ -171,6 +171,18 @@ def test_osd_on_a_block_device(local_cluster: LocalCluster, root: str) -> None:
             osd = next(o for o in session.mon_command("osd dump")["osds"] if str(o["osd"]) == OSD_ID)
             assert osd["uuid"] == uuid  # ceph-volume registered it under our id
 
+            # Interrupted before mkfs finished (its label lacks mkfs_done, no marker) and never booted: made anew.
+            subprocess.run(["ceph-bluestore-tool", "rm-label-key", "--dev", dev, "-k", "mkfs_done"], check=True,
+                           timeout=60, capture_output=True)
+            os.unlink(f"{root}/var/lib/ceph/osd/ceph-{OSD_ID}/ganeti-ceph.done")
+            report = json.loads(node(root, {"action": "apply", "files": files,
+                                            "osds": [osd_req(dev, fsid, 0, db=db)]}).stdout)
+            assert any("made anew: it never booted" in c for c in report["changed"]), report
+            assert report["osds"][OSD_ID]["uuid"] != uuid
+            uuid = report["osds"][OSD_ID]["uuid"]
+            osd = next(o for o in session.mon_command("osd dump")["osds"] if str(o["osd"]) == OSD_ID)
+            assert osd["uuid"] == uuid
+
             start = {"action": "start", "daemons": [["osd", OSD_ID]], "osds": [osd_req(dev, fsid, None, db=db)]}
             node(root, start)
             first = wait_up(session, OSD_ID)
