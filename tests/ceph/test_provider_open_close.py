@@ -6,6 +6,7 @@ same plus `node: nodeb` and its own run_dir; both run the real executables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -189,6 +190,12 @@ def test_nothing_leaked(prov: Provider) -> None:
     assert prov.leaks() == []
 
 
+def guard_log(cfg: config.Config) -> str:
+    with contextlib.suppress(FileNotFoundError), open(os.path.join(cfg.run_dir, "guard.log")) as fh:
+        return fh.read()
+    return ""
+
+
 def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> None:
     """A live migration that fails after B close (A's or B's open fails: the node lost Ceph) gets no
     revert from Ganeti, so B's unused mapping is unmapped once the guard's window has passed; a B open
@@ -210,7 +217,8 @@ def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> Non
         prov.run("open", vols["opened"], b, VOL_OPEN_EXCLUSIVE="False").ok()
         guards = os.path.join(cfg.run_dir, "guard")
         deadline = time.monotonic() + 60
-        while os.listdir(guards) and time.monotonic() < deadline:
+        # A guard drops its marker, then unmaps: its log line is written when it is done.
+        while (os.listdir(guards) or guard_log(cfg).count(" target guard ") < len(vols)) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not os.listdir(guards), "the guards did not end within their window"
         assert not os.path.lexists(table.link(cfg.run_dir, Target(conf_fsid(cfg.conf), cfg.pool, vols["failed"])))
@@ -218,8 +226,7 @@ def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> Non
         assert prov.attach(vols["in use"], b)[0] == devs["in use"]
     finally:
         os.close(held)
-    with open(os.path.join(cfg.run_dir, "guard.log")) as fh:
-        log = fh.read()
+    log = guard_log(cfg)
     assert f"unmapped {devs['failed']}: no open followed the close within 35 s" in log, log
     assert f"kept {devs['in use']}: in use by process" in log, log
     for vol in vols.values():
