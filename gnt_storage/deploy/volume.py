@@ -20,7 +20,8 @@ with the id we give); its OSD uuid is its own, read back from the label.
 from __future__ import annotations
 
 import os
-import shlex
+import re
+from collections.abc import Callable
 from typing import Any
 
 from ganeti_ceph import runner
@@ -34,10 +35,11 @@ BOOTSTRAP_CAPS = {"mon": "allow profile bootstrap-osd"}
 CEPH_VOLUME = "/usr/sbin/ceph-volume"
 DROPIN = "/etc/systemd/system/ceph-osd@{}.service.d/ganeti-ceph-volume.conf"
 TIMEOUT = 600.0  # mkfs of a large device with its DB
+UNIT_SAFE = re.compile(r"^/[A-Za-z0-9._/:+@=,-]+$")  # needs no quoting for sh or systemd, no % specifier
 
 
-def _extra(osd: dict[str, Any]) -> list[str]:
-    return [a for key in ("db", "wal") if osd.get(key) for a in (f"--block.{key}", osd[key])]
+def _extra(osd: dict[str, Any], name: Callable[[str], str] = str) -> list[str]:
+    return [a for key in ("db", "wal") if osd.get(key) for a in (f"--block.{key}", name(osd[key]))]
 
 
 def prepare_argv(osd: dict[str, Any]) -> list[str]:
@@ -46,16 +48,27 @@ def prepare_argv(osd: dict[str, Any]) -> list[str]:
             "--osd-id", str(osd["id"]), *_extra(osd)]
 
 
-def activate_argv(osd: dict[str, Any]) -> list[str]:
-    """`ceph-volume raw activate` of `osd` (pure): safe to repeat, it only re-primes the directory."""
-    return [CEPH_VOLUME, "raw", "activate", "--device", osd["dev"], "--osd-id", str(osd["id"]),
-            "--no-systemd", "--no-tmpfs", *_extra(osd)]
+def activate_argv(osd: dict[str, Any], name: Callable[[str], str] = os.path.realpath) -> list[str]:
+    """`ceph-volume raw activate` of `osd`: safe to repeat, it only re-primes the directory.
+
+    Its devices by their kernel names, resolved now from the stable ones: in Ceph 16 activate looks a
+    device up in lsblk's list by the exact name (a by-id link fails with an IndexError), and links
+    `block` to that name; resolved anew at every start, a renumbered sdX is followed.
+    """
+    return [CEPH_VOLUME, "raw", "activate", "--device", name(osd["dev"]), "--osd-id", str(osd["id"]),
+            "--no-systemd", "--no-tmpfs", *_extra(osd, name)]
 
 
 def dropin(osd: dict[str, Any]) -> str:
-    """The ceph-osd@N.service drop-in that activates the OSD before every start (pure)."""
-    return ("# written by gnt-storage: ceph-volume raw has no boot unit of its own\n[Service]\n"
-            f"ExecStartPre=+{shlex.join(activate_argv(osd))}\n")
+    """The ceph-osd@N.service drop-in that activates the OSD before every start; the shell resolves the
+    stable names when the unit starts ("$$": a "$" that systemd leaves to the shell)."""
+    odd = [p for p in (osd["dev"], osd.get("db"), osd.get("wal")) if p and not UNIT_SAFE.match(p)]
+    if odd:
+        raise GanetiCephError(f"cannot name {odd[0]} in a systemd unit (quotes, spaces or escapes): give the "
+                              "device by another of its /dev/disk names")
+    argv = activate_argv(osd, lambda p: f'"$(readlink -f "{p}")"')
+    line = f"/bin/sh -c 'exec {' '.join(argv)}'".replace("$", "$$")
+    return f"# written by gnt-storage: ceph-volume raw has no boot unit of its own\n[Service]\nExecStartPre=+{line}\n"
 
 
 def is_volume(osd: dict[str, Any]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 
 import pytest
 
@@ -21,19 +22,36 @@ def test_prepare_argv_plain_and_with_db_wal() -> None:
 
 
 def test_activate_argv_never_touches_systemd_or_tmpfs() -> None:
-    argv = volume.activate_argv({**OSD, "db": "/dev/disk/by-id/nvme-D"})
+    argv = volume.activate_argv({**OSD, "db": "/dev/disk/by-id/nvme-D"}, str)
     assert argv[:3] == ["/usr/sbin/ceph-volume", "raw", "activate"]
     assert {"--no-systemd", "--no-tmpfs"} <= set(argv)
     assert argv[argv.index("--device") + 1] == OSD["dev"] and argv[argv.index("--osd-id") + 1] == "7"
     assert argv[-2:] == ["--block.db", "/dev/disk/by-id/nvme-D"]
 
 
-def test_dropin_activates_as_root_before_every_start() -> None:
-    text = volume.dropin(OSD)
+def test_dropin_activates_as_root_before_every_start(tmp_path: os.PathLike) -> None:
+    text = volume.dropin({**OSD, "db": "/dev/disk/by-path/pci-0000:00:1f.2-ata-2"})
     line = next(ln for ln in text.splitlines() if ln.startswith("ExecStartPre="))
-    assert line.startswith("ExecStartPre=+")  # "+": as root, outside the unit's sandbox
-    assert shlex.split(line.removeprefix("ExecStartPre=+")) == volume.activate_argv(OSD)
+    assert line.startswith("ExecStartPre=+/bin/sh -c ")  # "+": as root, outside the unit's sandbox
+    assert '--device "$$(readlink -f "/dev/disk/by-id/ata-X")"' in line
     assert volume.DROPIN.format("7") == "/etc/systemd/system/ceph-osd@7.service.d/ganeti-ceph-volume.conf"
+    # What systemd runs ("$$" -> "$"), run by sh for real with links standing for by-id names.
+    link, target = os.path.join(str(tmp_path), "by-id-X"), os.path.join(str(tmp_path), "sdq")
+    open(target, "w").close()
+    os.symlink(target, link)
+    script = shlex.split(volume.dropin({**OSD, "dev": link}).split("ExecStartPre=+", 1)[1].replace("$$", "$"))
+    assert script[:2] == ["/bin/sh", "-c"]
+    out = subprocess.run(["/bin/sh", "-c", script[2].replace("exec ", "exec echo ", 1)], capture_output=True,
+                         text=True, check=True, timeout=10).stdout.split()
+    assert out == volume.activate_argv({**OSD, "dev": link})
+    assert out[out.index("--device") + 1] == target
+
+
+def test_dropin_refuses_a_name_a_unit_cannot_carry() -> None:
+    name = "/dev/disk/by-id/usb-My\\x20Disk"  # udev's escaped space
+    with pytest.raises(GanetiCephError) as exc:
+        volume.dropin({**OSD, "dev": name})
+    assert exc.value.message.startswith(f"cannot name {name} in a systemd unit")
 
 
 @pytest.fixture
