@@ -9,9 +9,10 @@ Ceph 16 `ceph-volume raw` has no boot unit (its activate refuses to run
 without --no-systemd) and the ceph-osd package's udev rules own only LVM
 volumes. So before every start of osd.N, `ceph-volume raw activate
 --no-systemd --no-tmpfs` re-primes /var/lib/ceph/osd/ceph-N from the
-device's label, re-links `block` to the stable (by-id) name and gives the
-device to user ceph: with systemd from a drop-in of ceph-osd@N.service
-(ExecStartPre, run as root), without it from the node's `start`.
+device's label, re-links `block` to the device's kernel name (resolved from
+the stable by-id name at that start) and gives the device to user ceph:
+with systemd from a drop-in of ceph-osd@N.service (ExecStartPre, run as
+root), without it from the node's `start`.
 
 ceph-volume registers the OSD itself (`ceph osd new` as client.bootstrap-osd,
 with the id we give); its OSD uuid is its own, read back from the label.
