@@ -40,7 +40,7 @@ from ganeti_ceph.ganeti import ssconf
 PROG = "ganeti-ceph-mond"
 DEFAULT_PORT = 1816
 DEFAULT_PIDFILE = "/run/ganeti-ceph/mond.pid"
-DEFAULT_LOG = "/var/log/ganeti/ceph-mond.log"
+DEFAULT_LOG = "/var/log/ganeti/ceph/mond.log"  # beside the unit's, out of Ganeti's logrotate rule
 SSCONF = ssconf.LIB_DIR
 JSON = "application/json"
 MAX_CONNECTIONS = 64  # far below a default fd limit (1024), with room for librados' sockets

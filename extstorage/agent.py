@@ -38,11 +38,12 @@ from extstorage.client import (
     frame,
     recv_frame,
 )
-from ganeti_ceph import config, procs
+from ganeti_ceph import config, procs, runner
 from ganeti_ceph.errors import ArgumentParser, GanetiCephError, run_main
 
 DEFAULT_PIDFILE = "/run/ganeti-ceph/agent.pid"
-DEFAULT_LOG = "/var/log/ganeti/ceph-agent.log"
+UNIT = "ganeti-ceph-agent.service"  # packaging/systemd/
+DEFAULT_LOG = "/var/log/ganeti/ceph/agent.log"  # beside the unit's, out of Ganeti's logrotate rule
 STOP_WAIT_S = 8.0  # on SIGTERM, calls under way get this long (procs.terminate waits 10 s)
 
 
@@ -151,8 +152,12 @@ def stop_agent(pidfile: str) -> int:
 def restart_if_running(path: str = DEFAULT_SOCKET, pidfile: str = DEFAULT_PIDFILE, log: str = DEFAULT_LOG) -> bool:
     """After an install: a running agent still runs the old code (and may speak an older wire format, so
     every call would wait for an answer that never comes); restart it. False if none was running."""
-    if not running_pid(pidfile):
+    pid = running_pid(pidfile)
+    if not pid:
         return False
+    if procs.systemd_unit(pid) == UNIT:  # started by its unit: restarted by it, so systemd keeps watching
+        runner.run(["systemctl", "restart", UNIT], f"restart {UNIT}", 60)
+        return True
     stop_agent(pidfile)
     start(path, pidfile, log)
     return True

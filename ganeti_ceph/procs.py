@@ -33,6 +33,22 @@ def alive(pid: int) -> bool:
     return s is not None and s != "Z"
 
 
+def systemd_unit(pid: int) -> str | None:
+    """The systemd service whose cgroup holds `pid` ("x.service"), or None (not under systemd)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            return unit_of_cgroup(fh.read())
+    except OSError:
+        return None
+
+
+def unit_of_cgroup(text: str) -> str | None:
+    """The innermost `*.service` in a /proc/<pid>/cgroup text (v1 or v2), or None."""
+    units = [part for line in text.splitlines() for part in line.split(":", 2)[-1].split("/")
+             if part.endswith(".service")]
+    return units[-1] if units else None
+
+
 def cmdline(pid: int | str) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:

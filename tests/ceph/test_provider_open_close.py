@@ -218,7 +218,8 @@ def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> Non
         guards = os.path.join(cfg.run_dir, "guard")
         deadline = time.monotonic() + 60
         # A guard drops its marker, then unmaps: its log line is written when it is done.
-        while (os.listdir(guards) or guard_log(cfg).count(" target guard ") < len(vols)) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (os.listdir(guards) or
+                                               guard_log(cfg).count(" target guard ") < len(vols)):
             time.sleep(0.5)
         assert not os.listdir(guards), "the guards did not end within their window"
         assert not os.path.lexists(table.link(cfg.run_dir, Target(conf_fsid(cfg.conf), cfg.pool, vols["failed"])))

@@ -150,3 +150,14 @@ def test_sighup_without_a_log_file_does_not_stop_a_foreground_daemon(tmp_path: P
         os.kill(pid, signal.SIGHUP)
         wait_for(lambda: "no --log file to reopen" in (tmp_path / "stderr").read_text(), "SIGHUP answered")
         assert procs.alive(pid) and scrape(port) == 200
+
+
+def test_the_unit_of_a_process_comes_from_its_cgroup() -> None:
+    """`ganeti-ceph-setup install` restarts a unit-run agent through systemd, not as a detached one."""
+    from ganeti_ceph.procs import unit_of_cgroup
+
+    assert unit_of_cgroup("0::/system.slice/ganeti-ceph-agent.service\n") == "ganeti-ceph-agent.service"
+    assert unit_of_cgroup("1:name=systemd:/system.slice/ganeti-ceph-agent.service\n0::/\n") == \
+        "ganeti-ceph-agent.service"
+    assert unit_of_cgroup("0::/user.slice/user-0.slice/session-3.scope\n") is None
+    assert unit_of_cgroup("9:name=systemd:/\n0::/\n") is None
