@@ -16,12 +16,21 @@ root), without it from the node's `start`.
 
 ceph-volume registers the OSD itself (`ceph osd new` as client.bootstrap-osd,
 with the id we give); its OSD uuid is its own, read back from the label.
+
+Keys: ceph-volume writes the new OSD's keyring with `ceph-authtool
+--add-key <key>` (the key in that child's argv for its few milliseconds;
+Ceph 16 has no other way) and logs that command line. So its log goes to a
+private directory and reaches /var/log/ceph/ceph-volume.log with every key
+redacted (`redact`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +45,8 @@ BOOTSTRAP_CAPS = {"mon": "allow profile bootstrap-osd"}
 CEPH_VOLUME = "/usr/sbin/ceph-volume"
 DROPIN = "/etc/systemd/system/ceph-osd@{}.service.d/ganeti-ceph-volume.conf"
 TIMEOUT = 600.0  # mkfs of a large device with its DB
+LOG = "/var/log/ceph/ceph-volume.log"
+CEPH_KEY = re.compile(r"AQ[A-Za-z0-9+/]{36,}={0,2}")  # a cephx secret, base64 of its 28 bytes and more
 UNIT_SAFE = re.compile(r"^/[A-Za-z0-9._/:+@=,-]+$")  # needs no quoting for sh or systemd, no % specifier
 
 
@@ -122,10 +133,29 @@ def state(osd: dict[str, Any]) -> str:
     return "ours"
 
 
+def redact(text: str) -> str:
+    """`text` with every cephx key replaced by a marker (pure)."""
+    return CEPH_KEY.sub("<key redacted by ganeti-ceph>", text)
+
+
+def _ceph_volume(argv: list[str], what: str, timeout: float, log: str = LOG) -> None:
+    """Run ceph-volume with its log in a private directory, then append that log to `log`, redacted."""
+    private = tempfile.mkdtemp(prefix="ganeti-ceph-volume-")  # 0700
+    try:
+        runner.run([argv[0], "--log-path", private, *argv[1:]], what, timeout, env=TOOL_ENV)
+    finally:
+        with contextlib.suppress(OSError):
+            with open(os.path.join(private, "ceph-volume.log"), errors="replace") as fh:
+                text = redact(fh.read())
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            with open(log, "a") as out:
+                out.write(text)
+        shutil.rmtree(private, ignore_errors=True)
+
+
 def prepare(osd: dict[str, Any]) -> str:
     """Make the OSD with ceph-volume (it registers osd.N); return the uuid it chose."""
-    runner.run(prepare_argv(osd), f"ceph-volume raw prepare of osd.{osd['id']} on {osd['dev']}", TIMEOUT,
-               env=TOOL_ENV)
+    _ceph_volume(prepare_argv(osd), f"ceph-volume raw prepare of osd.{osd['id']} on {osd['dev']}", TIMEOUT)
     return devices.read_label(osd["dev"]).get("osd_uuid", "")
 
 
@@ -138,7 +168,7 @@ def purge_new(osd_id: str) -> None:
 
 def activate(osd: dict[str, Any]) -> None:
     """What a boot needs before ceph-osd starts: directory, block links, device owner."""
-    runner.run(activate_argv(osd), f"ceph-volume raw activate of osd.{osd['id']}", 120, env=TOOL_ENV)
+    _ceph_volume(activate_argv(osd), f"ceph-volume raw activate of osd.{osd['id']}", 120)
 
 
 def write_dropin(osd: dict[str, Any]) -> bool:
