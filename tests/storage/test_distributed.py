@@ -200,7 +200,7 @@ class TestInit:
 
     def test_options_fixed_after_init(self, bed: Testbed) -> None:
         one_line_error(gs(bed, "-S", "ceph:pool=other"), "options are fixed")
-        one_line_error(init(bed, "ceph:pool=other"), "only ceph:disk can change")
+        one_line_error(init(bed, "ceph:pool=other"), "only ceph:disk", "can change on a re-run")
 
     def test_client_io_from_a_node(self, bed: Testbed) -> None:
         out = bed.run(1, ["sh", "-ec", "rbd --id ganeti create --size 64 rbd/probe && "
