@@ -19,7 +19,7 @@ import sys
 
 from ganeti_ceph import __version__, runner
 from ganeti_ceph.errors import ArgumentParser, GanetiCephError, ToolFailed, UsageError, run_main
-from gnt_storage.deploy import local
+from gnt_storage.deploy import local, options
 
 PROG = "gnt-storage"
 OURS = ("local-cluster", "rbd-access", "init-distributed-storage", "remove-distributed-storage", "options")
@@ -82,8 +82,7 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
                          "(on the master; re-runnable)")
     ids.add_argument("-s", dest="storage_type", required=True, help="storage type: ceph")
     ids.add_argument("-S", dest="specs", action="append", default=[], metavar="ceph:key=value[,...]",
-                     help="storage options: disk=DEV[,DEV] (the same on every node), mons=1|3|5, pool, client, "
-                     "size, min_size, pg_num")
+                     help=f"storage options ({', '.join(options.KEYS)}); see gnt-storage-ceph(8)")
     ids.add_argument("--wait", type=float, default=300.0, help="seconds to wait for HEALTH_OK (default 300)")
     ids.add_argument("group", help="the node group to turn into the storage cluster")
     rds = sub.add_parser("remove-distributed-storage", help="stop and remove the node group's Ceph cluster, "
