@@ -14,7 +14,7 @@ import sys
 from ganeti_ceph.errors import GanetiCephError
 from testbed import ceph as tb_ceph
 from testbed import qemu
-from testbed.ganeti import HOST_ADDR, Testbed, TestbedError
+from testbed.ganeti import NET_PREFIX, TESTBED_ID, Testbed, TestbedError
 from testbed.netns import NetnsError
 
 INSTANCE = "demo1.gcb.test"
@@ -72,15 +72,17 @@ def run(tb: Testbed) -> None:
     d.gnt("gnt-instance", "remove", "-f", "--shutdown-timeout=0", INSTANCE)
 
 
-def main(workdir: str, ceph_dir: str, ceph_port: int, keep: bool) -> None:
-    """Bring up, walk through, bring down; a failure of the bed or its Ceph is one line, not a traceback."""
-    tb = Testbed(workdir, ceph_dir, nodes=1)
+def main(workdir: str, ceph_dir: str, ceph_port: int, keep: bool, bed_id: str = TESTBED_ID,
+         net: str = NET_PREFIX.rstrip(".")) -> None:
+    """Bring up, walk through, bring down; a failure of the bed or its Ceph is one line, not a traceback.
+    `bed_id` and `net`: the bed's bridge and network (the defaults: GANETI_TESTBED_ID/NET)."""
+    tb = Testbed(workdir, ceph_dir, nodes=1, bed_id=bed_id, net=net)
     try:
-        step(f"bring up a local Ceph on {HOST_ADDR} and a one-node Ganeti cluster (testbed/)")
+        step(f"bring up a local Ceph on {tb.host_addr} and a one-node Ganeti cluster (testbed/)")
         tb_ceph.bed_down(tb)  # what an earlier run left, its sockets waited for
         tb.network_up()
         try:
-            tb_ceph.up(ceph_dir, HOST_ADDR, ceph_port)
+            tb_ceph.up(ceph_dir, tb.host_addr, ceph_port)
             tb.up()
             run(tb)
         except BaseException:

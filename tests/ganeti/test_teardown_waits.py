@@ -23,14 +23,17 @@ from testbed.ganeti import TestbedError as BedError
 
 PORT = int(os.environ.get("GANETI_TESTBED_CEPH_PORT", "13400"))
 LINGER_S = 3  # how long the stand-in keeps listening
+# A bed network of its own: `make test` has the session's bed (GANETI_TESTBED_ID) up meanwhile, and
+# bench/ (3) and tests/storage (5) have theirs.
+BED_ID, NET = os.environ.get("GANETI_TEARDOWN_TEST_ID", "6"), os.environ.get("GANETI_TEARDOWN_TEST_NET", "198.18.6")
 
 
 @pytest.fixture
 def bed(tmp_path) -> Iterator[Testbed]:
-    """This session's bed network (GANETI_TESTBED_ID/NET) with only its bridge up."""
+    """A bed network of its own (BED_ID, NET) with only its bridge up."""
     if os.geteuid() != 0:
         pytest.fail("the test bed needs root")
-    tb = Testbed(str(tmp_path / "gtb"), None, nodes=1)
+    tb = Testbed(str(tmp_path / "gtb"), None, nodes=1, bed_id=BED_ID, net=NET)
     assert not netns.link_exists(tb.bridge), f"{tb.bridge} is in use; is another session on this bed id?"
     tb.network_up()
     try:
@@ -84,7 +87,7 @@ def test_demo_waits_for_an_earlier_listener_and_fails_in_one_line(bed: Testbed, 
     child = listener(bed.host_addr, LINGER_S)
     try:
         with pytest.raises(GanetiCephError, match="is not empty and holds no local cluster"):
-            demo_ganeti.main(str(tmp_path / "gtb"), str(ceph_dir), PORT + 50, keep=False)
+            demo_ganeti.main(str(tmp_path / "gtb"), str(ceph_dir), PORT + 50, keep=False, bed_id=BED_ID, net=NET)
         assert child.poll() is not None
         assert runner.until(time.monotonic() + 5, lambda: not netns.link_exists(bed.bridge))
     finally:
