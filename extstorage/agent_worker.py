@@ -12,7 +12,10 @@ dies, an idle worker ends at once, and a busy one finishes its call within
 that bound and then ends (its caller was told "it may or may not have been
 done"): killed in the middle of a librados operation, it could leave a watch
 that Ceph 16 never times out (tracker.ceph.com/issues/58120), and the volume
-could not be removed until its OSD re-peers.
+could not be removed until its OSD re-peers. Such a finished call still
+serializes with the new agent's calls on the same image (the mappers' lock);
+a map that was past that lock when the agent died does publish its mapping,
+which Ganeti's next attach finds and its detach removes.
 
     (agent) Workers.take / Worker.call / Workers.give  <->  socketpair  <->  serve(fd) (worker)
 """

@@ -9,6 +9,7 @@ words. Keys never go in argv: callers pass keyring paths.
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -33,9 +34,18 @@ def clean_env(path: str = PATH, **extra: str) -> dict[str, str]:
     return {"PATH": path, "LC_ALL": "C", **extra}
 
 
+CEPH_KEY = re.compile(r"AQ[A-Za-z0-9+/]{36,}={0,2}")  # a cephx secret: base64 of its 28 bytes and more
+
+
+def redact(text: str) -> str:
+    """`text` with every cephx key replaced by a marker: what a tool printed or logged may name one
+    (ceph-volume echoes the `ceph-authtool --add-key KEY` it runs)."""
+    return CEPH_KEY.sub("<key redacted by ganeti-ceph>", text)
+
+
 def last_words(res: subprocess.CompletedProcess) -> str:
-    """The last line a failed tool printed (stderr first), for a one-line error."""
-    return (res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1]
+    """The last line a failed tool printed (stderr first), for a one-line error; keys redacted."""
+    return redact((res.stderr.strip() or res.stdout.strip() or "no output").splitlines()[-1])
 
 
 def which(binary: str, path: str) -> str:

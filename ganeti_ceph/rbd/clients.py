@@ -10,16 +10,23 @@ call that finds a record whose process is gone releases what it held:
 that one address is blocklisted (an hour, Ceph's default; never a whole
 node: fencing.py) and its lock on the recorded volume broken.
 
-Death is proven locally and exactly: a record names its PID namespace, pid
-and the process's start time; only a record of this namespace whose pid is
-gone, a zombie, or a different process is released. A live client is never
-touched, and a blocklisted dead address is never reused (a new connection
-draws a new nonce).
+Death is proven locally and exactly: a record names the host's boot (its
+boot_id: a run_dir shared with another host or a container is never
+judged), its PID namespace, pid and the process's start time; only a record
+of this boot and namespace whose pid is gone, a zombie, or a different
+process is released. A live client is never touched, and a blocklisted dead
+address is never reused (a new connection draws a new nonce). A call
+tries at most MAX_RELEASES records (the rest wait for the next calls), so a
+crash of many workers never makes one call slow; a record that names a
+pool or volume gone since is dropped, one that could not be released for a
+day is dropped with a warning. Not covered: a session that
+reconnected inside one call (its new address is not recorded).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import time
@@ -30,34 +37,38 @@ from functools import cache
 import rbd
 
 from ganeti_ceph import atomic, runner
-from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.errors import GanetiCephError, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.rbd import fencing
 from ganeti_ceph.session import Session
 
 DIR = "clients"
 DROP_WAIT_S = 1.0
+MAX_RELEASES = 2  # tried per call
+GIVE_UP_S = 86400.0  # a record that could not be released for this long is dropped, said
 
 
 @dataclass(frozen=True)
 class Process:
-    """One process, told apart from a later one that reuses its pid: PID namespace, pid, start time."""
+    """One process, told apart from a later one that reuses its pid: the host's boot, PID namespace,
+    pid, start time."""
 
+    boot: str
     pidns: int
     pid: int
     start: int
 
     @property
     def name(self) -> str:
-        return f"{self.pidns}-{self.pid}-{self.start}"
+        return f"{self.boot}.{self.pidns}.{self.pid}.{self.start}"
 
     @classmethod
     def parse(cls, name: str) -> Process | None:
-        """The process a record's file name names; None for anything else (a temporary file)."""
-        parts = name.split("-")
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        """The process a record's file name (`<process>.<use>`) names; None for anything else."""
+        parts = name.split(".")
+        if len(parts) != 5 or not all(p.isdigit() for p in parts[1:]) or not parts[0].isalnum():
             return None
-        return cls(*map(int, parts))
+        return cls(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -75,15 +86,26 @@ def _pidns() -> int:
 
 
 @cache
+def _boot() -> str:
+    """This host's boot: the same on every host's first PID namespace, the inode alone proves nothing."""
+    with open("/proc/sys/kernel/random/boot_id") as fh:
+        return fh.read().strip().replace("-", "")
+
+
+@cache
 def me() -> Process:
     stat = _stat(os.getpid())
-    return Process(_pidns(), os.getpid(), stat[1] if stat else 0)
+    return Process(_boot(), _pidns(), os.getpid(), stat[1] if stat else 0)
+
+
+_uses = itertools.count()
 
 
 def gone(p: Process) -> bool:
-    """True only if `p` is provably dead: of this PID namespace, and its pid is free, a zombie, or taken
-    by a process started at another time. A record of another namespace is never judged."""
-    if p.pidns != _pidns():
+    """True only if `p` is provably dead: of this boot and PID namespace, and its pid is free, a zombie,
+    or taken by a process started at another time. A record of another host, boot or namespace is never
+    judged."""
+    if p.boot != _boot() or p.pidns != _pidns():
         return False
     stat = _stat(p.pid)
     return stat is None or stat[0] in ("Z", "X") or stat[1] != p.start
@@ -97,7 +119,7 @@ def _dir(run_dir: str) -> str:
 def recorded(run_dir: str, session: Session, fsid: str, pool: str, image: str) -> Iterator[None]:
     """Record this process's client (`session`'s address) as working on pool/image for the body.
     The record only has to last as long as the process: it is not synced to disk."""
-    path = os.path.join(_dir(run_dir), me().name)
+    path = os.path.join(_dir(run_dir), f"{me().name}.{next(_uses)}")  # one file per use: nested ones too
     record = {"fsid": fsid, "addr": fencing.plain_addr(session.rados.get_addrs()), "pool": pool, "image": image}
     try:
         os.makedirs(_dir(run_dir), mode=0o700, exist_ok=True)
@@ -119,24 +141,34 @@ def release_dead(run_dir: str, session: Session, fsid: str) -> list[str]:
         names = os.listdir(_dir(run_dir))
     except FileNotFoundError:
         return []
-    released = []
+    released: list[str] = []
+    tries = 0
     for name in names:
         proc = Process.parse(name)
         if proc is None or not gone(proc):
             continue
         path = os.path.join(_dir(run_dir), name)
+        if _age(path) > GIVE_UP_S:  # tried by every call for a day: nothing left to gain
+            warn(f"gave up releasing the Ceph client of the dead process {proc.pid} ({path})")
+            _drop(path)
+            continue
+        if tries >= MAX_RELEASES:
+            break  # the next calls go on with the rest
+        tries += 1
         try:
             with open(path) as fh:
                 record = json.load(fh)
-        except FileNotFoundError:
-            continue  # released by another call meanwhile
-        except (OSError, ValueError):  # killed while writing it: it had not reached its volume yet
+        except OSError:
+            continue  # released by another call meanwhile, or not ours to read
+        except ValueError:  # killed while writing it: it had not reached its volume yet
             _drop(path)
             continue
         if record.get("fsid") != fsid:
             continue  # another cluster's: released by a call to that cluster
         try:
             _release(session, record)
+        except NotFound:
+            pass  # its pool or volume is gone: nothing of it is held there any more
         except GanetiCephError as exc:
             warn(f"could not release the Ceph client {record.get('addr')} of the dead process {proc.pid} "
                  f"on {record.get('pool')}/{record.get('image')}: {exc.message}")
@@ -166,6 +198,13 @@ def _release(session: Session, record: dict[str, str]) -> None:
             runner.until(time.monotonic() + min(DROP_WAIT_S, session.cfg.timeouts.osd_op),
                          lambda: [w for w in img.watchers_list() if fencing.plain_addr(w["addr"]) == addr],
                          lambda left: not left)
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _drop(path: str) -> None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 from ganeti_ceph.session import Session
 
 FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted, not Ceph's default hour
-RELEASE_SECONDS = 3600.0  # a dead client's address: Ceph's default; it is never used again anyway
+# A dead client's address is never used again; a week, not Ceph's default hour, because remove tells a
+# dead client's lasting watch (remove.py) from a live one by this entry.
+RELEASE_SECONDS = 7 * 86400.0
 
 
 def plain_addr(addr: str) -> str:

@@ -21,12 +21,11 @@ Keys: ceph-volume writes the new OSD's keyring with `ceph-authtool
 --add-key <key>` (the key in that child's argv for its few milliseconds;
 Ceph 16 has no other way) and logs that command line. So its log goes to a
 private directory and reaches /var/log/ceph/ceph-volume.log with every key
-redacted (`redact`).
+redacted (runner.redact, which also cleans a failed tool's last words).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ from typing import Any
 
 from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.log import warn
 from gnt_storage.deploy import devices
 from gnt_storage.deploy.devices import TOOL_ENV
 
@@ -46,7 +46,6 @@ CEPH_VOLUME = "/usr/sbin/ceph-volume"
 DROPIN = "/etc/systemd/system/ceph-osd@{}.service.d/ganeti-ceph-volume.conf"
 TIMEOUT = 600.0  # mkfs of a large device with its DB
 LOG = "/var/log/ceph/ceph-volume.log"
-CEPH_KEY = re.compile(r"AQ[A-Za-z0-9+/]{36,}={0,2}")  # a cephx secret, base64 of its 28 bytes and more
 UNIT_SAFE = re.compile(r"^/[A-Za-z0-9._/:+@=,-]+$")  # needs no quoting for sh or systemd, no % specifier
 
 
@@ -133,23 +132,20 @@ def state(osd: dict[str, Any]) -> str:
     return "ours"
 
 
-def redact(text: str) -> str:
-    """`text` with every cephx key replaced by a marker (pure)."""
-    return CEPH_KEY.sub("<key redacted by ganeti-ceph>", text)
-
-
 def _ceph_volume(argv: list[str], what: str, timeout: float, log: str = LOG) -> None:
     """Run ceph-volume with its log in a private directory, then append that log to `log`, redacted."""
     private = tempfile.mkdtemp(prefix="ganeti-ceph-volume-")  # 0700
     try:
         runner.run([argv[0], "--log-path", private, *argv[1:]], what, timeout, env=TOOL_ENV)
     finally:
-        with contextlib.suppress(OSError):
+        try:
             with open(os.path.join(private, "ceph-volume.log"), errors="replace") as fh:
-                text = redact(fh.read())
+                text = runner.redact(fh.read())
             os.makedirs(os.path.dirname(log), exist_ok=True)
             with open(log, "a") as out:
                 out.write(text)
+        except OSError as exc:
+            warn(f"ceph-volume's log of {what} was not kept in {log}: {exc.strerror}")
         shutil.rmtree(private, ignore_errors=True)
 
 

@@ -18,20 +18,21 @@ from ganeti_ceph.rbd.clients import Process
 def test_this_process_is_alive_and_its_name_parses_back() -> None:
     me = clients.me()
     assert me.pid == os.getpid() and me.start > 0
-    assert Process.parse(me.name) == me
+    assert Process.parse(f"{me.name}.0") == me
     assert not clients.gone(me)
 
 
 def test_a_finished_process_is_gone() -> None:
     proc = subprocess.Popen(["true"])
     proc.wait()
-    assert clients.gone(Process(clients.me().pidns, proc.pid, clients.me().start))
+    me = clients.me()
+    assert clients.gone(Process(me.boot, me.pidns, proc.pid, me.start))
 
 
 def test_a_reused_pid_is_another_process() -> None:
     """Same pid, another start time: the recorded process is gone even though the pid is taken."""
     me = clients.me()
-    assert clients.gone(Process(me.pidns, me.pid, me.start + 1))
+    assert clients.gone(Process(me.boot, me.pidns, me.pid, me.start + 1))
 
 
 def test_a_zombie_is_gone() -> None:
@@ -43,7 +44,8 @@ def test_a_zombie_is_gone() -> None:
     with open(f"/proc/{proc.pid}/stat") as fh:
         start = int(fh.read().rsplit(")", 1)[1].split()[19])
     try:
-        assert clients.gone(Process(clients.me().pidns, proc.pid, start))
+        me = clients.me()
+        assert clients.gone(Process(me.boot, me.pidns, proc.pid, start))
     finally:
         proc.wait()
 
@@ -53,10 +55,37 @@ def test_another_pid_namespace_is_never_judged() -> None:
     means nothing here, so it is left alone even when that pid is free here."""
     proc = subprocess.Popen(["true"])
     proc.wait()
-    assert not clients.gone(Process(clients.me().pidns + 1, proc.pid, 0))
+    me = clients.me()
+    assert not clients.gone(Process(me.boot, me.pidns + 1, proc.pid, 0))
+
+
+def test_another_host_is_never_judged() -> None:
+    """Every host's first PID namespace has the same inode: a record of another host sharing run_dir
+    (NFS, a bind mount) is told apart by its boot_id, and left alone even when its pid is free here."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    me = clients.me()
+    assert not clients.gone(Process("0" * 32, me.pidns, proc.pid, 0))
 
 
 def test_only_record_names_parse() -> None:
-    assert Process.parse("4026531836-12-345") == Process(4026531836, 12, 345)
-    for other in (".4026531836-12-345.1234.abcd.tmp", "12-345", "a-b-c", "1-2-3-4", ""):
+    boot = "a" * 32
+    assert Process.parse(f"{boot}.4026531836.12.345.0") == Process(boot, 4026531836, 12, 345)
+    for other in (f".{boot}.4026531836.12.345.0.1234.abcd.tmp", f"{boot}.1.2.3", "a.b.c.d.e",
+                  f"{boot}-x.1.2.3.4", ""):
         assert Process.parse(other) is None
+
+
+def test_a_call_tries_only_a_few_dead_records(tmp_path, monkeypatch) -> None:
+    """Many dead workers (an agent crash): each call releases at most MAX_RELEASES, the rest wait."""
+    me = clients.me()
+    os.makedirs(tmp_path / clients.DIR)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    for n in range(5):
+        (tmp_path / clients.DIR / f"{me.boot}.{me.pidns}.{proc.pid}.{n}.0").write_text(
+            '{"fsid": "f", "addr": "127.0.0.1:0/1", "pool": "rbd", "image": "v"}')
+    tried = []
+    monkeypatch.setattr(clients, "_release", lambda session, record: tried.append(record))
+    assert len(clients.release_dead(str(tmp_path), None, "f")) == clients.MAX_RELEASES  # type: ignore[arg-type]
+    assert len(tried) == clients.MAX_RELEASES and len(os.listdir(tmp_path / clients.DIR)) == 5 - len(tried)

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError, UsageError
 from gnt_storage.deploy import devices, options, volume
 
@@ -143,11 +144,11 @@ def test_ceph_volume_logs_reach_ceph_s_log_without_keys(tmp_path) -> None:
     """ceph-volume logs the `ceph-authtool --add-key <key>` it runs: what reaches its log is redacted."""
     key = "AQBjv0tnAAAAABAAk2TWh4ZVkGxBvCXwhRXCXw=="
     line = f"Running command: /usr/bin/ceph-authtool /var/lib/ceph/osd/ceph-1/keyring --add-key {key}\n"
-    assert key not in volume.redact(line) and "--add-key <key redacted by ganeti-ceph>" in volume.redact(line)
-    assert volume.redact("osd_uuid 7d3c... no key here\n") == "osd_uuid 7d3c... no key here\n"
+    assert key not in runner.redact(line) and "--add-key <key redacted by ganeti-ceph>" in runner.redact(line)
+    assert runner.redact("osd_uuid 7d3c... no key here\n") == "osd_uuid 7d3c... no key here\n"
     log = tmp_path / "ceph" / "ceph-volume.log"
     script = tmp_path / "fake-ceph-volume"
     script.write_text(f'#!/bin/sh\n[ "$1" = --log-path ] && echo "{line.strip()}" > "$2/ceph-volume.log"\n')
     script.chmod(0o755)
     volume._ceph_volume([str(script)], "a ceph-volume stand-in that only logs", 30, log=str(log))
-    assert log.read_text() == volume.redact(line)
+    assert log.read_text() == runner.redact(line)

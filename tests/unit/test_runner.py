@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
@@ -90,3 +91,10 @@ def test_ganeti_commands_fail_in_one_ganeti_line(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(GanetiFailed, match=r"^sleep 5 did not finish within 0 s; its Ganeti job may still run"):
         run_command(["sleep", "5"], 0.2)
     assert run_command(["sh", "-c", "echo $PATH; exit 3"], 5).stdout == f"/nonexistent:{runner.SYSTEM_PATH}\n"
+
+
+def test_a_failed_tools_last_words_never_carry_a_key() -> None:
+    """ceph-volume echoes the `ceph-authtool --add-key KEY` it runs: a failure's one line is redacted."""
+    key = "AQBjv0tnAAAAABAAk2TWh4ZVkGxBvCXwhRXCXw=="
+    res = subprocess.CompletedProcess([], 1, "", f"Running command: ceph-authtool k --add-key {key}\n")
+    assert key not in runner.last_words(res) and "--add-key <key redacted by ganeti-ceph>" in runner.last_words(res)
