@@ -218,7 +218,8 @@ def forget(node_name: str) -> None:
             except CephError:
                 progress(f"osd.{osd['id']} still holds the only copy of some data: kept (down, out)")
                 continue
-            session.mon_command("osd purge", id=int(osd["id"]), yes_i_really_mean_it=True)
+            # a mgr command in Ceph 16 (the ceph CLI sends it there): the mon answers EINVAL
+            session.mgr_command("osd purge", id=int(osd["id"]), yes_i_really_mean_it=True)
             state["osds"].remove(osd)
             state["keys"].pop(f"osd.{osd['id']}", None)
             progress(f"osd.{osd['id']} purged")

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ganeti_ceph import runner
+from ganeti_ceph.errors import GanetiCephError
 from ganeti_ceph.session import Session
 from gnt_storage.deploy import cephconf, volume
 from tests.conftest import REPO, TEST_DIR, LocalCluster
@@ -238,9 +240,22 @@ def test_osd_on_a_block_device(local_cluster: LocalCluster, root: str) -> None:
             node(root, {"action": "stop", "daemons": [["osd", OSD_ID]]}, check=False)
             with contextlib.suppress(Exception):
                 session.mon_command("osd pool rm", pool=POOL, pool2=POOL, yes_i_really_really_mean_it=True)
-            with contextlib.suppress(Exception):
-                session.mon_command("osd purge", id=int(OSD_ID), yes_i_really_mean_it=True)
+            purge(session, OSD_ID)
     assert len(loops) == 2
+
+
+def purge(session: Session, osd_id: str) -> None:
+    """The OSD leaves the session's cluster for good: later modules wait for every OSD up and in
+    (its purge, sent to the mon, was refused with EINVAL and suppressed: osd.3 stayed and every later
+    settle of the suite failed)."""
+    def gone() -> bool:
+        with contextlib.suppress(GanetiCephError):
+            session.mon_command("osd down", ids=[osd_id])
+        with contextlib.suppress(GanetiCephError):  # a mgr command (the ceph CLI sends it there)
+            session.mgr_command("osd purge", id=int(osd_id), yes_i_really_mean_it=True)
+        return osd_id not in {str(o["osd"]) for o in session.mon_command("osd dump")["osds"]}
+
+    assert runner.until(time.monotonic() + 60, gone, interval=1.0), f"osd.{osd_id} could not be purged"
 
 
 def _fsid(conf: str) -> str:
