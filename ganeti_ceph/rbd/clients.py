@@ -43,7 +43,7 @@ from ganeti_ceph.rbd import fencing
 from ganeti_ceph.session import Session
 
 DIR = "clients"
-DROP_WAIT_S = 1.0
+DROP_WAIT_S = 5.0  # the OSDs drop a blocklisted watch with their next map: usually milliseconds
 MAX_RELEASES = 2  # tried per call
 GIVE_UP_S = 86400.0  # a record that could not be released for this long is dropped, said
 
@@ -122,9 +122,11 @@ def recorded(run_dir: str, session: Session, fsid: str, pool: str, image: str) -
     path = os.path.join(_dir(run_dir), f"{me().name}.{next(_uses)}")  # one file per use: nested ones too
     record = {"fsid": fsid, "addr": fencing.plain_addr(session.rados.get_addrs()), "pool": pool, "image": image}
     try:
-        os.makedirs(_dir(run_dir), mode=0o700, exist_ok=True)
-        atomic.write(path, json.dumps(record), mode=0o600, durable=False)
-    except OSError as exc:  # the call goes on; only a kill during it would leave its watch for 30 s
+        if os.path.isdir(run_dir):  # made by the agent or the first mapping; a call makes nothing else
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(_dir(run_dir), 0o700)
+            atomic.write(path, json.dumps(record), mode=0o600, durable=False)
+    except OSError as exc:  # the call goes on; only a kill during it would leave its watch
         warn(f"cannot record this call's Ceph client in {_dir(run_dir)}: {exc.strerror}")
     try:
         yield

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ganeti_ceph.config import Config, conf_fsid
 from ganeti_ceph.errors import NotFound, UsageError
+from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.rbd import clients, locks, mappers, prealloc_wipe, snapshots, target_guard, volumes
 from ganeti_ceph.rbd import remove as removal
 from ganeti_ceph.rbd.access import check_qemu_conf, userspace_uri
@@ -226,6 +227,7 @@ class VolumeService:
         """Snapshot now, as the volume `snapshot_volume` (made real at its first attach or open);
         False if that snapshot exists already."""
         ref = self.resolve(ref)
+        check_image_name(snapshot_volume)  # bad input changes nothing, not even this node's records
         with self._session(ref) as s:
             return snapshots.snapshot(s, ref.pool, ref.name, snapshot_volume)
 

@@ -51,6 +51,7 @@ def prov(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory,
 def hold(prov: Provider, vol: str, tmp: str) -> tuple[subprocess.Popen, str]:
     """A process of ours holding `vol` open and locked; (it, its client address)."""
     ready = os.path.join(tmp, f"{vol}.addr")
+    os.makedirs(config.load(prov.a).run_dir, exist_ok=True)  # as the agent (its socket's dir) or a first map
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, prov.a, vol, ready], cwd=REPO,
                             stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
