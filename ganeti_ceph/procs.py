@@ -19,13 +19,21 @@ from typing import Any
 from ganeti_ceph import atomic, runner
 
 
-def state(pid: int) -> str | None:
-    """The one-letter state (R, S, Z...) or None if there is no such process."""
+def stat(pid: int) -> tuple[str, int] | None:
+    """(one-letter state: R, S, Z..., start time in clock ticks since boot) of `pid`, or None if there
+    is no such process. The start time tells a process from a later one that reuses its pid."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
         return None
+
+
+def state(pid: int) -> str | None:
+    """The one-letter state (R, S, Z...) or None if there is no such process."""
+    found = stat(pid)
+    return found[0] if found else None
 
 
 def alive(pid: int) -> bool:

@@ -36,7 +36,7 @@ from functools import cache
 
 import rbd
 
-from ganeti_ceph import atomic, runner
+from ganeti_ceph import atomic, procs, runner
 from ganeti_ceph.errors import GanetiCephError, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.rbd import fencing
@@ -71,16 +71,6 @@ class Process:
         return cls(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) from /proc/<pid>/stat; None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _pidns() -> int:
     return os.stat("/proc/self/ns/pid").st_ino
 
@@ -94,8 +84,8 @@ def _boot() -> str:
 
 @cache
 def me() -> Process:
-    stat = _stat(os.getpid())
-    return Process(_boot(), _pidns(), os.getpid(), stat[1] if stat else 0)
+    found = procs.stat(os.getpid())
+    return Process(_boot(), _pidns(), os.getpid(), found[1] if found else 0)
 
 
 _uses = itertools.count()
@@ -107,8 +97,8 @@ def gone(p: Process) -> bool:
     judged."""
     if p.boot != _boot() or p.pidns != _pidns():
         return False
-    stat = _stat(p.pid)
-    return stat is None or stat[0] in ("Z", "X") or stat[1] != p.start
+    found = procs.stat(p.pid)
+    return found is None or found[0] in ("Z", "X") or found[1] != p.start
 
 
 def _dir(run_dir: str) -> str:
@@ -131,8 +121,7 @@ def recorded(run_dir: str, session: Session, fsid: str, pool: str, image: str) -
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        _drop(path)
 
 
 def release_dead(run_dir: str, session: Session, fsid: str) -> list[str]:
@@ -184,8 +173,8 @@ def _release(session: Session, record: dict[str, str]) -> None:
     """Blocklist the dead client's exact address, break its RBD lock on the recorded volume if it holds
     it, and give the OSD a moment (DROP_WAIT_S) to drop its watch there: the OSDs take the blocklist with
     their next map, milliseconds after the monitors answered. A watch the OSD registered for the dead
-    client after its connection had closed (its request still queued in a stopped OSD) does not go with
-    the blocklist, only with Ceph's watch timeout: remove.py waits that out, nobody else needs to."""
+    client after its connection had closed (Ceph 16, tracker.ceph.com/issues/58120) goes neither with
+    the blocklist nor with Ceph's watch timeout, only when its OSD re-peers: remove.py names that."""
     addr = record["addr"]
     fencing.release_client(session, addr)
     with session.ioctx(record["pool"]) as ioctx, session.errors(f"release {addr} on {record['image']}"):
