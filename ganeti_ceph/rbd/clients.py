@@ -43,7 +43,6 @@ from ganeti_ceph.rbd import fencing
 from ganeti_ceph.session import Session
 
 DIR = "clients"
-DROP_WAIT_S = 5.0  # the OSDs drop a blocklisted watch with their next map: usually milliseconds
 MAX_RELEASES = 2  # tried per call
 GIVE_UP_S = 86400.0  # a record that could not be released for this long is dropped, said
 
@@ -171,7 +170,7 @@ def release_dead(run_dir: str, session: Session, fsid: str) -> list[str]:
 
 def _release(session: Session, record: dict[str, str]) -> None:
     """Blocklist the dead client's exact address, break its RBD lock on the recorded volume if it holds
-    it, and give the OSD a moment (DROP_WAIT_S) to drop its watch there: the OSDs take the blocklist with
+    it, and give the OSD a moment (fencing.WATCH_DROP_S) to drop its watch there: the OSDs take the blocklist with
     their next map, milliseconds after the monitors answered. A watch the OSD registered for the dead
     client after its connection had closed (Ceph 16, tracker.ceph.com/issues/58120) goes neither with
     the blocklist nor with Ceph's watch timeout, only when its OSD re-peers: remove.py names that."""
@@ -186,7 +185,7 @@ def _release(session: Session, record: dict[str, str]) -> None:
             for owner in img.lock_get_owners():
                 if fencing.plain_addr(owner["owner"]) == addr:
                     img.lock_break(owner["mode"], owner["owner"])
-            runner.until(time.monotonic() + min(DROP_WAIT_S, session.cfg.timeouts.osd_op),
+            runner.until(fencing.watch_drop_deadline(session),
                          lambda: [w for w in img.watchers_list() if fencing.plain_addr(w["addr"]) == addr],
                          lambda left: not left)
 

@@ -16,12 +16,17 @@ that its watch and lock go at once instead of after Ceph's watch timeout.
 
 from __future__ import annotations
 
+import time
+
 from ganeti_ceph.session import Session
 
 FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted, not Ceph's default hour
 # A dead client's address is never used again; a week, not Ceph's default hour, because remove tells a
 # dead client's lasting watch (remove.py) from a live one by this entry.
 RELEASE_SECONDS = 7 * 86400.0
+# The OSDs drop a blocklisted client's watch with their next map, usually milliseconds after the monitors
+# answered; clients.py (after a release) and remove.py (before calling a watch lasting) wait this long.
+WATCH_DROP_S = 5.0
 
 
 def plain_addr(addr: str) -> str:
@@ -77,6 +82,11 @@ def release_client(session: Session, addr: str, seconds: float = RELEASE_SECONDS
     """Blocklist one dead client's exact address: the OSDs drop its watches at once. Never a
     node's `ip:0/0`: a caller passes only an address that clients.py proved dead."""
     session.mon_command("osd blocklist", blocklistop="add", addr=plain_addr(addr), expire=seconds)
+
+
+def watch_drop_deadline(session: Session) -> float:
+    """When to stop waiting for a blocklisted client's watch to go (monotonic), within the call's osd_op."""
+    return time.monotonic() + min(WATCH_DROP_S, session.cfg.timeouts.osd_op)
 
 
 def lift(session: Session, entry: str) -> None:

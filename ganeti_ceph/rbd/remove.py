@@ -20,8 +20,6 @@ from ganeti_ceph.rbd import fencing, snapshots
 from ganeti_ceph.rbd.volumes import META_ORIGIN, META_UUID, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.session import Session
 
-DEAD_WATCH_WAIT_S = 2.0  # a blocklisted client's watch goes with the OSDs' next map: milliseconds
-
 
 def remove(session: Session, pool: str, name: str, uuid: str | None = None) -> bool:
     """Remove the volume; True if removed, False if it was already gone.
@@ -75,7 +73,7 @@ def _refuse_while_watched(session: Session, img: rbd.Image, pool: str, name: str
     holders = watchers(session, img)
     dead = set(holders) & fencing.released_clients(session) if holders else set()
     if dead and not set(holders) - dead:
-        holders = runner.until(time.monotonic() + min(DEAD_WATCH_WAIT_S, session.cfg.timeouts.osd_op),
+        holders = runner.until(fencing.watch_drop_deadline(session),
                                lambda: watchers(session, img), lambda left: not left or set(left) - dead)
     live = [h for h in holders if h not in dead]
     if live:
