@@ -1,7 +1,7 @@
 """`gnt-storage`: our subcommands, and Ganeti's own ones handed over unchanged.
 
 Ganeti ships `gnt-storage` (3.0: diagnose, info); we add `local-cluster`,
-`init-distributed-storage`, `options` and `rbd-access`. Anything we do not own
+`init-distributed-storage`, `options`, `rbd-access` and `rbd-convert`. Anything we do not own
 is exec'd as Ganeti's command with the same arguments, so admins keep one
 command name; `--help` lists Ganeti's subcommands beside ours, read from
 Ganeti's own `--help` so they match the Ganeti installed. Where each sits:
@@ -22,7 +22,8 @@ from ganeti_ceph.errors import ArgumentParser, GanetiCephError, ToolFailed, Usag
 from gnt_storage.deploy import local, options
 
 PROG = "gnt-storage"
-OURS = ("local-cluster", "rbd-access", "init-distributed-storage", "remove-distributed-storage", "options")
+OURS = ("local-cluster", "rbd-access", "rbd-convert", "init-distributed-storage", "remove-distributed-storage",
+        "options")
 # Ganeti's own: moved aside by our package's dpkg-divert, else where Debian's Ganeti puts it.
 GANETI_CANDIDATES = ("/usr/sbin/gnt-storage.ganeti", "/usr/sbin/gnt-storage", "/usr/bin/gnt-storage")
 ENV_GANETI = "GANETI_CEPH_GANETI_GNT_STORAGE"
@@ -94,6 +95,10 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
     ra.add_argument("instance", help="the instance (stopped: gnt-instance shutdown INSTANCE)")
     ra.add_argument("mode", help="kernelspace or userspace")
     ra.add_argument("--dry-run", action="store_true", help="print the gnt-instance commands instead of running them")
+    rc = sub.add_parser("rbd-convert", help="take over an instance's disks made by GRNET's rbd provider, without "
+                        "copying (on the Ganeti master, instance stopped)")
+    rc.add_argument("instance", help="the instance (stopped: gnt-instance shutdown INSTANCE)")
+    rc.add_argument("--dry-run", action="store_true", help="print the gnt-instance commands instead of running them")
     return parser
 
 
@@ -134,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         from ganeti_ceph.rbd.service import VolumeService
 
         return VolumeService.switch_access(args.instance, args.mode, dry_run=args.dry_run)
+    if args.command == "rbd-convert":
+        from ganeti_ceph.rbd import convert
+
+        return convert.convert(args.instance, dry_run=args.dry_run)
     return 2
 
 

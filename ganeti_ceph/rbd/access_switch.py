@@ -75,31 +75,60 @@ def parse_instance(line: str, cfg: dict) -> Instance:
                     config_data.instance_disks(cfg, uuid, disk_uuids))
 
 
-def _esc(value: str) -> str:
+def esc(value: str) -> str:
     """Ganeti splits --disk values at commas; a backslash keeps one."""
     return re.sub(r"([\\,])", r"\\\1", value)
 
 
-def add_spec(disk: Disk, target: str) -> str:
+@dataclass(frozen=True)
+class Move:
+    """One disk to move without copying: a new disk of provider rbd, added at its index, adopts `pool`/`image`
+    (the image holding its data now), then its entry goes. `params` are the new disk's other provider
+    parameters; `again` is the command whose rerun resumes (rbd-access and rbd-convert share this)."""
+
+    disk: Disk
+    pool: str
+    image: str
+    access: str
+    params: dict[str, str]
+    again: str
+
+
+def access_move(disk: Disk, target: str, pool: str, instance: str = "") -> Move:
+    """The access switch's move: same image, same parameters but the access."""
+    params = {k: v for k, v in disk.params.items() if k not in NOT_CARRIED}
+    return Move(disk, pool, disk.volume, target, params, f"gnt-storage {COMMAND} {instance} {target}")
+
+
+def move_spec(m: Move) -> str:
     """--disk value that inserts the replacement at the disk's index, adopting its image."""
-    parts = [f"{disk.index}:add", f"size={disk.size_mib}M", f"provider={PROVIDER}", f"access={target}",
-             f"{ADOPT_PARAM}={disk.volume}"]
-    if disk.mode != "rw":
-        parts.append(f"mode={disk.mode}")
-    parts += [f"{k}={_esc(v)}" for k, v in sorted(disk.params.items()) if k not in NOT_CARRIED]
+    parts = [f"{m.disk.index}:add", f"size={m.disk.size_mib}M", f"provider={PROVIDER}", f"access={m.access}",
+             f"{ADOPT_PARAM}={m.image}"]
+    if m.disk.mode != "rw":
+        parts.append(f"mode={m.disk.mode}")
+    parts += [f"{k}={esc(v)}" for k, v in sorted(m.params.items())]
     return ",".join(parts)
+
+
+def add_spec(disk: Disk, target: str) -> str:
+    return move_spec(access_move(disk, target, ""))
 
 
 def modify(instance: str, spec: str) -> list[str]:
     return ["gnt-instance", "modify", "--disk", spec, instance]
 
 
-def commands(instance: str, disk: Disk, target: str) -> list[list[str]]:
-    """The gnt-instance calls that switch one disk; indices hold because each adds one and removes one."""
-    cmds = [modify(instance, add_spec(disk, target)), modify(instance, f"{disk.index + 1}:remove")]
+def move_commands(instance: str, m: Move) -> list[list[str]]:
+    """The gnt-instance calls that move one disk; indices hold because each adds one and removes one."""
+    disk = m.disk
+    cmds = [modify(instance, move_spec(m)), modify(instance, f"{disk.index + 1}:remove")]
     if disk.name:
-        cmds.append(modify(instance, f"{disk.index}:modify,name={_esc(disk.name)}"))
+        cmds.append(modify(instance, f"{disk.index}:modify,name={esc(disk.name)}"))
     return cmds
+
+
+def commands(instance: str, disk: Disk, target: str) -> list[list[str]]:
+    return move_commands(instance, access_move(disk, target, "", instance))
 
 
 class Ganeti:
@@ -226,10 +255,11 @@ def check_stopped(inst: Instance) -> None:
                       f"gnt-instance shutdown {name} first")
 
 
-def switch_disk(ganeti: Ganeti, images: CephImages, instance: str, disk: Disk, target: str) -> None:
-    add, remove, *rename = commands(instance, disk, target)
-    pool = disk.params.get("pool") or images.default_pool()
-    where = f"disk/{disk.index} ({pool}/{disk.volume}, {disk.size_mib} MiB)"
+def move_disk(ganeti: Ganeti, images: CephImages, instance: str, m: Move) -> None:
+    """Add, check the adoption, remove the old entry, restore the name (module docstring)."""
+    disk, pool, old = m.disk, m.pool, m.image
+    add, remove, *rename = move_commands(instance, m)
+    where = f"disk/{disk.index} ({pool}/{old}, {disk.size_mib} MiB)"
 
     def attempt(argv: list[str], finish: list[list[str]]) -> None:
         try:
@@ -237,34 +267,34 @@ def switch_disk(ganeti: Ganeti, images: CephImages, instance: str, disk: Disk, t
         except (GanetiCephError, KeyboardInterrupt) as exc:
             raise DiskFailed(_why(exc), "; ".join(shlex.join(a) for a in finish)) from exc
 
-    progress(f"{where}: {disk.access} -> {target}: adding the new disk at index {disk.index}, adopting the image")
+    progress(f"{where}: {disk.access} -> {m.access}: adding the new disk at index {disk.index}, adopting the image")
     try:
         ganeti.run(add)
     except (GanetiCephError, KeyboardInterrupt) as exc:
-        raise add_failed(images, instance, disk, pool, target, _why(exc)) from exc
+        raise add_failed(images, m, _why(exc)) from exc
     undo = modify(instance, f"{disk.index}:remove")
     try:
         disks = ganeti.instance(instance).disks
         moved = len(disks) > disk.index + 1 and disks[disk.index + 1].uuid == disk.uuid
         new = disks[disk.index].volume if moved else ""
-        adopted = moved and images.adopted_from(pool, new) == disk.volume  # the new image's own word
-        kept = moved and images.exists(pool, disk.volume)
+        adopted = moved and images.adopted_from(pool, new) == old  # the new image's own word
+        kept = moved and images.exists(pool, old)
         unproven = images.unproven_empty(pool, new) if moved and not adopted else None
     except (GanetiCephError, KeyboardInterrupt) as exc:
-        raise DiskFailed(_why(exc), f"if disk/{disk.index}'s image says it was adopted from {pool}/{disk.volume} "
-                         f"(rbd image-meta get {pool}/<its volume> {ADOPT_RECORD}) and {pool}/{disk.volume} is gone: "
+        raise DiskFailed(_why(exc), f"if disk/{disk.index}'s image says it was adopted from {pool}/{old} "
+                         f"(rbd image-meta get {pool}/<its volume> {ADOPT_RECORD}) and {pool}/{old} is gone: "
                          + "; ".join(shlex.join(a) for a in [remove, *rename])
                          + f"; if it has no such record and holds nothing: {shlex.join(undo)} (the new disk)") from exc
     if not moved:
         raise DiskFailed(f"after the add, disk/{disk.index + 1} is not the old disk (changed meanwhile?)",
                          f"check gnt-instance info {instance}")
     if not adopted:
-        not_adopted(ganeti, instance, disk, pool, new, kept, unproven, undo)
+        not_adopted(ganeti, instance, m, new, kept, unproven, undo)
     if kept:  # adopted, yet the old name still opens: its remove would reach what that name opens
-        raise DiskFailed(f"disk/{disk.index} ({pool}/{new}) holds the data, adopted from {pool}/{disk.volume}, but "
-                         f"the name {pool}/{disk.volume} still opens an image (a rename cut short, or a new image "
+        raise DiskFailed(f"disk/{disk.index} ({pool}/{new}) holds the data, adopted from {pool}/{old}, but "
+                         f"the name {pool}/{old} still opens an image (a rename cut short, or a new image "
                          f"made under that name); not removing disk/{disk.index + 1}, whose remove would go to it: "
-                         f"compare rbd info {pool}/{disk.volume} and {pool}/{new} and clear the stale name first",
+                         f"compare rbd info {pool}/{old} and {pool}/{new} and clear the stale name first",
                          "; ".join(shlex.join(a) for a in [remove, *rename]), rerun=True)
     progress(f"{where}: removing the old entry, now disk/{disk.index + 1} (the image is {disks[disk.index].volume})")
     attempt(remove, [remove, *rename])
@@ -273,18 +303,19 @@ def switch_disk(ganeti: Ganeti, images: CephImages, instance: str, disk: Disk, t
         attempt(rename[0], rename)
 
 
-def not_adopted(ganeti: Ganeti, instance: str, disk: Disk, pool: str, new: str, kept: bool, unproven: str | None,
+def not_adopted(ganeti: Ganeti, instance: str, m: Move, new: str, kept: bool, unproven: str | None,
                 undo: list[str]) -> None:
     """The add made disk/N, but its image records no adoption of the old one: take disk/N out again only when
     its image is provably new and empty (then Ganeti dropped the parameter and nothing is lost), and only while
     the old image is still there; else stop with both disks as they are."""
+    disk, pool = m.disk, m.pool
     where = f"disk/{disk.index} ({pool}/{new})"
     if not kept or unproven:
-        state = f"image {pool}/{disk.volume} is gone" if not kept else f"{where} {unproven}"
-        raise DiskFailed(f"the add's {where} records no adoption of {pool}/{disk.volume} and {state}: removing "
+        state = f"image {pool}/{m.image} is gone" if not kept else f"{where} {unproven}"
+        raise DiskFailed(f"the add's {where} records no adoption of {pool}/{m.image} and {state}: removing "
                          f"nothing; find where the data is (rbd ls {pool}, rbd image-meta list) before changing "
                          "either disk", f"check gnt-instance info {instance}", rerun=False)
-    progress(f"{where}: image {pool}/{disk.volume} was not adopted; removing the new, empty disk again")
+    progress(f"{where}: image {pool}/{m.image} was not adopted; removing the new, empty disk again")
     why = f"Ganeti did not hand {ADOPT_PARAM}= to the provider, which created a new, empty image instead"
     try:
         ganeti.run(undo)
@@ -293,21 +324,21 @@ def not_adopted(ganeti: Ganeti, instance: str, disk: Disk, pool: str, new: str, 
     raise DiskFailed(f"{why} (removed again); the rbd provider on the nodes must take {ADOPT_PARAM}=", rerun=False)
 
 
-def add_failed(images: CephImages, instance: str, disk: Disk, pool: str, target: str, cause: str) -> DiskFailed:
+def add_failed(images: CephImages, m: Move, cause: str) -> DiskFailed:
     """What a failed add left: the image untouched, or renamed by an adopt that stopped (a new run completes
     it: the provider finds the image by its record), or gone (the add may have gone through after all)."""
-    rerun = f"gnt-storage {COMMAND} {instance} {target}"
+    pool, old, rerun = m.pool, m.image, m.again
     try:
-        if images.exists(pool, disk.volume):
+        if images.exists(pool, old):
             return DiskFailed(cause)
-        moved = images.interrupted(pool, disk.volume)
+        moved = images.interrupted(pool, old)
     except GanetiCephError as exc:
-        return DiskFailed(f"{cause}; looking for image {pool}/{disk.volume} failed too: {exc.message}; once Ceph "
+        return DiskFailed(f"{cause}; looking for image {pool}/{old} failed too: {exc.message}; once Ceph "
                           "answers, a new run resumes or says what is left", rerun, rerun=False)
     if moved:
-        return DiskFailed(f"{cause}; the adoption stopped halfway: image {pool}/{disk.volume} is now {pool}/{moved}, "
+        return DiskFailed(f"{cause}; the adoption stopped halfway: image {pool}/{old} is now {pool}/{moved}, "
                           "which a new run completes", rerun, rerun=False)
-    return DiskFailed(f"{cause}; image {pool}/{disk.volume} is no longer there (a Ganeti job may still run: wait "
+    return DiskFailed(f"{cause}; image {pool}/{old} is no longer there (a Ganeti job may still run: wait "
                       "for it, gnt-job list); a new run resumes or says what is left", rerun, rerun=False)
 
 
@@ -344,11 +375,7 @@ def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None 
         return 0
     if target == "userspace" and inst.hypervisor != "kvm":
         raise Refused(f"userspace access needs the kvm hypervisor; instance {inst.name} uses {inst.hypervisor}")
-    wipe = ganeti.wipes_new_disks()
-    if wipe is not False:
-        raise Refused("Ganeti's prealloc_wipe_disks is on and would zero each adopted image right after its add; "
-                      f"turn it off ({prealloc_wipe.OFF}), switch, then turn it on again" if wipe else
-                      "cannot read prealloc_wipe_disks from Ganeti's config.data (it would zero the adopted images)")
+    check_wipe(ganeti)
     images = images or CephImages()
     try:
         for d in rbd:  # also those already in `target`: a start would fail on a disk without image
@@ -359,32 +386,49 @@ def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None 
                     raise Refused(why)
                 progress(f"disk/{d.index}: image {pool}/{d.volume} was left halfway by an interrupted adoption; "
                          "its add resumes it")
-        # A stopped instance may still have its disks mapped (after gnt-instance add --no-start or
-        # activate-disks); the mapping would be a watcher, and the provider refuses to adopt a watched image.
-        deactivate = ["gnt-instance", "deactivate-disks", inst.name]
-        if dry_run:
-            plan = [deactivate, *(argv for d in todo for argv in commands(inst.name, d, target))]
-            print("\n".join(map(shlex.join, plan)))
-            return 0
-        progress(f"deactivating the disks of {inst.name}, in case they are still mapped")
-        ganeti.run(deactivate)
-        done: list[Disk] = []
-        for d in todo:
-            try:
-                switch_disk(ganeti, images, inst.name, d, target)
-            except DiskFailed as exc:
-                raise GanetiFailed(failure_message(inst.name, target, done, d, exc)) from exc
-            done.append(d)
-            progress(f"disk/{d.index} now uses {target}")
+        moves = [access_move(d, target, d.params.get("pool") or images.default_pool(), inst.name) for d in todo]
+        done = execute(ganeti, images, inst.name, moves, f"switched to {target}", dry_run)
     finally:
         images.close()
-    print(f"{inst.name}: {', '.join(f'disk/{d.index}' for d in done)} switched to {target}")
+    if done is not None:
+        print(f"{inst.name}: {', '.join(f'disk/{d.index}' for d in done)} switched to {target}")
     return 0
 
 
-def failure_message(instance: str, target: str, done: list[Disk], failed: Disk, exc: DiskFailed) -> str:
-    """Exactly what was switched, what broke, and the commands that finish the job."""
+def check_wipe(ganeti: Ganeti) -> None:
+    wipe = ganeti.wipes_new_disks()
+    if wipe is not False:
+        raise Refused("Ganeti's prealloc_wipe_disks is on and would zero each adopted image right after its add; "
+                      f"turn it off ({prealloc_wipe.OFF}), run this, then turn it on again" if wipe else
+                      "cannot read prealloc_wipe_disks from Ganeti's config.data (it would zero the adopted images)")
+
+
+def execute(ganeti: Ganeti, images: CephImages, instance: str, moves: list[Move], what: str,
+            dry_run: bool) -> list[Disk] | None:
+    """Run the moves in index order (None: dry run, the commands printed); stop at the first failure, saying
+    what was `what` (e.g. "switched to userspace") and what finishes the job."""
+    # A stopped instance may still have its disks mapped (after gnt-instance add --no-start or
+    # activate-disks); the mapping would be a watcher, and the provider refuses to adopt a watched image.
+    deactivate = ["gnt-instance", "deactivate-disks", instance]
+    if dry_run:
+        print("\n".join(map(shlex.join, [deactivate, *(argv for m in moves for argv in move_commands(instance, m))])))
+        return None
+    progress(f"deactivating the disks of {instance}, in case they are still mapped")
+    ganeti.run(deactivate)
+    done: list[Disk] = []
+    for m in moves:
+        try:
+            move_disk(ganeti, images, instance, m)
+        except DiskFailed as exc:
+            raise GanetiFailed(failure_message(instance, what, done, m, exc)) from exc
+        done.append(m.disk)
+        progress(f"disk/{m.disk.index}: {what}")
+    return done
+
+
+def failure_message(instance: str, what: str, done: list[Disk], failed: Move, exc: DiskFailed) -> str:
+    """Exactly what was done, what broke, and the commands that finish the job."""
     switched = ", ".join(f"disk/{d.index}" for d in done) or "none"
-    text = f"{instance}: switched to {target}: {switched}; disk/{failed.index} failed: {exc.cause}; "
+    text = f"{instance}: {what}: {switched}; disk/{failed.disk.index} failed: {exc.cause}; "
     text += f"to finish it run: {exc.finish}" if exc.finish else "nothing changed for it"
-    return text + (f"; then run: gnt-storage rbd-access {instance} {target}" if exc.rerun else "")
+    return text + (f"; then run: {failed.again}" if exc.rerun else "")

@@ -1,0 +1,124 @@
+"""gnt-storage rbd-convert without Ganeti: translating GRNET's parameters, and the conversion against the fakes of
+the access switch's tests (the same add/adopt/remove steps)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ganeti_ceph.rbd import convert as cv
+from ganeti_ceph.rbd.access_switch import Disk, GanetiFailed, Refused
+from tests.unit.test_access_switch import FakeGaneti, FakeImages, disk
+
+
+def grnet(index: int, name: str | None = "vm-disk0", **params: str) -> Disk:
+    """A disk GRNET's provider made: its image is named after the disk, its VOL_NAME image never existed."""
+    return Disk(index=index, uuid=f"g{index}", dev_type="ext", size_mib=256, mode="rw", name=name,
+                volume=f"g{index}.ext.disk{index}", params={"provider": "rbd", **params},
+                access=params.get("access", "kernelspace"))
+
+
+def bed(*disks: Disk, images: set[str], **kw: object) -> tuple[FakeGaneti, FakeImages]:
+    imgs = FakeImages(images)
+    return FakeGaneti(list(disks), imgs, **kw), imgs  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({}, ("rbd", "kernelspace")),
+    ({"rbd_pool": "vms", "userspace_only": "Yes"}, ("vms", "userspace")),
+    ({"userspace_only": "no", "access": "userspace"}, ("rbd", "userspace")),
+    ({"cephx_id": "synnefo", "cephx_keyring": "/etc/ceph/k", "image_format": "2", "image_features": "3",
+      "stripe_unit": "4096", "stripe_count": "2", "reuse_data": "true", "origin": "snap"}, ("rbd", "kernelspace")),
+])
+def test_grnet_parameters_translate(params: dict, expected: tuple[str, str]) -> None:
+    src = cv.grnet_source(grnet(0, **params))
+    assert (src.pool, src.access) == expected and src.image == "vm-disk0"
+
+
+@pytest.mark.parametrize(("d", "match"), [
+    (grnet(0, rbd_pool="rbd", color="red"), r"parameter\(s\) color are neither"),
+    (grnet(0, name=None, rbd_pool="rbd"), "has no name"),
+    (grnet(0, name="Disk_0", rbd_pool="rbd"), "invalid image name 'Disk_0'"),
+    (grnet(0, rbd_pool="bad/pool"), "invalid pool name"),
+])
+def test_grnet_parameters_refused(d: Disk, match: str) -> None:
+    with pytest.raises(Refused, match=match):
+        cv.grnet_source(d)
+
+
+def test_converts_grnet_disks_and_leaves_ours(capsys: pytest.CaptureFixture[str]) -> None:
+    g, images = bed(grnet(0, rbd_pool="rbd", userspace_only="true", cephx_id="x"), disk(1),
+                      grnet(2, name="vm-disk2"), images={"vm-disk0", "v1", "vm-disk2"})
+    assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=vm-disk0,pool=rbd", "1:remove",
+                       "0:modify,name=vm-disk0",
+                       "2:add,size=256M,provider=rbd,access=kernelspace,adopt_image=vm-disk2,pool=rbd", "3:remove",
+                       "2:modify,name=vm-disk2"]
+    assert [(d.name, d.access, d.volume, d.params) for d in g.disks] == [
+        ("vm-disk0", "userspace", "v100", {"provider": "rbd", "access": "userspace", "pool": "rbd"}),
+        (None, "kernelspace", "v1", {"provider": "rbd"}),
+        ("vm-disk2", "kernelspace", "v101", {"provider": "rbd", "access": "kernelspace", "pool": "rbd"})]
+    assert images.names == {"v100", "v1", "v101"} and images.records["v100"]["from"] == "vm-disk0"
+    assert capsys.readouterr().out == "vm: disk/0, disk/2 converted to the rbd provider\n"
+    assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert "nothing to do" in capsys.readouterr().out and len(g.calls) == 6
+
+
+def test_dry_run_prints_and_changes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    g, images = bed(grnet(0, rbd_pool="rbd"), images={"vm-disk0"})
+    assert cv.convert("vm", dry_run=True, ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert g.calls == [] and not g.deactivated and images.names == {"vm-disk0"}
+    assert capsys.readouterr().out.splitlines() == [
+        "gnt-instance deactivate-disks vm",
+        "gnt-instance modify --disk 0:add,size=256M,provider=rbd,access=kernelspace,adopt_image=vm-disk0,pool=rbd vm",
+        "gnt-instance modify --disk 1:remove vm", "gnt-instance modify --disk 0:modify,name=vm-disk0 vm"]
+
+
+@pytest.mark.parametrize(("disks", "images", "kw", "match"), [
+    ([grnet(0, rbd_pool="rbd")], {"vm-disk0"}, {"running": True}, "is running: stop it first"),
+    ([grnet(0, rbd_pool="rbd")], {"vm-disk0"}, {"wipe": True}, "prealloc_wipe_disks is on"),
+    ([replace(disk(0), dev_type="rbd", params={})], {"v0"}, {}, "uses Ganeti's rbd template"),
+    ([replace(disk(0), dev_type="plain", params={})], {"v0"}, {}, "is a plain disk"),
+    ([replace(disk(0), params={"provider": "other"})], {"v0"}, {}, "is a ext disk of provider other"),
+    ([grnet(0, rbd_pool="rbd")], set(), {}, "image rbd/vm-disk0 does not exist and no adoption of it"),
+    ([grnet(0)], set(), {}, "image rbd/g0.ext.disk0 does not exist, and the disk is not one of GRNET's"),
+])
+def test_refusals_change_nothing(disks: list[Disk], images: set[str], kw: dict, match: str) -> None:
+    g, imgs = bed(*disks, images=images, **kw)
+    with pytest.raises(Refused, match=match):
+        cv.convert("vm", ganeti=g, images=imgs)  # type: ignore[arg-type]
+    assert g.calls == [] and not g.deactivated and imgs.names == images
+
+
+def test_a_grnet_disk_without_parameters_is_told_apart_in_ceph() -> None:
+    g, images = bed(grnet(0), images={"vm-disk0"})
+    assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert [(d.name, d.volume) for d in g.disks] == [("vm-disk0", "v100")]
+
+
+def test_a_run_killed_after_its_add_is_finished_by_a_rerun() -> None:
+    g, images = bed(grnet(0, rbd_pool="rbd"), images={"vm-disk0"})
+    g.fail = "1:remove"
+    with pytest.raises(GanetiFailed, match=r"converted: none; disk/0 failed: 1:remove failed: boom; to finish it run: "
+                                           r"gnt-instance modify --disk 1:remove vm; .*then run: gnt-storage "
+                                           r"rbd-convert vm$"):
+        cv.convert("vm", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert [d.volume for d in g.disks] == ["v100", "g0.ext.disk0"]
+    g.fail = ""
+    with pytest.raises(Refused, match="interrupted run; a run without --dry-run removes it"):
+        cv.convert("vm", dry_run=True, ganeti=g, images=images)  # type: ignore[arg-type]
+    assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert [(d.name, d.volume) for d in g.disks] == [("vm-disk0", "v100")] and images.names == {"v100"}
+    assert g.calls[-2:] == ["1:remove", "0:modify,name=vm-disk0"]
+
+
+def test_an_adoption_stopped_after_its_rename_is_resumed() -> None:
+    g, images = bed(grnet(0, rbd_pool="rbd"), images={"vm-disk0"}, fail="0:add", halfway=True)
+    with pytest.raises(GanetiFailed, match=r"image rbd/vm-disk0 is now rbd/v100, which a new run completes; to "
+                                           r"finish it run: gnt-storage rbd-convert vm$"):
+        cv.convert("vm", ganeti=g, images=images)  # type: ignore[arg-type]
+    g.fail = ""
+    assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert [(d.name, d.volume) for d in g.disks] == [("vm-disk0", "v101")] and images.names == {"v101"}
+    assert images.records["v101"] == {"from": "vm-disk0", "to": "v101", "done": True}
