@@ -1,7 +1,8 @@
 """`gnt-storage init-distributed-storage` on a 3-node Ganeti group vs the same cluster brought up by hand.
 
-One 3-node Ganeti test bed without Ceph (testbed/, bed id 3 on 198.18.3.0/24,
-so it never meets the other beds on this machine), shared by the runs. Each
+One 3-node Ganeti test bed without Ceph (testbed/, bed id $GANETI_TESTBED_ID on
+$GANETI_TESTBED_NET.0/24, else 3 on 198.18.3.0/24, so it never meets the other
+beds on this machine), shared by the runs. Each
 node gets a sparse 10 GiB file /srv/osd0.img as its OSD device. Every sample
 starts from scratch: daemons killed, Ceph's files, our state and the group
 tags removed, the OSD file re-created (untimed).
@@ -35,9 +36,11 @@ from gnt_storage.deploy.cephconf import render_conf
 from gnt_storage.deploy.options import StorageOptions
 
 TB_DIR = os.path.join(SCRATCH, "distributed-testbed")
-BED_ENV = {"GANETI_TESTBED_ID": "3", "GANETI_TESTBED_NET": "198.18.3"}  # never the ids/nets of the other beds
+# The bed's id and network: those given (GANETI_TESTBED_ID, GANETI_TESTBED_NET), else 3 on 198.18.3.0/24.
+BED_ENV = {"GANETI_TESTBED_ID": os.environ.get("GANETI_TESTBED_ID", "3"),
+           "GANETI_TESTBED_NET": os.environ.get("GANETI_TESTBED_NET", "198.18.3")}
 NODES = [f"node{i}.gcb.test" for i in range(3)]
-ADDRS = {n: f"198.18.3.{10 + i}" for i, n in enumerate(NODES)}
+ADDRS = {n: f"{BED_ENV['GANETI_TESTBED_NET']}.{10 + i}" for i, n in enumerate(NODES)}
 DISK = "/srv/osd0.img"
 GROUP = "default"
 INIT = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", GNT_STORAGE,

@@ -28,8 +28,10 @@ from ganeti_ceph import procs  # noqa: E402
 
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 GNT_STORAGE = os.path.join(VENV_BIN, "gnt-storage")
-SCRATCH = "/tmp/ganeti-ceph-bench"
-PORT_BASE = 14300  # tests use 13300; each cluster slot takes 100 ports
+# Beside the test bed's dir and 1000 ports above the tests' cluster port, so that runs given other
+# GANETI_TESTBED_DIR / GANETI_CEPH_TEST_PORT values never meet (defaults: /tmp/ganeti-ceph-bench, 14300).
+SCRATCH = os.environ.get("GANETI_TESTBED_DIR", "/tmp/ganeti-ceph").rstrip("/") + "-bench"
+PORT_BASE = int(os.environ.get("GANETI_CEPH_TEST_PORT", "13300")) + 1000  # each cluster slot takes 100 ports
 PORT_SPAN = 100
 SHARED_PORT_BASE = PORT_BASE + 10 * PORT_SPAN  # slots that live across benches: their own ports
 

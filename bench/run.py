@@ -74,6 +74,9 @@ import ganeti_add  # noqa: E402, F401
 import provider  # noqa: E402, F401
 
 # isort: split
+import packaged  # noqa: E402, F401  (after provider: it uses the same cluster)
+
+# isort: split
 # Last: its 3-node test bed, shared by its two benches, stays up until the run ends.
 import distributed  # noqa: E402, F401
 
