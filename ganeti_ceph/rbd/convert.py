@@ -111,7 +111,8 @@ def check_kinds(inst: Instance) -> None:
                           "turn into ext disks without copying the data (see doc/convert.md); rbd-convert takes only "
                           "GRNET's rbd provider's disks")
         if not d.is_rbd:
-            raise Refused(f"disk/{d.index} of {inst.name} is a {d.dev_type} disk"
+            raise Refused(f"disk/{d.index} of {inst.name} is {'an' if d.dev_type[0] in 'aeiou' else 'a'} "
+                          f"{d.dev_type} disk"
                           + (f" of provider {d.params.get('provider')}" if d.dev_type == "ext" else "")
                           + "; rbd-convert takes only GRNET's rbd provider's disks")
 

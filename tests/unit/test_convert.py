@@ -80,7 +80,7 @@ def test_dry_run_prints_and_changes_nothing(capsys: pytest.CaptureFixture[str]) 
     ([grnet(0, rbd_pool="rbd")], {"vm-disk0"}, {"wipe": True}, "prealloc_wipe_disks is on"),
     ([replace(disk(0), dev_type="rbd", params={})], {"v0"}, {}, "uses Ganeti's rbd template"),
     ([replace(disk(0), dev_type="plain", params={})], {"v0"}, {}, "is a plain disk"),
-    ([replace(disk(0), params={"provider": "other"})], {"v0"}, {}, "is a ext disk of provider other"),
+    ([replace(disk(0), params={"provider": "other"})], {"v0"}, {}, "is an ext disk of provider other"),
     ([grnet(0, rbd_pool="rbd")], set(), {}, "image rbd/vm-disk0 does not exist and no adoption of it"),
     ([grnet(0)], set(), {}, "image rbd/g0.ext.disk0 does not exist, and the disk is not one of GRNET's"),
 ])
@@ -122,3 +122,14 @@ def test_an_adoption_stopped_after_its_rename_is_resumed() -> None:
     assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
     assert [(d.name, d.volume) for d in g.disks] == [("vm-disk0", "v101")] and images.names == {"v101"}
     assert images.records["v101"] == {"from": "vm-disk0", "to": "v101", "done": True}
+
+
+def test_cli_dispatches_rbd_convert(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gnt_storage import cli
+
+    assert "rbd-convert" in cli.OURS
+    args = cli.build_parser().parse_args(["rbd-convert", "vm", "--dry-run"])
+    assert (args.instance, args.dry_run) == ("vm", True)
+    seen: list[tuple] = []
+    monkeypatch.setattr(cv, "convert", lambda name, dry_run=False: seen.append((name, dry_run)) or 0)
+    assert cli.main(["rbd-convert", "vm"]) == 0 and seen == [("vm", False)]
