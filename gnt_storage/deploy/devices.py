@@ -22,6 +22,7 @@ DISK_DIR = "/dev/disk"
 STABLE_DIRS = ("by-id", "by-path", "by-partuuid")  # udev's names that a reboot does not renumber
 LOOP_MAJOR = 7
 MIN_DEVICE_BYTES = 2 * 1024**3
+MIN_DB_WAL_BYTES = 96 * 1024**2  # Ceph's own default WAL size (bluestore_block_wal_size)
 PROBE_TIMEOUT = 30.0
 ENV = runner.clean_env(runner.SYSTEM_PATH)
 TOOL_ENV = runner.clean_env(runner.SYSTEM_PATH, HOME="/root")  # Ceph tools want a HOME
@@ -68,6 +69,33 @@ def stable_name(dev: str, disk_dir: str = DISK_DIR) -> str | None:
 def read_head(path: str) -> bytes:
     with open(path, "rb") as fh:
         return fh.read(4096)
+
+
+def zero_head(dev: str, osd_uuid: str) -> None:
+    """Forget a store of ours (its bluestore label and bluefs superblock), nothing else.
+
+    `dev` may be a link (a /dev/disk/by-* name): it is resolved once, and the write goes only to the
+    device that was resolved (same rdev, or inode for a file, on the open descriptor) and whose head,
+    read through that descriptor, still holds the label naming `osd_uuid`. O_EXCL: a block device
+    that something holds open fails.
+    """
+    real = os.path.realpath(dev)
+    checked = os.stat(real)
+    fd = os.open(real, os.O_RDWR | os.O_EXCL)
+    try:
+        st = os.fstat(fd)
+        same = (st.st_rdev == checked.st_rdev if stat.S_ISBLK(st.st_mode)
+                else (st.st_dev, st.st_ino) == (checked.st_dev, checked.st_ino))
+        if not same or stat.S_ISBLK(st.st_mode) != stat.S_ISBLK(checked.st_mode):
+            raise GanetiCephError(f"{dev} changed while it was being zeroed ({real}); nothing was written")
+        found = label_uuid(os.pread(fd, 4096, 0))
+        if found != osd_uuid:
+            raise GanetiCephError(f"{dev} ({real}) no longer holds the label of OSD {osd_uuid} (it holds "
+                                  f"{found or 'no label'}); nothing was written")
+        os.pwrite(fd, b"\0" * 65536, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_label(dev: str) -> dict[str, str]:
@@ -180,8 +208,9 @@ def in_use(path: str, st: os.stat_result) -> str | None:
     return None
 
 
-def device_state(path: str, osd_uuid: str) -> str:
-    """"empty", "ours" (holds this OSD) or why it cannot be used; never writes."""
+def device_state(path: str, osd_uuid: str, min_bytes: int = MIN_DEVICE_BYTES) -> str:
+    """"empty", "ours" (holds this OSD) or why it cannot be used; never writes. `min_bytes`: an OSD's data
+    device needs more than its DB or WAL device."""
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -197,8 +226,8 @@ def device_state(path: str, osd_uuid: str) -> str:
     found = label_uuid(head)
     if found is not None:
         return "ours" if found == osd_uuid else f"not usable: holds another OSD ({found})"
-    if size < MIN_DEVICE_BYTES:
-        return f"not usable: {size // 1024**2} MiB, an OSD needs at least {MIN_DEVICE_BYTES // 1024**3} GiB"
+    if size < min_bytes:
+        return f"not usable: {size // 1024**2} MiB, it needs at least {min_bytes // 1024**2} MiB"
     busy = in_use(path, st)
     if busy:
         return busy

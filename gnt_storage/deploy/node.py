@@ -27,7 +27,7 @@ from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError, run_main
 from gnt_storage.deploy import bootstrap, daemons, volume
 from gnt_storage.deploy.daemons import Daemon
-from gnt_storage.deploy.devices import TOOL_ENV, device_state, read_label
+from gnt_storage.deploy.devices import TOOL_ENV, device_state, read_label, zero_head
 
 CONF = "/etc/ceph/ceph.conf"
 KRBD_BESIDE_OSDS = ("krbd",)  # mappers a node running OSDs does not default to
@@ -159,16 +159,6 @@ def _refusal(osd: dict[str, Any], state: str) -> GanetiCephError:
         "device" if state == "ours" else ""))
 
 
-def _zero_head(dev: str) -> None:
-    """Forget an unfinished store of ours that never booted (its label), nothing else."""
-    fd = os.open(dev, os.O_WRONLY | os.O_EXCL | os.O_NOFOLLOW)  # O_EXCL: a block device in use fails
-    try:
-        os.write(fd, b"\0" * 65536)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def volume_osd(osd: dict[str, Any], user: str, records: dict[str, Any]) -> str:
     """An OSD on a block device, through ceph-volume: prepared once the mons run (it registers the
     OSD), adopted (activated, never re-made) when the device holds a finished store of this cluster's osd.N."""
@@ -181,10 +171,7 @@ def volume_osd(osd: dict[str, Any], user: str, records: dict[str, Any]) -> str:
     if plan == "pending" or osd.get("up_from") is None:
         return "pending"  # ceph-volume asks the mons for the OSD's id and the monmap
     if plan == "redo":  # our prepare never finished and the osdmap says it never booted: nothing was stored
-        for key in ("db", "wal", "dev"):  # state() proved the DB/WAL labels name this OSD's uuid
-            if osd.get(key):
-                _zero_head(osd[key])
-        volume.purge_new(osd["id"])
+        volume.forget_unfinished(osd)
     if plan != "adopt":  # links and keyring of an unfinished try, no data: ceph-volume refuses to link over them
         shutil.rmtree(data_dir("osd", osd["id"]), ignore_errors=True)
     records[osd["id"]] = {"volume": True, "stable": osd["stable"]}
@@ -220,7 +207,7 @@ def mkfs_osd(osd: dict[str, Any], user: str, records: dict[str, Any] | None = No
         return f"osd.{osd['id']} adopted from {osd['dev']} (its finished store kept)"
     uid, gid = ids(user)
     if plan == "redo":  # our own mkfs never finished and the osdmap says it never booted: nothing was stored
-        _zero_head(osd["dev"])
+        zero_head(osd["dev"], osd["uuid"])
     shutil.rmtree(d, ignore_errors=True)
     make_dir(d, 0o750, user)
     os.symlink(osd["dev"], os.path.join(d, "block"))

@@ -142,18 +142,18 @@ def remove(group: str, ganeti: Ganeti | None = None, settings: SshSettings | Non
 def purge_node(req: dict[str, Any]) -> dict[str, Any]:
     """Stop our daemons, zero our OSD devices (proven ours by their label), remove our dirs and files."""
     from gnt_storage.deploy import node
-    from gnt_storage.deploy.devices import device_state
+    from gnt_storage.deploy.devices import device_state, zero_head
 
     changed = [f"stopped {', '.join(s)}" for s in [node.stop(req)["changed"]] if s]
     for osd in req["osds"]:
-        dev = osd["dev"]
+        dev = volume.data_device(osd)
         if not os.path.exists(dev):
             continue
         st = device_state(dev, osd["uuid"])
         if st != "ours":
             changed.append(f"{dev} left as is ({st}, not osd.{osd['id']} of this cluster)")
             continue
-        node._zero_head(dev)  # the label and bluefs superblock; O_EXCL: a device in use fails
+        zero_head(dev, osd["uuid"])  # the label and bluefs superblock; O_EXCL: a device in use fails
         changed.append(f"osd.{osd['id']}'s label on {dev} zeroed")
     for d in req["dirs"]:
         if os.path.isdir(d):

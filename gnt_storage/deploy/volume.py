@@ -82,9 +82,18 @@ def dropin(osd: dict[str, Any]) -> str:
     return f"# written by gnt-storage: ceph-volume raw has no boot unit of its own\n[Service]\nExecStartPre=+{line}\n"
 
 
+def data_device(osd: dict[str, Any]) -> str:
+    """The OSD's data device: the stable name recorded at prepare (a renumbered sdX follows it), else the
+    name given at init (pure)."""
+    return osd.get("stable", {}).get("dev") or osd["dev"]
+
+
 def is_volume(osd: dict[str, Any]) -> bool:
-    """A block device is made with ceph-volume; a file (test beds, local-cluster) with ceph-osd --mkfs."""
-    return devices.is_block(osd.get("stable", {}).get("dev") or osd["dev"])
+    """A block device is made with ceph-volume; a file (test beds, local-cluster) with ceph-osd --mkfs.
+    What the state recorded wins over a probe."""
+    if "volume" in osd:  # recorded once the node made it: never re-probed (a missing link is no file OSD)
+        return bool(osd["volume"])
+    return devices.is_block(data_device(osd))
 
 
 def with_stable_names(osd: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +121,8 @@ def state(osd: dict[str, Any]) -> str:
     parts = [(key, osd[key]) for key in ("db", "wal") if osd.get(key)]
     if devices.label_uuid(head) is None:
         for key, dev in [("data", osd["dev"]), *parts]:
-            found = devices.device_state(dev, "")
+            least = devices.MIN_DEVICE_BYTES if key == "data" else devices.MIN_DB_WAL_BYTES
+            found = devices.device_state(dev, "", least)
             if found != "empty":
                 return found if key == "data" else f"not usable: its {key} device {dev} is {found}"
         return "empty"
@@ -127,8 +137,13 @@ def state(osd: dict[str, Any]) -> str:
             found = devices.label_uuid(devices.read_head(dev))
         except OSError as exc:
             return f"not usable: its {key} device {dev}: {(exc.strerror or str(exc)).lower()}"
-        if found != label.get("osd_uuid"):
-            return f"not usable: its {key} device {dev} is not this OSD's {key} (it holds {found or 'no label'})"
+        if found == label.get("osd_uuid"):
+            continue
+        # a prepare stopped before it labelled the DB/WAL, or a redo after it zeroed them: proven empty
+        if found is None and label.get("mkfs_done") != "yes" and devices.device_state(
+                dev, "", devices.MIN_DB_WAL_BYTES) == "empty":
+            continue
+        return f"not usable: its {key} device {dev} is not this OSD's {key} (it holds {found or 'no label'})"
     return "ours"
 
 
@@ -160,6 +175,21 @@ def purge_new(osd_id: str) -> None:
     runner.run(["ceph", "--name", "client.bootstrap-osd", "--keyring", BOOTSTRAP_KEYRING, "--connect-timeout",
                 "30", "osd", "purge-new", f"osd.{osd_id}", "--yes-i-really-mean-it"],
                f"unregister osd.{osd_id} that never booted", 60, env=TOOL_ENV)
+
+
+def forget_unfinished(osd: dict[str, Any]) -> None:
+    """Undo a `prepare` that never finished (the osdmap says osd.N never booted), resumably.
+
+    Its registration goes first: the mon refuses purge-new for an OSD that ever booted, so that is also
+    the proof before anything is destroyed, and a run stopped after it finds the OSD gone (purge-new of
+    an OSD that does not exist succeeds). Then the DB and WAL labels, the data label last: a run
+    stopped in between finds the data label unfinished and its DB/WAL unlabelled, which state() accepts.
+    """
+    uuid = devices.label_uuid(devices.read_head(osd["dev"])) or ""
+    purge_new(osd["id"])
+    for key in ("db", "wal", "dev"):
+        if osd.get(key) and devices.label_uuid(devices.read_head(osd[key])) == uuid:
+            devices.zero_head(osd[key], uuid)
 
 
 def activate(osd: dict[str, Any]) -> None:
