@@ -226,6 +226,18 @@ class CephImages:
 
         return self._record(pool, image, volumes.unproven_empty)  # type: ignore[return-value]
 
+    def watchers(self, pool: str, image: str) -> list[str]:
+        """Who watches `image` (a mapping, a VM): an adopt of it would be refused."""
+        from ganeti_ceph.rbd import volumes
+
+        def lookup(session: Session, ioctx: object, name: str) -> list[str]:
+            import rbd
+
+            with session.errors(f"open image {pool}/{name}"), rbd.Image(ioctx, name, read_only=True) as img:
+                return volumes.watchers(session, img)
+
+        return self._record(pool, image, lookup)  # type: ignore[return-value]
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()

@@ -170,10 +170,15 @@ def convert(name: str, dry_run: bool = False, ganeti: Ganeti | None = None, imag
             src = classify(images, d)
             if src is None:
                 continue
-            if not images.exists(src.pool, src.image):
-                if not images.interrupted(src.pool, src.image):
-                    raise Refused(f"disk/{d.index}: image {src.pool}/{src.image} does not exist and no adoption of it "
-                                  "was found; find its data first (rbd ls, rbd trash ls), change nothing until then")
+            if images.exists(src.pool, src.image):
+                if watched := images.watchers(src.pool, src.image):
+                    raise Refused(f"disk/{d.index}: image {src.pool}/{src.image} is in use (watched by "
+                                  f"{', '.join(watched)}): GRNET's provider may still map it (rbd showmapped, then "
+                                  "rbd unmap on that node), or something else opened it; nothing changed")
+            elif not images.interrupted(src.pool, src.image):
+                raise Refused(f"disk/{d.index}: image {src.pool}/{src.image} does not exist and no adoption of it "
+                              "was found; find its data first (rbd ls, rbd trash ls), change nothing until then")
+            else:
                 progress(f"disk/{d.index}: image {src.pool}/{src.image} was left halfway by an interrupted "
                          "adoption; its add resumes it")
             moves.append(Move(d, src.pool, src.image, src.access, {"pool": src.pool}, f"gnt-storage {COMMAND} {name}"))

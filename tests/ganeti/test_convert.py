@@ -22,13 +22,13 @@ import pytest
 from ganeti_ceph.config import Config
 from ganeti_ceph.session import Session
 from testbed.ganeti import Testbed
-from tests.ganeti.test_access_switch import GNT_STORAGE, MiB, disks, drives, images, io, no_leaks
+from tests.ganeti.test_access_switch import MiB, disks, drives, held, images, io, no_leaks
 
 SIZES = (256, 64)
 
 
 def rbd_convert(tb: Testbed, *args: str) -> tuple[int, str, str]:
-    res = tb.run(0, [GNT_STORAGE, "rbd-convert", *args], check=False, timeout=600)
+    res = tb.run(0, [tb.gnt_storage, "rbd-convert", *args], check=False, timeout=600)
     return res.returncode, res.stdout, res.stderr
 
 
@@ -93,6 +93,11 @@ def test_grnet_disks_are_taken_over_with_their_data(testbed: Testbed, ceph_admin
     names = as_grnet_made(tb, ceph_admin, inst)
     sums = [fill(ceph_admin, n, size) for n, size in zip(names, SIZES, strict=True)]
     before = summary(tb, inst)
+
+    with held(ceph_admin, names[1]):  # as a mapping GRNET's provider left would hold it
+        code, out, err = rbd_convert(tb, inst)
+    assert code != 0 and out == "" and len(err.splitlines()) == 1, err
+    assert f"image rbd/{names[1]} is in use (watched by " in err and summary(tb, inst) == before, err
 
     code, out, err = rbd_convert(tb, inst, "--dry-run")
     assert code == 0, err

@@ -19,8 +19,19 @@ def grnet(index: int, name: str | None = "vm-disk0", **params: str) -> Disk:
                 access=params.get("access", "kernelspace"))
 
 
+class Images(FakeImages):
+    """The access switch's fake images, and who watches them."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__(names)
+        self.watched: dict[str, list[str]] = {}
+
+    def watchers(self, pool: str, image: str) -> list[str]:
+        return self.watched.get(image, [])
+
+
 def bed(*disks: Disk, images: set[str], **kw: object) -> tuple[FakeGaneti, FakeImages]:
-    imgs = FakeImages(images)
+    imgs = Images(images)
     return FakeGaneti(list(disks), imgs, **kw), imgs  # type: ignore[arg-type]
 
 
@@ -89,6 +100,14 @@ def test_refusals_change_nothing(disks: list[Disk], images: set[str], kw: dict, 
     with pytest.raises(Refused, match=match):
         cv.convert("vm", ganeti=g, images=imgs)  # type: ignore[arg-type]
     assert g.calls == [] and not g.deactivated and imgs.names == images
+
+
+def test_an_image_in_use_is_refused() -> None:
+    g, images = bed(grnet(0, rbd_pool="rbd"), images={"vm-disk0"})
+    images.watched["vm-disk0"] = ["10.0.0.5:0/123"]  # type: ignore[attr-defined]
+    with pytest.raises(Refused, match=r"image rbd/vm-disk0 is in use \(watched by 10.0.0.5:0/123\): GRNET's"):
+        cv.convert("vm", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == [] and not g.deactivated
 
 
 def test_a_grnet_disk_without_parameters_is_told_apart_in_ceph() -> None:
