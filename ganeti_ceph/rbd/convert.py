@@ -71,6 +71,9 @@ def grnet_source(disk: Disk) -> Source:
     if unknown:
         raise Refused(f"disk/{disk.index}: parameter(s) {', '.join(unknown)} are neither GRNET's rbd provider's nor "
                       "ours; remove them (gnt-instance modify --disk N:modify,KEY=default) if they mean nothing")
+    if params.get("image_format", "").strip() == "1":
+        raise Refused(f"disk/{disk.index}: image_format=1: a format 1 image holds no metadata, which the rbd provider "
+                      "keeps on its images; make it format 2 first (rbd migration prepare --image-format 2)")
     if not disk.name:
         raise Refused(f"disk/{disk.index} has no name, and GRNET's provider names its image after the disk's name: "
                       "find its image (rbd ls) and name the disk after it (gnt-instance modify --disk N:modify,name=)")

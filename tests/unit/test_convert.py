@@ -52,6 +52,7 @@ def test_grnet_parameters_translate(params: dict, expected: tuple[str, str]) -> 
     (grnet(0, name=None, rbd_pool="rbd"), "has no name"),
     (grnet(0, name="Disk_0", rbd_pool="rbd"), "invalid image name 'Disk_0'"),
     (grnet(0, rbd_pool="bad/pool"), "invalid pool name"),
+    (grnet(0, image_format="1"), "image_format=1: a format 1 image holds no metadata"),
 ])
 def test_grnet_parameters_refused(d: Disk, match: str) -> None:
     with pytest.raises(Refused, match=match):
