@@ -142,9 +142,6 @@ def release_dead(run_dir: str, session: Session, fsid: str) -> list[str]:
             warn(f"gave up releasing the Ceph client of the dead process {proc.pid} ({path})")
             _drop(path)
             continue
-        if tries >= MAX_RELEASES:
-            break  # the next calls go on with the rest
-        tries += 1
         try:
             with open(path) as fh:
                 record = json.load(fh)
@@ -154,7 +151,10 @@ def release_dead(run_dir: str, session: Session, fsid: str) -> list[str]:
             _drop(path)
             continue
         if record.get("fsid") != fsid:
-            continue  # another cluster's: released by a call to that cluster
+            continue  # another cluster's: released by a call to that cluster, and no try of this one
+        if tries >= MAX_RELEASES:
+            break  # the next calls go on with the rest
+        tries += 1
         try:
             _release(session, record)
         except NotFound:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+from ganeti_ceph.errors import GanetiCephError
 from ganeti_ceph.session import Session
 
 FENCE_SECONDS = 10 * 365 * 86400.0  # until lifted, not Ceph's default hour
@@ -78,9 +79,19 @@ def add(session: Session, ip: str, seconds: float = FENCE_SECONDS) -> str:
     return entry
 
 
+def client_nonce(addr: str) -> int:
+    """'1.2.3.4:0/5' -> 5; 0 for an address that names no one client ('1.2.3.4:0/0', '1.2.3.4'):
+    blocklisting such an address fences the whole node, every VM on it."""
+    _, slash, nonce = plain_addr(addr).rpartition("/")
+    return int(nonce) if slash and nonce.isdigit() else 0
+
+
 def release_client(session: Session, addr: str, seconds: float = RELEASE_SECONDS) -> None:
     """Blocklist one dead client's exact address: the OSDs drop its watches at once. Never a
-    node's `ip:0/0`: a caller passes only an address that clients.py proved dead."""
+    node's `ip:0/0` (that is a fence): refused here, whatever the caller passes."""
+    if not client_nonce(addr):
+        raise GanetiCephError(f"refusing to release {addr!r}: it names no one client (nonce 0 or none), "
+                              "and blocklisting it would fence its whole node")
     session.mon_command("osd blocklist", blocklistop="add", addr=plain_addr(addr), expire=seconds)
 
 

@@ -89,3 +89,20 @@ def test_a_call_tries_only_a_few_dead_records(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(clients, "_release", lambda session, record: tried.append(record))
     assert len(clients.release_dead(str(tmp_path), None, "f")) == clients.MAX_RELEASES  # type: ignore[arg-type]
     assert len(tried) == clients.MAX_RELEASES and len(os.listdir(tmp_path / clients.DIR)) == 5 - len(tried)
+
+
+def test_other_clusters_records_use_no_try(tmp_path, monkeypatch) -> None:
+    """Records of another cluster sharing run_dir are skipped without using up a call's tries, wherever
+    they come in the directory's order (here first: listdir's order is the file system's)."""
+    me = clients.me()
+    os.makedirs(tmp_path / clients.DIR)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    for n, fsid in enumerate(("other",) * 4 + ("f",)):
+        (tmp_path / clients.DIR / f"{me.boot}.{me.pidns}.{proc.pid}.{n}.0").write_text(
+            f'{{"fsid": "{fsid}", "addr": "127.0.0.1:0/{n + 1}", "pool": "rbd", "image": "v"}}')
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda d: sorted(listdir(d)))  # the other cluster's first
+    monkeypatch.setattr(clients, "_release", lambda session, record: None)
+    assert clients.release_dead(str(tmp_path), None, "f") == ["127.0.0.1:0/5"]  # type: ignore[arg-type]
+    assert len(listdir(tmp_path / clients.DIR)) == 4  # the other cluster's, left for its own calls

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ganeti_ceph.rbd.fencing import fence_entry, fenced, ip_of
+import pytest
+
+from ganeti_ceph.errors import GanetiCephError
+from ganeti_ceph.rbd.fencing import client_nonce, fence_entry, fenced, ip_of, release_client
 
 
 def test_only_a_whole_ip_counts_as_fenced() -> None:
@@ -38,3 +41,15 @@ def test_plain_addr_is_the_form_watchers_and_lock_owners_print() -> None:
     assert plain_addr("[v2:127.0.0.1:0/123,v1:127.0.0.1:0/123]") == "127.0.0.1:0/123"
     assert plain_addr("v1:10.1.2.3:0/5") == plain_addr("10.1.2.3:0/5") == "10.1.2.3:0/5"
     assert plain_addr("[v2:[2001:db8::1]:0/7]") == "[2001:db8::1]:0/7"
+
+
+def test_releasing_a_whole_node_address_is_refused() -> None:
+    """release_client blocklists one client; an address with nonce 0 (or none) would fence the node.
+    Refused before any Ceph call: no session is needed to see it (None would fail if one were made)."""
+    assert client_nonce("[v2:198.18.2.11:0/123,v1:198.18.2.11:0/123]") == 123
+    assert client_nonce("[2001:db8::1]:0/7") == 7
+    for whole in ("198.18.2.11:0/0", "[v2:198.18.2.11:0/0,v1:198.18.2.11:0/0]", "198.18.2.11", "198.18.2.11:0",
+                  "[2001:db8::1]:0/0", "198.18.2.11:0/x"):
+        assert client_nonce(whole) == 0, whole
+        with pytest.raises(GanetiCephError, match="would fence its whole node"):
+            release_client(None, whole)  # type: ignore[arg-type]
