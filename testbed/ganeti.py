@@ -11,6 +11,11 @@ of Ganeti's directories (see testbed.nodefs). br0 is on every node, so it
 serves as the master netdev (the veth gives it carrier; this kernel has no
 dummy interfaces) and as the instance NIC link. Node 0 is the master.
 
+What the nodes run of ours: by default the checkout, as `ganeti-ceph-setup
+install` puts it into each node's /usr/local/lib (`make demo`); with
+`install="deb:PATH"` the package, installed by dpkg into each node's
+overlays (`Testbed.install_deb`; what the pytest session bed does).
+
 Usage from Python: `tb = Testbed(workdir, ceph_dir); tb.network_up()`, then
 bring Ceph up on 198.51.100.1, then `tb.up()`, `tb.run(0, [...])`, and
 `tb.down()` (idempotent; also after a failed or half-done up).
@@ -45,6 +50,12 @@ CLUSTER_NAME = f"cluster.{DOMAIN}"
 NODE_BRIDGE = "br0"
 BIN = os.path.dirname(sys.executable)
 SETUP = os.path.join(BIN, "ganeti-ceph-setup")
+CHECKOUT, DEB = "checkout", "deb:"
+# Where Ganeti finds our provider: `ganeti-ceph-setup install`'s default, or the package's.
+PROVIDER = {CHECKOUT: "/usr/local/lib/ganeti/extstorage/rbd", DEB: "/usr/share/ganeti/extstorage/rbd"}
+# dpkg in a node: no terminal, keep the bed's /etc/ganeti/ceph.yaml (written before the package's first
+# install; dpkg would ask) and take the package's version of any other conffile nobody changed.
+DPKG = ("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--force-confold", "--force-confdef")
 INIT_FLAGS = (
     "--enabled-hypervisors=fake,kvm", "--enabled-disk-templates=ext,file",
     "-H", "kvm:kernel_path=,initrd_path=,kvm_path=/usr/bin/qemu-system-x86_64,kvm_flag=enabled",
@@ -80,17 +91,31 @@ class Testbed:
     __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, workdir: str, ceph_dir: str | None, nodes: int = 2, bed_id: str = TESTBED_ID,
-                 net: str = NET_PREFIX.rstrip(".")) -> None:
-        """`bed_id` and `net` (first three octets) let beds run side by side (default: from the environment)."""
+                 net: str = NET_PREFIX.rstrip("."), install: str = CHECKOUT) -> None:
+        """`bed_id` and `net` (first three octets) let beds run side by side (default: from the environment);
+        `install`: "checkout" or "deb:PATH" (a .deb, e.g. of `make deb`), what the nodes run of ours."""
         if not 1 <= nodes <= 80:
             raise ValueError("nodes must be between 1 and 80")
+        if install != CHECKOUT and not (install.startswith(DEB) and install.endswith(".deb")):
+            raise ValueError(f"install must be {CHECKOUT!r} or 'deb:PATH.deb', not {install!r}")
+        self.deb = os.path.abspath(install[len(DEB):]) if install.startswith(DEB) else None
         self.bridge, self.veth_prefix = f"gcbr{bed_id}", f"gcv{bed_id}n"
         self.host_addr, self.cluster_ip = f"{net}.1", f"{net}.100"
         self.workdir = os.path.abspath(workdir)
         # None: the nodes start without any Ceph (init-distributed-storage builds one on them).
         self.ceph_dir = os.path.abspath(ceph_dir) if ceph_dir else None
-        self.nodes = [nodefs.Node(i, f"node{i}.{DOMAIN}", f"{net}.{10 + i}",
-                                  os.path.join(self.workdir, f"node{i}")) for i in range(nodes)]
+        self.nodes = [nodefs.Node(i, f"node{i}.{DOMAIN}", f"{net}.{10 + i}", os.path.join(self.workdir, f"node{i}"),
+                                  packaged=self.deb is not None) for i in range(nodes)]
+
+    @property
+    def provider(self) -> str:
+        """The directory of our ExtStorage provider on every node."""
+        return PROVIDER[DEB if self.deb else CHECKOUT]
+
+    @property
+    def gnt_storage(self) -> str:
+        """Our gnt-storage as the nodes run it: the package's (it diverts Ganeti's), or the checkout's."""
+        return "/usr/sbin/gnt-storage" if self.deb else os.path.join(BIN, "gnt-storage")
 
     @property
     def node_names(self) -> list[str]:
@@ -172,7 +197,9 @@ class Testbed:
         if others:
             raise TestbedError(f"another test bed runs from {others[0]} (links and addresses are per host): "
                                f"bring it down first: python -m testbed.ganeti down --dir {others[0]}")
-        for tool in ("unshare", "nsenter", "gnt-cluster", "sshd", "rbd-fuse", SETUP):
+        if self.deb and not os.path.isfile(self.deb):
+            raise TestbedError(f"{self.deb} not found: build it first (make deb)")
+        for tool in ("unshare", "nsenter", "gnt-cluster", "sshd", "rbd-fuse", "dpkg" if self.deb else SETUP):
             if not os.path.exists(tool) and not any(os.path.exists(os.path.join(d, tool))
                                                     for d in netns.PATH.split(":")):
                 raise TestbedError(f"{tool} not found; run `make install` (Ganeti, openssh-server, rbd-fuse)")
@@ -189,8 +216,18 @@ class Testbed:
             f"ip link add {NODE_BRIDGE} type bridge\nip link set eth0 master {NODE_BRIDGE} up\n"
             f"ip addr add {node.addr}/24 dev {NODE_BRIDGE}\nip link set {NODE_BRIDGE} up\n")])
         self.run(node.index, ["/usr/lib/ganeti/ensure-dirs"])
-        self.run(node.index, [SETUP, "install"])  # as a user would, into the node's /usr/local/lib
+        if self.deb:
+            self.install_deb(node.index, self.deb)
+        else:
+            self.run(node.index, [SETUP, "install"])  # as a user would, into the node's /usr/local/lib
         self.run(node.index, ["/etc/init.d/ssh", "start"])
+
+    def install_deb(self, index: int, deb: str) -> None:
+        """`dpkg -i` of `deb` on node `index`, as an admin would; every dependency is the host's already.
+        No systemd runs in a node: the maintainer scripts enable the units (deb-systemd-helper) and start none."""
+        started = time.monotonic()
+        self.run(index, [*DPKG, "-i", deb], timeout=300)
+        progress(f"{self.nodes[index].short}: {os.path.basename(deb)} installed in {time.monotonic() - started:.1f} s")
 
     def _join(self, node: nodefs.Node) -> None:
         """Let the master in over ssh (what an admin does by hand), then `gnt-node add`."""

@@ -4,7 +4,11 @@ Each node sees the host's files except where a real host would differ:
 /etc and /usr/local/lib are overlays whose upper layer lives in the node's
 directory (so /etc/ganeti keeps the package's lib/share links and
 `ganeti-ceph-setup install` writes /usr/local/lib/ganeti/extstorage without
-touching the host); /var/lib/ganeti, /var/log/ganeti, /root/.ssh and /srv are
+touching the host). A node that gets the .deb (`Node.packaged`) also has
+overlays over everything dpkg and our maintainer scripts write: /usr (and
+with it /lib, a link to usr/lib), /var/lib/dpkg, /var/lib/systemd
+(deb-systemd-helper's state), /var/log (dpkg.log) and /var/cache (man-db's
+trigger), so the host's / never changes. /var/lib/ganeti, /var/log/ganeti, /root/.ssh and /srv are
 bind mounts of the node's directory; /run is a fresh tmpfs and /sys a sysfs
 of the node's network namespace. All of it lives in the node's mount
 namespace only and vanishes with it; the directory stays for post-mortems.
@@ -28,6 +32,9 @@ BINDS = {"var-lib-ganeti": "/var/lib/ganeti", "log": "/var/log/ganeti", "root-ss
          "var-lib-ceph": "/var/lib/ceph", "var-log-ceph": "/var/log/ceph",
          "var-lib-ganeti-ceph": "/var/lib/ganeti-ceph"}
 OVERLAYS = {"etc": "/etc", "usr-local-lib": "/usr/local/lib"}
+# A packaged node's, in mount order: /usr before /usr/local/lib, so that the latter overlays the former.
+PACKAGE_OVERLAYS = {"usr": "/usr", "etc": "/etc", "usr-local-lib": "/usr/local/lib", "var-lib-dpkg": "/var/lib/dpkg",
+                    "var-lib-systemd": "/var/lib/systemd", "var-log": "/var/log", "var-cache": "/var/cache"}
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")  # overlay options cannot quote , : or spaces
 
 
@@ -39,6 +46,7 @@ class Node:
     name: str
     addr: str
     dir: str
+    packaged: bool = False  # gets the .deb by dpkg (more overlays), not `ganeti-ceph-setup install`
 
     @property
     def short(self) -> str:
@@ -46,6 +54,11 @@ class Node:
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.dir, *parts)
+
+    @property
+    def overlays(self) -> dict[str, str]:
+        """Upper-dir name -> what it overlays, in mount order."""
+        return PACKAGE_OVERLAYS if self.packaged else OVERLAYS
 
 
 def prepare(node: Node) -> None:
@@ -56,7 +69,7 @@ def prepare(node: Node) -> None:
     for sub in BINDS:
         os.makedirs(node.path(sub), mode=0o755)
     os.chmod(node.path("root-ssh"), 0o700)
-    for sub in OVERLAYS:
+    for sub in node.overlays:
         os.makedirs(node.path(f"{sub}.upper"), mode=0o755)
         os.makedirs(node.path(f"{sub}.work"), mode=0o755)
 
@@ -67,7 +80,7 @@ def mount_script(node: Node) -> str:
              "mount -t sysfs sysfs /sys",
              "mount -t tmpfs -o mode=0755,size=64m tmpfs /run",
              "mkdir -m 1777 /run/lock"]
-    for sub, target in OVERLAYS.items():
+    for sub, target in node.overlays.items():
         lines.append(f"mount -t overlay overlay -o lowerdir={target},upperdir={node.path(sub + '.upper')},"
                      f"workdir={node.path(sub + '.work')} {target}")
     # Mount points may be missing on a fresh host (no /root/.ssh yet, no Ceph dirs).

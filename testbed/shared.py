@@ -5,6 +5,10 @@ fixture (a conftest's fixtures reach only its directory), and both go
 through `session_bed`, which starts the bed for the first user and stops it
 after the last, so one session never runs two beds on the same work dir.
 
+The nodes run the package, as a Ganeti node in production would: the .debs
+`make deb`'s builder makes (testbed.deb: built once per source content,
+shared with tests/packaging) are installed by dpkg into each node.
+
 Order matters: the bed's root bridge carries the address Ceph binds to, so
 it comes first and goes last; the nodes come after Ceph and go before it
 (their rbd-fuse mappings need the cluster to close).
@@ -13,12 +17,13 @@ it comes first and goes last; the nodes come after Ceph and go before it
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 from collections.abc import Iterator
 
 from ganeti_ceph.config import Config
-from testbed import ceph
+from testbed import ceph, deb
 from testbed.ganeti import HOST_ADDR, Testbed, TestbedError
 
 ROOT = os.environ.get("GANETI_TESTBED_DIR", "/tmp/ganeti-ceph-test")
@@ -30,13 +35,24 @@ _bed: Testbed | None = None
 _users = 0
 
 
+@functools.cache
+def debs() -> tuple[str, str]:
+    """Version N (what the nodes get) and N+1 of the package, the same for the whole session: copied
+    out of the build cache, which another session may renew when the sources change meanwhile."""
+    keep = os.path.join(ROOT, "debs")
+    shutil.rmtree(keep, ignore_errors=True)
+    os.makedirs(keep)
+    n, n1 = (shutil.copy(made, keep) for made in deb.built())
+    return n, n1
+
+
 def _start() -> Testbed:
     # `make test` installs Ganeti: a missing one is a broken set-up, not a reason to skip.
     if os.geteuid() != 0:
         raise TestbedError("the Ganeti test bed needs root")
     if not shutil.which("gnt-cluster", path="/usr/sbin:/usr/bin") or not shutil.which("sshd", path="/usr/sbin"):
         raise TestbedError("Ganeti or openssh-server is not installed (make test installs them: scripts/install-deps)")
-    tb = Testbed(WORKDIR, CEPH_DIR, nodes=2)
+    tb = Testbed(WORKDIR, CEPH_DIR, nodes=2, install=f"deb:{debs()[0]}")
     tb.nodes_down()  # remains of an interrupted session
     ceph.local_cluster("down", CEPH_DIR, check=False)
     tb.network_up()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 
@@ -17,12 +16,11 @@ from ganeti_ceph.session import Session
 from testbed.ganeti import Testbed
 
 MiB = 1024**2
-GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
 EMPTY = {"mounts": [], "loops": []}
 
 
 def rbd_access(tb: Testbed, *args: str) -> tuple[int, str, str]:
-    res = tb.run(0, [GNT_STORAGE, "rbd-access", *args], check=False, timeout=600)
+    res = tb.run(0, [tb.gnt_storage, "rbd-access", *args], check=False, timeout=600)
     return res.returncode, res.stdout, res.stderr
 
 

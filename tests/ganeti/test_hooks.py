@@ -35,7 +35,6 @@ from tests.ganeti.conftest import CEPH_DIR
 
 KEYRING = "/etc/ceph/ceph.client.ganeti.keyring"
 QEMU_MODULES = "/usr/lib/x86_64-linux-gnu/qemu"
-PROVIDER = "/usr/local/lib/ganeti/extstorage/rbd"
 ADMIN_KEYRING = "/etc/ceph/ceph.client.admin.keyring"
 
 
@@ -207,7 +206,7 @@ def bury_node1(tb: Testbed, inst: Inst, vol: str) -> None:
     for pid in checks.rbd_fuse_pids(tb, 1, vol):  # a crashed node runs nothing; SIGTERM does not end it
         os.kill(pid, signal.SIGKILL)
     # The failover post hook could not unmap on an offline node: the provider's detach does it now...
-    tb.run(1, ["env", f"VOL_NAME={vol}", f"{PROVIDER}/detach"], check=False)
+    tb.run(1, ["env", f"VOL_NAME={vol}", f"{tb.provider}/detach"], check=False)
     # ...except the dead FUSE mount (see TestCrashedMapper in test_lifecycle.py): unmounted by hand.
     for mount in tb.mappings(1)["mounts"]:
         tb.run(1, ["umount", "-l", mount], check=False)

@@ -17,8 +17,6 @@ chroot with every runtime dependency (debootstrap and apt over the network,
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
 import re
 import shlex
@@ -33,6 +31,7 @@ import pytest
 
 from extstorage import install
 from ganeti_ceph import config, runner
+from testbed import deb
 from tests.conftest import REPO
 from tests.packaging import chroot
 
@@ -45,7 +44,7 @@ pytestmark = [
     pytest.mark.timeout(2400),  # the first run on a machine builds the chroot (debootstrap + dependencies)
 ]
 
-PYTHON = "/usr/bin/python3"
+PYTHON = deb.PYTHON
 DIST = "/usr/lib/python3/dist-packages"
 PROVIDER = "/usr/share/ganeti/extstorage/rbd"
 MODULES = ("ganeti_ceph", "extstorage", "hooks", "gnt_storage", "data_collector")
@@ -60,28 +59,14 @@ LINTIAN_ACCEPTED = {
 }
 
 
-def _builder():  # packaging/ is not a Python package (its name is taken by PyPI's `packaging`)
-    spec = importlib.util.spec_from_file_location("build_deb", os.path.join(REPO, "packaging", "build_deb.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_builder = deb.builder
 
 
 @pytest.fixture(scope="module")
 def debs() -> tuple[str, str]:
-    """Version N and N+1, built by `make deb`'s code, cached by the hash of what it builds from."""
-    builder = _builder()
-    out = os.path.join(REPO, "build", "deb", f"test-{builder.tree_hash(REPO)}")
-    for old in glob.glob(os.path.join(REPO, "build", "deb", "test-*")):
-        if old != out:  # built from sources that are no more
-            shutil.rmtree(old)
-    ver = builder.version(REPO)
-    made = tuple(os.path.join(out, f"ganeti-ceph_{ver}-{rev}_all.deb") for rev in (1, 2))
-    for rev, deb in zip((1, 2), made, strict=True):
-        if not os.path.exists(deb):
-            chroot.host(PYTHON, "-I", os.path.join(REPO, "packaging", "build_deb.py"), "--out", out,
-                        "--revision", str(rev), timeout=builder.BUILD_TIMEOUT + 60)
-    return made
+    """Version N and N+1, built by `make deb`'s code, cached by the hash of what it builds from (testbed.deb:
+    the Ganeti test bed's nodes install the same files)."""
+    return deb.built()
 
 
 @pytest.fixture(scope="module")

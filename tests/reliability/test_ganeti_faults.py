@@ -38,7 +38,6 @@ from tests.reliability.ledger import Ledger, Row
 ACTION = 60.0
 # The target guard's window (ACTION + its slack), then the cut node's watch timing out in Ceph.
 GUARD_S = ACTION + target_guard.SLACK + 45
-PROVIDER = "/usr/local/lib/ganeti/extstorage/rbd"
 ADMIN_KEYRING = "/etc/ceph/ceph.client.admin.keyring"
 ROUNDS = 1  # of stop, start, migrate per instance in parallel-ganeti-jobs
 INSTANCES = 3
@@ -99,7 +98,7 @@ def discard(tb: Testbed, admin: Config, inst: Inst) -> list[str]:
            check=False, timeout=180)
     for i in range(len(tb.nodes)):
         for vol in vols:
-            tb.run(i, ["env", f"VOL_NAME={vol}", f"{PROVIDER}/detach"], check=False, timeout=120)
+            tb.run(i, ["env", f"VOL_NAME={vol}", f"{tb.provider}/detach"], check=False, timeout=120)
         for mount in tb.mappings(i)["mounts"]:
             if any(vol in mount for vol in vols):
                 tb.run(i, ["umount", "-l", mount], check=False)
@@ -247,7 +246,7 @@ def discard_on_node1(tb: Testbed, inst: Inst, writer: gf.Writer) -> None:
             os.kill(pid, signal.SIGKILL)
     writer.stop()
     for vol in vols:
-        tb.run(1, ["env", f"VOL_NAME={vol}", f"{PROVIDER}/detach"], check=False, timeout=120)
+        tb.run(1, ["env", f"VOL_NAME={vol}", f"{tb.provider}/detach"], check=False, timeout=120)
     for mount in tb.mappings(1)["mounts"]:
         if any(vol in mount for vol in vols):
             tb.run(1, ["umount", "-l", mount], check=False)

@@ -1,0 +1,61 @@
+"""The package `make deb` builds, as the tests install it: version N and N+1, built once per source content.
+
+The package test (tests/packaging) and the Ganeti test bed's nodes both take
+their .debs from here, so a session builds them at most once: they are
+cached under build/deb/test-<hash of what the build copies>/ and a rerun on
+unchanged sources only finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from types import ModuleType
+
+from ganeti_ceph import runner
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(REPO, "build", "deb")
+PYTHON = "/usr/bin/python3"  # Debian's, never the venv's: the build must not see the checkout's environment
+REVISIONS = (1, 2)
+
+
+def builder() -> ModuleType:
+    """packaging/build_deb.py as a module (packaging/ is no Python package: PyPI's `packaging` owns the name)."""
+    spec = importlib.util.spec_from_file_location("build_deb", os.path.join(REPO, "packaging", "build_deb.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One builder at a time (two test sessions may want the same .debs)."""
+    os.makedirs(BUILD, exist_ok=True)
+    with open(os.path.join(BUILD, ".test.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def built() -> tuple[str, str]:
+    """The paths of version N and N+1 (Debian revisions 1 and 2) of today's sources, built if not cached."""
+    build_deb = builder()
+    out = os.path.join(BUILD, f"test-{build_deb.tree_hash(REPO)}")
+    ver = build_deb.version(REPO)
+    debs = tuple(os.path.join(out, f"ganeti-ceph_{ver}-{rev}_all.deb") for rev in REVISIONS)
+    with _locked():
+        for old in glob.glob(os.path.join(BUILD, "test-*")):
+            if old != out:  # built from sources that are no more
+                shutil.rmtree(old, ignore_errors=True)
+        for rev, deb in zip(REVISIONS, debs, strict=True):
+            if not os.path.exists(deb):
+                runner.run([PYTHON, "-I", os.path.join(REPO, "packaging", "build_deb.py"), "--out", out,
+                            "--revision", str(rev)], f"building {os.path.basename(deb)}",
+                           timeout=build_deb.BUILD_TIMEOUT + 60, env=dict(build_deb.ENV))
+    return debs[0], debs[1]
