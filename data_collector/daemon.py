@@ -258,6 +258,7 @@ def stop_daemon(pidfile: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    procs.defer_hup()  # a SIGHUP while it starts must not end it
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop", "status", "run"))
     parser.add_argument("--bind", help="address to listen on (default: the node's primary IP, else 127.0.0.1)")

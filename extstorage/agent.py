@@ -164,6 +164,7 @@ def restart_if_running(path: str = DEFAULT_SOCKET, pidfile: str = DEFAULT_PIDFIL
 
 
 def main(argv: list[str] | None = None) -> int:
+    procs.defer_hup()  # a SIGHUP while it starts must not end it
     parser = ArgumentParser(prog="ganeti-ceph-agent", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("start", "stop", "status", "run"))
     parser.add_argument("--socket", default=DEFAULT_SOCKET)

@@ -156,6 +156,14 @@ def log_to(path: str) -> None:
         os.close(fd)
 
 
+def defer_hup() -> None:
+    """First thing in a daemon's main: until serve_until_signalled takes SIGHUP over, one (logrotate,
+    `systemctl reload`) does nothing instead of ending the daemon by its default action, which systemd's
+    Restart=on-failure would not restart. Nothing is lost: the log is opened by name after this. A handler,
+    not SIG_IGN, which every program the daemon starts would inherit."""
+    signal.signal(signal.SIGHUP, lambda *_: None)
+
+
 def serve_until_signalled(server: Any, prog: str, pidfile: str, banner: str, log: str | None = None,
                           on_reopen: Callable[[], None] | None = None) -> None:
     """Write our pid, make SIGTERM/SIGINT shut `server` down cleanly, and
