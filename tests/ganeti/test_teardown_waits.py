@@ -18,14 +18,16 @@ from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError
 from scripts import demo_ganeti
 from testbed import netns
-from testbed.ganeti import Testbed, listeners
+from testbed.ganeti import NET_PREFIX, TESTBED_ID, Testbed, listeners
 from testbed.ganeti import TestbedError as BedError
 
 PORT = int(os.environ.get("GANETI_TESTBED_CEPH_PORT", "13400"))
 LINGER_S = 3  # how long the stand-in keeps listening
 # A bed network of its own: `make test` has the session's bed (GANETI_TESTBED_ID) up meanwhile, and
-# bench/ (3) and tests/storage (5) have theirs.
-BED_ID, NET = os.environ.get("GANETI_TEARDOWN_TEST_ID", "6"), os.environ.get("GANETI_TEARDOWN_TEST_NET", "198.18.6")
+# bench/ (3) and tests/storage (5) have theirs. Derived from the session's, so parallel sessions differ.
+_NET = NET_PREFIX.rstrip(".").rsplit(".", 1)
+BED_ID = os.environ.get("GANETI_TEARDOWN_TEST_ID", f"{TESTBED_ID}t")
+NET = os.environ.get("GANETI_TEARDOWN_TEST_NET", f"{_NET[0]}.{(int(_NET[1]) + 128) % 256}")
 
 
 @pytest.fixture
