@@ -124,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init-distributed-storage":
         if args.storage_type != "ceph":
             raise UsageError(f"-s {args.storage_type}: the only storage type here is ceph")
-        from gnt_storage.deploy import distributed
+        from gnt_storage.deploy import distributed, state_lock
 
-        return distributed.init(args.group, args.specs, wait=args.wait)
+        with state_lock.held("init-distributed-storage"):
+            return distributed.init(args.group, args.specs, wait=args.wait)
     if args.command == "remove-distributed-storage":
         from gnt_storage import deploy
 

@@ -3,10 +3,12 @@
 This module is the deployment's API for code outside gnt_storage (the
 hooks): what a master keeps and the node lifecycle, by node name. Each
 function imports its module when called, so a hook that needs none of it
-pays no import cost.
+pays no import cost. Each that changes the cluster holds state_lock for its run.
 """
 
 from __future__ import annotations
+
+import time
 
 
 def admin_files() -> tuple[str, str]:
@@ -26,36 +28,41 @@ def storage_group_kept() -> bool:
 
 def remove_storage(group: str) -> int:
     """`gnt-storage remove-distributed-storage GROUP`: refused while images live there, else purged."""
-    from gnt_storage.deploy import teardown
+    from gnt_storage.deploy import state_lock, teardown
 
-    return teardown.remove(group)
+    with state_lock.held("remove-distributed-storage"):
+        return teardown.remove(group)
 
 
 def node_offline(name: str, drain_timeout: float) -> None:
     """The node goes offline: refuse (UsageError) unless Ceph can spare it, else drain and stop it."""
     from ganeti_ceph.ganeti import Ganeti
-    from gnt_storage.deploy import lifecycle
+    from gnt_storage.deploy import lifecycle, state_lock
 
     ganeti = Ganeti()
-    lifecycle.offline(lifecycle.find(ganeti, name), ganeti, drain_timeout=drain_timeout)
+    deadline = time.monotonic() + drain_timeout  # a wait for the lock is taken from the drain's bound
+    with state_lock.held(f"the offline hook of {name}", wait=min(state_lock.WAIT_S, drain_timeout / 2)):
+        lifecycle.offline(lifecycle.find(ganeti, name), ganeti, drain_timeout=max(1.0, deadline - time.monotonic()))
 
 
 def node_online(name: str) -> None:
     """The node serves again: converge the group, its OSDs in."""
     from ganeti_ceph.ganeti import Ganeti
-    from gnt_storage.deploy import lifecycle
+    from gnt_storage.deploy import lifecycle, state_lock
 
     ganeti = Ganeti()
-    lifecycle.online(lifecycle.find(ganeti, name), ganeti)
+    with state_lock.held(f"the online hook of {name}"):
+        lifecycle.online(lifecycle.find(ganeti, name), ganeti)
 
 
 def node_maintenance(name: str, on: bool) -> None:
     """`gnt-node modify --drained yes|no`: noout on the node's OSDs, or the node converged and noout lifted."""
     from ganeti_ceph.ganeti import Ganeti
-    from gnt_storage.deploy import lifecycle
+    from gnt_storage.deploy import lifecycle, state_lock
 
     ganeti = Ganeti()
-    lifecycle.maintenance(lifecycle.find(ganeti, name), ganeti, on)
+    with state_lock.held(f"the drained hook of {name}"):
+        lifecycle.maintenance(lifecycle.find(ganeti, name), ganeti, on)
 
 
 def refuse_node_remove(name: str) -> None:
@@ -68,6 +75,7 @@ def refuse_node_remove(name: str) -> None:
 
 def forget_node(name: str) -> None:
     """After removal: its mon and OSDs leave the cluster where that loses no data."""
-    from gnt_storage.deploy import lifecycle
+    from gnt_storage.deploy import lifecycle, state_lock
 
-    lifecycle.forget(name)
+    with state_lock.held(f"the remove hook of {name}"):
+        lifecycle.forget(name)

@@ -200,32 +200,38 @@ def refuse_remove(node: GNode) -> None:
                          f"(gnt-node modify --offline yes {node.name}), which moves its data away")
 
 
-def forget(node_name: str) -> None:
-    """After removal: its mon leaves the monmap, its OSDs are purged when that loses no data."""
+def forget(node_name: str) -> list[str]:
+    """After removal: its mon leaves the monmap, its OSDs are purged when that loses no data; the ids of
+    OSDs kept (a later forget, e.g. remove-distributed-storage's, tries them again). The state is saved
+    after each step, so a failure keeps what was done."""
     state = distributed.load_state()
     if not storage_node(node_name, state):
-        return
+        return []
     assert state is not None
     short = node_name.split(".")[0]
+    kept = []
     with Session(admin(state)) as session:
         if node_name in state["mons"]:
             session.mon_command("mon remove", name=short)
             state["mons"].remove(node_name)
+            distributed.save_state(state)
             progress(f"mon.{short} removed from the monmap")
         for osd in [o for o in state["osds"] if o["node"] == node_name]:
             try:
                 session.mgr_command("osd safe-to-destroy", ids=[osd["id"]])
             except CephError:
                 progress(f"osd.{osd['id']} still holds the only copy of some data: kept (down, out)")
+                kept.append(osd["id"])
                 continue
             # a mgr command in Ceph 16 (the ceph CLI sends it there): the mon answers EINVAL
             session.mgr_command("osd purge", id=int(osd["id"]), yes_i_really_mean_it=True)
             state["osds"].remove(osd)
             state["keys"].pop(f"osd.{osd['id']}", None)
+            distributed.save_state(state)
             progress(f"osd.{osd['id']} purged")
-    distributed.save_state(state)
     progress(f"re-run gnt-storage init-distributed-storage -s ceph {state['group']} to refresh ceph.conf "
              "on the remaining nodes")
+    return kept
 
 
 def find(ganeti: Ganeti, name: str) -> GNode:

@@ -28,6 +28,7 @@ CLUSTER_NET = f"ceph:cluster_network={NET}.0/24"
 GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
 GROUP = "default"
 NODE_FILES = ("/etc/ceph/ceph.conf", "/var/lib/ganeti-ceph/storage.json", "/etc/ganeti/ceph.yaml")
+STATE = NODE_FILES[1]
 
 
 def gs(bed: Testbed, *args: str, check: bool = False, timeout: float = 400) -> subprocess.CompletedProcess[str]:
@@ -384,6 +385,45 @@ class TestRemoval:
         one_line_error(gs(bed, "remove-distributed-storage", GROUP), "RBD image(s)", "nothing was changed")
         assert bed.run(1, ["pgrep", "-x", "ceph-mon"], check=False).returncode == 0
         assert "ganeti-ceph:storage" in bed.gnt("gnt-group", "list-tags", GROUP)
+
+    def test_a_removing_mark_never_skips_the_image_check(self, bed: Testbed) -> None:
+        """A run stopped after its proof left the state marked "removing": while Ceph answers, a later run
+        proves again (images made since are found) and changes nothing."""
+        bed.run(0, [sys.executable, "-c", f"import json; p = {STATE!r}; s = json.load(open(p)); "
+                    "s['removing'] = True; json.dump(s, open(p, 'w'))"])
+        try:
+            one_line_error(gs(bed, "remove-distributed-storage", GROUP), "RBD image(s)", "nothing was changed")
+            assert bed.run(1, ["pgrep", "-x", "ceph-mon"], check=False).returncode == 0
+        finally:
+            bed.run(0, [sys.executable, "-c", f"import json; p = {STATE!r}; s = json.load(open(p)); "
+                        "s.pop('removing'); json.dump(s, open(p, 'w'))"])
+
+    def test_a_master_without_the_state_refuses(self, bed: Testbed) -> None:
+        """After a failover to a master outside the group: the cluster runs on, its tags stay."""
+        bed.run(0, ["mv", STATE, STATE + ".away"])
+        try:
+            one_line_error(gs(bed, "remove-distributed-storage", GROUP), "lacks", "copy it from a node of group")
+        finally:
+            bed.run(0, ["mv", STATE + ".away", STATE])
+        assert "ganeti-ceph:storage" in bed.gnt("gnt-group", "list-tags", GROUP)
+
+    def test_writes_are_fenced_until_lifted(self, bed: Testbed) -> None:
+        """The fence remove puts up between its proof and the purge: no image can be made, until lifted."""
+        script = ("import subprocess, sys\n"
+                  "from ganeti_ceph.session import Session\n"
+                  "from gnt_storage.deploy import distributed, write_fence\n"
+                  f"with Session(distributed.group_admin({GROUP!r})) as s:\n"
+                  "    before = write_fence.fence(s, ['rbd'])\n"
+                  "    made = subprocess.run(['timeout', '15', 'rbd', '--id', 'ganeti', 'create', '--size', '8', "
+                  "'rbd/fenced']).returncode\n"
+                  "    write_fence.lift(s, before)\n"
+                  "print(made, before)\n")
+        made, before = bed.run(0, [sys.executable, "-c", script], timeout=300).stdout.split(maxsplit=1)
+        assert made != "0" and before == "{'rbd': 0}"
+        quota = json.loads(ceph(bed, "osd", "pool", "get-quota", "rbd", "-f", "json"))
+        assert quota["quota_max_objects"] == 0
+        bed.run(0, ["timeout", "60", "rbd", "--id", "ganeti", "create", "--size", "8", "rbd/after-fence"])
+        assert "after-fence" in bed.run(0, ["rbd", "--id", "ganeti", "ls", "rbd"]).stdout
 
     def test_removed_then_made_anew(self, bed: Testbed) -> None:
         """With no image left it goes: daemons, stores, files, tags; the same devices take a new cluster."""

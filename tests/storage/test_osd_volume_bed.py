@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -82,3 +83,18 @@ def test_init_with_osds_on_block_devices(bed: Testbed, loops: list[str]) -> None
     assert again.returncode == 0, again.stderr
     assert "files and stores in place" in again.stderr and "prepared" not in again.stderr, again.stderr
     assert json.loads(bed.run(0, ["cat", STATE]).stdout)["osds"] == state["osds"]
+
+
+def test_removed_through_the_stable_link(bed: Testbed, loops: list[str]) -> None:
+    """remove-distributed-storage zeroes each ceph-volume OSD's device through the name the state keeps,
+    a link (as /dev/disk/by-* names are): the head is zeroed on the loop device itself, the link stays."""
+    state = json.loads(bed.run(0, ["cat", STATE]).stdout)
+    bed.run(0, ["sh", "-ec", "for i in $(rbd ls rbd); do rbd rm --no-progress rbd/$i; done"])
+    res = bed.run(0, [os.path.join(os.path.dirname(sys.executable), "gnt-storage"), "remove-distributed-storage",
+                      "default"], check=False, timeout=400)
+    assert res.returncode == 0, res.stderr
+    assert f"storage cluster {state['fsid']} of group default removed" in res.stdout
+    for i, dev in enumerate(loops):
+        with open(dev, "rb") as fh:
+            assert fh.read(65536) == b"\0" * 65536, f"node{i}: {dev} not zeroed"
+        assert bed.run(i, ["readlink", LINK]).stdout.strip() == dev

@@ -1,0 +1,55 @@
+"""One lock around the master's storage state (storage.json, its admin files, the group's daemons).
+
+init-distributed-storage, remove-distributed-storage and the node lifecycle
+hooks each load the state, change the cluster and save the state: run
+together, one would write back a copy another just changed or removed, or
+re-create what a removal just purged. So each takes this lock for its whole
+run. The wait is bounded: past it, one line names the holder (written into
+the lock file by whoever holds it).
+
+The file is the state directory's hidden .lock: a removal leaves it (it is
+no state), and the directory is the master's own (a test bed's nodes share
+/run, not /var/lib/ganeti-ceph).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+
+from ganeti_ceph import runner
+from ganeti_ceph.errors import UsageError
+from gnt_storage.deploy.distributed import STATE_DIR
+
+PATH = os.path.join(STATE_DIR, ".lock")
+WAIT_S = 120.0  # a hook's step (an offline's drain has its own bound) or a short init finishes; a long init does not
+
+
+def _take(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def held(what: str, wait: float | None = None, path: str | None = None) -> Iterator[None]:
+    """Hold the lock while `what` (a command or hook, named for waiters) runs; UsageError after `wait`
+    (default WAIT_S)."""
+    path, wait = path or PATH, WAIT_S if wait is None else wait
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if not runner.until(time.monotonic() + wait, lambda: _take(fd), interval=0.2):
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            raise UsageError(f"the storage cluster is busy: {holder} holds {path} (waited {wait:.0f} s); "
+                             f"run {what} again once it has finished")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
