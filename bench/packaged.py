@@ -1,7 +1,7 @@
 """The provider as the Debian package installs it, versus the `rbd` CLI, both in one Debian chroot.
 
-The .deb is built from this tree by `make deb`'s code (cached under
-build/deb/bench-<hash>/) and installed by dpkg into an overlay over the
+The .deb is built from this tree by `make deb`'s code (testbed/deb.py: cached
+under build/deb/test-<hash>/, shared with the package tests) and installed by dpkg into an overlay over the
 cached bookworm chroot of the package tests (tests/packaging/chroot.py: its
 helpers, its cache). The chroot shares this host's network, so both sides
 reach the shared local cluster of bench/provider.py; the cluster's ceph.conf
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import os
 import re
 import shlex
@@ -28,32 +27,19 @@ import shutil
 import subprocess
 import time
 
-from harness import REPO, SCRATCH, BenchError, Ctx, Result, Shared, bench, compare, log, time_cmd
-from provider import CLIENT, POOL, RUNS, VOL_MIB, Cluster, Names, cluster, vol_uuid
+from harness import SCRATCH, BenchError, Ctx, Result, Shared, bench, compare, time_cmd
+from provider import CLIENT, POOL, RUNS, VOL_MIB, Cluster, Names, vol_uuid
 
 from ganeti_ceph import config as gconfig
 from ganeti_ceph import runner
+from ganeti_ceph.errors import GanetiCephError
+from testbed import deb as deb_build
 from tests.packaging import chroot
-from tests.packaging.test_deb import PROVIDER, TEST_EXTRAS, _builder, field
+from tests.packaging.test_deb import PROVIDER, TEST_EXTRAS, field
 
 UNIT = "/lib/systemd/system/ganeti-ceph-agent.service"
 SOCKET = "/run/ganeti-ceph/agent.sock"
 CONF, KEYRING = "/etc/ceph/ceph.conf", f"/etc/ceph/ceph.client.{CLIENT}.keyring"
-
-
-def build_deb() -> str:
-    """The package of this tree, built once per tree hash."""
-    builder = _builder()
-    out = os.path.join(REPO, "build", "deb", f"bench-{builder.tree_hash(REPO)}")
-    for old in glob.glob(os.path.join(REPO, "build", "deb", "bench-*")):
-        if old != out:
-            shutil.rmtree(old)
-    deb = os.path.join(out, f"ganeti-ceph_{builder.version(REPO)}-1_all.deb")
-    if not os.path.exists(deb):
-        log(f"packaged benches: building {os.path.relpath(deb, REPO)}")
-        chroot.host("/usr/bin/python3", "-I", os.path.join(REPO, "packaging", "build_deb.py"), "--out", out,
-                    "--revision", "1", timeout=builder.BUILD_TIMEOUT + 60)
-    return deb
 
 
 class Packaged:
@@ -70,7 +56,10 @@ class Packaged:
         if missing or os.geteuid() != 0:
             raise BenchError(f"needs root and {', '.join(missing) or 'nothing else'}")
         c = shared.get("provider-cluster", Cluster.start)
-        deb = build_deb()
+        try:
+            deb = deb_build.built()[0]
+        except GanetiCephError as exc:
+            raise BenchError(f"building the package: {exc}") from None
         try:
             lower = chroot.with_depends(f"{field(deb, 'Depends')}, {TEST_EXTRAS}")
         except (AssertionError, subprocess.TimeoutExpired) as exc:

@@ -8,11 +8,18 @@ Steps, each converging (a re-run finds everything in place and says so):
    probe it: Ceph installed, devices empty or already ours;
 3. keep the cluster's identity (fsid, keys, OSD ids) in a state file on the
    master *before* touching any node, so an interrupted run resumes with it;
-4. per node, in parallel: conf, keyrings, provider config, mon and OSD stores
-   (`gnt_storage.deploy.node` on the node, one round trip);
-5. start the mons; from here mon commands go in-process (librados, bounded);
-6. keys, OSD ids, pools; start mgrs and OSDs; initialise the pool for RBD;
-7. wait for a settled HEALTH_OK, mark the group (Ganeti tags), print health.
+4. on every node at once (at most MAX_PARALLEL; `gnt_storage.deploy.node`
+   there, one round trip per step): conf, keyrings, provider config and mon
+   stores; then the OSD stores are made there while the mons (with a new
+   cluster's mgrs) start and elect; from here mon commands go in-process
+   (librados, bounded);
+5. keys and OSD ids into the mons; mgrs and OSDs start on every node while
+   the pools are made; initialise the pool for RBD;
+6. wait for a settled HEALTH_OK while the group is marked (Ganeti tags: a
+   job of seconds); print health.
+
+A step that fails on some nodes names each of them, and which nodes did
+finish it: a re-run resumes from there.
 
 The Ceph side (conf rendering, keys, pools, health) is shared with
 `gnt-storage local-cluster` (gnt_storage.deploy.cephconf, gnt_storage.deploy.bootstrap).
@@ -27,7 +34,7 @@ import os
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +52,7 @@ STATE_DIR = "/var/lib/ganeti-ceph"
 STATE = os.path.join(STATE_DIR, "storage.json")
 MON_PORTS = (3300, 6789)
 OSD_PORTS = (6800, 7300)
+MAX_PARALLEL = 16  # nodes worked on at once (SSH sessions, node-side mkfs)
 
 
 # -- the cluster's identity: kept on the master (and copied to each node) -----------
@@ -188,8 +196,11 @@ def node_request(state: dict[str, Any], spec: ClusterSpec, node: str, action: st
     if node in state["mons"]:
         short = node.split(".")[0]
         files.append({"path": spec.keyring_path("client.admin"), "content": admin, "mode": 0o600, "owner": "root"})
+        # The mgrs' keys too: each mgr can then start with its mon, before anything else is imported.
         seed = cephconf.keyring({"mon.": (keys["mon."], cephconf.MON_CAPS),
-                                 "client.admin": (keys["client.admin"], cephconf.ADMIN_CAPS)})
+                                 "client.admin": (keys["client.admin"], cephconf.ADMIN_CAPS),
+                                 **{f"mgr.{m.split('.')[0]}": (keys[f"mgr.{m.split('.')[0]}"], cephconf.MGR_CAPS)
+                                    for m in state["mons"]}})
         addv = [a for m in spec.mons for a in ("--addv", m.id, m.addrvec)]
         req["mons"] = [{"id": short, "fsid": spec.fsid, "addv": addv, "seed": seed}]
         req["mgrs"] = [{"id": short, "keyring": cephconf.keyring(
@@ -226,14 +237,18 @@ def call(node: Node, req: dict[str, Any], timeout: float = 600.0) -> dict[str, A
     return json.loads(out)
 
 
-def on_all(nodes: list[Node], fn: Any) -> list[Any]:
-    """fn(node) on every node in parallel; every failure reported, the first raised."""
-    with ThreadPoolExecutor(max(1, len(nodes))) as pool:
+def on_all(nodes: list[Node], fn: Any, what: str = "") -> list[Any]:
+    """fn(node) on every node at once (at most MAX_PARALLEL at a time); every failure reported, naming
+    its node, and, for a step `what`, which nodes did finish it; the first failure raised."""
+    with ThreadPoolExecutor(max(1, min(len(nodes), MAX_PARALLEL))) as pool:
         futures = [pool.submit(fn, n) for n in nodes]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         for e in errors[1:]:
             progress(f"also: {e}")
+        done = [n.short for n, f in zip(nodes, futures, strict=True) if f.exception() is None]
+        if what and done:
+            progress(f"{what} finished on {', '.join(done)} only: run this again to resume from there")
         raise errors[0]  # type: ignore[misc]
     return [f.result() for f in futures]
 
@@ -339,58 +354,112 @@ def _converge(group: str, ganeti: Ganeti, group_tags: list[str], state: dict[str
 
     pending: dict[str, list[str]] = {}
 
-    def apply(n: Node, up_from: dict[str, int] | None = None) -> None:
+    def apply(n: Node, part: str, up_from: dict[str, int] | None = None) -> dict[str, Any]:
+        """`part` of the node's apply: "files" (conf, keys, mon stores) or "osds" (OSD stores); the
+        node's report, merged into the state by `merge` (in this thread: OSD stores are made beside it)."""
         req = node_request(state, spec, n.name, "apply")
+        if part == "files":
+            req["osds"] = []
+        else:
+            req = {k: v for k, v in req.items() if k not in ("files", "mons", "mgrs", "provider")}
         for o in req["osds"]:
             if up_from is not None:
                 o["up_from"] = up_from.get(o["id"], 0)  # not in the osdmap: it never booted
         report = call(n, req)
-        if volume.merge(state, report):
-            save_state(state)
         changed = report["changed"]
-        pending[n.name] = report.get("pending", [])
-        waits = f"; osd.{', osd.'.join(pending[n.name])} wait for the osdmap" if pending[n.name] else ""
-        progress(f"{n.short}: " + (f"wrote {', '.join(changed)}" if changed else "files and stores in place") + waits)
+        if part == "osds":
+            pending[n.name] = report.get("pending", [])
+        waits = f"; osd.{', osd.'.join(pending[n.name])} wait for the osdmap" if pending.get(n.name) else ""
+        if changed or part == "files":
+            progress(f"{n.short}: " + (f"wrote {', '.join(changed)}" if changed else "files and stores in place")
+                     + waits)
+        elif waits:
+            progress(f"{n.short}:{waits[1:]}")
+        return report
 
-    on_all(nodes, apply)
+    def merge(reports: list[dict[str, Any]]) -> None:
+        if [volume.merge(state, r) for r in reports].count(True):
+            save_state(state)
+
+    merge(on_all(nodes, lambda n: apply(n, "files"), "writing files and mon stores"))
     # Daemons the probe found running need no start round trip (a re-run then takes ~2 s).
     running = {name for r in reports for name, up in r["running"].items() if up}
-    mon_nodes = [n for n in nodes if n.name in state["mons"]]
-    start(mon_nodes, state, spec, ("mon",), running)
-    cfg = admin_config(state, spec, wait)
-    with Session(cfg) as session:
-        session.mon_command("auth import", inbuf=auth_keyring(state, spec))
-        bootstrap.require_modern_clients(session)
-        bootstrap.register_osds(session, {o["id"]: o["uuid"] for o in state["osds"]
-                                          if o["id"] not in volume.made_by_ceph_volume(state)})
-        bootstrap.create_pools(session, spec)
-        session.mon_command("osd pool set", pool=spec.pool, var="size", val=str(spec.pool_size))
-        session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
-        waiting = [n for n in nodes if pending.get(n.name)]
-        if waiting:  # stores of ours without a done-marker: redo only what never booted, adopt the rest
-            up_from = bootstrap.boot_epochs(session)
-            on_all(waiting, lambda n: apply(n, up_from))
-        start(nodes, state, spec, ("mgr", "osd"), running)
-        # OSDs of online nodes serve: in (a node back from offline had them marked out).
-        ids = [o["id"] for o in state["osds"] if o["node"] in {n.name for n in nodes}]
-        if ids:
-            session.mon_command("osd in", ids=ids)
-        if fresh or added:
-            progress(f"initialising pool {spec.pool} for RBD")
-            bootstrap.rbd_pool_init(session, spec.pool)
-        if len(nodes) == len(gnodes):
-            health = bootstrap.wait_healthy(session, wait)
-        else:
-            health = bootstrap.settled_line(session.mon_command("status"))
-            progress(f"{len(gnodes) - len(nodes)} node(s) offline: their daemons stay stopped")
-    tags = [t for t in (STORAGE_TAG, f"{options.FSID_TAG_PREFIX}{state['fsid']}") if t not in group_tags]
-    if tags:
-        ganeti.add_group_tags(group, tags)
+    # OSD stores are made (ceph-osd --mkfs, seconds) on every node while the mons start and elect a
+    # leader: neither needs the other.
+    with ThreadPoolExecutor(1) as bg:
+        osd_stores = bg.submit(on_all, [n for n in nodes if daemons_of(state, n.name, ("osd",))],
+                               lambda n: apply(n, "osds"), "making OSD stores")
+        try:
+            # A new cluster's mgrs start with the mons (their keys are in the mon stores from mkfs on).
+            start([n for n in nodes if n.name in state["mons"]], state, spec, ("mon", "mgr") if fresh else ("mon",),
+                  running)
+            session = Session(admin_config(state, spec, wait))
+            session.connect()
+        except BaseException:
+            _also(osd_stores)
+            raise
+        with session:
+            merge(osd_stores.result())
+            tags = [t for t in (STORAGE_TAG, f"{options.FSID_TAG_PREFIX}{state['fsid']}") if t not in group_tags]
+            health = _daemons_up(state, spec, nodes, gnodes, pending, running, apply, merge, fresh or bool(added),
+                                 wait, session, lambda: ganeti.add_group_tags(group, tags) if tags else None)
     progress(f"group {group} is the storage cluster: {health} in {time.monotonic() - started:.1f} s")
     print(f"health: {health}")
     print(f"fsid: {state['fsid']}")
     print(f"pool: {spec.pool} (size {spec.pool_size}, min_size {spec.pool_min_size}), client: client.{spec.client_id}")
     return 0
+
+
+def _also(job: Future) -> None:
+    """A failure is in flight: wait for the background step and say its own failure too."""
+    if job.exception() is not None:
+        progress(f"also: {job.exception()}")
+
+
+def _daemons_up(state: dict[str, Any], spec: ClusterSpec, nodes: list[Node], gnodes: list[GNode],
+                pending: dict[str, list[str]], running: set[str], apply: Any, merge: Any, new_pgs: bool,
+                wait: float, session: Session, mark: Any) -> str:
+    """Keys and OSD ids in the mons, mgrs and OSDs started, pools made and initialised; the health reached.
+    `mark` (the group's tags: a Ganeti job of seconds) runs once every daemon started, beside the wait."""
+    session.mon_command("auth import", inbuf=auth_keyring(state, spec))
+    bootstrap.register_osds(session, {o["id"]: o["uuid"] for o in state["osds"]
+                                      if o["id"] not in volume.made_by_ceph_volume(state)})
+    waiting = [n for n in nodes if pending.get(n.name)]
+    if waiting:  # stores of ours without a done-marker: redo only what never booted, adopt the rest
+        up_from = bootstrap.boot_epochs(session)
+        merge(on_all(waiting, lambda n: apply(n, "osds", up_from), "redoing OSD stores"))
+    # mgrs and OSDs start on every node while the pools are made: PGs peer once the OSDs boot.
+    with ThreadPoolExecutor(1) as bg:
+        starting = bg.submit(start, nodes, state, spec, ("mgr", "osd"), running)
+        try:
+            bootstrap.require_modern_clients(session)
+            bootstrap.create_pools(session, spec)
+            session.mon_command("osd pool set", pool=spec.pool, var="size", val=str(spec.pool_size))
+            session.mon_command("osd pool set", pool=spec.pool, var="min_size", val=str(spec.pool_min_size))
+        except BaseException:
+            _also(starting)
+            raise
+        starting.result()
+    # OSDs of online nodes serve: in (a node back from offline had them marked out).
+    ids = [o["id"] for o in state["osds"] if o["node"] in {n.name for n in nodes}]
+    if ids:
+        session.mon_command("osd in", ids=ids)
+    with ThreadPoolExecutor(1) as bg:
+        marking = bg.submit(mark)
+        try:
+            if new_pgs:
+                progress(f"initialising pool {spec.pool} for RBD")
+                bootstrap.rbd_pool_init(session, spec.pool)
+            if len(nodes) == len(gnodes):
+                health = bootstrap.wait_healthy(session, wait)
+            else:
+                progress(f"{len(gnodes) - len(nodes)} node(s) offline: their daemons stay stopped")
+                health = bootstrap.settled_line(session.mon_command("status"))
+        except BaseException:
+            _also(marking)
+            raise
+        marking.result()
+    return health
 
 
 def start(nodes: list[Node], state: dict[str, Any], spec: ClusterSpec, kinds: tuple[str, ...],
