@@ -129,6 +129,8 @@ def storage_node_hook(h: HookEnv, bound: float) -> None:
     if h.hpath == "node-modify" and h.offline == "True" and h.phase == "pre":
         # Data that is still moving is a clean veto before the watchdog ends the hook.
         deploy.node_offline(name, drain_timeout=max(1.0, bound - 60))
+    elif h.hpath == "node-modify" and h.offline == "True" and h.phase == "post":
+        deploy.node_stopped(name)  # only now: a later pre hook or the opcode may still have refused
     elif back_in_service(h):
         deploy.node_online(name)
     elif h.hpath == "node-modify" and h.phase == "post" and h.drained in ("True", "False"):

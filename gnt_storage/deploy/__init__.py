@@ -35,7 +35,7 @@ def remove_storage(group: str) -> int:
 
 
 def node_offline(name: str, drain_timeout: float) -> None:
-    """The node goes offline: refuse (UsageError) unless Ceph can spare it, else drain and stop it."""
+    """The node goes offline (pre): refuse (UsageError) unless Ceph can spare it, else drain it."""
     from ganeti_ceph.ganeti import Ganeti
     from gnt_storage.deploy import lifecycle, state_lock
 
@@ -43,6 +43,16 @@ def node_offline(name: str, drain_timeout: float) -> None:
     deadline = time.monotonic() + drain_timeout  # a wait for the lock is taken from the drain's bound
     with state_lock.held(f"the offline hook of {name}", wait=min(state_lock.WAIT_S, drain_timeout / 2)):
         lifecycle.offline(lifecycle.find(ganeti, name), ganeti, drain_timeout=max(1.0, deadline - time.monotonic()))
+
+
+def node_stopped(name: str) -> None:
+    """The node went offline (post): its daemons stop (a dead node's OSDs are marked down and out)."""
+    from ganeti_ceph.ganeti import Ganeti
+    from gnt_storage.deploy import lifecycle, state_lock
+
+    ganeti = Ganeti()
+    with state_lock.held(f"the offline hook of {name}"):
+        lifecycle.stop_offline(lifecycle.find(ganeti, name), ganeti)
 
 
 def node_online(name: str) -> None:

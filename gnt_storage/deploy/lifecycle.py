@@ -5,11 +5,14 @@ node of the storage group:
 
 - offline (node-modify --offline yes, pre): refuse unless Ceph itself says
   the node's mon and OSDs can stop (`mon ok-to-stop`, `osd ok-to-stop`:
-  quorum kept, no PG below min_size); mark its OSDs out, wait until no data
-  is moving (bounded), then stop its daemons over SSH. A dead or unreachable
-  node is never contacted: its OSDs are marked down and out from here. A drain
-  past its bound proceeds if Ceph says the daemons can stop, else vetoes
-  with the OSDs left out, so the drain goes on and a retry succeeds.
+  quorum kept, no PG below min_size); mark its OSDs out and wait until no
+  data is moving (bounded). A dead node is never contacted: its OSDs are
+  marked down and out from here. A drain past its bound proceeds if Ceph
+  says the daemons can stop, else vetoes with the OSDs left out, so the
+  drain goes on and a retry succeeds. Its daemons stop only in the post
+  phase (stop_offline), once Ganeti has committed to the change: a later
+  pre hook or the opcode itself may still abort it, and nothing would
+  start them again. An unreachable node has its OSDs marked down and out.
 - online (node-modify --offline no or gnt-node add --readd, post): converge
   the group as init-distributed-storage does (files, stores, daemons), mark
   the node's OSDs in.
@@ -103,7 +106,8 @@ def _ok_to_stop(session: Session, osds: list[str]) -> bool:
 
 
 def offline(node: GNode, ganeti: Ganeti, drain_timeout: float = 600.0) -> None:
-    """The node leaves service: drained (OSDs out) and stopped, or, if dead, marked down and out from here."""
+    """The node leaves service (pre): drained (OSDs out), or, if dead, marked down and out from here; its
+    daemons stop in stop_offline, after Ganeti committed."""
     state = distributed.load_state()
     if not storage_node(node.name, state):
         return
@@ -133,6 +137,16 @@ def offline(node: GNode, ganeti: Ganeti, drain_timeout: float = 600.0) -> None:
                 if not ok:
                     raise UsageError(drain_verdict(node.name, moving, drain_timeout, ok))
                 progress(drain_verdict(node.short, moving, drain_timeout, ok))
+
+
+def stop_offline(node: GNode, ganeti: Ganeti) -> None:
+    """After Ganeti took the node offline (post): stop its daemons over SSH, or, if it cannot be reached,
+    mark its OSDs down and out from here."""
+    state = distributed.load_state()
+    if not storage_node(node.name, state):
+        return
+    assert state is not None
+    osds = _osd_ids(state, node.name)
     try:
         remote = distributed.connect_all([node], SshSettings(alias=ganeti.cluster_name()))[0]
     except SshError as exc:

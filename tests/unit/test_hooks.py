@@ -114,7 +114,7 @@ def test_disk_grow_env() -> None:
     ("node-modify", "pre", "True", ("node_offline", "n9.t", 240.0)),
     ("node-modify", "post", "False", ("node_online", "n9.t")),
     ("node-add", "post", "", ("node_online", "n9.t")), ("node-remove", "pre", "", ("refuse_node_remove", "n9.t")),
-    ("node-remove", "post", "", ("forget_node", "n9.t")), ("node-modify", "post", "True", None),
+    ("node-remove", "post", "", ("forget_node", "n9.t")), ("node-modify", "post", "True", ("node_stopped", "n9.t")),
 ])
 def test_the_storage_lifecycle_is_reached_through_the_deployment_api(
         monkeypatch: pytest.MonkeyPatch, hpath: str, phase: str, offline: str, called: tuple | None) -> None:
@@ -123,7 +123,7 @@ def test_the_storage_lifecycle_is_reached_through_the_deployment_api(
     monkeypatch.setattr(deploy, "storage_group_kept", lambda: True)
     monkeypatch.setattr(deploy, "node_offline", lambda name, drain_timeout: calls.append(("node_offline", name,
                                                                                           drain_timeout)))
-    for step in ("node_online", "refuse_node_remove", "forget_node"):
+    for step in ("node_online", "node_stopped", "refuse_node_remove", "forget_node"):
         monkeypatch.setattr(deploy, step, lambda name, step=step: calls.append((step, name)))
     h = parse({"GANETI_HOOKS_PATH": hpath, "GANETI_HOOKS_PHASE": phase, "GANETI_OFFLINE": offline,
                "GANETI_OP_TARGET": "n9.t"})

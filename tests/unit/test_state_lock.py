@@ -57,11 +57,12 @@ def test_every_hook_step_that_changes_the_cluster_waits_for_the_lock(holder, mon
     monkeypatch.setattr(state_lock, "PATH", path)
     monkeypatch.setattr(state_lock, "WAIT_S", 0.2)
     done: list[str] = []
-    for step in ("offline", "online", "maintenance", "forget"):
+    for step in ("offline", "stop_offline", "online", "maintenance", "forget"):
         monkeypatch.setattr(lifecycle, step, lambda *a, **k: done.append("ran"))
     monkeypatch.setattr(lifecycle, "find", lambda ganeti, name: name)
     monkeypatch.setattr("ganeti_ceph.ganeti.Ganeti", lambda: None)
-    for call in (lambda: deploy.node_offline("n1", 5.0), lambda: deploy.node_online("n1"),
+    for call in (lambda: deploy.node_offline("n1", 5.0), lambda: deploy.node_stopped("n1"),
+                 lambda: deploy.node_online("n1"),
                  lambda: deploy.node_maintenance("n1", True), lambda: deploy.forget_node("n1"),
                  lambda: deploy.remove_storage("g")):
         with pytest.raises(UsageError, match="init-distributed-storage"):
