@@ -260,7 +260,7 @@ def stop_daemon(pidfile: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     procs.defer_hup()  # a SIGHUP while it starts must not end it
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("start", "stop", "status", "run"))
+    parser.add_argument("action", choices=("start", "stop", "status", "run", "reload"))
     parser.add_argument("--bind", help="address to listen on (default: the node's primary IP, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (default 5)")
@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return start(args)
     if args.action == "stop":
         return stop_daemon(args.pidfile)
+    if args.action == "reload":
+        return procs.reload(PROG, running_pid(args.pidfile))
     return procs.status(PROG, running_pid(args.pidfile))
 
 

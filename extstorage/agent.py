@@ -166,7 +166,7 @@ def restart_if_running(path: str = DEFAULT_SOCKET, pidfile: str = DEFAULT_PIDFIL
 def main(argv: list[str] | None = None) -> int:
     procs.defer_hup()  # a SIGHUP while it starts must not end it
     parser = ArgumentParser(prog="ganeti-ceph-agent", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("start", "stop", "status", "run"))
+    parser.add_argument("action", choices=("start", "stop", "status", "run", "reload"))
     parser.add_argument("--socket", default=DEFAULT_SOCKET)
     parser.add_argument("--pidfile", default=DEFAULT_PIDFILE)
     parser.add_argument("--log", help=f"append output to this file, reopened on SIGHUP (default with start: "
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return start(args.socket, args.pidfile, args.log or DEFAULT_LOG)
     if args.action == "stop":
         return stop_agent(args.pidfile)
+    if args.action == "reload":
+        return procs.reload("ganeti-ceph-agent", running_pid(args.pidfile))
     return procs.status("ganeti-ceph-agent", running_pid(args.pidfile))
 
 

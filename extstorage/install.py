@@ -40,12 +40,20 @@ HOOKS = (("instance-start", "pre"), ("instance-migrate", "pre"), ("instance-fail
          ("node-modify", "pre"), ("node-modify", "post"), ("node-remove", "pre"), ("node-remove", "post"))
 
 
-def script_text(python: str, path: list[str], module: str = "extstorage.client", func: str = "main") -> str:
+def script_text(python: str, path: list[str], module: str = "extstorage.client", func: str = "main",
+                missing_ok: bool = False) -> str:
     """`-IS`: no site import (its .pth scan costs more than some actions) and
-    nothing from the environment; the module path is fixed at install time."""
-    return (f"#!{python} -IS\n{MARKER}: the action is the name this file is run as.\n"
-            f"import sys\n\nsys.path[:0] = {path!r}\n"
-            f"from {module} import {func}  # noqa: E402\n\n{func}()\n")
+    nothing from the environment; the module path is fixed at install time.
+    `missing_ok`: with its package gone the script does nothing and exits 0 (the verify hook: dpkg keeps
+    it, a conffile, after `apt remove`, and a failing script would fail every gnt-cluster verify)."""
+    head = (f"#!{python} -IS\n{MARKER}: the action is the name this file is run as.\n"
+            f"import sys\n\nsys.path[:0] = {path!r}\n")
+    if not missing_ok:
+        return head + f"from {module} import {func}  # noqa: E402\n\n{func}()\n"
+    package = module.split(".")[0]
+    return head + (f"try:\n    from {module} import {func}\nexcept ModuleNotFoundError as exc:\n"
+                   f"    if exc.name not in ({package!r}, {module!r}):\n        raise\n"
+                   f"    sys.exit(0)  # {package} was removed (apt remove): nothing to check\n\n{func}()\n")
 
 
 def install_hooks(hooks_dir: str, python: str, path: list[str] | None = None, destdir: str = "") -> list[str]:
@@ -62,7 +70,7 @@ def install_hooks(hooks_dir: str, python: str, path: list[str] | None = None, de
     verify_dir = os.path.join(hooks_dir, "cluster-verify-post.d")
     os.makedirs(verify_dir, mode=0o755, exist_ok=True)
     _write_executable(os.path.join(verify_dir, VERIFY_HOOK),
-                      script_text(python, path, "data_collector.verify_hook", "entry"))
+                      script_text(python, path, "data_collector.verify_hook", "entry", missing_ok=True))
     done = [os.path.join(verify_dir, VERIFY_HOOK)]
     for hpath, phase in HOOKS:
         d = os.path.join(hooks_dir, f"{hpath}-{phase}.d")

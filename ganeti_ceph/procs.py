@@ -112,6 +112,17 @@ def status(prog: str, pid: int | None) -> int:
     return 0 if pid else 1
 
 
+def reload(prog: str, pid: int | None) -> int:
+    """A daemon's `reload` action: SIGHUP, on which it reopens its log (logrotate's postrotate runs this,
+    so that a daemon started by hand follows the rotation too); exit 1 with a line if none runs."""
+    if not pid:
+        print(f"{prog}: not running; nothing to reload", file=sys.stderr)
+        return 1
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGHUP)
+    return 0
+
+
 def spawn(argv: list[str], log: str, ready: Callable[[subprocess.Popen], bool], wait: float = 10.0) -> bool:
     """Start argv detached (own session, clean environment, output to `log`);
     True once `ready(child)` holds, False if the child exits or `wait` passes."""

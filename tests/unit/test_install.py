@@ -87,3 +87,31 @@ def test_refuses_a_user_writable_module_path(tmp_path, monkeypatch: pytest.Monke
 def test_refuses_an_untrusted_interpreter(tmp_path) -> None:
     with pytest.raises(UsageError, match="refusing to install: the scripts would run /tmp/python3"):
         install.install(str(tmp_path / "es"), "/tmp/python3", log_dir=str(tmp_path / "log"))
+
+
+def test_the_verify_hook_does_nothing_once_its_package_is_gone(tmp_path) -> None:
+    """`apt remove` keeps the verify hook (a conffile) and removes data_collector: the hook must exit 0,
+    or every gnt-cluster verify fails until purge. The instance hooks and a broken install still fail."""
+    import subprocess
+
+    install.install_hooks(str(tmp_path), "/usr/bin/python3", path=["/usr/lib/python3/dist-packages"])
+    verify = (tmp_path / "cluster-verify-post.d" / install.VERIFY_HOOK).read_text()
+    assert verify == install.script_text("/usr/bin/python3", ["/usr/lib/python3/dist-packages"],
+                                         "data_collector.verify_hook", "entry", missing_ok=True)
+
+    def run(path: str, module: str, missing_ok: bool = False) -> subprocess.CompletedProcess:
+        script = tmp_path / "script"
+        script.write_text(install.script_text("/usr/bin/python3", [path], module, "entry", missing_ok))
+        script.chmod(0o755)
+        return subprocess.run([str(script)], capture_output=True, text=True, timeout=60)
+
+    gone = str(tmp_path / "gone")
+    assert run(gone, "data_collector.verify_hook", missing_ok=True).returncode == 0
+    hook = run(gone, "hooks.main")
+    assert hook.returncode != 0 and "No module named 'hooks'" in hook.stderr  # never passes silently
+    broken = tmp_path / "broken" / "data_collector"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "verify_hook.py").write_text("import no_such_dependency_of_ours\n")
+    res = run(str(tmp_path / "broken"), "data_collector.verify_hook", missing_ok=True)
+    assert res.returncode != 0 and "no_such_dependency_of_ours" in res.stderr
