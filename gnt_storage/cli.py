@@ -13,9 +13,11 @@ and ours in the venv's bin (doc/man/gnt-storage-ceph.8.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
+from typing import NoReturn
 
 from ganeti_ceph import __version__, runner
 from ganeti_ceph.errors import ArgumentParser, GanetiCephError, ToolFailed, UsageError, run_main
@@ -37,6 +39,26 @@ def ganeti_command() -> str | None:
         if os.access(path, os.X_OK) and os.path.realpath(path) != me:
             return path
     return None
+
+
+# Ganeti names itself after sys.argv[0] (its usage lines, commands log, GNT_STORAGE_<CMD> option variables),
+# so its diverted script runs as `gnt-storage`: the way `python3 SCRIPT` runs it, with the script's
+# resolved directory first on sys.path, but with argv[0] set (runpy would set it back to the file's name).
+_AS_GNT_STORAGE = ("import os, sys; script = sys.argv[1]; "
+                   "sys.path[0] = os.path.dirname(os.path.realpath(script)); "
+                   f"sys.argv[:2] = [{PROG!r}]; code = compile(open(script, 'rb').read(), script, 'exec'); "
+                   "exec(code, {'__name__': '__main__', '__file__': script, '__builtins__': __builtins__})")
+
+
+def exec_ganeti(ganeti: str, args: list[str]) -> NoReturn:
+    """Become Ganeti's gnt-storage, named `gnt-storage` rather than its diverted file's name."""
+    first = b""
+    with contextlib.suppress(OSError), open(ganeti, "rb") as fh:
+        first = fh.readline(256)
+    interpreter = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+    if interpreter and os.path.basename(interpreter[0]).startswith("python"):
+        os.execv(interpreter[0], [*interpreter, "-c", _AS_GNT_STORAGE, ganeti, *args])
+    os.execv(ganeti, [PROG, *args])  # not a Python script: as it is
 
 
 def ganeti_help() -> str:
@@ -115,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"'{args_in[0]}' is a Ganeti gnt-storage command, but Ganeti is not installed here; "
                 f"ours are: {', '.join(OURS)}"
             )
-        os.execv(ganeti, [ganeti, *args_in])
+        exec_ganeti(ganeti, args_in)
     args = build_parser(ganeti_help() if args_in[:1] in (["-h"], ["--help"]) else None).parse_args(args_in)
     if not 0 < getattr(args, "wait", 1) < math.inf:
         raise UsageError(f"--wait {args.wait}: give a positive number of seconds")
