@@ -8,7 +8,9 @@ Results go to bench/results.json as [{name, ours_s, baseline, baseline_s, ratio}
     .venv/bin/python bench/run.py [--runs N] [--only NAME [--only NAME...]] [--out PATH]
 
 Benches: local-cluster-up here; the provider actions (each a whole process,
-versus the rbd CLI) in bench/provider.py; init-distributed-storage on a
+versus the rbd CLI) in bench/provider.py; the same from the installed .deb,
+in a Debian chroot, with and without its agent, in bench/packaged.py;
+init-distributed-storage on a
 3-node Ganeti test bed, from scratch and re-run, in bench/distributed.py
 (alone: --only init-distributed-storage --only init-distributed-storage-rerun). To add one, decorate
 `fn(ctx: Ctx) -> dict` with `@bench("name")` and return `compare(...)` (see
