@@ -292,7 +292,7 @@ class TestLifecycle:
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         assert proc.stderr is not None
         for line in proc.stderr:
-            if "wrote" in line:  # stores made; the OSDs start only after every node's apply and the mons
+            if "node1: wrote osd." in line:  # its store made; the OSDs start only once every node's are
                 os.killpg(proc.pid, signal.SIGKILL)  # nsenter forks: the command is its child
                 break
         proc.wait(timeout=60)
