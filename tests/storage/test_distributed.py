@@ -418,7 +418,7 @@ class TestRemoval:
                   "'rbd/fenced']).returncode\n"
                   "    write_fence.lift(s, before)\n"
                   "print(made, before)\n")
-        made, before = bed.run(0, [sys.executable, "-c", script], timeout=300).stdout.split(maxsplit=1)
+        made, before = bed.run(0, [sys.executable, "-c", script], timeout=300).stdout.strip().split(maxsplit=1)
         assert made != "0" and before == "{'rbd': 0}"
         quota = json.loads(ceph(bed, "osd", "pool", "get-quota", "rbd", "-f", "json"))
         assert quota["quota_max_objects"] == 0
