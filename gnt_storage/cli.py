@@ -117,8 +117,8 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
     ra.add_argument("instance", help="the instance (stopped: gnt-instance shutdown INSTANCE)")
     ra.add_argument("mode", help="kernelspace or userspace")
     ra.add_argument("--dry-run", action="store_true", help="print the gnt-instance commands instead of running them")
-    rc = sub.add_parser("rbd-convert", help="take over an instance's disks made by GRNET's rbd provider, without "
-                        "copying (on the Ganeti master, instance stopped)")
+    rc = sub.add_parser("rbd-convert", help="take over an instance's disks made by GRNET's rbd provider or "
+                        "Ganeti's -t rbd template, without copying (on the Ganeti master, instance stopped)")
     rc.add_argument("instance", help="the instance (stopped: gnt-instance shutdown INSTANCE)")
     rc.add_argument("--dry-run", action="store_true", help="print the gnt-instance commands instead of running them")
     return parser

@@ -100,14 +100,14 @@ def access_move(disk: Disk, target: str, pool: str, instance: str = "") -> Move:
     return Move(disk, pool, disk.volume, target, params, f"gnt-storage {COMMAND} {instance} {target}")
 
 
-def move_spec(m: Move) -> str:
-    """--disk value that inserts the replacement at the disk's index, adopting its image."""
-    parts = [f"{m.disk.index}:add", f"size={m.disk.size_mib}M", f"provider={PROVIDER}", f"access={m.access}",
-             f"{ADOPT_PARAM}={m.image}"]
+def move_spec(m: Move, at: str = "") -> str:
+    """--disk value that inserts the replacement at the disk's index (or `at`: `N:add,` elsewhere, `N:` in a
+    gnt-instance add), adopting its image."""
+    parts = [f"size={m.disk.size_mib}M", f"provider={PROVIDER}", f"access={m.access}", f"{ADOPT_PARAM}={m.image}"]
     if m.disk.mode != "rw":
         parts.append(f"mode={m.disk.mode}")
     parts += [f"{k}={esc(v)}" for k, v in sorted(m.params.items())]
-    return ",".join(parts)
+    return (at or f"{m.disk.index}:add,") + ",".join(parts)
 
 
 def add_spec(disk: Disk, target: str) -> str:

@@ -11,10 +11,8 @@ Ganeti drops only the entry). Parameters that only mattered when the image was m
 image_format, image_features, stripe_*) or name a Ceph identity (cephx_*: ours uses /etc/ganeti/ceph.yaml's)
 are dropped; any other parameter is refused.
 
-Ganeti's own `-t rbd` template is refused: Ganeti 3.0 gives no copy-free way to give its instances ext disks
-(see doc/convert.md): `--disk add` always makes a disk of the instance's template, `--disk attach` takes only
-a disk of that template (or any, on a diskless instance), and `gnt-instance modify -t ext` copies every disk
-(blockdev_convert) and on a failed copy removes the new disks, which would delete an adopted image.
+An instance of Ganeti's own `-t rbd` template (or one whose conversion stopped halfway) goes through a carrier
+instance instead: ganeti_ceph.rbd.convert_template (doc/convert.md).
 
 A rerun resumes: an adopt stopped after its rename is completed by its add (the pool's adoption index), and an
 old entry left by a run killed after its add is removed once the disk before it proves (its completed
@@ -23,6 +21,7 @@ adoption record) that it holds that image.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from ganeti_ceph.errors import UsageError
 from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.log import progress
 from ganeti_ceph.naming import check_image_name, check_pool_name
+from ganeti_ceph.rbd import convert_template
 from ganeti_ceph.rbd.access_switch import (
     PROVIDER,
     CephImages,
@@ -109,10 +109,6 @@ def classify(images: CephImages, disk: Disk) -> Source | None:
 
 def check_kinds(inst: Instance) -> None:
     for d in inst.disks:
-        if d.dev_type == "rbd":
-            raise Refused(f"disk/{d.index} of {inst.name} uses Ganeti's rbd template, which Ganeti 3.0 cannot "
-                          "turn into ext disks without copying the data (see doc/convert.md); rbd-convert takes only "
-                          "GRNET's rbd provider's disks")
         if not d.is_rbd:
             raise Refused(f"disk/{d.index} of {inst.name} is {'an' if d.dev_type[0] in 'aeiou' else 'a'} "
                           f"{d.dev_type} disk"
@@ -161,6 +157,9 @@ def convert(name: str, dry_run: bool = False, ganeti: Ganeti | None = None, imag
     ganeti.check_master()
     inst = ganeti.instance(name)
     check_stopped(inst)
+    if convert_template.wants(inst):
+        with contextlib.closing(images or CephImages()) as ceph:
+            return convert_template.convert(inst, ganeti, ceph, dry_run, convert_template.Journal())
     check_kinds(inst)
     if not inst.disks:
         raise Refused(f"instance {inst.name} has no disks")

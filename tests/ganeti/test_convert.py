@@ -3,9 +3,8 @@ copying, data, order and names kept; QEMU then opens them through ours; a run ki
 by a rerun.
 
 What could not run here: GRNET's provider itself (Python 2 code, github.com/grnet/gnt-extstorage-rbd
-ext_scripts/ext_rbd.py; Debian 12 has no Python 2), and Ganeti's own `-t rbd` template (its create and attach
-map with the rbd CLI's krbd, and this kernel has no rbd module; rbd-convert refuses such disks anyway, see
-doc/convert.md). So the GRNET state is made as that provider leaves it: the disk entry through Ganeti
+ext_scripts/ext_rbd.py; Debian 12 has no Python 2). (Ganeti's own `-t rbd` instances are converted in
+test_convert_rbd_template.py.) So the GRNET state is made as that provider leaves it: the disk entry through Ganeti
 (`gnt-instance add`, then `gnt-instance modify --disk N:modify,rbd_pool=...`, Ganeti's own way to set ext
 parameters), the image as its create makes it (`rbd create POOL/VOL_CNAME --size N`: a librbd create with the
 cluster's default features), and no image under the disk's VOL_NAME."""
@@ -125,16 +124,21 @@ def test_grnet_disks_are_taken_over_with_their_data(testbed: Testbed, ceph_admin
     no_leaks(tb)
     print(f"conversion of 2 disks done after {time.monotonic() - started:.1f} s")
 
+    runs_through_ours(tb, ceph_admin, inst, vols, sums, names)
+
+
+def runs_through_ours(tb: Testbed, admin: Config, inst: str, vols: list[str], sums: list[str],
+                      old: list[str]) -> None:
+    """After a conversion: a rerun has nothing to do; QEMU opens disk 0 (userspace) through librbd and disk 1
+    (kernelspace) through its mapping; the data is unchanged; removing the instance leaves no image, old or new."""
     code, out, _ = rbd_convert(tb, inst)
     assert code == 0 and "nothing to do" in out
-
     tb.gnt("gnt-instance", "start", inst)
     assert drives(tb, inst) == [f"rbd:rbd/{vols[0]}:id=ganeti", f"/var/run/ganeti/instance-disks/{inst}:1"]
     tb.gnt("gnt-instance", "shutdown", "--timeout=0", inst)
-    assert [checksum(ceph_admin, v, s) for v, s in zip(vols, SIZES, strict=True)] == sums
-
+    assert [checksum(admin, v, s) for v, s in zip(vols, SIZES, strict=True)] == sums
     tb.gnt("gnt-instance", "remove", "-f", "--shutdown-timeout=0", inst)
-    assert images(ceph_admin).isdisjoint([*vols, *names])
+    assert images(admin).isdisjoint([*vols, *old])
     no_leaks(tb)
 
 

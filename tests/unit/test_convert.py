@@ -90,7 +90,8 @@ def test_dry_run_prints_and_changes_nothing(capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize(("disks", "images", "kw", "match"), [
     ([grnet(0, rbd_pool="rbd")], {"vm-disk0"}, {"running": True}, "is running: stop it first"),
     ([grnet(0, rbd_pool="rbd")], {"vm-disk0"}, {"wipe": True}, "prealloc_wipe_disks is on"),
-    ([replace(disk(0), dev_type="rbd", params={})], {"v0"}, {}, "uses Ganeti's rbd template"),
+    ([replace(disk(0), dev_type="rbd", params={}), replace(disk(1), dev_type="plain", params={})], {"v0"}, {},
+     "mixes plain and rbd disks"),
     ([replace(disk(0), dev_type="plain", params={})], {"v0"}, {}, "is a plain disk"),
     ([replace(disk(0), params={"provider": "other"})], {"v0"}, {}, "is an ext disk of provider other"),
     ([grnet(0, rbd_pool="rbd")], set(), {}, "image rbd/vm-disk0 does not exist and no adoption of it"),
