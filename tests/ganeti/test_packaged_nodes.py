@@ -130,7 +130,7 @@ def test_install_upgrade_purge_on_a_fresh_node(testbed: Testbed) -> None:
         before, packages = changes(node), run("dpkg-query", "-W")
         run(*DPKG, "-i", n)
         assert run("gnt-storage", "--version").split()[-1] == upstream_version(n)
-        assert os.path.exists(node.path("usr.upper", "share", "ganeti", "extstorage", "rbd", "create"))
+        assert f"{PROVIDER['deb:']}/ganeti-ceph-rbd" in changes(node)  # what `changes` sees: the package's files
         run(*DPKG, "-i", n1)  # the upgrade to N+1
         assert run("dpkg-query", "-W", "-f", "${Version}", PACKAGE) == netns.sh(["dpkg-deb", "-f", n1,
                                                                                "Version"]).stdout.strip()
