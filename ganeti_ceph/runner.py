@@ -9,6 +9,7 @@ words. Keys never go in argv: callers pass keyring paths.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shlex
 import shutil
@@ -104,3 +105,16 @@ def until(deadline: float, probe: Callable[[], T], done: Callable[[T], object] =
         if done(got) or time.monotonic() >= deadline:
             return got
         time.sleep(interval)
+
+
+def flock(fd: int, wait: float, interval: float = 0.02) -> bool:
+    """Take an exclusive flock on `fd` within `wait` seconds; False when it stays held (every lock wait
+    is bounded: Ganeti has no timeouts of its own)."""
+    def take() -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    return until(time.monotonic() + wait, take, interval=interval)

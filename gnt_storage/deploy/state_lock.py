@@ -15,9 +15,7 @@ no state), and the directory is the master's own (a test bed's nodes share
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from collections.abc import Iterator
 
 from ganeti_ceph import runner
@@ -28,14 +26,6 @@ PATH = os.path.join(STATE_DIR, ".lock")
 WAIT_S = 120.0  # a hook's step (an offline's drain has its own bound) or a short init finishes; a long init does not
 
 
-def _take(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def held(what: str, wait: float | None = None, path: str | None = None) -> Iterator[None]:
     """Hold the lock while `what` (a command or hook, named for waiters) runs; UsageError after `wait`
@@ -44,7 +34,7 @@ def held(what: str, wait: float | None = None, path: str | None = None) -> Itera
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        if not runner.until(time.monotonic() + wait, lambda: _take(fd), interval=0.2):
+        if not runner.flock(fd, wait, interval=0.2):
             holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
             raise UsageError(f"the storage cluster is busy: {holder} holds {path} (waited {wait:.0f} s); "
                              f"run {what} again once it has finished")

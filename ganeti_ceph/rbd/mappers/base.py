@@ -8,9 +8,7 @@ each next to this one. The mapping's link is the table's (table.py).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -55,14 +53,6 @@ def read(path: str) -> str | None:
 def module_available(name: str) -> bool:
     """Whether kernel module `name` is loaded or could be (`modprobe -n`)."""
     return os.path.isdir(f"/sys/module/{name}") or runner.succeeds(["modprobe", "-n", name], 10)
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 class Mapper:
@@ -123,7 +113,7 @@ class Mapper:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             wait = self.cfg.timeouts.osd_op
-            if not runner.until(time.monotonic() + wait, lambda: _try_lock(fd)):
+            if not runner.flock(fd, wait):
                 raise Busy(f"another map or unmap of {t.spec} on this node did not end within {wait:.0f} s "
                            "(timeouts.osd_op); retry")
             if not still_wanted():  # its agent died while this waited: the caller was told it failed
