@@ -192,8 +192,9 @@ class CephImages:
             self._session.connect()
         return self._session
 
-    def default_pool(self) -> str:
-        return Catalogue.of(self.cfg).pool("")
+    def pool_of(self, disk: Disk) -> str:
+        """The pool our provider finds `disk`'s volume in: its `pool` parameter, else the default."""
+        return Catalogue.of(self.cfg).pool(disk.params.get("pool", ""))
 
     def exists(self, pool: str, image: str) -> bool:
         from ganeti_ceph.rbd import volumes
@@ -391,14 +392,14 @@ def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None 
     images = images or CephImages()
     try:
         for d in rbd:  # also those already in `target`: a start would fail on a disk without image
-            pool = d.params.get("pool") or images.default_pool()
+            pool = images.pool_of(d)
             if not images.exists(pool, d.volume):
                 why = missing_image(images, inst, d, pool, resumes=d in todo)
                 if why:
                     raise Refused(why)
                 progress(f"disk/{d.index}: image {pool}/{d.volume} was left halfway by an interrupted adoption; "
                          "its add resumes it")
-        moves = [access_move(d, target, d.params.get("pool") or images.default_pool(), inst.name) for d in todo]
+        moves = [access_move(d, target, images.pool_of(d), inst.name) for d in todo]
         done = execute(ganeti, images, inst.name, moves, f"switched to {target}", dry_run)
     finally:
         images.close()

@@ -96,7 +96,7 @@ def classify(images: CephImages, disk: Disk) -> Source | None:
     """The GRNET source of disk, or None when it is ours (its volume exists where our provider looks)."""
     if is_grnet(disk):
         return grnet_source(disk)
-    pool = disk.params.get("pool") or images.default_pool()
+    pool = images.pool_of(disk)
     if images.exists(pool, disk.volume):
         return None
     if disk.name and not set(disk.params) - GANETI_OWN:
@@ -126,10 +126,10 @@ def stale_entry(images: CephImages, inst: Instance) -> int | None:
             src = grnet_source(d)
         except Refused:
             continue
-        pool = before.params.get("pool") or images.default_pool()
+        pool = images.pool_of(before)
         if (pool == src.pool and images.adopted_from(pool, before.volume) == src.image
                 and not images.exists(src.pool, src.image)
-                and not images.exists(d.params.get("pool") or images.default_pool(), d.volume)):
+                and not images.exists(images.pool_of(d), d.volume)):
             return d.index
     return None
 

@@ -103,8 +103,8 @@ class FakeImages:
         self.records: dict[str, dict] = {}
         self.closed = False
 
-    def default_pool(self) -> str:
-        return "rbd"
+    def pool_of(self, disk: Disk) -> str:
+        return disk.params.get("pool") or "rbd"
 
     def exists(self, pool: str, image: str) -> bool:
         return image in self.names
