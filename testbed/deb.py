@@ -9,7 +9,6 @@ unchanged sources only finds them.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import importlib.util
 import os
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 from ganeti_ceph import runner
+from ganeti_ceph.errors import Busy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build", "deb")
@@ -35,11 +35,12 @@ def builder() -> ModuleType:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """One builder at a time (two test sessions may want the same .debs)."""
+def _locked(wait: float) -> Iterator[None]:
+    """One builder at a time (two test sessions may want the same .debs); a wait past `wait` s is Busy."""
     os.makedirs(BUILD, exist_ok=True)
     with open(os.path.join(BUILD, ".test.lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        if not runner.flock(fh.fileno(), wait, interval=0.5):
+            raise Busy(f"another test session held {fh.name} for {wait:.0f} s, longer than its builds may take")
         yield
 
 
@@ -49,7 +50,8 @@ def built() -> tuple[str, str]:
     out = os.path.join(BUILD, f"test-{build_deb.tree_hash(REPO)}")
     ver = build_deb.version(REPO)
     debs = tuple(os.path.join(out, f"ganeti-ceph_{ver}-{rev}_all.deb") for rev in REVISIONS)
-    with _locked():
+    build_s = build_deb.BUILD_TIMEOUT + 60
+    with _locked(len(REVISIONS) * build_s + 60):
         for old in glob.glob(os.path.join(BUILD, "test-*")):
             if old != out:  # built from sources that are no more
                 shutil.rmtree(old, ignore_errors=True)
@@ -57,5 +59,5 @@ def built() -> tuple[str, str]:
             if not os.path.exists(deb):
                 runner.run([PYTHON, "-I", os.path.join(REPO, "packaging", "build_deb.py"), "--out", out,
                             "--revision", str(rev)], f"building {os.path.basename(deb)}",
-                           timeout=build_deb.BUILD_TIMEOUT + 60, env=dict(build_deb.ENV))
+                           timeout=build_s, env=dict(build_deb.ENV))
     return debs[0], debs[1]
