@@ -22,7 +22,6 @@ which Ganeti's next attach finds and its detach removes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
@@ -37,7 +36,6 @@ from ganeti_ceph import config, procs, runner
 
 MODULE = "extstorage.agent_worker"
 SELF_KILL_MARGIN_S = 2.0  # the agent kills at the bound; the worker itself shortly after
-REAP_S = 10.0  # a SIGKILLed process in uninterruptible sleep (a dead FUSE mount) may take a while
 MAX_IDLE = 4
 
 
@@ -69,23 +67,15 @@ class Worker:
         except WireError as exc:
             if time.monotonic() >= deadline:
                 raise TimeoutError from None
-            raise WorkerLost(f"the agent's worker {self.proc.pid} died during the call ({self.status()})") from exc
+            raise WorkerLost(f"the agent's worker {self.proc.pid} died during the call "
+                             f"({procs.how_ended(self.proc)})") from exc
         except OSError as exc:
             raise WorkerLost(f"the agent's worker {self.proc.pid} broke: {exc}") from exc
 
-    def status(self) -> str:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(1)
-        code = self.proc.poll()
-        return "still running" if code is None else f"exit {code}" if code >= 0 else f"signal {-code}"
-
     def kill(self) -> None:
         """SIGKILL the worker and everything it started in its session, then reap it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        procs.kill_group(self.proc)
         self.sock.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(REAP_S)
 
     def retire(self) -> None:
         """An idle worker: closing its socket ends it (EOF); reaped without waiting on it."""

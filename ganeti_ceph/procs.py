@@ -94,6 +94,7 @@ def boot_argv(module: str, *args: str) -> list[str]:
 # -- our own long-lived helpers (the provider agent, the collector daemon) -----
 
 DAEMON_ENV = runner.clean_env(runner.SYSTEM_PATH)
+REAP_S = 10.0  # a SIGKILLed process in uninterruptible sleep (a dead FUSE mount) may take a while
 
 
 def pid_from_file(pidfile: str, module: str) -> int | None:
@@ -135,6 +136,28 @@ def spawn(argv: list[str], log: str, ready: Callable[[subprocess.Popen], bool], 
     state = runner.until(time.monotonic() + wait,
                          lambda: "ready" if ready(child) else "exited" if child.poll() is not None else "")
     return state == "ready"
+
+
+def kill_group(proc: subprocess.Popen, reap: float = REAP_S) -> None:
+    """SIGKILL a child started in a session of its own (start_new_session) and everything it started
+    there, then reap it within `reap` seconds: a worker whose call or answer is late."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(reap)
+
+
+def how_ended(proc: subprocess.Popen, wait: float = 1.0) -> str:
+    """How a child ended, for a message: "exit 1", "SIGABRT"..., or "still running" after `wait` seconds."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(wait)
+    code = proc.returncode
+    if code is None or code >= 0:
+        return "still running" if code is None else f"exit {code}"
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
 
 
 def terminate(pid: int | None, grace: float = 10.0) -> None:
