@@ -6,14 +6,17 @@
 Ganeti's mond cannot load external collectors, so this small daemon serves
 the same API for ours on its own port (mond uses 1815): `/` -> [1],
 `/1/list/collectors`, `/1/report/all`, `/1/report/storage/ceph`, plus the
-same facts as Prometheus text at `/metrics`. One librados connection, a
-background thread refreshing the report every --interval seconds; requests
-only read the latest report, so they cost the same whatever the cluster
-size. GET only; binds the node's primary IP (from ssconf) or 127.0.0.1,
-never all addresses unless told. At most --max-connections connections are
-held, each closed after --idle-timeout seconds without a request: a new
-connection past the limit closes the oldest one still waiting for its
-request, so idle or slow clients cannot lock out a scrape.
+same facts as Prometheus text at `/metrics`. A background thread refreshes
+the report every --interval seconds by asking the collector process, a
+child that holds the one librados connection (worker.py): a crash, abort or
+hang of librados ends only that child, whose refresh is then a code-2
+report saying so, and a new child takes over. Requests only read the latest
+report, so they cost the same whatever the cluster size. GET only; binds
+the node's primary IP (from ssconf) or 127.0.0.1, never all addresses unless
+told. At most --max-connections connections are held, each closed after
+--idle-timeout seconds without a request: a new connection past the limit
+closes the oldest one still waiting for its request, so idle or slow
+clients cannot lock out a scrape.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from data_collector import CATEGORY, KIND, NAME, gather, metrics
+from data_collector import CATEGORY, KIND, NAME, gather, metrics, worker
 from data_collector.cli import unknown_report
 from ganeti_ceph import config, procs
 from ganeti_ceph.config import Config
@@ -57,17 +60,22 @@ def default_bind(ssconf_dir: str = SSCONF, names: set[str] | None = None) -> str
     return "127.0.0.1"
 
 
+def pause(interval: float, took: float) -> float:
+    """Seconds until the next refresh: the rest of the interval, or a whole one after a refresh that took
+    longer (one that waited out a hung collector process), so that its report is served for an interval
+    too and a struggling cluster is not asked again at once."""
+    return interval - took if took < interval else interval
+
+
 class Reports:
-    """The latest report, refreshed by one background thread over one Collector."""
+    """The latest report, refreshed by one background thread asking the collector process (worker.py)."""
 
     def __init__(self, cfg: Config, interval: float) -> None:
-        self.collector = gather.Collector(cfg)
+        self.cfg = cfg
+        self.collector = worker.Supervisor(cfg)
         self.interval = interval
-        # A refresh stuck in a C call past this is reported as code 2, not served stale.
-        self.stale_after = 2 * interval + gather.deadline(cfg)
         self._lock = threading.Lock()
         self._report: dict[str, Any] = unknown_report("no report yet: the first refresh is running", cfg.cluster)
-        self._made = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="refresh", daemon=True)
 
@@ -75,29 +83,32 @@ class Reports:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                rep = self.collector.report()
-            except Exception as exc:  # a bug must not stop the refreshes: say so, log it, go on
-                traceback.print_exc(file=sys.stderr)
-                rep = unknown_report(f"collector error: {exc!r}", self.collector.cfg.cluster)
-            with self._lock:
-                self._report, self._made = rep, time.monotonic()
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        """Each refresh is bounded (the collector process is killed past its bound), so no report goes stale."""
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    rep = self.collector.report()
+                except Exception as exc:  # a bug must not stop the refreshes: say so, log it, go on
+                    traceback.print_exc(file=sys.stderr)
+                    rep = unknown_report(f"collector error: {exc!r}", self.cfg.cluster)
+                with self._lock:
+                    self._report = rep
+                self._stop.wait(pause(self.interval, time.monotonic() - started))
+        finally:
+            self.collector.close()
 
     def latest(self) -> dict[str, Any]:
         with self._lock:
-            rep, age = self._report, time.monotonic() - self._made
-        if age > self.stale_after:
-            return unknown_report(f"no fresh report for {age:.0f} s: the cluster is not answering",
-                                  self.collector.cfg.cluster)
-        return rep
+            return self._report
 
     def stop(self) -> None:
+        """Ends the collector process too: gracefully if idle, else killed (an ask under way then ends at once)."""
         self._stop.set()
-        self._thread.join(timeout=gather.deadline(self.collector.cfg))
-        self.collector.close()
+        self._thread.join(timeout=worker.CLOSE_S + 1.0)
+        if self._thread.is_alive():
+            self.collector.kill()
+            self._thread.join(timeout=procs.REAP_S)
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -1,8 +1,10 @@
 """The Ceph health collector against a real cluster with real faults.
 
-A cluster of its own (3 mons, 3 OSDs, port 13700): the faults here would
-disturb the session's shared cluster. Tests run in file order; each one
-undoes its fault and waits for HEALTH_OK again, so any one can run alone.
+A cluster of its own (3 mons, 3 OSDs; port GANETI_CEPH_COLLECTOR_PORT, default 13700,
+and the daemon's GANETI_CEPH_COLLECTOR_MOND_PORT, default 13690; beside the session's
+GANETI_CEPH_TEST_DIR): the faults here would disturb the session's shared cluster.
+Tests run in file order; each one undoes its fault and waits for HEALTH_OK again, so
+any one can run alone.
 OSDs and mons are killed through their pid files (SIGKILL). A killed OSD on
 this host is marked down at once (its peers' connections are refused), so
 no `osd down` is needed.
@@ -10,6 +12,7 @@ no `osd down` is needed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,12 +22,13 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from data_collector import daemon, gather
-from ganeti_ceph import config
+from data_collector import daemon, gather, worker
+from ganeti_ceph import config, procs, runner
 from ganeti_ceph.config import Config, Timeouts
 from ganeti_ceph.rbd.mappers import Target, table
 from ganeti_ceph.session import Session
@@ -33,10 +37,11 @@ from gnt_storage.deploy.daemons import Daemon
 from gnt_storage.deploy.local import admin_config, child_env
 from tests.conftest import BIN, TEST_DIR, gnt_storage
 from tests.unit.test_collector_formats import parse_prometheus, validate_report
+from tests.unit.test_log_reopen import ppid
 
-DIR = os.path.join(os.path.dirname(TEST_DIR), "collector")
-PORT = 13700
-MOND_PORT = 13690
+DIR = f"{TEST_DIR}-collector"
+PORT = int(os.environ.get("GANETI_CEPH_COLLECTOR_PORT", "13700"))
+MOND_PORT = int(os.environ.get("GANETI_CEPH_COLLECTOR_MOND_PORT", "13690"))
 TIMEOUT = 3.0  # the collector's cap on connect and each mon command
 COLLECTOR = os.path.join(BIN, "ganeti-ceph-collector")
 MOND = os.path.join(BIN, "ganeti-ceph-mond")
@@ -72,18 +77,61 @@ def cluster() -> Iterator[Cluster]:
         assert res.returncode == 0, res.stderr
 
 
+@dataclasses.dataclass(frozen=True)
+class Mond:
+    url: str
+    pid: int  # the daemon's, for the whole module: it must outlive every fault
+    pidfile: Path
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "".join(self.log.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+
 @pytest.fixture(scope="module")
-def mond(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mond_daemon(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mond]:
     tmp = tmp_path_factory.mktemp("mond")
     argv = [MOND, "--port", str(MOND_PORT), "--config", cluster.yaml, "--interval", "1", "--timeout", str(TIMEOUT),
             "--pidfile", str(tmp / "mond.pid"), "--log", str(tmp / "mond.log")]
     subprocess.run([*argv[:1], "start", *argv[1:]], check=True, timeout=30)
+    pid = daemon.running_pid(str(tmp / "mond.pid"))
+    assert pid
+    mond = Mond(f"http://127.0.0.1:{MOND_PORT}", pid, tmp / "mond.pid", tmp / "mond.log")
     try:
-        yield f"http://127.0.0.1:{MOND_PORT}"
+        yield mond
     finally:
+        children = collector_processes(pid)
         subprocess.run([*argv[:1], "stop", *argv[1:]], check=True, timeout=30)
         assert subprocess.run([*argv[:1], "status", *argv[1:]], capture_output=True).returncode == 1
         assert not (tmp / "mond.pid").exists()
+        assert not [c for c in children if procs.alive(c)], f"collector processes left after stop: {children}"
+
+
+@pytest.fixture
+def mond(mond_daemon: Mond, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The daemon's URL; after a test, a daemon found dead, or the test's failure, brings the tail
+    of its log into the report (a CI failure then says why)."""
+    failed = request.session.testsfailed
+    yield mond_daemon.url
+    if not procs.alive(mond_daemon.pid):
+        pytest.fail(f"ganeti-ceph-mond (pid {mond_daemon.pid}) died; {mond_daemon.log} ends:\n{mond_daemon.tail()}",
+                    pytrace=False)
+    if request.session.testsfailed > failed:
+        pytest.fail(f"(the failure above) {mond_daemon.log} ends:\n{mond_daemon.tail()}", pytrace=False)
+
+
+def collector_processes(daemon_pid: int) -> list[int]:
+    """The daemon's collector processes (data_collector/worker.py): one, but for a moment after a failure."""
+    return [p for p in procs.find(arg=worker.MODULE) if ppid(p) == daemon_pid]
+
+
+def collector_process(daemon_pid: int) -> int:
+    found = runner.until(time.monotonic() + 30, lambda: collector_processes(daemon_pid), lambda f: len(f) == 1)
+    assert len(found) == 1, f"not one collector process of ganeti-ceph-mond {daemon_pid}: {found}"
+    return found[0]
 
 
 def one_shot(cluster: Cluster, ganeti_run: str = gather.GANETI_RUN, cfg: Config | None = None) -> dict[str, Any]:
@@ -104,7 +152,7 @@ def get(url: str) -> Any:
 
 
 def wait_for(make: Callable[[], dict[str, Any]], ok: Callable[[dict[str, Any]], bool], timeout: float,
-             what: str) -> dict[str, Any]:
+             what: str, every: float = 0.5) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         rep = make()
@@ -112,7 +160,7 @@ def wait_for(make: Callable[[], dict[str, Any]], ok: Callable[[dict[str, Any]], 
             return rep
         if time.monotonic() > deadline:
             pytest.fail(f"{what} not seen within {timeout:.0f} s; last status: {rep['data']['status']}")
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 def code(n: int) -> Callable[[dict[str, Any]], bool]:
@@ -203,6 +251,51 @@ def test_daemon_under_concurrent_load(mond: str) -> None:
     assert len(times) == 400 and sorted(times)[len(times) // 2] < 0.1
 
 
+def served(mond: str) -> dict[str, Any]:
+    return get(f"{mond}/1/report/storage/ceph")
+
+
+def message(rep: dict[str, Any]) -> str:
+    return rep["data"]["status"]["message"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGABRT, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_dead_collector_process_is_reported_and_replaced(mond: str, mond_daemon: Mond, sig: signal.Signals) -> None:
+    """librados aborting (as Debian's 16.2 client did with two mons down) or the kernel killing the
+    collector process ends only that child: the daemon serves on, says so, and starts a new one."""
+    wait_for(lambda: served(mond), code(0), 15, "code 0 from the daemon")
+    child = collector_process(mond_daemon.pid)
+    os.kill(child, sig)
+    # Served for one refresh interval (1 s here): asked often enough not to miss it.
+    rep = wait_for(lambda: served(mond), code(2), 15, f"code 2 after the collector process got {sig.name}", 0.1)
+    assert f"the collector process {child} died ({sig.name}); restarted" in message(rep), message(rep)
+    validate_report(rep)
+    assert parse_prometheus(get(f"{mond}/metrics"))["ganeti_ceph_up"]["samples"][()] == 0
+    wait_for(lambda: served(mond), code(0), 30, "code 0 from the new collector process")
+    assert daemon.running_pid(str(mond_daemon.pidfile)) == mond_daemon.pid
+    assert collector_process(mond_daemon.pid) != child
+    assert procs.state(child) is None  # reaped by the daemon, not left a zombie
+
+
+def test_a_hung_collector_process_is_killed_at_its_bound(cluster: Cluster, mond: str, mond_daemon: Mond) -> None:
+    """A collector process that stops answering (SIGSTOP: as a C call that ignores its timeouts) is
+    killed once its exchange's bound has passed, reported as code 2, and replaced."""
+    bound = gather.deadline(gather.with_timeout(cluster.client, TIMEOUT)) + worker.START_S
+    wait_for(lambda: served(mond), code(0), 15, "code 0 from the daemon")
+    child = collector_process(mond_daemon.pid)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        rep = wait_for(lambda: served(mond), code(2), bound + 15, "code 2 from a stopped collector process", 0.1)
+        assert f"the collector process {child} did not answer within {bound:.0f} s and was killed; restarted" \
+               in message(rep), message(rep)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGCONT)
+    wait_for(lambda: served(mond), code(0), 30, "code 0 from the new collector process")
+    assert daemon.running_pid(str(mond_daemon.pidfile)) == mond_daemon.pid
+    assert procs.state(child) is None
+
+
 def test_osd_down_is_self_healing_and_names_the_osd(cluster: Cluster, mond: str, tmp_path: Any) -> None:
     fsid = one_shot(cluster)["data"]["cluster"]["fsid"]
     # This node as Ganeti and our mapper would leave it: instance web's disk 0 mapped from rbd/web-disk0.
@@ -240,8 +333,9 @@ def test_pool_over_quota_needs_an_admin_and_names_the_pool(cluster: Cluster) -> 
             with s.ioctx("quota") as io:
                 for i in range(6):  # the quota binds once the mgr's stats catch up: some writes pass
                     io.write_full(f"o{i}", b"x" * 4096)
-            rep = wait_for(lambda: one_shot(cluster), code(4), 30, "code 4")
-            assert "pool quota" in rep["data"]["status"]["message"], rep["data"]["status"]
+            # The new pool's PGs may first count as unavailable (code 4 too) until they peer.
+            rep = wait_for(lambda: one_shot(cluster), lambda r: code(4)(r) and "pool quota" in message(r), 30,
+                           "code 4 naming the pool quota")
             pool = {p["name"]: p for p in rep["data"]["pools"]}["quota"]
             assert pool["state"] == "unavailable" and pool["quota_max_objects"] == 3 and pool["free_objects"] == 0
         finally:
@@ -262,7 +356,7 @@ def test_one_mon_down_puts_quorum_at_risk(cluster: Cluster) -> None:
     healthy_again(cluster)
 
 
-def test_two_mons_down_is_unknown_within_the_timeout(cluster: Cluster, mond: str) -> None:
+def test_two_mons_down_is_unknown_within_the_timeout(cluster: Cluster, mond: str, mond_daemon: Mond) -> None:
     wait_for(lambda: get(f"{mond}/1/report/storage/ceph"), code(0), 15, "code 0 from the daemon")
     cluster.kill("mon.b")
     cluster.kill("mon.c")
@@ -287,3 +381,6 @@ def test_two_mons_down_is_unknown_within_the_timeout(cluster: Cluster, mond: str
         cluster.start("mon.b", "mon.c")
     healthy_again(cluster)
     wait_for(lambda: get(f"{mond}/1/report/storage/ceph"), code(0), 30, "the daemon back at code 0")
+    # The same daemon: librados hunting for a mon (which crashed Debian's 16.2 client) ends no more
+    # than a collector process.
+    assert daemon.running_pid(str(mond_daemon.pidfile)) == mond_daemon.pid

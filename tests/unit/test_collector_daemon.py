@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -16,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from data_collector import cli, daemon, gather, metrics, verify_hook
+from data_collector import cli, daemon, gather, metrics, verify_hook, worker
+from ganeti_ceph import config, procs
 from ganeti_ceph.config import Config, Timeouts
 from tests.conftest import REPO
 from tests.unit.test_collector_formats import parse_prometheus, validate_report
 from tests.unit.test_collector_report import REAL, make
+from tests.unit.test_log_reopen import ppid
 
 
 class StubReports:
@@ -152,25 +157,56 @@ def test_collector_command_with_a_bad_config(capsys: pytest.CaptureFixture[str],
     assert rep["data"]["status"]["code"] == 2 and "not found" in err
 
 
-# -- refreshing -----------------------------------------------------------------------------
+# -- refreshing: the collector process (data_collector/worker.py) --------------------------------------
 
-class StubCollector:
-    """Healthy first, then stuck (a C call ignoring its timeout), or failing with a bug."""
+def test_backoff_lets_a_one_off_failure_restart_at_once_and_slows_a_crash_loop() -> None:
+    assert [worker.backoff(n) for n in range(1, 6)] == [0, 1, 2, 4, 8]
+    assert worker.backoff(100) == worker.MAX_BACKOFF_S
 
-    def __init__(self, then: str) -> None:
-        self.cfg = Config(conf="/nonexistent", keyring="/nonexistent", cluster="c1")
-        self.calls, self.then, self.release = 0, then, threading.Event()
 
-    def report(self) -> dict[str, Any]:
-        self.calls += 1
-        if self.calls > 1 and self.then == "stuck":
-            self.release.wait(10)
-        if self.calls > 1 and self.then == "bug":
-            raise ValueError("oops")
-        return make("healthy")[0]
+def test_pause_serves_even_a_slow_refresh_for_an_interval() -> None:
+    assert daemon.pause(5, 1.5) == 3.5
+    assert daemon.pause(5, 16) == 5
 
-    def close(self) -> None:
-        self.release.set()
+
+def test_the_collector_process_gets_the_daemons_config() -> None:
+    """What the child parses from the first line is the config the daemon holds (timeouts capped)."""
+    cfg = gather.with_timeout(Config(conf="/etc/ceph/x.conf", keyring="/etc/ceph/k", cluster="c1", node="n1",
+                                     timeouts=Timeouts(connect=10, mon_op=7)), 3)
+    assert config.parse(yaml.safe_load(config.dump(cfg)), cfg.source) == cfg
+
+
+def collector_processes(parent: int) -> list[int]:
+    return [p for p in procs.find(arg=worker.MODULE) if ppid(p) == parent]
+
+
+def test_a_dead_collector_process_is_reported_then_replaced(tmp_path: Path) -> None:
+    """A real collector process, against a cluster that is not there (so its reports are code 2 too,
+    saying why): killed, it is reported and replaced; killed again at once, it is replaced after a backoff."""
+    cfg = Config(conf=str(tmp_path / "absent.conf"), keyring=str(tmp_path / "absent.keyring"), cluster="c1",
+                 timeouts=Timeouts(1, 1))
+    sup = worker.Supervisor(cfg)
+    try:
+        assert "collector process" not in message(sup.report())  # the child's own code-2 report
+        for failures, then in ((1, "restarted"), (2, "restarting it in")):
+            [child] = collector_processes(os.getpid())
+            os.kill(child, signal.SIGKILL)
+            rep = sup.report()
+            validate_report(rep)
+            assert rep["data"]["status"]["code"] == 2
+            assert f"the collector process {child} died (SIGKILL)" in message(rep) and then in message(rep)
+            assert ("failures in a row" in message(rep)) == (failures > 1)
+            assert procs.state(child) is None  # reaped
+        assert not collector_processes(os.getpid()) and "restarting it in" in message(sup.report())
+        until(lambda: "collector process" not in message(sup.report()), 10)  # the backoff is 1 s
+        assert len(collector_processes(os.getpid())) == 1
+    finally:
+        sup.close()
+    assert not collector_processes(os.getpid())
+
+
+def message(rep: dict[str, Any]) -> str:
+    return rep["data"]["status"]["message"]
 
 
 def until(check: Any, timeout: float = 5.0) -> None:
@@ -178,20 +214,6 @@ def until(check: Any, timeout: float = 5.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
-
-
-@pytest.mark.parametrize("then,message", [("stuck", "no fresh report for"), ("bug", "collector error: ValueError")])
-def test_refresh_trouble_is_served_as_unknown(then: str, message: str) -> None:
-    reports = daemon.Reports(Config(conf="/nonexistent", keyring="/nonexistent", timeouts=Timeouts(1, 1)), 0.02)
-    reports.collector = StubCollector(then)  # type: ignore[assignment]
-    reports.stale_after = 0.3
-    assert reports.latest()["data"]["status"]["code"] == 2  # before the first refresh
-    reports.start()
-    until(lambda: reports.latest()["data"]["status"]["code"] == 0)
-    until(lambda: message in reports.latest()["data"]["status"]["message"])
-    validate_report(reports.latest())
-    reports.collector.release.set()  # type: ignore[attr-defined]
-    reports.stop()
 
 
 def test_bounded_gives_up_on_a_hung_call() -> None:
@@ -209,9 +231,6 @@ def test_timeout_caps_the_config() -> None:
 
 
 # -- the real daemon under idle connections (defect 9) --------------------------------------
-
-DAEMON_PORTS = iter(range(14450, 14470))  # this file's share of the collector test ports
-
 
 def read_response(sock: socket.socket) -> bytes:
     """One whole HTTP response (headers, then Content-Length bytes)."""
@@ -232,11 +251,13 @@ def read_response(sock: socket.socket) -> bytes:
 def real_daemon(tmp_path: Path, *options: str, nofile: int = 256) -> Iterator[tuple[str, int]]:
     """`ganeti-ceph-mond run` as its own process, with a small fd limit (as a busy node would hit),
     against a cluster that is not there (it then serves code-2 reports)."""
-    port = next(DAEMON_PORTS)
-    yaml = tmp_path / "c.yaml"
-    yaml.write_text(f"conf: {tmp_path}/absent.conf\nkeyring: {tmp_path}/absent.keyring\n")
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"conf: {tmp_path}/absent.conf\nkeyring: {tmp_path}/absent.keyring\n")
     argv = [sys.executable, "-m", "data_collector.daemon", "run", "--bind", "127.0.0.1", "--port", str(port),
-            "--config", str(yaml), "--interval", "1", "--timeout", "1", "--pidfile", str(tmp_path / "mond.pid"),
+            "--config", str(conf), "--interval", "1", "--timeout", "1", "--pidfile", str(tmp_path / "mond.pid"),
             *options]
     limit = (nofile, nofile)
     with open(tmp_path / "mond.log", "ab") as log:
@@ -247,8 +268,20 @@ def real_daemon(tmp_path: Path, *options: str, nofile: int = 256) -> Iterator[tu
         assert child.poll() is None, (tmp_path / "mond.log").read_text()
         yield "127.0.0.1", port
     finally:
+        left = collector_processes(child.pid)
         child.terminate()
         child.wait(10)
+        until(lambda: not [c for c in left if procs.alive(c)], 10)  # the daemon ends its collector process
+
+
+def test_a_killed_daemon_leaves_no_collector_process(tmp_path: Path) -> None:
+    """SIGKILL gives the daemon no chance to stop its child: the child sees it gone and ends."""
+    with real_daemon(tmp_path):
+        pid = int((tmp_path / "mond.pid").read_text())
+        until(lambda: collector_processes(pid), 10)
+        [child] = collector_processes(pid)
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: not procs.alive(child), 10)
 
 
 def test_idle_connections_do_not_exhaust_the_daemon(tmp_path: Path) -> None:
