@@ -13,6 +13,7 @@ import glob
 import importlib.util
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -23,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(REPO, "build", "deb")
 PYTHON = "/usr/bin/python3"  # Debian's, never the venv's: the build must not see the checkout's environment
 REVISIONS = (1, 2)
+KEEP_OTHERS_S = 3 * 3600  # longer than a whole test session
 
 
 def builder() -> ModuleType:
@@ -53,7 +55,8 @@ def built() -> tuple[str, str]:
     build_s = build_deb.BUILD_TIMEOUT + 60
     with _locked(len(REVISIONS) * build_s + 60):
         for old in glob.glob(os.path.join(BUILD, "test-*")):
-            if old != out:  # built from sources that are no more
+            # Built from sources that are no more; a recent one may be what a concurrent session installs.
+            if old != out and time.time() - os.path.getmtime(old) > KEEP_OTHERS_S:
                 shutil.rmtree(old, ignore_errors=True)
         for rev, deb in zip(REVISIONS, debs, strict=True):
             if not os.path.exists(deb):

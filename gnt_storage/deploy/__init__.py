@@ -51,7 +51,9 @@ def node_stopped(name: str) -> None:
     from gnt_storage.deploy import lifecycle, state_lock
 
     ganeti = Ganeti()
-    with state_lock.held(f"the offline hook of {name}"):
+    with state_lock.held(f"the offline hook of {name}", state_lock.POST_WAIT_S, instead=(
+            f"{name} is offline but its Ceph daemons were not stopped: stop them there, or if it is dead "
+            "mark its OSDs down and out (ceph osd down ID; ceph osd out ID)")):
         lifecycle.stop_offline(lifecycle.find(ganeti, name), ganeti)
 
 

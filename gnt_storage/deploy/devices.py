@@ -10,9 +10,12 @@ on it. A probe that fails or times out means "not usable", never "empty".
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import stat
+import time
 
 from ganeti_ceph import runner
 from ganeti_ceph.errors import GanetiCephError
@@ -24,6 +27,7 @@ LOOP_MAJOR = 7
 MIN_DEVICE_BYTES = 2 * 1024**3
 MIN_DB_WAL_BYTES = 96 * 1024**2  # Ceph's own default WAL size (bluestore_block_wal_size)
 PROBE_TIMEOUT = 30.0
+HELD_WAIT_S = 10.0  # an OSD told to stop lets go of its device's lock at its exit
 ENV = runner.clean_env(runner.SYSTEM_PATH)
 TOOL_ENV = runner.clean_env(runner.SYSTEM_PATH, HOME="/root")  # Ceph tools want a HOME
 # wipefs alone leaves the rest of a superblock, which the zero-head rule below still sees as data.
@@ -71,18 +75,27 @@ def read_head(path: str) -> bytes:
         return fh.read(4096)
 
 
-def zero_head(dev: str, osd_uuid: str) -> None:
+def zero_head(dev: str, osd_uuid: str, wait: float = HELD_WAIT_S) -> None:
     """Forget a store of ours (its bluestore label and bluefs superblock), nothing else.
 
     `dev` may be a link (a /dev/disk/by-* name): it is resolved once, and the write goes only to the
     device that was resolved (same rdev, or inode for a file, on the open descriptor) and whose head,
-    read through that descriptor, still holds the label naming `osd_uuid`. O_EXCL: a block device
-    that something holds open fails.
+    read through that descriptor, still holds the label naming `osd_uuid`. Never under a running
+    OSD: ceph-osd takes an fcntl write lock on its device (BlueStore's KernelDevice), which we must
+    get within `wait` seconds (an OSD stopping lets go at its exit); O_EXCL also refuses a device a
+    mount or a device-mapper/md target holds.
     """
     real = os.path.realpath(dev)
     checked = os.stat(real)
-    fd = os.open(real, os.O_RDWR | os.O_EXCL)
     try:
+        fd = os.open(real, os.O_RDWR | os.O_EXCL)
+    except OSError as exc:
+        raise GanetiCephError(f"{dev} ({real}) is in use ({exc.strerror}): something holds it open "
+                              "exclusively; nothing was written") from None
+    try:
+        if not runner.until(time.monotonic() + wait, lambda: _write_locked(fd), interval=0.2):
+            raise GanetiCephError(f"{dev} ({real}) is locked by a running process (a ceph-osd holds its device "
+                                  f"so): stop it and run this again; nothing was written")
         st = os.fstat(fd)
         same = (st.st_rdev == checked.st_rdev if stat.S_ISBLK(st.st_mode)
                 else (st.st_dev, st.st_ino) == (checked.st_dev, checked.st_ino))
@@ -95,7 +108,18 @@ def zero_head(dev: str, osd_uuid: str) -> None:
         os.pwrite(fd, b"\0" * 65536, 0)
         os.fsync(fd)
     finally:
-        os.close(fd)
+        os.close(fd)  # and with it our lock
+
+
+def _write_locked(fd: int) -> bool:
+    """Take the fcntl write lock ceph-osd takes on its device (not flock: the two do not see each other)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
 
 
 def read_label(dev: str) -> dict[str, str]:

@@ -24,12 +24,14 @@ from gnt_storage.deploy.distributed import STATE_DIR
 
 PATH = os.path.join(STATE_DIR, ".lock")
 WAIT_S = 120.0  # a hook's step (an offline's drain has its own bound) or a short init finishes; a long init does not
+POST_WAIT_S = 600.0  # a post hook cannot undo the change it follows, nor be run again alone: it waits longer
 
 
 @contextlib.contextmanager
-def held(what: str, wait: float | None = None, path: str | None = None) -> Iterator[None]:
+def held(what: str, wait: float | None = None, path: str | None = None, instead: str | None = None
+         ) -> Iterator[None]:
     """Hold the lock while `what` (a command or hook, named for waiters) runs; UsageError after `wait`
-    (default WAIT_S)."""
+    (default WAIT_S), which says to run `what` again, or `instead` (for what cannot be run alone)."""
     path, wait = path or PATH, WAIT_S if wait is None else wait
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -37,7 +39,7 @@ def held(what: str, wait: float | None = None, path: str | None = None) -> Itera
         if not runner.flock(fd, wait, interval=0.2):
             holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
             raise UsageError(f"the storage cluster is busy: {holder} holds {path} (waited {wait:.0f} s); "
-                             f"run {what} again once it has finished")
+                             + (instead or f"run {what} again once it has finished"))
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
         yield

@@ -83,7 +83,11 @@ def fenced_empty(state: dict[str, Any], removing: bool) -> None:
             verdict = images_verdict(group, ours, _listing(session))
             if verdict is None:
                 before = write_fence.fence(session, sorted(session.mon_command("osd pool ls") or []))
-                verdict = images_verdict(group, ours, _listing(session))
+                try:
+                    verdict = images_verdict(group, ours, _listing(session))
+                except BaseException:
+                    write_fence.lift_quietly(session, before)
+                    raise
                 if verdict is not None:
                     write_fence.lift(session, before)
     except GanetiCephError as exc:
@@ -205,7 +209,7 @@ def purge_node(req: dict[str, Any]) -> dict[str, Any]:
         if st != "ours":
             changed.append(f"{dev} left as is ({st}, not osd.{osd['id']} of this cluster)")
             continue
-        zero_head(dev, osd["uuid"])  # the label and bluefs superblock; O_EXCL: a device in use fails
+        zero_head(dev, osd["uuid"])  # the label and bluefs superblock; never under a running OSD
         changed.append(f"osd.{osd['id']}'s label on {dev} zeroed")
     for d in req["dirs"]:
         if os.path.isdir(d):

@@ -408,7 +408,10 @@ class TestRemoval:
         assert "ganeti-ceph:storage" in bed.gnt("gnt-group", "list-tags", GROUP)
 
     def test_writes_are_fenced_until_lifted(self, bed: Testbed) -> None:
-        """The fence remove puts up between its proof and the purge: no image can be made, until lifted."""
+        """The fence remove puts up between its proof and the purge: no image can be made, until lifted.
+        A rerun after a kill with the fence up takes it as it is and gives back the quota the pool had
+        (was: its marker write waited on the full pool, then the rerun refused, fenced forever)."""
+        ceph(bed, "osd", "pool", "set-quota", "rbd", "max_objects", "100000")
         script = ("import subprocess, sys\n"
                   "from ganeti_ceph.session import Session\n"
                   "from gnt_storage.deploy import distributed, write_fence\n"
@@ -416,12 +419,16 @@ class TestRemoval:
                   "    before = write_fence.fence(s, ['rbd'])\n"
                   "    made = subprocess.run(['timeout', '15', 'rbd', '--id', 'ganeti', 'create', '--size', '8', "
                   "'rbd/fenced']).returncode\n"
-                  "    write_fence.lift(s, before)\n"
-                  "print(made, before)\n")
-        made, before = bed.run(0, [sys.executable, "-c", script], timeout=300).stdout.strip().split(maxsplit=1)
-        assert made != "0" and before == "{'rbd': 0}"
-        quota = json.loads(ceph(bed, "osd", "pool", "get-quota", "rbd", "-f", "json"))
-        assert quota["quota_max_objects"] == 0
+                  "    again = write_fence.fence(s, ['rbd'])  # the rerun of a run killed here\n"
+                  "    write_fence.lift(s, again)\n"
+                  "print(made, before == again, again['rbd'])\n")
+        try:
+            made, same, before = bed.run(0, [sys.executable, "-c", script], timeout=300).stdout.split()
+            assert made != "0" and same == "True" and before == "100000"
+            quota = json.loads(ceph(bed, "osd", "pool", "get-quota", "rbd", "-f", "json"))
+            assert quota["quota_max_objects"] == 100000
+        finally:
+            ceph(bed, "osd", "pool", "set-quota", "rbd", "max_objects", "0")
         bed.run(0, ["timeout", "60", "rbd", "--id", "ganeti", "create", "--size", "8", "rbd/after-fence"])
         assert "after-fence" in bed.run(0, ["rbd", "--id", "ganeti", "ls", "rbd"]).stdout
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -72,11 +73,39 @@ def test_zero_head_refuses_a_block_device_held_open_exclusively(tmp_path) -> Non
     with loop(path) as dev:
         fd = os.open(dev, os.O_RDONLY | os.O_EXCL)
         try:
-            with pytest.raises(OSError):
+            with pytest.raises(GanetiCephError, match=r"is in use .*nothing was written"):
                 devices.zero_head(by_id(tmp_path, dev), OSD_UUID)
         finally:
             os.close(fd)
         assert head(dev, len(LABEL)) == LABEL
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what BlueStore's KernelDevice does to its device
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_zero_head_refuses_a_device_a_running_osd_holds(tmp_path) -> None:
+    """ceph-osd does not open its device O_EXCL: it takes an fcntl write lock, which a zeroing must get
+    (was: O_EXCL alone, which a running OSD's device passed)."""
+    path = sparse(tmp_path)
+    put(path, 0, LABEL)
+    with loop(path) as dev:
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, dev], stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout and holder.stdout.readline().strip() == "locked"
+            with pytest.raises(GanetiCephError, match=r"locked by a running process.*nothing was written"):
+                devices.zero_head(by_id(tmp_path, dev), OSD_UUID, wait=0.5)
+        finally:
+            holder.kill()
+            holder.wait(10)
+        assert head(dev, len(LABEL)) == LABEL
+        devices.zero_head(by_id(tmp_path, dev, "after-the-osd"), OSD_UUID)  # its lock went with it
+        assert head(dev) == b"\0" * 65536
 
 
 def test_teardown_zeroes_a_volume_osd_by_its_recorded_stable_name(tmp_path) -> None:

@@ -56,6 +56,7 @@ def test_every_hook_step_that_changes_the_cluster_waits_for_the_lock(holder, mon
     path, _ = holder
     monkeypatch.setattr(state_lock, "PATH", path)
     monkeypatch.setattr(state_lock, "WAIT_S", 0.2)
+    monkeypatch.setattr(state_lock, "POST_WAIT_S", 0.2)
     done: list[str] = []
     for step in ("offline", "stop_offline", "online", "maintenance", "forget"):
         monkeypatch.setattr(lifecycle, step, lambda *a, **k: done.append("ran"))
@@ -68,3 +69,16 @@ def test_every_hook_step_that_changes_the_cluster_waits_for_the_lock(holder, mon
         with pytest.raises(UsageError, match="init-distributed-storage"):
             call()
     assert done == []
+
+
+def test_the_post_offline_hook_names_what_to_do_instead_of_a_rerun(holder, monkeypatch) -> None:
+    """A post hook cannot be run again on its own: its refusal says what is left undone and how to do it."""
+    path, _ = holder
+    monkeypatch.setattr(state_lock, "PATH", path)
+    monkeypatch.setattr(state_lock, "POST_WAIT_S", 0.2)
+    monkeypatch.setattr(lifecycle, "find", lambda ganeti, name: name)
+    monkeypatch.setattr("ganeti_ceph.ganeti.Ganeti", lambda: None)
+    with pytest.raises(UsageError) as exc:
+        deploy.node_stopped("n1")
+    assert "n1 is offline but its Ceph daemons were not stopped" in exc.value.message
+    assert "again" not in exc.value.message
