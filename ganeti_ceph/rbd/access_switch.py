@@ -15,14 +15,16 @@ See doc/access-switch.md.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ganeti_ceph import config
+from ganeti_ceph import config, runner
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError, GanetiFailed, NotFound, UsageError
 from ganeti_ceph.ganeti import condense, config_data, parse_list, run_command, ssconf
@@ -42,6 +44,8 @@ SEP = "\x1f"
 LIST_FIELDS = ("name", "uuid", "status", "oper_state", "admin_state", "hypervisor", "disk.uuids")
 QUERY_TIMEOUT = 120.0
 MODIFY_TIMEOUT = 900.0
+STATE_DIR = "/var/lib/ganeti-ceph/rbd-convert"  # on the master: rbd-convert's journals, the per-instance locks
+LOCK_WAIT = 2.0
 
 Runner = Callable[[list[str], float], subprocess.CompletedProcess]
 
@@ -114,16 +118,18 @@ def add_spec(disk: Disk, target: str) -> str:
     return move_spec(access_move(disk, target, ""))
 
 
-def modify(instance: str, spec: str) -> list[str]:
-    return ["gnt-instance", "modify", "--disk", spec, instance]
+def modify(instance: str, spec: str, *flags: str) -> list[str]:
+    return ["gnt-instance", "modify", *flags, "--disk", spec, instance]
 
 
-def move_commands(instance: str, m: Move) -> list[list[str]]:
-    """The gnt-instance calls that move one disk; indices hold because each adds one and removes one."""
+def move_commands(instance: str, m: Move, new: str = "") -> list[list[str]]:
+    """The gnt-instance calls that move one disk: the add at its index, then the old entry's remove and the new
+    disk's naming by UUID (`new`, known once the add made it; a dry run shows its index), so a disk list that
+    changed meanwhile never turns them on another disk (Ganeti's remove would delete that disk's image)."""
     disk = m.disk
-    cmds = [modify(instance, move_spec(m)), modify(instance, f"{disk.index + 1}:remove")]
+    cmds = [modify(instance, move_spec(m)), modify(instance, f"{disk.uuid}:remove")]
     if disk.name:
-        cmds.append(modify(instance, f"{disk.index}:modify,name={esc(disk.name)}"))
+        cmds.append(modify(instance, f"{new or disk.index}:modify,name={esc(disk.name)}"))
     return cmds
 
 
@@ -135,9 +141,10 @@ class Ganeti:
     """The master's view of an instance, and the gnt-instance calls that change it. No gnt-* command
     shows disk parameters (access, pool...): they come from config.data, by the UUIDs the list gives."""
 
-    def __init__(self, runner: Runner = run_command, lib_dir: str = GANETI_LIB) -> None:
+    def __init__(self, runner: Runner = run_command, lib_dir: str = GANETI_LIB, state_dir: str = STATE_DIR) -> None:
         self.runner = runner
         self.lib_dir = lib_dir
+        self.state_dir = state_dir
 
     def check_master(self) -> None:
         """config.data is only authoritative on the master (elsewhere it may lag)."""
@@ -156,19 +163,28 @@ class Ganeti:
             if "not found" in text or "not known" in text:
                 raise Refused(f"instance {name} does not exist")
             raise GanetiFailed(f"gnt-instance list {name} failed: {text}")
+        return parse_instance(res.stdout.splitlines()[0] if res.stdout.strip() else "", self.config())
+
+    def config(self) -> dict:
+        """The master's config.data."""
         cfg = config_data.load(self.lib_dir)
         if cfg is None:
             raise GanetiFailed("cannot read Ganeti's config.data: this node has none (run this on the master)")
-        return parse_instance(res.stdout.splitlines()[0] if res.stdout.strip() else "", cfg)
+        return cfg
 
     def wipes_new_disks(self) -> bool | None:
         """Ganeti's prealloc_wipe_disks, from the master's config.data (None: unreadable)."""
         return prealloc_wipe.wipes_new_disks(self.lib_dir)
 
     def run(self, argv: list[str]) -> None:
+        self.output(argv)
+
+    def output(self, argv: list[str]) -> str:
+        """Run a Ganeti command; its stdout."""
         res = self.runner(argv, MODIFY_TIMEOUT)
         if res.returncode != 0:
             raise GanetiFailed(f"{shlex.join(argv)} failed: {condense(res)}")
+        return res.stdout
 
 
 class CephImages:
@@ -194,7 +210,11 @@ class CephImages:
 
     def pool_of(self, disk: Disk) -> str:
         """The pool our provider finds `disk`'s volume in: its `pool` parameter, else the default."""
-        return Catalogue.of(self.cfg).pool(disk.params.get("pool", ""))
+        return self.pool(disk.params.get("pool", ""))
+
+    def pool(self, named: str | None) -> str:
+        """The pool a disk whose `pool` parameter is `named` (None or empty: none) lives in."""
+        return Catalogue.of(self.cfg).pool(named or "")
 
     def exists(self, pool: str, image: str) -> bool:
         from ganeti_ceph.rbd import volumes
@@ -204,6 +224,16 @@ class CephImages:
     def _record(self, pool: str, image: str, lookup: Callable) -> object:
         with self.session.ioctx(pool) as ioctx:
             return lookup(self.session, ioctx, image)
+
+    def metadata(self, pool: str, image: str, key: str) -> str | None:
+        """One metadata value of an image (None: not set)."""
+        def lookup(session: Session, ioctx: object, name: str) -> str | None:
+            import rbd
+
+            with session.errors(f"read {pool}/{name}'s metadata"), rbd.Image(ioctx, name, read_only=True) as img:
+                return dict(img.metadata_list()).get(key)
+
+        return self._record(pool, image, lookup)  # type: ignore[return-value]
 
     def interrupted(self, pool: str, image: str) -> str | None:
         """Where an adopt of `image` that stopped after its rename left it (None: nowhere)."""
@@ -272,6 +302,7 @@ def move_disk(ganeti: Ganeti, images: CephImages, instance: str, m: Move) -> Non
     """Add, check the adoption, remove the old entry, restore the name (module docstring)."""
     disk, pool, old = m.disk, m.pool, m.image
     add, remove, *rename = move_commands(instance, m)
+    own = (images.pool_of(disk), disk.volume)  # what our provider's remove of the old entry would reach
     where = f"disk/{disk.index} ({pool}/{old}, {disk.size_mib} MiB)"
 
     def attempt(argv: list[str], finish: list[list[str]]) -> None:
@@ -290,8 +321,11 @@ def move_disk(ganeti: Ganeti, images: CephImages, instance: str, m: Move) -> Non
         disks = ganeti.instance(instance).disks
         moved = len(disks) > disk.index + 1 and disks[disk.index + 1].uuid == disk.uuid
         new = disks[disk.index].volume if moved else ""
+        if moved:
+            undo = modify(instance, f"{disks[disk.index].uuid}:remove")
+            rename = move_commands(instance, m, disks[disk.index].uuid)[2:]
         adopted = moved and images.adopted_from(pool, new) == old  # the new image's own word
-        kept = moved and images.exists(pool, old)
+        kept = moved and (images.exists(pool, old) or (own != (pool, old) and images.exists(*own)))
         unproven = images.unproven_empty(pool, new) if moved and not adopted else None
     except (GanetiCephError, KeyboardInterrupt) as exc:
         raise DiskFailed(_why(exc), f"if disk/{disk.index}'s image says it was adopted from {pool}/{old} "
@@ -302,22 +336,23 @@ def move_disk(ganeti: Ganeti, images: CephImages, instance: str, m: Move) -> Non
         raise DiskFailed(f"after the add, disk/{disk.index + 1} is not the old disk (changed meanwhile?)",
                          f"check gnt-instance info {instance}")
     if not adopted:
-        not_adopted(ganeti, instance, m, new, kept, unproven, undo)
+        not_adopted(ganeti, images, instance, m, new, kept, unproven, undo)
     if kept:  # adopted, yet the old name still opens: its remove would reach what that name opens
+        name = f"{pool}/{old}" if images.exists(pool, old) else "/".join(own)
         raise DiskFailed(f"disk/{disk.index} ({pool}/{new}) holds the data, adopted from {pool}/{old}, but "
-                         f"the name {pool}/{old} still opens an image (a rename cut short, or a new image "
+                         f"the name {name} still opens an image (a rename cut short, or a new image "
                          f"made under that name); not removing disk/{disk.index + 1}, whose remove would go to it: "
-                         f"compare rbd info {pool}/{old} and {pool}/{new} and clear the stale name first",
+                         f"compare rbd info {name} and {pool}/{new} and clear the stale name first",
                          "; ".join(shlex.join(a) for a in [remove, *rename]), rerun=True)
-    progress(f"{where}: removing the old entry, now disk/{disk.index + 1} (the image is {disks[disk.index].volume})")
+    progress(f"{where}: removing the old entry {disk.uuid}, now disk/{disk.index + 1} (the image is {new})")
     attempt(remove, [remove, *rename])
     if rename:
         progress(f"{where}: giving the new disk the name {disk.name}")
         attempt(rename[0], rename)
 
 
-def not_adopted(ganeti: Ganeti, instance: str, m: Move, new: str, kept: bool, unproven: str | None,
-                undo: list[str]) -> None:
+def not_adopted(ganeti: Ganeti, images: CephImages, instance: str, m: Move, new: str, kept: bool,
+                unproven: str | None, undo: list[str]) -> None:
     """The add made disk/N, but its image records no adoption of the old one: take disk/N out again only when
     its image is provably new and empty (then Ganeti dropped the parameter and nothing is lost), and only while
     the old image is still there; else stop with both disks as they are."""
@@ -332,9 +367,12 @@ def not_adopted(ganeti: Ganeti, instance: str, m: Move, new: str, kept: bool, un
     why = f"Ganeti did not hand {ADOPT_PARAM}= to the provider, which created a new, empty image instead"
     try:
         ganeti.run(undo)
+        left = images.exists(pool, new)
     except (GanetiCephError, KeyboardInterrupt) as exc:
         raise DiskFailed(f"{why}; removing that disk/{disk.index} failed too: {_why(exc)}", shlex.join(undo)) from exc
-    raise DiskFailed(f"{why} (removed again); the rbd provider on the nodes must take {ADOPT_PARAM}=", rerun=False)
+    # Ganeti drops a removed disk's entry even when the provider's remove fails: say what that left behind.
+    gone = f"its empty image {pool}/{new} is left, attached to nothing: rbd rm it" if left else "removed again"
+    raise DiskFailed(f"{why} ({gone}); the rbd provider on the nodes must take {ADOPT_PARAM}=", rerun=False)
 
 
 def add_failed(images: CephImages, m: Move, cause: str) -> DiskFailed:
@@ -363,9 +401,9 @@ def missing_image(images: CephImages, inst: Instance, d: Disk, pool: str, resume
         return None if resumes else (f"{where}: an interrupted adoption left it as {pool}/{moved}; to undo that: "
                                      f"rbd rename {pool}/{moved} {pool}/{d.volume}")
     before = inst.disks[d.index - 1] if d.index else None
-    if before and before.is_rbd and images.adopted_from(before.params.get("pool") or pool, before.volume) == d.volume:
+    if before and before.is_rbd and images.adopted_from(images.pool_of(before), before.volume) == d.volume:
         return (f"{where}: disk/{before.index} adopted it (an interrupted switch left this entry): drop the entry "
-                f"with gnt-instance modify --disk {d.index}:remove {inst.name}")
+                f"with gnt-instance modify --disk {d.uuid}:remove {inst.name}")
     return (f"{where} and no adoption of it was found; find its data first (rbd ls {pool}, rbd trash ls {pool}) "
             "and change nothing until then")
 
@@ -377,7 +415,11 @@ def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None 
         raise UsageError(f"access mode {target!r} is not valid; use kernelspace or userspace")
     ganeti = ganeti or Ganeti()
     ganeti.check_master()
-    inst = ganeti.instance(name)
+    with locked(ganeti, name) as inst:
+        return _switch(ganeti, inst, target, dry_run, images)
+
+
+def _switch(ganeti: Ganeti, inst: Instance, target: str, dry_run: bool, images: CephImages | None) -> int:
     check_stopped(inst)
     rbd = [d for d in inst.disks if d.is_rbd]
     if not rbd:
@@ -406,6 +448,36 @@ def switch(name: str, target: str, dry_run: bool = False, ganeti: Ganeti | None 
     if done is not None:
         print(f"{inst.name}: {', '.join(f'disk/{d.index}' for d in done)} switched to {target}")
     return 0
+
+
+@contextlib.contextmanager
+def instance_lock(directory: str, inst: Instance) -> Iterator[None]:
+    """One rbd-access or rbd-convert per instance at a time: each removes and renames disks the other may have
+    just moved. A flock on <directory>/<instance UUID>.lock (the holder's pid inside), which ends with its
+    process, killed or not; the file stays."""
+    path = os.path.join(directory, f"{inst.uuid}.lock")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise GanetiFailed(f"cannot open the lock {path}: {exc.strerror}; make {directory} writable (it must be on "
+                           "a local file system of the master), then rerun") from None
+    try:
+        if not runner.flock(fd, LOCK_WAIT):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise Refused(f"another rbd-convert/rbd-access of {inst.name} is running (pid {holder}); wait for it")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(ganeti: Ganeti, name: str) -> Iterator[Instance]:
+    """The instance, read again once this run holds its lock: a run that held it may have changed it."""
+    with instance_lock(ganeti.state_dir, ganeti.instance(name)):
+        yield ganeti.instance(name)
 
 
 def check_wipe(ganeti: Ganeti) -> None:

@@ -41,6 +41,7 @@ from ganeti_ceph.rbd.access_switch import (
     check_wipe,
     esc,
     execute,
+    locked,
     modify,
 )
 
@@ -137,10 +138,10 @@ def stale_entry(images: CephImages, inst: Instance) -> int | None:
 def finish_stale(ganeti: Ganeti, images: CephImages, inst: Instance, dry_run: bool) -> Instance:
     """Remove the entries a killed run left (each proven by `stale_entry`), giving the adopting disk their name."""
     while (index := stale_entry(images, inst)) is not None:
-        old = inst.disks[index]
-        cmds = [modify(inst.name, f"{index}:remove")]
+        old, adopter = inst.disks[index], inst.disks[index - 1]
+        cmds = [modify(inst.name, f"{old.uuid}:remove")]  # by UUID: an index may name another disk by then
         if old.name:
-            cmds.append(modify(inst.name, f"{index - 1}:modify,name={esc(old.name)}"))
+            cmds.append(modify(inst.name, f"{adopter.uuid}:modify,name={esc(old.name)}"))
         if dry_run:
             raise Refused(f"disk/{index} is the old entry of disk/{index - 1}, which adopted its image in an "
                           f"interrupted run; a run without --dry-run removes it first")
@@ -155,11 +156,18 @@ def convert(name: str, dry_run: bool = False, ganeti: Ganeti | None = None, imag
     """Move every GRNET disk of `name` to our provider; see the module docstring."""
     ganeti = ganeti or Ganeti()
     ganeti.check_master()
-    inst = ganeti.instance(name)
-    check_stopped(inst)
-    if convert_template.wants(inst):
-        with contextlib.closing(images or CephImages()) as ceph:
-            return convert_template.convert(inst, ganeti, ceph, dry_run, convert_template.Journal())
+    with locked(ganeti, name) as inst:  # shared with rbd-access and both paths here (doc/convert.md)
+        check_stopped(inst)
+        journal = convert_template.Journal(ganeti.state_dir)
+        if convert_template.wants(inst, journal):
+            with contextlib.closing(images or CephImages()) as ceph:
+                return convert_template.convert(inst, ganeti, ceph, dry_run, journal)
+        return convert_grnet(ganeti, inst, dry_run, images)
+
+
+def convert_grnet(ganeti: Ganeti, inst: Instance, dry_run: bool, images: CephImages | None) -> int:
+    """Move every GRNET disk of `inst` (locked, stopped) to our provider."""
+    name = inst.name
     check_kinds(inst)
     if not inst.disks:
         raise Refused(f"instance {inst.name} has no disks")

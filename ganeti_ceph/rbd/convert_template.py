@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass
 
 from ganeti_ceph import atomic
 from ganeti_ceph.errors import GanetiCephError, GanetiFailed
-from ganeti_ceph.ganeti import config_data
 from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.log import progress
 from ganeti_ceph.naming import ADOPT_PARAM
 from ganeti_ceph.rbd.access_switch import (
     PROVIDER,
+    STATE_DIR,
     CephImages,
     Ganeti,
     Instance,
@@ -45,7 +45,7 @@ from ganeti_ceph.rbd.access_switch import (
 )
 from ganeti_ceph.rbd.volumes import META_UUID
 
-JOURNAL_DIR = "/var/lib/ganeti-ceph/rbd-convert"
+JOURNAL_DIR = STATE_DIR
 SUFFIX = "-rbd-convert"
 
 
@@ -105,18 +105,23 @@ class Journal:
             raise GanetiFailed(f"cannot read the rbd-convert journal {self.path(uuid)}: {exc}") from None
 
     def save(self, plan: Plan) -> None:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        atomic.write(self.path(plan.uuid), json.dumps(asdict(plan), indent=1, sort_keys=True) + "\n", 0o600)
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            atomic.write(self.path(plan.uuid), json.dumps(asdict(plan), indent=1, sort_keys=True) + "\n", 0o600)
+        except OSError as exc:
+            raise GanetiFailed(f"cannot write the rbd-convert journal {self.path(plan.uuid)}: {exc.strerror}; "
+                               f"nothing changed yet: make room on (or remount read-write) {self.directory}'s file "
+                               "system, then rerun") from None
 
     def drop(self, uuid: str) -> None:
-        os.unlink(self.path(uuid))
-
-
-def master_config(ganeti: Ganeti) -> dict:
-    cfg = config_data.load(ganeti.lib_dir)
-    if cfg is None:
-        raise GanetiFailed("cannot read Ganeti's config.data: this node has none (run this on the master)")
-    return cfg
+        """After the last step; a journal already gone is dropped (nothing is left to resume either way)."""
+        try:
+            os.unlink(self.path(uuid))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise GanetiFailed(f"the conversion is complete, but its journal {self.path(uuid)} could not be "
+                               f"removed: {exc.strerror}; rm it, or a later rbd-convert would resume it") from None
 
 
 def instance_or_none(ganeti: Ganeti, name: str) -> Instance | None:
@@ -124,15 +129,6 @@ def instance_or_none(ganeti: Ganeti, name: str) -> Instance | None:
         return ganeti.instance(name)
     except Refused:  # Ganeti does not know it
         return None
-
-
-def metadata(images: CephImages, pool: str, image: str, key: str) -> str | None:
-    """One metadata value of an image (None: not set)."""
-    import rbd
-
-    with images.session.ioctx(pool) as ioctx, images.session.errors(f"read {pool}/{image}'s metadata"), \
-            rbd.Image(ioctx, image, read_only=True) as img:
-        return dict(img.metadata_list()).get(key)
 
 
 def rbd_pool(cfg: dict, inst_uuid: str, disk: dict) -> str:
@@ -147,7 +143,7 @@ def rbd_pool(cfg: dict, inst_uuid: str, disk: dict) -> str:
 
 
 def make_plan(ganeti: Ganeti, inst: Instance) -> Plan:
-    cfg = master_config(ganeti)
+    cfg = ganeti.config()
     raw = cfg["instances"][inst.uuid]
     node = cfg["nodes"][raw["primary_node"]]["name"]
     disks = tuple(Planned(d.uuid, d.name, d.mode, d.size_mib, rbd_pool(cfg, inst.uuid, cfg["disks"][d.uuid]),
@@ -168,7 +164,7 @@ class State:
 
 
 def observe(ganeti: Ganeti, images: CephImages, plan: Plan) -> State:
-    cfg = master_config(ganeti)
+    cfg = ganeti.config()
     carrier = instance_or_none(ganeti, plan.carrier)
     inst = ganeti.instance(plan.instance)
     attached = {u for i in cfg.get("instances", {}).values() for u in i.get("disks", [])}
@@ -180,7 +176,7 @@ def observe(ganeti: Ganeti, images: CephImages, plan: Plan) -> State:
             params = d.get("params") or {}
             if (uuid in mine or uuid not in attached) and d.get("dev_type") == "ext" and \
                     params.get("provider") == PROVIDER and params.get(ADOPT_PARAM) == p.image and \
-                    images.adopted_from(params.get("pool") or p.pool, str(d["logical_id"][1])) == p.image:
+                    images.adopted_from(images.pool(params.get("pool")), str(d["logical_id"][1])) == p.image:
                 found = uuid
         new.append(found)
     return State(carrier, inst, new)
@@ -188,6 +184,15 @@ def observe(ganeti: Ganeti, images: CephImages, plan: Plan) -> State:
 
 def refuse_fresh(ganeti: Ganeti, images: CephImages, inst: Instance, plan: Plan) -> None:
     """Every refusal of a first run, before anything changes (the disks' mappings aside)."""
+    enabled = ganeti.config().get("cluster", {}).get("enabled_disk_templates") or []
+    if "ext" not in enabled:
+        raise Refused(f"Ganeti's ext disk template is not enabled (enabled: {', '.join(enabled) or 'none'}); the "
+                      "converted disks are ext disks: gnt-cluster modify --enabled-disk-templates="
+                      f"{','.join([*enabled, 'ext'])}, then rerun")
+    diagnose = ["gnt-storage", "diagnose"]
+    if not provider_valid(ganeti.output(diagnose), PROVIDER, plan.node):
+        raise Refused(f"Ganeti finds no valid ExtStorage provider {PROVIDER} on {plan.node} "
+                      f"({shlex.join(diagnose)}): install ganeti-ceph there first")
     if instance_or_none(ganeti, plan.carrier) is not None:
         raise Refused(f"an instance named {plan.carrier} exists; rbd-convert needs that name for its carrier "
                       f"instance: rename or remove it first (gnt-instance rename)")
@@ -197,12 +202,23 @@ def refuse_fresh(ganeti: Ganeti, images: CephImages, inst: Instance, plan: Plan)
         if not images.exists(p.pool, p.image):
             raise Refused(f"{where} does not exist; find its data first (rbd ls, rbd trash ls), change nothing "
                           "until then")
-        if metadata(images, p.pool, p.image, META_UUID):
+        if images.metadata(p.pool, p.image, META_UUID):
             raise Refused(f"{where} already carries the {PROVIDER} provider's metadata ({META_UUID}): another "
                           "ext disk may use it; find which (rbd image-meta list) before converting")
         if watched := images.watchers(p.pool, p.image):
             raise Refused(f"{where} is in use (watched by {', '.join(watched)}) although Ganeti unmapped it: "
                           "rbd showmapped and rbd unmap on each node, or close what opened it; nothing changed")
+
+
+def provider_valid(text: str, provider: str, node: str) -> bool:
+    """Whether Ganeti's `gnt-storage diagnose` output calls `provider` valid on `node` (pure)."""
+    current = None
+    for line in text.splitlines():
+        if line.startswith("Provider: "):
+            current = line.removeprefix("Provider: ").strip()
+        elif current == provider and line.strip().startswith(f"Node: {node}, status: valid"):
+            return True
+    return False
 
 
 def step(ganeti: Ganeti, argv: list[str], what: str) -> None:
@@ -216,15 +232,17 @@ def adopt_into_carrier(ganeti: Ganeti, images: CephImages, plan: Plan, state: St
     p = plan.disks[k]
     if state.carrier is None:
         spec = move_spec(m, "0:")
+        # --ignore-ipolicy: the carrier's disk count or template may not be the policy's (refused after the
+        # journal, it would leave "halfway converted" with nothing changed).
         argv = ["gnt-instance", "add", "-t", "ext", "-n", plan.node, "-o", plan.os, "--hypervisor",
-                plan.hypervisor, "--no-install", "--no-start", "--no-name-check", "--no-ip-check",
+                plan.hypervisor, "--no-install", "--no-start", "--no-name-check", "--no-ip-check", "--ignore-ipolicy",
                 # Waiting for sync queries the disk; a failed query makes Ganeti remove it: the adopted data.
                 "--no-wait-for-sync",
                 "--disk", spec, plan.carrier]
         what = f"disk/{k} ({p.pool}/{p.image}): creating the carrier instance {plan.carrier}, its disk adopting it"
     else:
         n = len(state.carrier.disks)
-        argv = modify(plan.carrier, move_spec(m, f"{n}:add,"))
+        argv = modify(plan.carrier, move_spec(m, f"{n}:add,"), "--ignore-ipolicy")
         what = f"disk/{k} ({p.pool}/{p.image}): adding carrier disk/{n}, adopting it"
     try:
         step(ganeti, argv, what)
@@ -245,13 +263,14 @@ def run_plan(ganeti: Ganeti, images: CephImages, plan: Plan) -> None:
                 raise GanetiFailed(f"{plan.instance}: the carrier's new disk records no adoption of {p.pool}/"
                                    f"{p.image}; changing nothing more: check gnt-instance info {plan.carrier} "
                                    f"and rbd image-meta list {p.pool}/<its volume>")
-    new = [u for u in state.new if u]
+    new = [u for u in state.new if u]  # all planned disks: each was adopted above
     while state.carrier is not None and state.carrier.disks:
         stray = [d.uuid for d in state.carrier.disks if d.uuid not in new]
         if stray:
             raise GanetiFailed(f"carrier {plan.carrier} has disk(s) {', '.join(stray)} that are not the converted "
                                "ones; not detaching or removing it: check gnt-instance info " + plan.carrier)
-        step(ganeti, modify(plan.carrier, "0:detach"), f"detaching disk/0 of the carrier {plan.carrier}")
+        first = state.carrier.disks[0].uuid
+        step(ganeti, modify(plan.carrier, f"{first}:detach"), f"detaching disk/0 ({first}) of {plan.carrier}")
         state = observe(ganeti, images, plan)
     if state.carrier is not None:
         step(ganeti, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", plan.carrier],
@@ -264,12 +283,17 @@ def run_plan(ganeti: Ganeti, images: CephImages, plan: Plan) -> None:
             raise GanetiFailed(f"{plan.instance}: disk/{d.index}'s image {p.pool}/{p.image} exists again although "
                                "its data was adopted; not removing the disk (its remove would delete that image): "
                                f"compare rbd info {p.pool}/{p.image} with the adopted image, then rerun")
-        step(ganeti, modify(plan.instance, f"{d.index}:remove"),
+        step(ganeti, modify(plan.instance, f"{d.uuid}:remove"),
              f"removing the rbd entry disk/{d.index} ({p.pool}/{p.image}, adopted by an ext disk)")
-    attach_all(ganeti, plan, [u for u in state.new if u])
-    for k, (p, d) in enumerate(zip(plan.disks, ganeti.instance(plan.instance).disks, strict=True)):
+    attach_all(ganeti, plan, new)
+    disks = ganeti.instance(plan.instance).disks
+    if [d.uuid for d in disks] != new:
+        now = ", ".join(d.uuid for d in disks) or "none"
+        raise GanetiFailed(f"{plan.instance}'s disks changed meanwhile (now {now}, not the converted "
+                           f"{', '.join(new)}): check gnt-instance info {plan.instance}, then rerun")
+    for k, (p, d) in enumerate(zip(plan.disks, disks, strict=True)):  # as long: disks == new
         if p.name and d.name != p.name:
-            step(ganeti, modify(plan.instance, f"{k}:modify,name={esc(p.name)}"), f"naming disk/{k} {p.name}")
+            step(ganeti, modify(plan.instance, f"{d.uuid}:modify,name={esc(p.name)}"), f"naming disk/{k} {p.name}")
     # Ganeti's attach activated the disks: leave the stopped instance as unmapped as it was.
     ganeti.run(["gnt-instance", "deactivate-disks", plan.instance])
 
@@ -285,8 +309,8 @@ def attach_all(ganeti: Ganeti, plan: Plan, new: list[str]) -> None:
     if set(disks) - set(new):
         raise GanetiFailed(f"{plan.instance} has disk(s) {', '.join(sorted(set(disks) - set(new)))} that are not "
                            f"the converted ones; check gnt-instance info {plan.instance}")
-    for _ in disks:
-        step(ganeti, modify(plan.instance, "0:detach"), f"detaching disk/0 of {plan.instance}, attached out of turn")
+    for uuid in disks:
+        step(ganeti, modify(plan.instance, f"{uuid}:detach"), f"detaching {uuid} of {plan.instance}, attached early")
     specs = [a for k, uuid in enumerate(new) for a in ("--disk", f"{k}:attach,uuid={uuid}")]
     step(ganeti, ["gnt-instance", "modify", "--ignore-ipolicy", *specs, plan.instance],
          f"attaching the ext disks as disk/0..{len(new) - 1}")

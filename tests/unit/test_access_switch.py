@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import tempfile
 from dataclasses import replace
 
 import pytest
@@ -80,7 +81,7 @@ def test_add_spec_carries_parameters_but_not_access_origin_or_adopt() -> None:
 def test_commands_insert_at_the_index_remove_the_next_and_restore_the_name() -> None:
     assert sw.commands("vm", disk(1, name="da,ta"), "userspace") == [
         ["gnt-instance", "modify", "--disk", "1:add,size=256M,provider=rbd,access=userspace,adopt_image=v1", "vm"],
-        ["gnt-instance", "modify", "--disk", "2:remove", "vm"],
+        ["gnt-instance", "modify", "--disk", "u1:remove", "vm"],
         ["gnt-instance", "modify", "--disk", r"1:modify,name=da\,ta", "vm"]]
     assert len(sw.commands("vm", disk(0), "userspace")) == 2
 
@@ -151,6 +152,7 @@ class FakeGaneti(sw.Ganeti):
         self.calls: list[str] = []
         self.deactivated = False
         self.ids = itertools.count(100)
+        self.state_dir = tempfile.mkdtemp(prefix="rbd-convert-")  # the per-instance locks
 
     def check_master(self) -> None:
         pass
@@ -173,7 +175,7 @@ class FakeGaneti(sw.Ganeti):
         idx, _, rest = spec.partition(":")
         action, *kv = rest.split(",")
         params = dict(p.split("=", 1) for p in kv)
-        i = int(idx)
+        i = self.position(idx, action)
         if self.fail and self.fail in spec:
             if self.halfway:  # the provider renamed the image, then died before its metadata
                 self.images.adopt(params["adopt_image"], f"v{next(self.ids)}", stop_after_rename=True)
@@ -198,6 +200,16 @@ class FakeGaneti(sw.Ganeti):
             self.disks[i] = replace(self.disks[i], name=params["name"])
 
 
+    def position(self, ident: str, action: str) -> int:
+        """As Ganeti's GetIndexFromIdentifier (add) and GetItemFromContainer (the rest): index, UUID or name."""
+        if ident.isdigit() or action == "add":
+            return int(ident)
+        found = [i for i, d in enumerate(self.disks) if ident in (d.uuid, d.name)]
+        if not found:
+            raise GanetiFailed(f"Cannot find disk with identifier {ident}")
+        return found[0]
+
+
 def setup(*disks: Disk, **kw: object) -> tuple[FakeGaneti, FakeImages]:
     images = FakeImages({d.volume for d in disks})
     return FakeGaneti(list(disks), images, **kw), images  # type: ignore[arg-type]
@@ -206,8 +218,9 @@ def setup(*disks: Disk, **kw: object) -> tuple[FakeGaneti, FakeImages]:
 def test_switch_keeps_data_order_and_names(capsys: pytest.CaptureFixture[str]) -> None:
     g, images = setup(disk(0, name="root"), disk(1, access="userspace"), disk(2, pool="rbd"))
     assert sw.switch("vm", "userspace", ganeti=g, images=images) == 0  # type: ignore[arg-type]
-    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0", "1:remove", "0:modify,name=root",
-                       "2:add,size=256M,provider=rbd,access=userspace,adopt_image=v2,pool=rbd", "3:remove"]
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0", "u0:remove",
+                       "u100:modify,name=root", "2:add,size=256M,provider=rbd,access=userspace,adopt_image=v2,pool=rbd",
+                       "u2:remove"]
     assert [(d.name, d.access) for d in g.disks] == [("root", "userspace"), (None, "userspace"), (None, "userspace")]
     assert images.names == {"v100", "v1", "v101"} and images.closed and g.deactivated
     assert capsys.readouterr().out == "vm: disk/0, disk/2 switched to userspace\n"
@@ -226,7 +239,7 @@ def test_dry_run_prints_and_changes_nothing(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out.splitlines() == [
         "gnt-instance deactivate-disks vm",
         "gnt-instance modify --disk 0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0 vm",
-        "gnt-instance modify --disk 1:remove vm", "gnt-instance modify --disk 0:modify,name=root vm"]
+        "gnt-instance modify --disk u0:remove vm", "gnt-instance modify --disk 0:modify,name=root vm"]
 
 
 @pytest.mark.parametrize(("kw", "name", "mode", "match"), [
@@ -258,7 +271,7 @@ def test_an_entry_left_by_an_interrupted_switch_is_named_only_when_proven() -> N
     with pytest.raises(Refused, match=r"no adoption of it was found; find its data first"):
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
     images.records["v0"] = {"from": "v1", "to": "v0", "done": True}
-    with pytest.raises(Refused, match=r"v1 does not exist: disk/0 adopted it .*--disk 1:remove vm$"):
+    with pytest.raises(Refused, match=r"v1 does not exist: disk/0 adopted it .*--disk u1:remove vm$"):
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
     assert g.calls == []
 
@@ -321,12 +334,12 @@ def test_the_wipe_setting_as_the_provider_and_the_switch_read_it(tmp_path) -> No
 
 def test_failure_midway_says_what_was_switched_and_how_to_finish() -> None:
     g, images = setup(disk(0, name="root"), disk(1))
-    g.fail = "2:remove"
+    g.fail = "u1:remove"
     with pytest.raises(GanetiFailed) as err:
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
     assert err.value.message == (
-        "vm: switched to userspace: disk/0; disk/1 failed: 2:remove failed: boom; to finish it run: "
-        "gnt-instance modify --disk 2:remove vm; then run: gnt-storage rbd-access vm userspace")
+        "vm: switched to userspace: disk/0; disk/1 failed: u1:remove failed: boom; to finish it run: "
+        "gnt-instance modify --disk u1:remove vm; then run: gnt-storage rbd-access vm userspace")
     assert images.closed
 
 
@@ -344,7 +357,7 @@ def test_an_add_that_did_not_adopt_is_rolled_back_before_anything_is_removed() -
     with pytest.raises(GanetiFailed, match="did not hand adopt_image= to the provider") as err:
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
     assert "then run" not in err.value.message
-    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0", "0:remove"]
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=v0", "u100:remove"]
     assert [(d.uuid, d.name) for d in g.disks] == [("u0", "root")] and images.names == {"v0"}
 
 
@@ -360,8 +373,8 @@ def test_an_adoption_whose_old_name_still_opens_is_neither_undone_nor_removed() 
     assert [d.volume for d in g.disks] == ["v100", "v0"] and "v100" in images.data
     assert ("disk/0 (rbd/v100) holds the data, adopted from rbd/v0, but the name rbd/v0 still opens an image"
             in err.value.message), err.value.message
-    assert err.value.message.endswith("to finish it run: gnt-instance modify --disk 1:remove vm; gnt-instance modify "
-                                      "--disk 0:modify,name=root vm; then run: gnt-storage rbd-access vm userspace")
+    assert err.value.message.endswith("to finish it run: gnt-instance modify --disk u0:remove vm; gnt-instance modify "
+                                      "--disk u100:modify,name=root vm; then run: gnt-storage rbd-access vm userspace")
 
 
 @pytest.mark.parametrize(("why", "match"), [("data", r"rbd/v100\) holds data: removing nothing"),
@@ -406,3 +419,100 @@ def test_ganeti_reads_list_and_config_data(tmp_path) -> None:
         g.instance("x")
     with pytest.raises(Refused, match="run this on the Ganeti master, elsewhere"):
         g.check_master()
+
+
+# -- review S7: two runs on one instance, and disks named by UUID -----------------------------------------------------
+
+def hold_lock(g: FakeGaneti, pid: str = "4242") -> int:
+    """Take the instance's lock as another run would (a second open file description: flock conflicts)."""
+    import fcntl
+    import os
+
+    fd = os.open(os.path.join(g.state_dir, f"{INST_UUID}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, f"{pid}\n".encode())
+    return fd
+
+
+def test_a_second_run_on_the_instance_is_refused_while_the_first_holds_its_lock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review S7 #1: no lock, so a rerun could remove by index a disk the first run had just attached."""
+    import os
+
+    monkeypatch.setattr(sw, "LOCK_WAIT", 0.05)
+    g, images = setup(disk(0, name="root"))
+    fd = hold_lock(g)
+    try:
+        for dry_run in (False, True):
+            with pytest.raises(Refused, match=r"^another rbd-convert/rbd-access of vm is running \(pid 4242\); "
+                                              r"wait for it$"):
+                sw.switch("vm", "userspace", dry_run=dry_run, ganeti=g, images=images)  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+    assert g.calls == [] and not g.deactivated and images.names == {"v0"}
+    assert sw.switch("vm", "userspace", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    with open(os.path.join(g.state_dir, f"{INST_UUID}.lock")) as fh:
+        assert fh.read() == f"{os.getpid()}\n"
+
+
+def test_an_unwritable_lock_directory_is_one_line(tmp_path) -> None:
+    g, images = setup(disk(0))
+    (tmp_path / "file").write_text("")
+    g.state_dir = str(tmp_path / "file")
+    with pytest.raises(GanetiFailed, match=r"cannot open the lock .*file/i-uuid.lock: .*; make .* writable"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert g.calls == []
+
+
+class Reshuffled(FakeGaneti):
+    """Another change lands right before the switch's remove: a disk is inserted at index 0 (what a concurrent
+    run's attach does to the indices this run read)."""
+
+    def run(self, argv: list[str]) -> None:
+        if argv[-2].endswith(":remove") and not any(d.uuid == "x0" for d in self.disks):
+            self.disks.insert(0, Disk(0, "x0", "ext", 64, "rw", None, "vx", {"provider": "rbd"}, "kernelspace"))
+            self.images.names.add("vx")
+        super().run(argv)
+
+
+def test_the_old_entry_is_removed_by_uuid_so_a_changed_disk_list_never_removes_the_adopted_disk() -> None:
+    """Review S7 #1: removing by index (then `1:remove`) would have removed the new disk, which now sits at
+    index 1, and with it the adopted image v100."""
+    images = FakeImages({"v0"})
+    g = Reshuffled([disk(0, name="root")], images)
+    assert sw.switch("vm", "userspace", ganeti=g, images=images) == 0  # type: ignore[arg-type]
+    assert [(d.uuid, d.name, d.volume) for d in g.disks] == [("x0", None, "vx"), ("u100", "root", "v100")]
+    assert images.names == {"vx", "v100"} and images.records["v100"]["from"] == "v0"
+
+
+class PoolImages(FakeImages):
+    """Adoption records live in a pool: the default `rbd` unless a disk names one."""
+
+    def adopted_from(self, pool: str, image: str) -> str | None:
+        return super().adopted_from(pool, image) if pool == "rbd" else None
+
+
+def test_the_adoption_hint_looks_in_the_adopting_disk_s_own_pool() -> None:
+    """Review S7 #6: disk/0 (default pool) adopted disk/1's image; before the fix its record was looked up in
+    disk/1's pool (`slow`), so the hint was missed."""
+    images = PoolImages({"v0"})
+    images.records["v0"] = {"from": "v1", "to": "v0", "done": True}
+    g = FakeGaneti([disk(0, access="userspace"), disk(1, pool="slow")], images)
+    with pytest.raises(Refused, match=r"disk/0 adopted it .*--disk u1:remove vm$"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+
+
+def test_an_undo_whose_image_survives_says_it_is_attached_to_nothing() -> None:
+    """Ganeti drops a removed disk's entry even when the provider's remove fails: say what that left."""
+    g, images = setup(disk(0), adopts=False)
+    original = g.run
+
+    def refusing(argv: list[str]) -> None:
+        vol = g.disks[0].volume if argv[-2] == "u100:remove" else None
+        original(argv)
+        if vol:
+            images.names.add(vol)  # the provider refused: the entry went, the image stayed
+
+    g.run = refusing  # type: ignore[method-assign]
+    with pytest.raises(GanetiFailed, match=r"its empty image rbd/v100 is left, attached to nothing: rbd rm it"):
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]

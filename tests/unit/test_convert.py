@@ -63,10 +63,10 @@ def test_converts_grnet_disks_and_leaves_ours(capsys: pytest.CaptureFixture[str]
     g, images = bed(grnet(0, rbd_pool="rbd", userspace_only="true", cephx_id="x"), disk(1),
                       grnet(2, name="vm-disk2"), images={"vm-disk0", "v1", "vm-disk2"})
     assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
-    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=vm-disk0,pool=rbd", "1:remove",
-                       "0:modify,name=vm-disk0",
-                       "2:add,size=256M,provider=rbd,access=kernelspace,adopt_image=vm-disk2,pool=rbd", "3:remove",
-                       "2:modify,name=vm-disk2"]
+    assert g.calls == ["0:add,size=256M,provider=rbd,access=userspace,adopt_image=vm-disk0,pool=rbd", "g0:remove",
+                       "u100:modify,name=vm-disk0",
+                       "2:add,size=256M,provider=rbd,access=kernelspace,adopt_image=vm-disk2,pool=rbd", "g2:remove",
+                       "u101:modify,name=vm-disk2"]
     assert [(d.name, d.access, d.volume, d.params) for d in g.disks] == [
         ("vm-disk0", "userspace", "v100", {"provider": "rbd", "access": "userspace", "pool": "rbd"}),
         (None, "kernelspace", "v1", {"provider": "rbd"}),
@@ -84,7 +84,7 @@ def test_dry_run_prints_and_changes_nothing(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().out.splitlines() == [
         "gnt-instance deactivate-disks vm",
         "gnt-instance modify --disk 0:add,size=256M,provider=rbd,access=kernelspace,adopt_image=vm-disk0,pool=rbd vm",
-        "gnt-instance modify --disk 1:remove vm", "gnt-instance modify --disk 0:modify,name=vm-disk0 vm"]
+        "gnt-instance modify --disk g0:remove vm", "gnt-instance modify --disk 0:modify,name=vm-disk0 vm"]
 
 
 @pytest.mark.parametrize(("disks", "images", "kw", "match"), [
@@ -120,9 +120,9 @@ def test_a_grnet_disk_without_parameters_is_told_apart_in_ceph() -> None:
 
 def test_a_run_killed_after_its_add_is_finished_by_a_rerun() -> None:
     g, images = bed(grnet(0, rbd_pool="rbd"), images={"vm-disk0"})
-    g.fail = "1:remove"
-    with pytest.raises(GanetiFailed, match=r"converted: none; disk/0 failed: 1:remove failed: boom; to finish it run: "
-                                           r"gnt-instance modify --disk 1:remove vm; .*then run: gnt-storage "
+    g.fail = "g0:remove"
+    with pytest.raises(GanetiFailed, match=r"converted: none; disk/0 failed: g0:remove failed: boom; to finish it run: "
+                                           r"gnt-instance modify --disk g0:remove vm; .*then run: gnt-storage "
                                            r"rbd-convert vm$"):
         cv.convert("vm", ganeti=g, images=images)  # type: ignore[arg-type]
     assert [d.volume for d in g.disks] == ["v100", "g0.ext.disk0"]
@@ -131,7 +131,7 @@ def test_a_run_killed_after_its_add_is_finished_by_a_rerun() -> None:
         cv.convert("vm", dry_run=True, ganeti=g, images=images)  # type: ignore[arg-type]
     assert cv.convert("vm", ganeti=g, images=images) == 0  # type: ignore[arg-type]
     assert [(d.name, d.volume) for d in g.disks] == [("vm-disk0", "v100")] and images.names == {"v100"}
-    assert g.calls[-2:] == ["1:remove", "0:modify,name=vm-disk0"]
+    assert g.calls[-2:] == ["g0:remove", "u100:modify,name=vm-disk0"]
 
 
 def test_an_adoption_stopped_after_its_rename_is_resumed() -> None:
@@ -154,3 +154,34 @@ def test_cli_dispatches_rbd_convert(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple] = []
     monkeypatch.setattr(cv, "convert", lambda name, dry_run=False: seen.append((name, dry_run)) or 0)
     assert cli.main(["rbd-convert", "vm"]) == 0 and seen == [("vm", False)]
+
+
+def test_a_second_run_is_refused_while_rbd_access_or_another_convert_holds_the_lock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review S7 #1: the lock is one per instance, shared by rbd-convert's two paths and rbd-access."""
+    import os
+
+    from ganeti_ceph.rbd import access_switch as sw
+    from tests.unit.test_access_switch import hold_lock
+
+    monkeypatch.setattr(sw, "LOCK_WAIT", 0.05)
+    template = replace(disk(0), dev_type="rbd", params={})
+    for disks in ([grnet(0, rbd_pool="rbd")], [template]):
+        g, images = bed(*disks, images={"vm-disk0", "v0"})
+        fd = hold_lock(g, "77")
+        try:
+            with pytest.raises(Refused, match=r"^another rbd-convert/rbd-access of vm is running \(pid 77\)"):
+                cv.convert("vm", ganeti=g, images=images)  # type: ignore[arg-type]
+        finally:
+            os.close(fd)
+        assert g.calls == [] and not g.deactivated and os.listdir(g.state_dir) == ["i-uuid.lock"]
+
+
+
+def test_the_old_entry_is_kept_while_an_image_of_its_own_volume_name_exists() -> None:
+    """Our provider's remove of GRNET's old entry reaches the image named after its VOL_NAME: when one exists,
+    the remove would delete it (or, refused, Ganeti would drop the entry and leave it attached to nothing)."""
+    g, images = bed(grnet(0, rbd_pool="rbd"), images={"vm-disk0", "g0.ext.disk0"})
+    with pytest.raises(GanetiFailed, match=r"but the name rbd/g0.ext.disk0 still opens an image .* not removing"):
+        cv.convert("vm", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert len(g.calls) == 1 and "g0.ext.disk0" in images.names
