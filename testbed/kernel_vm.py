@@ -147,7 +147,8 @@ class KernelVM:
     the guest sees live. The constructor only records; `boot()` (or `with`) starts it, `close()` stops it
     and removes its tap."""
 
-    def __init__(self, vm_dir: str, bridge: Bridge, shared: str, index: int = 2, memory_mib: int = 1024) -> None:
+    def __init__(self, vm_dir: str, bridge: Bridge, shared: str, index: int = 2, memory_mib: int = 1024,
+                 qemu_args: Sequence[str] = ()) -> None:
         self.dir = os.path.abspath(vm_dir)
         self.shared = os.path.abspath(shared)
         if not (self.dir + "/").startswith(self.shared + "/"):
@@ -156,6 +157,7 @@ class KernelVM:
         self.addr = f"{bridge.net}.{index}"
         self.tap = link_name(bridge.net, f"t{index}")
         self.memory_mib = memory_mib
+        self.qemu_args = tuple(qemu_args)  # more devices, e.g. a -drive through QEMU's librbd (bench/datapath.py)
         self.console_log = os.path.join(self.dir, "console.log")
         self.kernel: kernel.Kernel | None = None
         self.proc: subprocess.Popen[bytes] | None = None
@@ -194,7 +196,7 @@ class KernelVM:
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
                 "-virtfs", f"local,path={self.shared},mount_tag=shared,security_model=none,readonly=on",
                 "-netdev", f"tap,id=n0,ifname={self.tap},script=no,downscript=no",
-                "-device", f"virtio-net-pci,netdev=n0,mac={self._mac()}"]
+                "-device", f"virtio-net-pci,netdev=n0,mac={self._mac()}", *self.qemu_args]
         with open(self.path("qemu.log"), "wb") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True)
