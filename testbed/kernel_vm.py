@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -113,7 +112,7 @@ mount -t tmpfs -o size=256m rw /rw
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot
 for d in run tmp; do mount -t tmpfs -o mode=1777 $d /newroot/$d; done
-mount -t tmpfs -o mode=0700 root /newroot/root  # not the host root's dotfiles (its .bashrc would run in every SSH command)
+mount -t tmpfs -o mode=0700 root /newroot/root  # not the host's dotfiles: its .bashrc ran in every SSH command
 mount -t proc proc /newroot/proc; mount -t sysfs sys /newroot/sys; mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot{shared} /newroot/run/gkt
 mount -t devpts devpts /newroot/dev/pts
@@ -274,7 +273,7 @@ class KernelVM:
 
     # -- building it -------------------------------------------------------------------
     def _mac(self) -> str:
-        return "52:54:00:%02x:%02x:%02x" % tuple(int(o) for o in self.addr.split(".")[1:])
+        return "52:54:00:" + ":".join(f"{int(o):02x}" for o in self.addr.split(".")[1:])
 
     def _keys(self) -> None:
         """The guest's host key and our client key, both new for this VM (0600, only root reads them)."""
@@ -315,7 +314,7 @@ class KernelVM:
         try:
             client.connect(self.addr, username="root", key_filename=self.path("client_key"), look_for_keys=False,
                            allow_agent=False, timeout=10, banner_timeout=20, auth_timeout=20)
-        except (OSError, paramiko.SSHException, socket.timeout):
+        except (OSError, paramiko.SSHException):
             client.close()
             return None
         return client
