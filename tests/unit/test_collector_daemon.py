@@ -180,6 +180,13 @@ def collector_processes(parent: int) -> list[int]:
     return [p for p in procs.find(arg=worker.MODULE) if ppid(p) == parent]
 
 
+def collector_process(parent: int) -> int:
+    """The one collector process of `parent`, waited for: a child's argv shows in /proc only once its
+    exec is done, a moment after Popen returns."""
+    until(lambda: len(collector_processes(parent)) == 1, 10)
+    return collector_processes(parent)[0]
+
+
 def test_a_dead_collector_process_is_reported_then_replaced(tmp_path: Path) -> None:
     """A real collector process, against a cluster that is not there (so its reports are code 2 too,
     saying why): killed, it is reported and replaced; killed again at once, it is replaced after a backoff."""
@@ -189,7 +196,7 @@ def test_a_dead_collector_process_is_reported_then_replaced(tmp_path: Path) -> N
     try:
         assert "collector process" not in message(sup.report())  # the child's own code-2 report
         for failures, then in ((1, "restarted"), (2, "restarting it in")):
-            [child] = collector_processes(os.getpid())
+            child = collector_process(os.getpid())
             os.kill(child, signal.SIGKILL)
             rep = sup.report()
             validate_report(rep)
@@ -199,7 +206,7 @@ def test_a_dead_collector_process_is_reported_then_replaced(tmp_path: Path) -> N
             assert procs.state(child) is None  # reaped
         assert not collector_processes(os.getpid()) and "restarting it in" in message(sup.report())
         until(lambda: "collector process" not in message(sup.report()), 10)  # the backoff is 1 s
-        assert len(collector_processes(os.getpid())) == 1
+        collector_process(os.getpid())
     finally:
         sup.close()
     assert not collector_processes(os.getpid())
@@ -278,8 +285,7 @@ def test_a_killed_daemon_leaves_no_collector_process(tmp_path: Path) -> None:
     """SIGKILL gives the daemon no chance to stop its child: the child sees it gone and ends."""
     with real_daemon(tmp_path):
         pid = int((tmp_path / "mond.pid").read_text())
-        until(lambda: collector_processes(pid), 10)
-        [child] = collector_processes(pid)
+        child = collector_process(pid)
         os.kill(pid, signal.SIGKILL)
         until(lambda: not procs.alive(child), 10)
 
