@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ganeti_ceph import runner
@@ -92,11 +92,17 @@ class Mapper:
         found = [line for tool, line in cls.tools if not which(tool)]
         if not available and cls.no_kernel:
             found.append(cls.no_kernel.format(source=source))
-        bad = [f for f in features if f in cls.unsupported_features]
-        if bad:
-            found.append(f"{cls.name} cannot map images with {', '.join(bad)}; use access=userspace or another "
-                         "mapper")
+        if line := cls.feature_problem(features):
+            found.append(line)
         return found + [line for dev, line in cls.devices if not exists(dev)]
+
+    @classmethod
+    def feature_problem(cls, features: Sequence[str]) -> str | None:
+        """The line for image `features` this mapper cannot map, or None (the hooks' veto, attach's error)."""
+        bad = [f for f in features if f in cls.unsupported_features]
+        if not bad:
+            return None
+        return f"{cls.name} cannot map images with {', '.join(bad)}; use access=userspace or another mapper"
 
     def find(self, t: Target) -> str | None:
         """The block device of a live mapping of `t`, or None."""

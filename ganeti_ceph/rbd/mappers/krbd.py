@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from typing import TYPE_CHECKING
 
 from ganeti_ceph import runner
+from ganeti_ceph.errors import ToolFailed
 from ganeti_ceph.rbd.mappers.base import SYS_BLOCK, MapError, Mapper, module_available, read
 from ganeti_ceph.rbd.mappers.table import Target
 
@@ -41,8 +44,23 @@ class Krbd(Mapper):
         if not self.available():
             raise MapError("krbd is not available on this kernel (no rbd module); "
                            f"set mapper: rbd-nbd or fuse-loop in {self.cfg.source}")
-        return runner.run(["rbd", "device", "map", *self.client_args(), t.spec], f"map {t.spec} with krbd",
-                          self.cfg.timeouts.osd_op).strip()
+        try:
+            return runner.run(["rbd", "device", "map", *self.client_args(), t.spec], f"map {t.spec} with krbd",
+                              self.cfg.timeouts.osd_op).strip()
+        except ToolFailed:
+            # The kernel says only "No such device or address" (ENXIO) for an image with a feature it
+            # lacks: name the feature, as the start hook's veto does. Asked only after a failure.
+            if line := self.feature_problem(self.features(t)):
+                raise MapError(f"{t.spec}: {line}") from None
+            raise
+
+    def features(self, t: Target) -> list[str]:
+        """The image's features by `rbd info`; [] when that fails too (the map's own error is reported)."""
+        with contextlib.suppress(ToolFailed, ValueError, AttributeError):
+            out = runner.run(["rbd", "info", "--format", "json", *self.client_args(), t.spec],
+                             f"read the features of {t.spec}", self.cfg.timeouts.osd_op)
+            return [str(f) for f in json.loads(out).get("features", [])]
+        return []
 
     def unmap_device(self, dev: str, t: Target) -> None:
         runner.run(["rbd", "device", "unmap", dev], f"unmap {dev}", self.cfg.timeouts.osd_op)

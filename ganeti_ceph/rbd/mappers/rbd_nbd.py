@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ganeti_ceph import procs, runner
+from ganeti_ceph.errors import Busy
 from ganeti_ceph.rbd.mappers.base import WRITE_THROUGH, MapError, Mapper, module_available, read
 from ganeti_ceph.rbd.mappers.table import Target
 
@@ -37,4 +38,11 @@ class RbdNbd(Mapper):
                           self.cfg.timeouts.osd_op, leaves_daemon=True).strip()
 
     def unmap_device(self, dev: str, t: Target) -> None:
+        """Refused while anyone but its rbd-nbd holds `dev` open: the kernel would disconnect it from under
+        them (their I/O fails with EIO), where krbd refuses with EBUSY."""
+        from ganeti_ceph.rbd.target_guard import users  # it imports the mappers: not at module level
+
+        if used := users(dev, sys_block=self.sys_block, serving=self.serving):
+            raise Busy(f"{dev} ({t.spec}) is in use by {', '.join(used)}; stop that first, then detach again "
+                       "(nothing was unmapped)")
         runner.run(["rbd-nbd", "unmap", dev], f"unmap {dev}", self.cfg.timeouts.osd_op)
