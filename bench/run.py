@@ -79,6 +79,9 @@ import provider  # noqa: E402, F401
 import packaged  # noqa: E402, F401  (after provider: it uses the same cluster)
 
 # isort: split
+import datapath  # noqa: E402, F401  (its kernel VM stops after its last row, before the bed below)
+
+# isort: split
 # Last: its 3-node test bed, shared by its two benches, stays up until the run ends.
 import distributed  # noqa: E402, F401
 
