@@ -173,6 +173,10 @@ class Guest:
         with self.image(vol) as img:
             return hashlib.sha256(img.read(offset_mib * MIB, mib * MIB)).hexdigest()
 
+    def ceph_size(self, vol: str) -> int:
+        with self.image(vol) as img:
+            return img.size()
+
     def leftovers(self) -> list[str]:
         """Images of this session still in the pool, mappings still in the guest, fake tools run."""
         found = []
