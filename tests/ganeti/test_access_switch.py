@@ -100,7 +100,8 @@ def test_switch_back_and_forth(testbed: Testbed, ceph_admin: Config, kvm_instanc
     assert out.splitlines() == [
         f"gnt-instance deactivate-disks {inst}",
         f"gnt-instance modify --disk 0:add,size=256M,provider=rbd,access=userspace,adopt_image={vol0} {inst}",
-        f"gnt-instance modify --disk 1:remove {inst}", f"gnt-instance modify --disk 0:modify,name=root {inst}"]
+        f"gnt-instance modify --disk {disks(tb, inst)[0]['uuid']}:remove {inst}",
+        f"gnt-instance modify --disk 0:modify,name=root {inst}"]
     assert summary(tb, inst) == before
 
     code, out, err = rbd_access(tb, inst, "userspace")
