@@ -126,7 +126,7 @@ echo "gkt: root mounted, network {guest} up" > /dev/console
 # Run by busybox init (PID 1 in the new root: it reaps what rbd-nbd and sshd leave): udev, then sshd.
 STAGE2 = """mkdir -p /run/sshd /run/udev
 hostname {hostname}
-{udevd} --daemon && udevadm trigger --action=add && udevadm settle --timeout=30
+{udevd} --daemon  # no coldplug: devtmpfs made the nodes; udevd serves the events of new mappings
 {sshd} -E /run/gkt/sshd.log -f /dev/null -h {host_key} -o ListenAddress={guest} \
   -o PermitRootLogin=prohibit-password -o AuthorizedKeysFile={auth_keys} -o StrictModes=no -o UsePAM=no \
   -o UseDNS=no -o PidFile=/run/sshd.pid -o PasswordAuthentication=no -o KbdInteractiveAuthentication=no \
