@@ -7,8 +7,9 @@ host's own / shared read-only over virtio-9p, under an overlay whose upper
 layer is a tmpfs, so the guest runs exactly the host's Python, venv,
 ceph-common, rbd-nbd, fio, udev and sshd. The initramfs holds only a static
 busybox, the modules (virtio, 9p, overlay, then libceph, rbd, nbd) and the
-/init that mounts that root; busybox init stays PID 1 (it reaps the orphans
-rbd-nbd leaves) and starts udevd and the host's sshd, chrooted into it.
+/init that mounts that root and switches to it; busybox init, copied there,
+is PID 1 (it reaps the orphans rbd-nbd leaves) and starts the host's udevd
+and sshd. The host root's dotfiles are hidden (a tmpfs on /root).
 
 The guest joins a bridge of our own (`Bridge`, a /24: host .1, guests .2 and
 up) through a tap, so a Ceph bound to the bridge address serves it. A second
@@ -26,7 +27,7 @@ import re
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import paramiko
 
@@ -319,9 +320,3 @@ class KernelVM:
             return None
         return client
 
-
-@contextlib.contextmanager
-def running(vm_dir: str, bridge: Bridge, shared: str, **kw: int) -> Iterator[KernelVM]:
-    """A booted KernelVM, stopped on exit."""
-    with KernelVM(vm_dir, bridge, shared, **kw) as vm:
-        yield vm
