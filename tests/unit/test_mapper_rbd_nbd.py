@@ -5,7 +5,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ganeti_ceph import runner
+from ganeti_ceph.errors import Busy
 from ganeti_ceph.rbd.mappers.rbd_nbd import RbdNbd
 from ganeti_ceph.rbd.mappers.table import Target
 from tests.unit.test_mappers_pure import T, cfg, write
@@ -42,3 +45,15 @@ def test_a_daemon_a_mapping_tool_leaves_behind_is_out_of_the_callers_process_gro
         assert os.getpgid(daemon) != os.getpgrp(), "killpg of this process group would kill the mapping daemon"
     finally:
         os.kill(daemon, 9)  # an orphan of its shell: PID 1 here may leave it a zombie
+
+
+def test_rbd_nbd_refuses_to_unmap_a_device_someone_holds_open(tmp_path) -> None:
+    """The nbd kernel driver disconnects an open device (its user's I/O then fails with EIO) where krbd
+    refuses with EBUSY: the mapper refuses first, naming the holder, and runs no rbd-nbd unmap. (Seen on a
+    real kernel in tests/kernel; here a file this test holds open stands in for the device.)"""
+    m = RbdNbd(cfg(tmp_path, "rbd-nbd"), str(tmp_path / "block"))
+    dev = str(tmp_path / "nbd0")
+    write(dev, "")
+    with open(dev) as held, pytest.raises(Busy, match=rf"is in use by process {os.getpid()} "):
+        assert held
+        m.unmap_device(dev, T)
