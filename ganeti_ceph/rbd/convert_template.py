@@ -184,13 +184,14 @@ def observe(ganeti: Ganeti, images: CephImages, plan: Plan) -> State:
 
 def refuse_fresh(ganeti: Ganeti, images: CephImages, inst: Instance, plan: Plan) -> None:
     """Every refusal of a first run, before anything changes (the disks' mappings aside)."""
-    enabled = ganeti.config().get("cluster", {}).get("enabled_disk_templates") or []
+    cfg = ganeti.config()
+    enabled = cfg.get("cluster", {}).get("enabled_disk_templates") or []
     if "ext" not in enabled:
         raise Refused(f"Ganeti's ext disk template is not enabled (enabled: {', '.join(enabled) or 'none'}); the "
                       "converted disks are ext disks: gnt-cluster modify --enabled-disk-templates="
                       f"{','.join([*enabled, 'ext'])}, then rerun")
     diagnose = ["gnt-storage", "diagnose"]
-    if not provider_valid(ganeti.output(diagnose), PROVIDER, plan.node):
+    if not provider_valid(ganeti.output(diagnose), PROVIDER, cfg["instances"][inst.uuid]["primary_node"]):
         raise Refused(f"Ganeti finds no valid ExtStorage provider {PROVIDER} on {plan.node} "
                       f"({shlex.join(diagnose)}): install ganeti-ceph there first")
     if instance_or_none(ganeti, plan.carrier) is not None:
@@ -211,7 +212,8 @@ def refuse_fresh(ganeti: Ganeti, images: CephImages, inst: Instance, plan: Plan)
 
 
 def provider_valid(text: str, provider: str, node: str) -> bool:
-    """Whether Ganeti's `gnt-storage diagnose` output calls `provider` valid on `node` (pure)."""
+    """Whether Ganeti's `gnt-storage diagnose` output calls `provider` valid on `node`, by its UUID: Ganeti 3.0
+    prints node UUIDs there (pure)."""
     current = None
     for line in text.splitlines():
         if line.startswith("Provider: "):

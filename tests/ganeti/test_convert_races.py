@@ -1,9 +1,11 @@
 """rbd-access and rbd-convert against a second run on the same instance, on the real cluster (review S7 #1):
 while one run holds the instance's lock on the master, another refuses in one line and changes nothing; the
-switch that follows names the disks by UUID, which Ganeti 3.0 takes for remove, rename and detach."""
+switch that follows names the disks by UUID, which Ganeti 3.0 takes for remove, rename and detach; and the
+provider check rbd-convert makes before its journal reads Ganeti's own diagnose output."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -83,3 +85,14 @@ def test_a_second_run_is_refused_and_disks_are_named_by_uuid(testbed: Testbed, c
                                                           for a in ("--disk", f"{k}:attach,uuid={u}")), inst)
     assert summary(tb, inst) == [(name, access, new0), second]
     tb.gnt("gnt-instance", "deactivate-disks", inst)
+
+
+def test_the_rbd_provider_check_reads_ganeti_s_diagnose(testbed: Testbed) -> None:
+    """Review S7 #3: rbd-convert's first run of a -t rbd instance refuses unless Ganeti's `gnt-storage diagnose`
+    calls the provider valid on the primary node; this is that output as Ganeti 3.0 prints it."""
+    from ganeti_ceph.rbd.convert_template import provider_valid
+
+    out = testbed.gnt("gnt-storage", "diagnose")
+    nodes = json.loads(testbed.run(0, ["cat", "/var/lib/ganeti/config.data"]).stdout)["nodes"]
+    assert len(nodes) == 2 and all(provider_valid(out, "rbd", uuid) for uuid in nodes), out
+    assert not provider_valid(out, "rbd", testbed.master) and not provider_valid(out, "nosuch", next(iter(nodes)))

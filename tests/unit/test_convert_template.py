@@ -77,18 +77,18 @@ def test_a_journal_that_cannot_be_written_or_dropped_is_one_line(tmp_path) -> No
 
 DIAGNOSE = """Provider: other
 ---
-  Node: node0.x, status: valid (path: /e/other) [no parameters]
+  Node: n0-uuid, status: valid (path: /e/other) [no parameters]
   --
 Provider: rbd
 ---
-  Node: node1.x, status: valid (path: /e/rbd) [parameters: access, pool]
-  Node: node0.x, status: invalid - no such file (path: /e/rbd) [no parameters]
+  Node: n1-uuid, status: valid (path: /e/rbd) [parameters: access, pool]
+  Node: n0-uuid, status: invalid - no such file (path: /e/rbd) [no parameters]
   --
   For nodegroup: default --> invalid
 """
 
 
-@pytest.mark.parametrize(("node", "valid"), [("node1.x", True), ("node0.x", False), ("node2.x", False)])
+@pytest.mark.parametrize(("node", "valid"), [("n1-uuid", True), ("n0-uuid", False), ("n2-uuid", False)])
 def test_the_provider_is_valid_only_where_ganeti_says_so(node: str, valid: bool) -> None:
     assert provider_valid(DIAGNOSE, "rbd", node) is valid
 
@@ -104,7 +104,7 @@ class TemplateGaneti(Ganeti):
 
     def config(self) -> dict:
         return {"cluster": {"enabled_disk_templates": self.templates}, "instances": {
-            "i": {"primary_node": "n", "os": "noop"}}, "nodes": {"n": {"name": "node0.x", "group": "g"}},
+            "i": {"primary_node": "n0-uuid", "os": "noop"}}, "nodes": {"n0-uuid": {"name": "node0.x", "group": "g"}},
             "disks": {"d0": {"params": {}}}}
 
     def output(self, argv: list[str]) -> str:
