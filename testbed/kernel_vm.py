@@ -184,6 +184,8 @@ class KernelVM:
         self.kernel = kernel.fetch()
         self._keys()
         initrd = self._initramfs()
+        for stale in procs.find("qemu-system-x86_64", arg=f"file:{self.console_log}"):  # of a killed session
+            procs.terminate(stale, grace=5)
         if netns.link_exists(self.tap):
             netns.link_delete(self.tap)
         netns.sh(["ip", "tuntap", "add", "dev", self.tap, "mode", "tap"])
