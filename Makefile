@@ -5,7 +5,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 DEMO_DIR ?= /var/lib/ganeti-ceph/demo
 
-.PHONY: install demo test unit lint bench reliability clean deb
+.PHONY: install demo test test-full unit lint bench reliability clean deb
 
 $(STAMP): setup.py scripts/install-deps
 	bash scripts/install-deps
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 # Lint first: a broken layering contract fails the run before the long suite starts.
 test: $(STAMP) lint
+	$(PY) -m pytest -m "not full"
+
+# Everything, the repeats marked `full` too (README.md, "Tests").
+test-full: $(STAMP) lint
 	$(PY) -m pytest
 
 unit: $(STAMP)

@@ -1,6 +1,6 @@
 """gnt-storage rbd-convert of Ganeti's own `-t rbd` instances, on real Ganeti: through a carrier `-t ext`
 instance whose disks adopt the images, detached from it and attached to the instance in place of its rbd disks;
-no data copied, names and modes kept; a run killed after each step is finished by a rerun.
+no data copied, names and modes kept; a run killed after a step is finished by a rerun.
 
 What could not run here as in production: Ganeti's RADOSBlockDevice maps every disk with the kernel's rbd module
 (`rbd map`), which this machine's kernel lacks. The nodes get, for this module's tests only, an `rbd` command
@@ -9,6 +9,7 @@ other subcommand is the real /usr/bin/rbd) and the bed Ceph's admin keyring, as 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,20 +48,36 @@ def rbd_template(testbed: Testbed, ceph_admin: Config) -> Iterator[None]:
             krbd_standin.uninstall(testbed, i)
 
 
-@pytest.fixture
-def rbd_instance(testbed: Testbed, rbd_template: None) -> Iterator[str]:
+@contextlib.contextmanager
+def made_rbd_instance(tb: Testbed) -> Iterator[str]:
     """A stopped KVM instance (no OS) of Ganeti's rbd template with two named disks, the first userspace (Ganeti's
-    KVM refuses read-only disks, so the mode carried is rw)."""
+    KVM refuses read-only disks, so the mode carried is rw); removed after, with a carrier left behind."""
     name = f"rt{time.monotonic_ns() % 10**6}.gcb.test"
     short = name.split(".")[0]
-    testbed.gnt("gnt-instance", "add", "-t", "rbd", "--disk", f"0:size={SIZES[0]}M,name={short}-root,access=userspace",
-                "--disk", f"1:size={SIZES[1]}M,name={short}-data", "--hypervisor", "kvm",
-                "-o", "noop+default", "-B", "memory=128M", "-n", testbed.node_names[0], "--no-ip-check",
-                "--no-name-check", "--no-start", name, timeout=600)
-    yield name
-    for n in (name, carrier_name(name)):
-        testbed.run(0, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", "--ignore-failures", n],
-                    check=False, timeout=600)
+    tb.gnt("gnt-instance", "add", "-t", "rbd", "--disk", f"0:size={SIZES[0]}M,name={short}-root,access=userspace",
+           "--disk", f"1:size={SIZES[1]}M,name={short}-data", "--hypervisor", "kvm",
+           "-o", "noop+default", "-B", "memory=128M", "-n", tb.node_names[0], "--no-ip-check",
+           "--no-name-check", "--no-start", name, timeout=600)
+    try:
+        yield name
+    finally:
+        for n in (name, carrier_name(name)):
+            tb.run(0, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", "--ignore-failures", n],
+                   check=False, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def rbd_instance(testbed: Testbed, rbd_template: None) -> Iterator[str]:
+    """One instance for the module's tests, in file order: each leaves it stopped with its disks deactivated
+    and unconverted (the refusals assert nothing changed), the takeover test last, which converts it."""
+    with made_rbd_instance(testbed) as name:
+        yield name
+
+
+@pytest.fixture
+def fresh_rbd_instance(testbed: Testbed, rbd_template: None) -> Iterator[str]:
+    with made_rbd_instance(testbed) as name:
+        yield name
 
 
 def write_through_ganeti(tb: Testbed, inst: str, index: int, data: bytes, offset: int) -> None:
@@ -191,25 +208,43 @@ def killed_at(tb: Testbed, inst: str, marker: str) -> str:
     return "".join(seen)
 
 
+# The steps the tool says it starts, in order. A kill right as one starts leaves the planned disks in one of three
+# places the rerun's `observe` must find them: in the carrier (the first two), detached from every instance (the
+# next three) or in the instance again (the last). `make test` kills at one step of each (the first, a middle one,
+# the last); `make test-full` also at the others, on an instance of their own.
+STEPS = ("adding carrier disk/1", "detaching disk/0", "removing the carrier", "removing the rbd entry",
+         "attaching the ext disk", "naming disk/0")
+EVERY_PLACE = (STEPS[0], STEPS[3], STEPS[5])
+
+
 def test_rbd_template_disks_are_taken_over_with_their_data(testbed: Testbed, ceph_admin: Config,
                                                            rbd_instance: str) -> None:
-    tb, inst = testbed, rbd_instance
+    taken_over_killed_at(testbed, ceph_admin, rbd_instance, EVERY_PLACE)
+
+
+@pytest.mark.full
+def test_rbd_template_disks_are_taken_over_killed_at_the_other_steps(testbed: Testbed, ceph_admin: Config,
+                                                                     fresh_rbd_instance: str) -> None:
+    taken_over_killed_at(testbed, ceph_admin, fresh_rbd_instance, tuple(m for m in STEPS if m not in EVERY_PLACE))
+
+
+def taken_over_killed_at(tb: Testbed, ceph_admin: Config, inst: str, markers: tuple[str, ...]) -> None:
+    """Convert `inst`, killed right as each of `markers` starts, each rerun going on from what Ganeti and Ceph
+    show; then everything is as one uninterrupted run leaves it."""
     before = disks(tb, inst)
     old = [d["logical_id"][1] for d in before]
     sums = fill_through_ganeti(tb, inst)
     code, out, err = rbd_convert(tb, inst, "--dry-run")
     assert code == 0 and "through the carrier instance" in out and old[0] in out, err
     started = time.monotonic()
-    # Killed after each step (right as the next one starts); each rerun goes on from what Ganeti and Ceph show.
-    for marker in ("adding carrier disk/1", "detaching disk/0", "removing the carrier", "removing the rbd entry",
-                   "attaching the ext disk", "naming disk/0"):
+    for marker in markers:
         err = killed_at(tb, inst, marker)
         code, out, err = rbd_convert(tb, inst, "--dry-run")
         assert code != 0 and "halfway converted" in err, err
     code, out, err = rbd_convert(tb, inst)
     assert out == f"{inst}: disk/0, disk/1 converted from Ganeti's rbd template to the rbd provider\n", err
     assert code == 0
-    print(f"conversion of 2 disks killed 6 times and resumed: {time.monotonic() - started:.1f} s")
+    print(f"conversion of 2 disks killed {len(markers)} times and resumed: {time.monotonic() - started:.1f} s")
     after = disks(tb, inst)
     assert [(d["dev_type"], d.get("name"), d["mode"], d["size"]) for d in after] == \
         [("ext", d.get("name"), d["mode"], d["size"]) for d in before]
