@@ -12,7 +12,9 @@ versus the rbd CLI) in bench/provider.py; the same from the installed .deb,
 in a Debian chroot, with and without its agent, in bench/packaged.py;
 init-distributed-storage on a
 3-node Ganeti test bed, from scratch and re-run, in bench/distributed.py
-(alone: --only init-distributed-storage --only init-distributed-storage-rerun). To add one, decorate
+(alone: --only init-distributed-storage --only init-distributed-storage-rerun); fio through each
+access path against fio's rbd engine in a kernel VM, the datapath-* rows of bench/datapath.py
+(doc/benchmarks.md). To add one, decorate
 `fn(ctx: Ctx) -> dict` with `@bench("name")` and return `compare(...)` (see
 bench/harness.py); clusters come from `ctx.slot()` or `ctx.shared` and are
 always torn down.
