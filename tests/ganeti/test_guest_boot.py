@@ -52,6 +52,7 @@ class Guest:
     blob_sha: str = ""
     fs_blocks: int = 0
     history: list[str] = dataclasses.field(default_factory=list)
+    exported: list[str] = dataclasses.field(default_factory=list)  # the history in the export
 
     def inst(self, tb: Testbed) -> checks.Inst:
         return checks.Inst(self.name, self.access, "kvm", self.primary,
@@ -172,6 +173,7 @@ def test_export_while_running_holds_a_clean_file_system(testbed: Testbed, guest:
         info = runner.run(["dumpe2fs", "-h", image], "read the exported superblock", 60)
         blocks = int(re.search(r"Block count:\s+(\d+)", info).group(1))
         assert blocks == guest.disk_mib * 2**20 // guest_image.BLOCK  # the file system grown in the guest
+        guest.exported = list(guest.history)
         guest.console.note(f"export {os.path.basename(image)}: e2fsck -fn clean, {BLOB} sha256 matches, "
                            f"{blocks} blocks")
 
@@ -189,3 +191,32 @@ def test_switch_to_kernelspace_and_boot_again(testbed: Testbed, ceph_admin: Conf
         read_back(guest)
         assert fs_blocks(guest) == guest.fs_blocks
         assert [x.split()[2] for x in guest.history] == ["userspace", "kernelspace"]
+
+
+@pytest.mark.full
+def test_backup_import_boots_a_copy(testbed: Testbed, ceph_admin: Config, guest: Guest) -> None:
+    """gnt-backup import of the export above, kernelspace: the OS's import script writes the stream onto the new
+    instance's block device, and the copy boots with the blob and history the export held."""
+    assert guest.exported, "needs the export of test_export_while_running_holds_a_clean_file_system"
+    copy = dataclasses.replace(guest, name=f"copy-{guest.name}", access="kernelspace", primary=0,
+                               history=list(guest.exported))
+    copy.console = Console(CONSOLE_LOG)
+    with copy.console.shown_on_failure():
+        copy.console.note(f"gnt-backup import {copy.name} from the export of {guest.name}, kernelspace")
+        try:
+            testbed.gnt("gnt-backup", "import", "-t", "ext",
+                        "--disk", f"0:size={guest.disk_mib}M,provider=rbd,access=kernelspace",
+                        "--src-node", testbed.node_names[0], "--src-dir", f"/var/lib/ganeti/export/{guest.name}",
+                        "--net", "0:mac=generate", "-H", HV, "-B", "memory=256M,vcpus=1",
+                        "-n", testbed.node_names[0], "--no-ip-check", "--no-name-check", copy.name, timeout=900)
+            # gnt-backup import never starts the instance (and leaves its kernelspace disk mapped, as add does).
+            testbed.gnt("gnt-instance", "startup", copy.name, timeout=600)
+            inst = copy.inst(testbed)  # not expect_state: node1 maps the first guest's disk meanwhile
+            checks.expect_ceph(testbed, ceph_admin, inst)
+            checks.expect_qemu(testbed, inst)
+            boot(testbed, copy)
+            read_back(copy)
+            assert fs_blocks(copy) == guest.fs_blocks
+        finally:
+            copy.console.close()
+            testbed.run(0, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", copy.name], check=False)
