@@ -96,8 +96,9 @@ def libraries(binary: str) -> list[str]:
 
 def _digest(kern: debian_kernel.Kernel, files: list[str]) -> str:
     h = hashlib.sha256()
-    with open(__file__, "rb") as fh:
-        h.update(fh.read())
+    for source in (__file__, initramfs.__file__):  # what builds the files
+        with open(source, "rb") as fh:
+            h.update(fh.read())
     h.update(os.path.realpath(kern.root).encode())
     for path in files:
         with open(path, "rb") as fh:
