@@ -31,6 +31,8 @@ from testbed.ganeti import Testbed
 from testbed.guest_console import Console, serial_socket
 from tests.ganeti import checks
 
+# TCG boots take 20-50 s on a loaded 2-core machine, and the first run on a machine downloads the kernel.
+pytestmark = pytest.mark.timeout(900)
 CONSOLE_LOG = os.path.join(shared.ROOT, "guest-boot-console.log")
 BOOT_DIR = f"/srv/ganeti/os/{os_boot.NAME}"  # in an OS search path of Ganeti; a node's /srv is its node dir
 HV = (f"kvm:kernel_path={BOOT_DIR}/vmlinuz,initrd_path={BOOT_DIR}/initrd.img,root_path=/dev/vda,"
