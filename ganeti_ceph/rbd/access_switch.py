@@ -44,7 +44,8 @@ SEP = "\x1f"
 LIST_FIELDS = ("name", "uuid", "status", "oper_state", "admin_state", "hypervisor", "disk.uuids")
 QUERY_TIMEOUT = 120.0
 MODIFY_TIMEOUT = 900.0
-STATE_DIR = "/var/lib/ganeti-ceph/rbd-convert"  # on the master: rbd-convert's journals, the per-instance locks
+STATE_DIR = "/var/lib/ganeti-ceph/rbd-convert"  # on the master: rbd-convert's journals
+LOCK_DIR = "/run/ganeti-ceph/instance-lock"  # on the master: one lock per instance, rbd-access's and rbd-convert's
 LOCK_WAIT = 2.0
 
 Runner = Callable[[list[str], float], subprocess.CompletedProcess]
@@ -141,10 +142,12 @@ class Ganeti:
     """The master's view of an instance, and the gnt-instance calls that change it. No gnt-* command
     shows disk parameters (access, pool...): they come from config.data, by the UUIDs the list gives."""
 
-    def __init__(self, runner: Runner = run_command, lib_dir: str = GANETI_LIB, state_dir: str = STATE_DIR) -> None:
+    def __init__(self, runner: Runner = run_command, lib_dir: str = GANETI_LIB, state_dir: str = STATE_DIR,
+                 lock_dir: str = LOCK_DIR) -> None:
         self.runner = runner
         self.lib_dir = lib_dir
         self.state_dir = state_dir
+        self.lock_dir = lock_dir
 
     def check_master(self) -> None:
         """config.data is only authoritative on the master (elsewhere it may lag)."""
@@ -460,8 +463,8 @@ def instance_lock(directory: str, inst: Instance) -> Iterator[None]:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise GanetiFailed(f"cannot open the lock {path}: {exc.strerror}; make {directory} writable (it must be on "
-                           "a local file system of the master), then rerun") from None
+        raise GanetiFailed(f"cannot open the lock {path}: {exc.strerror}; make {directory} writable, then rerun"
+                           ) from None
     try:
         if not runner.flock(fd, LOCK_WAIT):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
@@ -476,7 +479,7 @@ def instance_lock(directory: str, inst: Instance) -> Iterator[None]:
 @contextlib.contextmanager
 def locked(ganeti: Ganeti, name: str) -> Iterator[Instance]:
     """The instance, read again once this run holds its lock: a run that held it may have changed it."""
-    with instance_lock(ganeti.state_dir, ganeti.instance(name)):
+    with instance_lock(ganeti.lock_dir, ganeti.instance(name)):
         yield ganeti.instance(name)
 
 

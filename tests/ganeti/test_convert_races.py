@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(900)
 # Holds the lock as a running rbd-access/rbd-convert does: a flock on the file, its pid inside.
 HOLD = """
 import fcntl, os, sys, time
-d = "/var/lib/ganeti-ceph/rbd-convert"
+d = "/run/ganeti-ceph/instance-lock"
 os.makedirs(d, mode=0o700, exist_ok=True)
 fd = os.open(os.path.join(d, sys.argv[1] + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
 fcntl.flock(fd, fcntl.LOCK_EX)

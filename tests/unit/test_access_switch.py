@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import replace
@@ -152,7 +153,8 @@ class FakeGaneti(sw.Ganeti):
         self.calls: list[str] = []
         self.deactivated = False
         self.ids = itertools.count(100)
-        self.state_dir = tempfile.mkdtemp(prefix="rbd-convert-")  # the per-instance locks
+        self.state_dir = tempfile.mkdtemp(prefix="rbd-convert-")  # the journals
+        self.lock_dir = os.path.join(self.state_dir, "locks")
 
     def check_master(self) -> None:
         pass
@@ -426,9 +428,9 @@ def test_ganeti_reads_list_and_config_data(tmp_path) -> None:
 def hold_lock(g: FakeGaneti, pid: str = "4242") -> int:
     """Take the instance's lock as another run would (a second open file description: flock conflicts)."""
     import fcntl
-    import os
 
-    fd = os.open(os.path.join(g.state_dir, f"{INST_UUID}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    os.makedirs(g.lock_dir, exist_ok=True)
+    fd = os.open(os.path.join(g.lock_dir, f"{INST_UUID}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.write(fd, f"{pid}\n".encode())
     return fd
@@ -437,7 +439,6 @@ def hold_lock(g: FakeGaneti, pid: str = "4242") -> int:
 def test_a_second_run_on_the_instance_is_refused_while_the_first_holds_its_lock(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Review S7 #1: no lock, so a rerun could remove by index a disk the first run had just attached."""
-    import os
 
     monkeypatch.setattr(sw, "LOCK_WAIT", 0.05)
     g, images = setup(disk(0, name="root"))
@@ -451,14 +452,14 @@ def test_a_second_run_on_the_instance_is_refused_while_the_first_holds_its_lock(
         os.close(fd)
     assert g.calls == [] and not g.deactivated and images.names == {"v0"}
     assert sw.switch("vm", "userspace", ganeti=g, images=images) == 0  # type: ignore[arg-type]
-    with open(os.path.join(g.state_dir, f"{INST_UUID}.lock")) as fh:
+    with open(os.path.join(g.lock_dir, f"{INST_UUID}.lock")) as fh:
         assert fh.read() == f"{os.getpid()}\n"
 
 
 def test_an_unwritable_lock_directory_is_one_line(tmp_path) -> None:
     g, images = setup(disk(0))
     (tmp_path / "file").write_text("")
-    g.state_dir = str(tmp_path / "file")
+    g.lock_dir = str(tmp_path / "file")
     with pytest.raises(GanetiFailed, match=r"cannot open the lock .*file/i-uuid.lock: .*; make .* writable"):
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
     assert g.calls == []

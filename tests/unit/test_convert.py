@@ -174,7 +174,7 @@ def test_a_second_run_is_refused_while_rbd_access_or_another_convert_holds_the_l
                 cv.convert("vm", ganeti=g, images=images)  # type: ignore[arg-type]
         finally:
             os.close(fd)
-        assert g.calls == [] and not g.deactivated and os.listdir(g.state_dir) == ["i-uuid.lock"]
+        assert g.calls == [] and not g.deactivated and os.listdir(g.state_dir) == ["locks"]
 
 
 
