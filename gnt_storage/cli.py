@@ -1,13 +1,14 @@
 """`gnt-storage`: our subcommands, and Ganeti's own ones handed over unchanged.
 
 Ganeti ships `gnt-storage` (3.0: diagnose, info); we add `local-cluster`,
-`init-distributed-storage`, `remove-distributed-storage`, `options`,
-`rbd-access` and `rbd-convert`. Anything we do not own is exec'd as
-Ganeti's command with the same arguments, so admins keep one command name; `--help` lists Ganeti's subcommands beside ours, read from
-Ganeti's own `--help` so they match the Ganeti installed. Where each sits:
-the package diverts Ganeti's to /usr/sbin/gnt-storage.ganeti and puts ours
-at /usr/sbin/gnt-storage; a pip or checkout install leaves Ganeti's in place
-and ours in the venv's bin (doc/man/gnt-storage-ceph.8.md).
+`init-distributed-storage`, `remove-distributed-storage`, `options`, `rbd-
+access` and `rbd-convert`. Anything we do not own is exec'd as Ganeti's
+command with the same arguments, so admins keep one command name; `--help`
+lists Ganeti's subcommands beside ours, read from Ganeti's own `--help` so
+they match the Ganeti installed. Where each sits: the package diverts Ganeti's
+to /usr/sbin/gnt-storage.ganeti and puts ours at /usr/sbin/gnt-storage; a pip
+or checkout install leaves Ganeti's in place and ours in the venv's bin
+(doc/man/gnt-storage-ceph.8.md).
 """
 
 from __future__ import annotations
