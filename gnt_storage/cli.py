@@ -1,8 +1,8 @@
 """`gnt-storage`: our subcommands, and Ganeti's own ones handed over unchanged.
 
 Ganeti ships `gnt-storage` (3.0: diagnose, info); we add `local-cluster`,
-`init-distributed-storage`, `remove-distributed-storage`, `options`, `rbd-
-access` and `rbd-convert`. Anything we do not own is exec'd as Ganeti's
+`init-distributed-storage`, `remove-distributed-storage`, `options`,
+`rbd-access` and `rbd-convert`. Anything we do not own is exec'd as Ganeti's
 command with the same arguments, so admins keep one command name; `--help`
 lists Ganeti's subcommands beside ours, read from Ganeti's own `--help` so
 they match the Ganeti installed. Where each sits: the package diverts Ganeti's
