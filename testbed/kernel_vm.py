@@ -59,12 +59,16 @@ class Bridge:
 
     def __init__(self, net: str) -> None:
         if not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", net):
-            raise VMError(f"network {net!r} is not the first three octets of a /24 (e.g. 192.0.2)")
+            raise VMError(f"network {net!r} is not the first three octets of a /24 (e.g. 198.18.200)")
         self.net = net
         self.name = link_name(net, "b")
         self.addr = f"{net}.1"
 
     def __enter__(self) -> Bridge:
+        taken = netns.sh(["ip", "-4", "-o", "addr", "show"]).stdout
+        for dev, addr in re.findall(r"^\d+:\s+(\S+)\s+inet\s+(\d+\.\d+\.\d+)\.", taken, re.M):
+            if addr == self.net and dev != self.name:  # a route of the host's own would be shadowed
+                raise VMError(f"network {self.net}.0/24 is in use on {dev}: set GANETI_KERNEL_TEST_NET to a free /24")
         netns.bridge_up(self.name, f"{self.addr}/24")
         return self
 
@@ -188,6 +192,7 @@ class KernelVM:
             procs.terminate(stale, grace=5)
         if netns.link_exists(self.tap):
             netns.link_delete(self.tap)
+        open(self.console_log, "w").close()  # a reused dir's log holds the last boot's READY
         netns.sh(["ip", "tuntap", "add", "dev", self.tap, "mode", "tap"])
         netns.sh(["ip", "link", "set", self.tap, "master", self.bridge.name, "up"])
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory_mib), "-smp", "1",

@@ -21,7 +21,7 @@ from testbed.kernel_vm import Bridge, KernelVM
 from tests.conftest import LocalCluster, gnt_storage, report_down
 from tests.kernel.guest import Guest
 
-NET = os.environ.get("GANETI_KERNEL_TEST_NET", "192.0.2")
+NET = os.environ.get("GANETI_KERNEL_TEST_NET", "198.18.200")  # not 192.0.2: this machine kind's eth0
 PORT = os.environ.get("GANETI_KERNEL_TEST_PORT", "13500")
 DIR = os.environ.get("GANETI_KERNEL_TEST_DIR", "/tmp/ganeti-ceph-kernel")
 
