@@ -91,7 +91,7 @@ def test_grnet_disks_are_taken_over_with_their_data(testbed: Testbed, ceph_admin
     tb.gnt("gnt-instance", "shutdown", "--timeout=0", inst)
     names = as_grnet_made(tb, ceph_admin, inst)
     sums = [fill(ceph_admin, n, size) for n, size in zip(names, SIZES, strict=True)]
-    before = summary(tb, inst)
+    before, (u0, u1) = summary(tb, inst), [d["uuid"] for d in disks(tb, inst)]  # removes go by UUID
 
     with held(ceph_admin, names[1]):  # as a mapping GRNET's provider left would hold it
         code, out, err = rbd_convert(tb, inst)
@@ -104,10 +104,10 @@ def test_grnet_disks_are_taken_over_with_their_data(testbed: Testbed, ceph_admin
         f"gnt-instance deactivate-disks {inst}",
         f"gnt-instance modify --disk 0:add,size=256M,provider=rbd,access=userspace,adopt_image={names[0]},"
         f"pool=rbd {inst}",
-        f"gnt-instance modify --disk 1:remove {inst}", f"gnt-instance modify --disk 0:modify,name={names[0]} {inst}",
+        f"gnt-instance modify --disk {u0}:remove {inst}", f"gnt-instance modify --disk 0:modify,name={names[0]} {inst}",
         f"gnt-instance modify --disk 1:add,size=64M,provider=rbd,access=kernelspace,adopt_image={names[1]},"
         f"pool=rbd {inst}",
-        f"gnt-instance modify --disk 2:remove {inst}", f"gnt-instance modify --disk 1:modify,name={names[1]} {inst}"]
+        f"gnt-instance modify --disk {u1}:remove {inst}", f"gnt-instance modify --disk 1:modify,name={names[1]} {inst}"]
     assert summary(tb, inst) == before
 
     code, out, err = rbd_convert(tb, inst)
