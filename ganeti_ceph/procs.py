@@ -140,7 +140,10 @@ def spawn(argv: list[str], log: str, ready: Callable[[subprocess.Popen], bool], 
 
 def kill_group(proc: subprocess.Popen, reap: float = REAP_S) -> None:
     """SIGKILL a child started in a session of its own (start_new_session) and everything it started
-    there, then reap it within `reap` seconds: a worker whose call or answer is late."""
+    there, then reap it within `reap` seconds: a worker whose call or answer is late. A child already
+    reaped is left alone: its pid, and so its group's id, may be someone else's by now."""
+    if proc.poll() is not None:
+        return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):

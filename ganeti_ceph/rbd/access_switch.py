@@ -319,7 +319,8 @@ def move_disk(ganeti: Ganeti, images: CephImages, instance: str, m: Move) -> Non
         ganeti.run(add)
     except (GanetiCephError, KeyboardInterrupt) as exc:
         raise add_failed(images, m, _why(exc)) from exc
-    undo = modify(instance, f"{disk.index}:remove")
+    # Until the new disk's UUID is read back, the hint names where to find it: an index may name another disk.
+    undo = modify(instance, f"<UUID of disk/{disk.index} in gnt-instance info {instance}>:remove")
     try:
         disks = ganeti.instance(instance).disks
         moved = len(disks) > disk.index + 1 and disks[disk.index + 1].uuid == disk.uuid

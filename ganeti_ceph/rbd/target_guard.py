@@ -69,18 +69,27 @@ def _armed(cfg: Config, t: Target) -> tuple[str, float] | None:
 
 def users(dev: str, proc: str = "/proc", sys_block: str = mappers.SYS_BLOCK,
           serving: tuple[str, ...] = ()) -> list[str]:
-    """Who holds `dev`: sysfs holders, mounts, and processes with it open, except the mapper's
-    own daemon (`serving`: Mapper.serving, e.g. rbd-nbd). Only links are read, never the device."""
+    """Who holds `dev` or one of its partitions (/dev/nbd0p1 is a device of its own, which an unmap
+    would pull from under its user just the same): sysfs holders, mounts, and processes with one
+    open, except the mapper's own daemon (`serving`: Mapper.serving, e.g. rbd-nbd). Only links are
+    read, never the device."""
     name = os.path.basename(dev)
-    found = [f"holder {h}" for h in _listdir(os.path.join(sys_block, name, "holders"))]
-    devno = mappers.read(os.path.join(sys_block, name, "dev"))
+    base = os.path.join(sys_block, name)
+    parts = [name, *sorted(p for p in _listdir(base) if p.startswith(f"{name}p") and p[len(name) + 1:].isdigit())]
+    found, devnos = [], set()
+    for part in parts:
+        d = base if part == name else os.path.join(base, part)
+        found += [f"holder {h}" for h in _listdir(os.path.join(d, "holders"))]
+        if devno := mappers.read(os.path.join(d, "dev")):
+            devnos.add(devno)
+    paths = {os.path.join(os.path.dirname(dev), part) for part in parts}
     with contextlib.suppress(OSError), open(os.path.join(proc, "self", "mountinfo")) as fh:
-        found += [f"mount {line.split()[4]}" for line in fh if devno and line.split()[2] == devno]
+        found += [f"mount {line.split()[4]}" for line in fh if line.split()[2] in devnos]
     for pid in filter(str.isdigit, _listdir(proc)):
         fds = os.path.join(proc, pid, "fd")
         for fd in _listdir(fds):
             with contextlib.suppress(OSError):
-                if os.readlink(os.path.join(fds, fd)) == dev and (prog := _prog(proc, pid)) not in serving:
+                if os.readlink(os.path.join(fds, fd)) in paths and (prog := _prog(proc, pid)) not in serving:
                     found.append(f"process {pid} ({prog})")
                     break
     return found

@@ -517,3 +517,21 @@ def test_an_undo_whose_image_survives_says_it_is_attached_to_nothing() -> None:
     g.run = refusing  # type: ignore[method-assign]
     with pytest.raises(GanetiFailed, match=r"its empty image rbd/v100 is left, attached to nothing: rbd rm it"):
         sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+
+
+def test_a_failed_read_after_the_add_names_the_new_disk_by_uuid_not_index() -> None:
+    """The undo hint for a disk list that could not be read back: an index may name another disk by the
+    time the admin runs it (Ganeti's remove would delete that disk's image), so it says where the UUID is."""
+    g, images = setup(disk(0))
+    read = g.instance
+
+    def instance(name: str) -> Instance:
+        if g.calls:  # the add went through
+            raise GanetiFailed("gnt-instance list failed: boom")
+        return read(name)
+
+    g.instance = instance  # type: ignore[method-assign]
+    with pytest.raises(GanetiFailed) as err:
+        sw.switch("vm", "userspace", ganeti=g, images=images)  # type: ignore[arg-type]
+    assert "--disk 0:remove" not in err.value.message
+    assert "'<UUID of disk/0 in gnt-instance info vm>:remove'" in err.value.message

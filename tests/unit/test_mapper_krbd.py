@@ -1,4 +1,6 @@
-"""krbd against a fake sysfs: what this kernel cannot show for real."""
+"""krbd against a fake sysfs (tests/kernel maps with it for real on Debian's kernel in a VM)."""
+
+import pytest
 
 from ganeti_ceph.rbd.mappers.krbd import Krbd
 from ganeti_ceph.rbd.mappers.table import Target
@@ -13,3 +15,22 @@ def test_krbd_checks_pool_image_and_fsid(tmp_path) -> None:
     assert m.is_mapping_of("/dev/rbd3", T)
     assert not m.is_mapping_of("/dev/rbd3", Target("other-fsid", "rbd", "vol.ext.disk0"))
     assert not m.is_mapping_of("/dev/rbd4", T)
+
+
+def test_a_late_map_is_not_followed_by_a_feature_query(tmp_path, monkeypatch) -> None:
+    """A map past its bound has used the attach's time: no `rbd info` with another bound after it
+    (a feature refusal is prompt, never late)."""
+    from ganeti_ceph import runner
+    from ganeti_ceph.errors import ToolFailed
+
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], *a: object, **k: object) -> str:
+        calls.append(argv)
+        raise ToolFailed("map rbd/x with krbd: rbd did not finish within 10 s", "late")
+
+    monkeypatch.setattr(runner, "run", run)
+    monkeypatch.setattr(Krbd, "available", classmethod(lambda cls: True))
+    with pytest.raises(ToolFailed, match="did not finish"):
+        Krbd(cfg(tmp_path, "krbd")).map_device(Target("f5", "rbd", "x"))
+    assert [c[1] for c in calls] == ["device"]

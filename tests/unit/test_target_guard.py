@@ -104,3 +104,18 @@ def test_guard_ends_when_disarmed_rearmed_or_unmapped(tmp_path: Path, monkeypatc
     cfg, mapper = guarded(tmp_path / "c", monkeypatch, "tok", later, dev=None)
     assert target_guard.watch(cfg, T, "tok", poll=0.01) == "no longer mapped"
     assert not os.path.exists(target_guard.marker(cfg, T))
+
+
+def test_users_of_a_partition(tmp_path: Path) -> None:
+    """nbd0p1 is a device of its own: a mount, holder or open fd of a partition holds the disk too
+    (was: only the whole disk was looked at, and rbd-nbd unmap pulled a mounted partition away)."""
+    proc, sys_block = tree(tmp_path)
+    part = Path(sys_block) / "loop3" / "loop3p1"
+    (part / "holders" / "dm-1").mkdir(parents=True)
+    (part / "dev").write_text("259:1\n")
+    (Path(sys_block) / "loop3" / "queue").mkdir()  # not a partition
+    with open(Path(proc) / "self" / "mountinfo", "a") as fh:
+        fh.write("37 25 259:1 / /srv/p1 rw - ext4 /dev/loop3p1 rw\n")
+    fake_proc(tmp_path, 12, ["/bin/dd"], {5: "/dev/loop3p1"})
+    fake_proc(tmp_path, 13, ["/bin/cat"], {5: "/dev/loop30p1"})  # another disk's partition
+    assert users("/dev/loop3", proc, sys_block) == ["holder dm-1", "mount /srv/p1", "process 12 (dd)"]

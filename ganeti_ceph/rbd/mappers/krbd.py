@@ -47,10 +47,11 @@ class Krbd(Mapper):
         try:
             return runner.run(["rbd", "device", "map", *self.client_args(), t.spec], f"map {t.spec} with krbd",
                               self.cfg.timeouts.osd_op).strip()
-        except ToolFailed:
+        except ToolFailed as exc:
             # The kernel says only "No such device or address" (ENXIO) for an image with a feature it
-            # lacks: name the feature, as the start hook's veto does. Asked only after a failure.
-            if line := self.feature_problem(self.features(t)):
+            # lacks: name the feature, as the start hook's veto does. Asked only after a prompt failure:
+            # a late map has used its bound already, and a feature refusal is never late.
+            if exc.kind == "failed" and (line := self.feature_problem(self.features(t))):
                 raise MapError(f"{t.spec}: {line}") from None
             raise
 
