@@ -9,16 +9,18 @@ words. Keys never go in argv: callers pass keyring paths.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from ganeti_ceph.errors import ToolFailed
+from ganeti_ceph.errors import GanetiCephError, ToolFailed
 
 # Mapping tools and Ceph's may live in /usr/local (a source build); daemons,
 # hooks and Ganeti's tools use the system directories only.
@@ -118,3 +120,26 @@ def flock(fd: int, wait: float, interval: float = 0.02) -> bool:
         return True
 
     return until(time.monotonic() + wait, take, interval=interval)
+
+
+@contextlib.contextmanager
+def held(path: str, wait: float, holder: str, busy: Callable[[str], Exception],
+         unusable: type[GanetiCephError] = GanetiCephError) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (a 0600 file in a 0700 directory, made if needed) while the block
+    runs, with `holder` written in it for whoever waits; raise busy(what the holder wrote) after `wait`
+    seconds, or `unusable` in one line if the file cannot be opened. The lock ends with its process,
+    killed or not; the file stays."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise unusable(f"cannot open the lock {path}: {exc.strerror}; make {os.path.dirname(path)} "
+                              "writable, then rerun") from None
+    try:
+        if not flock(fd, wait, interval=0.2):
+            raise busy(os.pread(fd, 512, 0).decode(errors="replace").strip())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{holder}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

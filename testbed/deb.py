@@ -14,7 +14,6 @@ import importlib.util
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from types import ModuleType
 
 from ganeti_ceph import runner
@@ -36,14 +35,11 @@ def builder() -> ModuleType:
     return module
 
 
-@contextlib.contextmanager
-def _locked(wait: float) -> Iterator[None]:
+def _locked(wait: float) -> contextlib.AbstractContextManager[None]:
     """One builder at a time (two test sessions may want the same .debs); a wait past `wait` s is Busy."""
-    os.makedirs(BUILD, exist_ok=True)
-    with open(os.path.join(BUILD, ".test.lock"), "w") as fh:
-        if not runner.flock(fh.fileno(), wait, interval=0.5):
-            raise Busy(f"another test session held {fh.name} for {wait:.0f} s, longer than its builds may take")
-        yield
+    path = os.path.join(BUILD, ".test.lock")
+    return runner.held(path, wait, f"pid {os.getpid()}", lambda holder: Busy(
+        f"another test session ({holder}) held {path} for {wait:.0f} s, longer than its builds may take"))
 
 
 def built() -> tuple[str, str]:

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
 
 from ganeti_ceph import runner
 from ganeti_ceph.errors import Busy, ToolFailed
@@ -75,14 +74,11 @@ def abi_package() -> str:
     return found.group(1)
 
 
-@contextlib.contextmanager
-def _locked(cache: str) -> Iterator[None]:
+def _locked(cache: str) -> contextlib.AbstractContextManager[None]:
     """One fetcher at a time: two sessions may want the same kernel."""
-    os.makedirs(cache, exist_ok=True)
-    with open(os.path.join(cache, ".lock"), "w") as fh:
-        if not runner.flock(fh.fileno(), 2 * APT_TIMEOUT + 60, interval=0.5):
-            raise Busy(f"another test session held {fh.name} longer than two downloads may take")
-        yield
+    path = os.path.join(cache, ".lock")
+    return runner.held(path, 2 * APT_TIMEOUT + 60, f"pid {os.getpid()}", lambda holder: Busy(
+        f"another test session ({holder}) held {path} longer than two downloads may take"))
 
 
 def _unpack(package: str, version: str, into: str) -> None:

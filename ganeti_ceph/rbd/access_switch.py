@@ -454,27 +454,14 @@ def _switch(ganeti: Ganeti, inst: Instance, target: str, dry_run: bool, images: 
     return 0
 
 
-@contextlib.contextmanager
-def instance_lock(directory: str, inst: Instance) -> Iterator[None]:
+def instance_lock(directory: str, inst: Instance) -> contextlib.AbstractContextManager[None]:
     """One rbd-access or rbd-convert per instance at a time: each removes and renames disks the other may have
-    just moved. A flock on <directory>/<instance UUID>.lock (the holder's pid inside), which ends with its
-    process, killed or not; the file stays."""
-    path = os.path.join(directory, f"{inst.uuid}.lock")
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise GanetiFailed(f"cannot open the lock {path}: {exc.strerror}; make {directory} writable, then rerun"
-                           ) from None
-    try:
-        if not runner.flock(fd, LOCK_WAIT):
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise Refused(f"another rbd-convert/rbd-access of {inst.name} is running (pid {holder}); wait for it")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+    just moved. A flock on <directory>/<instance UUID>.lock, the holder's pid inside."""
+    def busy(pid: str) -> Refused:
+        return Refused(f"another rbd-convert/rbd-access of {inst.name} is running (pid {pid or 'unknown'}); "
+                       "wait for it")
+
+    return runner.held(os.path.join(directory, f"{inst.uuid}.lock"), LOCK_WAIT, str(os.getpid()), busy, GanetiFailed)
 
 
 @contextlib.contextmanager

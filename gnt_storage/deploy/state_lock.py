@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 
 from ganeti_ceph import runner
 from ganeti_ceph.errors import UsageError
@@ -27,21 +26,14 @@ WAIT_S = 120.0  # a hook's step (an offline's drain has its own bound) or a shor
 POST_WAIT_S = 600.0  # a post hook cannot undo the change it follows, nor be run again alone: it waits longer
 
 
-@contextlib.contextmanager
 def held(what: str, wait: float | None = None, path: str | None = None, instead: str | None = None
-         ) -> Iterator[None]:
+         ) -> contextlib.AbstractContextManager[None]:
     """Hold the lock while `what` (a command or hook, named for waiters) runs; UsageError after `wait`
     (default WAIT_S), which says to run `what` again, or `instead` (for what cannot be run alone)."""
     path, wait = path or PATH, WAIT_S if wait is None else wait
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        if not runner.flock(fd, wait, interval=0.2):
-            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
-            raise UsageError(f"the storage cluster is busy: {holder} holds {path} (waited {wait:.0f} s); "
-                             + (instead or f"run {what} again once it has finished"))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{what} (pid {os.getpid()})\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+
+    def busy(holder: str) -> UsageError:
+        return UsageError(f"the storage cluster is busy: {holder or 'another process'} holds {path} (waited "
+                          f"{wait:.0f} s); " + (instead or f"run {what} again once it has finished"))
+
+    return runner.held(path, wait, f"{what} (pid {os.getpid()})", busy)
