@@ -125,8 +125,7 @@ class Child:
             self.proc.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(wait)
-        if self.proc.returncode is None:  # a reaped child's pid, and so its group, may already be another's
-            self.kill()
+        self.kill()  # kill_group leaves a reaped child (whose pid may be another's by now) alone
         self.proc.stdout.close()
 
 
