@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 
 from ganeti_ceph import runner
 from ganeti_ceph.errors import Busy, ToolFailed
@@ -54,6 +55,29 @@ class Kernel:
             if re.fullmatch(want + r"\.ko(\.xz|\.zst)?", os.path.basename(path)):
                 return path
         raise ToolFailed(f"kernel {self.version} has no module {name}")
+
+    def in_load_order(self, wanted: Sequence[str]) -> list[tuple[str, str]]:
+        """(name, path) of `wanted` and the modules they depend on, each after its dependencies: the order a
+        busybox init must insmod them in (it has no modprobe data)."""
+        order: dict[str, str] = {}
+
+        def add(name: str) -> None:
+            if name not in order:
+                path = self.module(name)
+                for dep in _depends(path):
+                    add(dep)
+                order[name] = path
+
+        for name in wanted:
+            add(name)
+        return list(order.items())
+
+
+def _depends(path: str) -> list[str]:
+    """The modules `path` needs loaded first (its modinfo `depends=`)."""
+    with open(path, "rb") as fh:
+        found = re.search(rb"\0depends=([^\0]*)\0", fh.read())
+    return [d for d in (found.group(1).decode().split(",") if found else []) if d]
 
 
 def candidate(package: str) -> str:

@@ -76,29 +76,6 @@ class Bridge:
         netns.link_delete(self.name)
 
 
-def _depends(path: str) -> list[str]:
-    """The modules `path` needs loaded first (its modinfo `depends=`)."""
-    with open(path, "rb") as fh:
-        found = re.search(rb"\0depends=([^\0]*)\0", fh.read())
-    return [d for d in (found.group(1).decode().split(",") if found else []) if d]
-
-
-def module_order(k: kernel.Kernel, wanted: Sequence[str] = MODULES) -> list[tuple[str, str]]:
-    """(name, path) of `wanted` and what they depend on, each after its dependencies."""
-    order: dict[str, str] = {}
-
-    def add(name: str) -> None:
-        if name not in order:
-            path = k.module(name)
-            for dep in _depends(path):
-                add(dep)
-            order[name] = path
-
-    for name in wanted:
-        add(name)
-    return list(order.items())
-
-
 INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mkdir -p /proc /sys /dev /host /rw /newroot
@@ -298,7 +275,7 @@ class KernelVM:
 
     def _initramfs(self) -> str:
         assert self.kernel is not None
-        mods = module_order(self.kernel)
+        mods = self.kernel.in_load_order(MODULES)
         stage2 = self.path("stage2")
         with open(stage2, "w") as fh:
             fh.write(STAGE2.format(hostname=f"gkt-{self.addr.replace('.', '-')}", udevd=UDEVD, sshd=SSHD,
