@@ -25,8 +25,11 @@ from ganeti_ceph.errors import ArgumentParser, GanetiCephError, ToolFailed, Usag
 from gnt_storage.deploy import local, options
 
 PROG = "gnt-storage"
+# Command groups over the volume service (issue 14), one module each in this package: each has NAME,
+# HELP, add_arguments(parser) and run(args) -> exit code. A new group is one module plus its name here.
+GROUPS = ()
 OURS = ("local-cluster", "rbd-access", "rbd-convert", "init-distributed-storage", "remove-distributed-storage",
-        "options")
+        "options", *GROUPS)
 # Ganeti's own: moved aside by our package's dpkg-divert, else where Debian's Ganeti puts it.
 GANETI_CANDIDATES = ("/usr/sbin/gnt-storage.ganeti", "/usr/sbin/gnt-storage", "/usr/bin/gnt-storage")
 ENV_GANETI = "GANETI_CEPH_GANETI_GNT_STORAGE"
@@ -122,7 +125,16 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
                         "Ganeti's -t rbd template, without copying (on the Ganeti master, instance stopped)")
     rc.add_argument("instance", help="the instance (stopped: gnt-instance shutdown INSTANCE)")
     rc.add_argument("--dry-run", action="store_true", help="print the gnt-instance commands instead of running them")
+    for group in _groups():
+        group.add_arguments(sub.add_parser(group.NAME, help=group.HELP))
     return parser
+
+
+def _groups() -> list:
+    """The command group modules named in GROUPS (imported only when a parser is built)."""
+    import importlib
+
+    return [importlib.import_module(f"{__name__}.{name.replace('-', '_')}") for name in GROUPS]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         from ganeti_ceph.rbd import convert
 
         return convert.convert(args.instance, dry_run=args.dry_run)
+    for group in _groups():
+        if args.command == group.NAME:
+            return group.run(args)
     return 2
 
 
