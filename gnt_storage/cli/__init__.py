@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import math
 import os
+import pkgutil
 import sys
 from typing import NoReturn
 
@@ -25,9 +26,9 @@ from ganeti_ceph.errors import ArgumentParser, GanetiCephError, ToolFailed, Usag
 from gnt_storage.deploy import local, options
 
 PROG = "gnt-storage"
-# Command groups over the volume service (issue 14), one module each in this package: each has NAME,
-# HELP, add_arguments(parser) and run(args) -> exit code. A new group is one module plus its name here.
-GROUPS = ()
+# Command groups over the volume service (issue 14): every module of this package is one, with NAME,
+# HELP, add_arguments(parser) and run(args) -> exit code; a new group is one module, found by its file.
+GROUPS = tuple(sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__)))
 OURS = ("local-cluster", "rbd-access", "rbd-convert", "init-distributed-storage", "remove-distributed-storage",
         "options", *GROUPS)
 # Ganeti's own: moved aside by our package's dpkg-divert, else where Debian's Ganeti puts it.
@@ -131,7 +132,7 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
 
 
 def _groups() -> list:
-    """The command group modules named in GROUPS (imported only when a parser is built)."""
+    """The command group modules (imported only when a parser is built)."""
     import importlib
 
     return [importlib.import_module(f"{__name__}.{name.replace('-', '_')}") for name in GROUPS]
