@@ -81,6 +81,38 @@ def parse_groups(text: str) -> dict[str, list[str]]:
     return out
 
 
+@dataclass(frozen=True)
+class GDisk:
+    """One disk of an instance, as `gnt-instance list` names it."""
+
+    instance: str
+    index: int
+    uuid: str
+    name: str  # "" when the disk has none
+
+
+DISK_FIELDS = ("name", "disk.uuids", "disk.names")
+DISK_SEP = "\x1f"  # disk names may hold "|"
+
+
+def parse_instance_disks(text: str) -> list[GDisk]:
+    """`gnt-instance list --no-headers --separator=DISK_SEP -o DISK_FIELDS` -> every instance's disks."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            name, uuids, names = line.split(DISK_SEP)
+            values = ast.literal_eval(uuids) if uuids else []
+            titles = ast.literal_eval(names) if names else []
+            titles = list(titles) + [None] * (len(values) - len(titles))
+        except (ValueError, SyntaxError, TypeError):
+            raise GanetiFailed(f"unexpected gnt-instance list output: {line.strip()!r}") from None
+        out += [GDisk(name, i, str(u), "" if t is None else str(t))
+                for i, (u, t) in enumerate(zip(values, titles, strict=False))]
+    return out
+
+
 class Ganeti:
     """gnt-* commands on the master; `timeout` bounds each (Ganeti's job queue may be busy)."""
 
@@ -102,6 +134,11 @@ class Ganeti:
     def nodes(self) -> list[GNode]:
         return parse_nodes(self._run("gnt-node", "list", "--no-headers", f"--separator={SEP}",
                                      "-o", "name,pip,group,offline,master,sip"))
+
+    def instance_disks(self) -> list[GDisk]:
+        """Every instance's disks, in one query."""
+        return parse_instance_disks(self._run("gnt-instance", "list", "--no-headers", f"--separator={DISK_SEP}",
+                                              "-o", ",".join(DISK_FIELDS)))
 
     def groups(self) -> dict[str, list[str]]:
         return parse_groups(self._run("gnt-group", "list", "--no-headers", f"--separator={SEP}", "-o", "name,tags"))

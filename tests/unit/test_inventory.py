@@ -1,0 +1,148 @@
+"""The volume inventory's pure parts: Ganeti's answer parsed, the join, the filters and the gnt-* output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ganeti_ceph.errors import GanetiFailed, UsageError
+from ganeti_ceph.ganeti.cli import DISK_SEP, GDisk, GNode, parse_instance_disks
+from ganeti_ceph.rbd import inventory
+from ganeti_ceph.rbd.inventory import Image, Volume
+from ganeti_ceph.rbd.locks import PREFIX, Holder
+
+MIB = 1024 * 1024
+U1, U2, U3 = "0f4a1c7e-0000-4000-8000-000000000001", "0f4a1c7e-0000-4000-8000-000000000002", "0f4a1c7e-3"
+# What Ganeti 3.0 prints for `gnt-instance list --no-headers --separator=DISK_SEP -o name,disk.uuids,disk.names`:
+# list fields are str() of the Python list (cli.FormatQueryResult, QFT_OTHER), unnamed disks None.
+GANETI_ANSWER = DISK_SEP.join(["web.example", f"['{U1}', '{U2}']", "[None, 'da|ta']"]) + "\n" + \
+    DISK_SEP.join(["empty.example", "[]", "[]"]) + "\n" + DISK_SEP.join(["db.example", f"['{U3}']", "['root']"]) + "\n"
+
+
+def image(name: str, uuid: str = "", watchers: tuple[str, ...] = (), used: int | None = 3 * MIB,
+          snaps: tuple[str, ...] = (), parent: str = "", backend: str = "default", **meta: str) -> Image:
+    m = {"ganeti.access": "userspace", **meta}
+    if uuid:
+        m["ganeti.uuid"] = uuid
+    return Image(backend, "rbd", name, 1024 * MIB, used, m, watchers, snaps, parent)
+
+
+def test_ganeti_answer_parsed() -> None:
+    disks = parse_instance_disks(GANETI_ANSWER)
+    assert disks == [GDisk("web.example", 0, U1, ""), GDisk("web.example", 1, U2, "da|ta"),
+                     GDisk("db.example", 0, U3, "root")]
+
+
+@pytest.mark.parametrize("line", ["web.example|['a']|[None]", f"web{DISK_SEP}[oops{DISK_SEP}[]", f"w{DISK_SEP}5{DISK_SEP}[]"])
+def test_unreadable_ganeti_answer_is_one_line(line: str) -> None:
+    with pytest.raises(GanetiFailed, match="unexpected gnt-instance list output"):
+        parse_instance_disks(line)
+
+
+def test_join_owner_orphans_mapped_open() -> None:
+    """Owners by the recorded disk UUID; watcher addresses named by Ganeti's node IPs first, then by the IPs open
+    records give; an address nobody names stays an address; our images sorted by name."""
+    disks = inventory.owners(parse_instance_disks(GANETI_ANSWER))
+    rec = json.dumps({"mode": "exclusive", "ip": "10.0.0.7", "since": 1})
+    imgs = [image("b", U2, watchers=("10.0.0.7:0/1", "198.18.33.11:0/22", "[v2:10.9.9.9:0/3]")),
+            image("a", U1, **{PREFIX + "node7": rec}),
+            image("c", "not-a-disk-of-ganeti"), image("d")]
+    nodes = inventory.node_ips([GNode("node1.example", "198.18.33.11", "default", False, True, "198.18.34.11")])
+    vols = inventory.join(imgs, disks, nodes)
+    assert [v.image.name for v in vols] == ["a", "b", "c", "d"]
+    a, b, c, d = vols
+    assert (a.disk, b.disk, c.disk, d.disk) == (disks[U1], disks[U2], None, None)
+    assert b.mapped == ("10.9.9.9", "node1.example", "node7")
+    assert a.holders == (Holder("node7", True, "10.0.0.7"),) and a.mapped == ()
+    rows = [inventory.row(v) for v in vols]
+    assert rows[1] == {"name": "b", "instance": "web.example", "disk": "1 (da|ta)", "backend": "default",
+                       "pool": "rbd", "size": 1024, "used": 3, "access": "userspace",
+                       "mapped": "10.9.9.9,node1.example,node7", "open": "-", "snapshots": 0, "parent": "-"}
+    assert rows[0]["open"] == "node7:exclusive" and rows[0]["disk"] == "0"
+    assert rows[2]["instance"] == rows[3]["instance"] == "-"
+    assert "which no instance has" in inventory.owner_text(c) and "records no Ganeti disk" in inventory.owner_text(d)
+
+
+def test_node_ips_name_both_addresses() -> None:
+    n = GNode("n1", "1.1.1.1", "g", False, False, "2.2.2.2")
+    assert inventory.node_ips([n]) == {"1.1.1.1": "n1", "2.2.2.2": "n1"}
+
+
+def test_select_filters_all_hold() -> None:
+    disks = inventory.owners(parse_instance_disks(GANETI_ANSWER))
+    vols = inventory.join([image("a", U1), image("b", U3, backend="ssd"), image("c")], disks, {})
+    assert [v.image.name for v in inventory.select(vols, instance="web.example")] == ["a"]
+    assert [v.image.name for v in inventory.select(vols, backend="ssd")] == ["b"]
+    assert [v.image.name for v in inventory.select(vols, ["a", "c"])] == ["a", "c"]
+    assert inventory.select(vols, ["a"], backend="ssd") == []
+
+
+def test_targets_and_disks() -> None:
+    disks = parse_instance_disks(GANETI_ANSWER)
+    assert inventory.parse_target("vol.ext.disk0") == ("vol.ext.disk0", None)
+    assert inventory.parse_target("web.example:1") == ("web.example", "1")
+    assert inventory.find_disk(disks, "web.example", "1").uuid == U2
+    assert inventory.find_disk(disks, "web.example", "da|ta").uuid == U2
+    for bad in (":1", "web:"):
+        with pytest.raises(UsageError, match="INSTANCE:DISK"):
+            inventory.parse_target(bad)
+    with pytest.raises(UsageError, match=r"has no disk 5; its disks: 0, 1 \(da\|ta\)"):
+        inventory.find_disk(disks, "web.example", "5")
+    with pytest.raises(UsageError, match="instance nope does not exist"):
+        inventory.find_disk(disks, "nope", "0")
+
+
+@pytest.mark.parametrize(("mib", "units", "text"), [
+    (0, "h", "0M"), (1023, "h", "1023M"), (1024, "h", "1.0G"), (1536, "h", "1.5G"), (1024 * 1024, "h", "1.0T"),
+    (1536, "m", "1536"), (1536, "g", "1.5"), (3 * 1024 * 1024, "t", "3.0"),
+])
+def test_units_as_ganeti(mib: int, units: str, text: str) -> None:
+    """Ganeti's utils.text.FormatUnit, the same numbers."""
+    assert inventory.format_unit(mib, units) == text
+
+
+def test_table_as_gnt_list() -> None:
+    """Columns padded to their widest cell, numbers right-aligned, the last column unpadded; with a separator
+    plain cells and MiB; --no-headers drops the header line; unknown used is '-'."""
+    rows = [{"name": "a", "instance": "web", "size": 1536, "used": None},
+            {"name": "longer", "instance": "-", "size": 10, "used": 3}]
+    fields = ("name", "size", "used", "instance")
+    assert inventory.table(rows, fields) == ["Name   Size Used Instance",
+                                             "a      1.5G    - web",
+                                             "longer  10M   3M -"]
+    assert inventory.table(rows, fields, headers=False, separator="|") == ["a|1536|-|web", "longer|10|3|-"]
+    assert inventory.table(rows, ("instance",), separator=";", units="g")[1:] == ["web", "-"]
+    assert inventory.table(rows, ("size",), units="g") == ["Size", " 1.5", " 0.0"]
+    assert inventory.table([], fields, headers=False) == []
+
+
+def test_fields() -> None:
+    assert inventory.check_fields("name,size") == ("name", "size")
+    assert inventory.check_fields("+parent,name") == (*inventory.DEFAULT_FIELDS, "parent")
+    with pytest.raises(UsageError, match=r"unknown field.*colour; fields: name"):
+        inventory.check_fields("name,colour")
+    with pytest.raises(UsageError):
+        inventory.check_fields(",")
+
+
+def test_show_every_field() -> None:
+    disks = inventory.owners(parse_instance_disks(GANETI_ANSWER))
+    shared = json.dumps({"mode": "shared", "ip": "10.0.0.8"})
+    vol = inventory.join([image("a", U1, snaps=("s1", "s2"), parent="rbd/base@ganeti-clone-1", used=None,
+                                **{"ganeti.origin": "rbd/base@ganeti-clone-1", PREFIX + "n8": shared})],
+                         disks, {})[0]
+    text = "\n".join(inventory.show(vol))
+    for header in inventory.HEADERS.values():
+        assert f"\n{header}:" in f"\n{text}"
+    assert f"Disk:      0, uuid {U1}" in text
+    assert "Used:      - (no fast-diff" in text
+    assert "Snapshots: 2\n  s1\n  s2" in text
+    assert "Open:\n  n8: shared, ip 10.0.0.8" in text
+    assert "Parent:    rbd/base@ganeti-clone-1\n" in text
+    flat = Volume(image("f", **{"ganeti.origin": "rbd/base@s"}), None, (), ())
+    assert "Parent:    - (made from rbd/base@s, flattened since)" in inventory.show(flat)
+    orphan = Volume(image("o"), None, (), ())
+    shown = inventory.show(orphan)
+    assert any(line.startswith("Instance:  - (orphan") for line in shown) and "Open:      -" in shown
+    assert "Snapshots: 0" in shown
