@@ -34,7 +34,8 @@ def test_ganeti_answer_parsed() -> None:
                      GDisk("db.example", 0, U3, "root")]
 
 
-@pytest.mark.parametrize("line", ["web.example|['a']|[None]", f"web{DISK_SEP}[oops{DISK_SEP}[]", f"w{DISK_SEP}5{DISK_SEP}[]"])
+@pytest.mark.parametrize("line", ["web.example|['a']|[None]", f"web{DISK_SEP}[oops{DISK_SEP}[]",
+                                  f"w{DISK_SEP}5{DISK_SEP}[]"])
 def test_unreadable_ganeti_answer_is_one_line(line: str) -> None:
     with pytest.raises(GanetiFailed, match="unexpected gnt-instance list output"):
         parse_instance_disks(line)
