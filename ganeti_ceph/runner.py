@@ -13,9 +13,11 @@ import contextlib
 import fcntl
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -88,6 +90,45 @@ def run(argv: list[str], what: str, timeout: float = DEFAULT_TIMEOUT, *, env: di
     if res.returncode not in ok:
         raise ToolFailed(f"{what}: {argv[0]} failed (exit {res.returncode}): {last_words(res)}")
     return res.stdout
+
+
+def follow(argv: list[str], what: str, timeout: float, on_output: Callable[[str], None], *,
+           env: dict[str, str] | None = None) -> None:
+    """Run argv as `run` does (bounded, clean environment, ToolFailed unless it exits 0), handing what it
+    prints on stdout to `on_output` as it comes: the progress of a long copy (qemu-img convert -p)."""
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty stderr cannot stall the child
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                                    env=clean_env() if env is None else env)
+        except FileNotFoundError:
+            raise ToolFailed(f"{what}: {argv[0]} is not installed", "missing") from None
+        except OSError as exc:
+            raise ToolFailed(f"{what}: cannot run {argv[0]} ({exc.strerror})") from None
+        try:
+            fd = proc.stdout.fileno()  # type: ignore[union-attr]
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(argv, timeout)
+                if not select.select([fd], [], [], min(1.0, left))[0]:
+                    continue
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                on_output(chunk.decode(errors="replace"))
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise ToolFailed(f"{what}: {argv[0]} did not finish within {timeout:.0f} s", "late") from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()  # type: ignore[union-attr]
+        if proc.returncode != 0:
+            err.seek(0)
+            res = subprocess.CompletedProcess(argv, proc.returncode, "", err.read().decode(errors="replace"))
+            raise ToolFailed(f"{what}: {argv[0]} failed (exit {proc.returncode}): {last_words(res)}")
 
 
 def succeeds(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> bool:

@@ -34,6 +34,8 @@ META_ADOPT = naming.META_ADOPT
 # The pool's in-flight adoptions (omap): OLD -> {"at": name the image had when this attempt began, "to": VOL_NAME},
 # written before the rename, removed once done: an interrupted adopt is found with one read, not a pool scan.
 ADOPTIONS = "ganeti_ceph_adoptions"
+# The pool's imported images (omap, see images.py): NAME -> its record; origin=NAME clones its template snapshot.
+IMAGES = "ganeti_ceph_images"
 # How long after an adoption a remove may be Ganeti undoing its failed wipe of it (see removable_adoption).
 WIPE_UNDO_S = 600
 # Safe for krbd on kernels >= 5.3 and for librbd (QEMU, rbd-nbd, rbd-fuse).
@@ -54,7 +56,8 @@ class ImageRef:
 
 
 def parse_origin(text: str, default_pool: str) -> ImageRef:
-    """`[pool/]image[@snap]` as given in the `origin` disk parameter."""
+    """`[pool/]image[@snap]` as given in the `origin` disk parameter. Without `@snap`, an imported image
+    (images.py) is cloned from its template snapshot, any other image from one made for the purpose (clone)."""
     spec, _, snap = text.partition("@")
     pool, _, image = spec.rpartition("/")
     try:
@@ -326,7 +329,8 @@ def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: in
         made = not exists_fast(ioctx, name)
         if made:
             with session.ioctx(origin.pool) as pioctx:
-                snap = origin.snap or _snapshot_for_clone(session, pioctx, origin)
+                snap = origin.snap or template_snap(session, pioctx, origin.image) or \
+                    _snapshot_for_clone(session, pioctx, origin)
                 depth = 1 + (_depth(session, origin.pool, origin.image) if parent_depth is None else parent_depth)
                 _clone_snapshot(session, pioctx, ImageRef(origin.pool, origin.image, snap), ioctx, name,
                                 feature_bits(features), data_pool)
@@ -367,6 +371,13 @@ def _clone_snapshot(session: Session, pioctx: object, src: ImageRef, ioctx: obje
             parent.protect_snap(src.snap)
     with session.errors(what):
         rbd.RBD().clone(pioctx, src.image, src.snap, ioctx, name, features=features, data_pool=data_pool)
+
+
+def template_snap(session: Session, ioctx: object, image: str) -> str | None:
+    """The protected snapshot of `image` if it is an imported image (images.py): one omap read."""
+    rec = _parse_record(omap_index.get(session, ioctx, IMAGES, image, "read the image registry"))  # type: ignore[arg-type]
+    snap = rec.get("snap") if rec and rec.get("state") == "ready" else None
+    return snap if isinstance(snap, str) else None
 
 
 def _snapshot_for_clone(session: Session, ioctx: object, origin: ImageRef) -> str:
