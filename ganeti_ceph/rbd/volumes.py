@@ -29,6 +29,8 @@ OUR_SNAP_PREFIX = "ganeti-"
 META_UUID, META_CNAME, META_INFO, META_ORIGIN = "ganeti.uuid", "ganeti.cname", "ganeti.metadata", "ganeti.origin"
 # The disk's access mode, which hooks cannot learn from Ganeti (see doc/hooks.md).
 META_ACCESS = "ganeti.access"
+# + a snapshot's name: we protected it for a v1 clone, so we may unprotect it once unused (rbd/user_snapshots.py).
+META_PROTECTED = "ganeti.protected."
 # An adoption: {"from": old name, "to": new name, "done": bool[, "at": epoch s]}, written before the rename (adopt).
 META_ADOPT = naming.META_ADOPT
 # The pool's in-flight adoptions (omap): OLD -> {"at": name the image had when this attempt began, "to": VOL_NAME},
@@ -368,6 +370,7 @@ def _clone_snapshot(session: Session, pioctx: object, src: ImageRef, ioctx: obje
             raise
     with _open(session, pioctx, src.image) as parent, session.errors(f"protect {src}"):
         if not parent.is_protected_snap(src.snap):
+            parent.metadata_set(META_PROTECTED + src.snap, "1")  # before: an unprotect must know it was us
             parent.protect_snap(src.snap)
     with session.errors(what):
         rbd.RBD().clone(pioctx, src.image, src.snap, ioctx, name, features=features, data_pool=data_pool)
@@ -557,6 +560,13 @@ def grow(session: Session, pool: str, name: str, new_mib: int | str) -> int:
     with session.ioctx(pool) as ioctx, _open(session, ioctx, name) as img, session.errors(f"resize {pool}/{name}"):
         grow_image(img, nbytes, f"{pool}/{name}")
     return nbytes // MIB
+
+
+def size_of(session: Session, pool: str, name: str) -> int:
+    """The image's size in bytes (opened read-only)."""
+    with session.ioctx(pool) as ioctx, _open(session, ioctx, name, read_only=True) as img, \
+            session.errors(f"read the size of {pool}/{name}"):
+        return int(img.size())
 
 
 def grow_image(img: rbd.Image, nbytes: int, what: str) -> None:
