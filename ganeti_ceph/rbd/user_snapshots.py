@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import rados
 import rbd
@@ -40,9 +41,11 @@ from ganeti_ceph.ganeti import config_data
 from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.log import progress
 from ganeti_ceph.rbd import volumes
-from ganeti_ceph.rbd.access_switch import LOCK_WAIT, Ganeti, Instance
-from ganeti_ceph.rbd.service import VolumeService
 from ganeti_ceph.session import Session
+
+if TYPE_CHECKING:  # Ganeti's reader and the service: not loaded for revert_pending (a provider call may use it)
+    from ganeti_ceph.rbd.access_switch import Ganeti, Instance
+    from ganeti_ceph.rbd.service import VolumeService
 
 PREFIX = "user."  # RBD snapshot name = PREFIX + the user's name
 META_REVERT = "ganeti.revert"  # {"to": NAME, "safety": NAME, "size": bytes before, "at": epoch s}
@@ -417,8 +420,10 @@ class InstanceSnapshots:
     master's reader), the volume service's sessions reach its image."""
 
     def __init__(self, svc: VolumeService, ganeti: Ganeti | None = None) -> None:
+        from ganeti_ceph.rbd import access_switch
+
         self.svc = svc
-        self.ganeti = ganeti or Ganeti()
+        self.ganeti = ganeti or access_switch.Ganeti()
 
     def _volume(self, inst: Instance, disk: Disk) -> DiskVolume:
         return DiskVolume(inst.name, disk, self.svc.catalogue.pool(disk.params.get("pool", "")))
@@ -440,6 +445,8 @@ class InstanceSnapshots:
         def busy(holder: str) -> Busy:
             return Busy(f"another gnt-storage command changes instance {first.name} (pid {holder or 'unknown'}); "
                         "wait for it")
+
+        from ganeti_ceph.rbd.access_switch import LOCK_WAIT
 
         path = os.path.join(self.ganeti.lock_dir, f"{first.uuid}.lock")
         with runner.held(path, LOCK_WAIT, f"{os.getpid()} (gnt-storage snapshot {action})", busy, GanetiFailed):
