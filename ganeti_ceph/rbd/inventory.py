@@ -119,21 +119,21 @@ def select(vols: Iterable[Volume], names: Iterable[str] = (), instance: str | No
 
 
 def parse_target(text: str) -> tuple[str, str | None]:
-    """`show`'s argument: NAME (an image) or INSTANCE:DISK (DISK an index or a disk name) -> (name or
+    """`show`'s argument: NAME (an image) or INSTANCE:DISK (DISK Ganeti's disk index, name or UUID) -> (name or
     instance, disk or None). Image names never hold ':'."""
     first, sep, disk = text.partition(":")
     if not first or (sep and not disk):
-        raise UsageError(f"{text!r}: give an image name or INSTANCE:DISK (DISK an index or a disk name)")
+        raise UsageError(f"{text!r}: give an image name or INSTANCE:DISK (DISK a disk index, name or UUID)")
     return first, (disk if sep else None)
 
 
 def find_disk(disks: Iterable[GDisk], instance: str, disk: str) -> GDisk:
-    """The disk INSTANCE:DISK names (pure; UsageError in one line when none does)."""
+    """The disk INSTANCE:DISK names: by index, name or UUID (pure; UsageError in one line when none does)."""
     mine = [d for d in disks if d.instance == instance]
     if not mine:
         raise UsageError(f"instance {instance} does not exist (gnt-instance list)")
     for d in mine:
-        if (disk.isdigit() and d.index == int(disk)) or (d.name and d.name == disk):
+        if (disk.isdigit() and d.index == int(disk)) or disk in (d.name, d.uuid):
             return d
     shown = ", ".join(f"{d.index}" + (f" ({d.name})" if d.name else "") for d in mine)
     raise UsageError(f"instance {instance} has no disk {disk}; its disks: {shown}")

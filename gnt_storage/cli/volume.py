@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ls.add_argument("--separator", metavar="S", help="separate fields by S, unpadded (sizes then in MiB)")
     _units(ls)
     sh = sub.add_parser("show", help="every field of one volume, its snapshots and open records")
-    sh.add_argument("target", metavar="NAME|INSTANCE:DISK", help="an image name, or an instance's disk by index or "
-                    "name")
+    sh.add_argument("target", metavar="NAME|INSTANCE:DISK", help="an image name, or an instance's disk by Ganeti's "
+                    "index, name or UUID")
     _units(sh)
 
 

@@ -85,6 +85,7 @@ def test_targets_and_disks() -> None:
     assert inventory.parse_target("web.example:1") == ("web.example", "1")
     assert inventory.find_disk(disks, "web.example", "1").uuid == U2
     assert inventory.find_disk(disks, "web.example", "da|ta").uuid == U2
+    assert inventory.find_disk(disks, "web.example", U2).index == 1
     for bad in (":1", "web:"):
         with pytest.raises(UsageError, match="INSTANCE:DISK"):
             inventory.parse_target(bad)
