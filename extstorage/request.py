@@ -12,13 +12,17 @@ from dataclasses import dataclass
 
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.naming import ACCESS_MODES, ADOPT_PARAM, check_image_name, check_pool_name, mib
+from ganeti_ceph.rbd.catalogue import check_backend_name, parse_tags
 from ganeti_ceph.rbd.service import VolumeRef, VolumeSpec
 from ganeti_ceph.rbd.volumes import parse_features
 
 ACTIONS = ("create", "attach", "detach", "remove", "grow", "setinfo", "verify", "snapshot", "open", "close")
 # name -> description, as written to parameters.list.
 PARAMETERS = {
-    "pool": "RBD pool of the image (default: the pool in /etc/ganeti/ceph.yaml)",
+    "pool": "RBD pool of the image, in the cluster of /etc/ganeti/ceph.yaml (default: its pool, or where "
+            "placement puts the disk when a backend catalogue exists)",
+    "backend": "the backend (gnt-storage backend list) the disk is created on; excludes pool and tags",
+    "tags": "placement: the disk goes to the cheapest backend with all these tags (a+b) and room",
     "origin": "clone source: [pool/]image@snapshot, or [pool/]image (snapshotted for the purpose)",
     "features": "RBD image features, comma- or plus-separated (default layering+exclusive-lock+object-map+"
                 "fast-diff+deep-flatten)",
@@ -37,7 +41,7 @@ class Request:
 
     action: str
     volume: str
-    pool: str
+    pool: str  # as messages show it: the pool parameter, else the default one ("" when placement decides)
     access: str
     params: dict[str, str]
     size_mib: int | None = None
@@ -54,13 +58,14 @@ class Request:
 
     @property
     def ref(self) -> VolumeRef:
-        return VolumeRef(self.pool, self.volume, self.uuid)
+        return VolumeRef(self.params.get("pool", ""), self.volume, self.uuid, self.params.get("backend", ""))
 
     def spec(self) -> VolumeSpec:
         """The volume create would make (verify checks it); the features parameter is checked here."""
         params = self.params
         return VolumeSpec(self.ref, self.size_mib or 0, self.access, parse_features(params.get("features")),
-                          params.get("data_pool"), self.origin, params.get(ADOPT_PARAM), self.cname)
+                          params.get("data_pool"), self.origin, params.get(ADOPT_PARAM), self.cname,
+                          parse_tags(params.get("tags", "")))
 
 
 # Sizes are MiB counts of ASCII digits (int() would also take "1_0", " 64",
@@ -92,7 +97,17 @@ def parse(action: str, env: Mapping[str, str], default_pool: str) -> Request:
         raise UsageError("VOL_NAME is not set; the provider is meant to be run by Ganeti")
     check_image_name(volume)
     params = disk_params(env)
-    pool = check_pool_name(params.get("pool") or default_pool)
+    if params.get("pool") == "":
+        del params["pool"]
+    if "pool" in params:
+        check_pool_name(params["pool"])
+    pool = params.get("pool") or default_pool
+    chosen = [k for k in ("backend", "pool", "tags") if params.get(k)]
+    if len(chosen) > 1:
+        raise UsageError(f"give one of backend, pool and tags, not {' and '.join(chosen)}")
+    if params.get("backend"):
+        check_backend_name(params["backend"])
+    parse_tags(params.get("tags", ""))
     access = params.get("access") or "kernelspace"
     if access not in ACCESS_MODES:
         raise UsageError(f"access={access!r} is not valid; use kernelspace or userspace")

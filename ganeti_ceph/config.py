@@ -144,6 +144,8 @@ class Config:
     run_dir: str = setting("/run/ganeti-ceph", ABS_DIR, "where this node keeps its mapping links, locks and "
                                                         "fuse mounts")
     node: str = setting("", TEXT, "this node's name in the open records fencing reads; empty: the host name")
+    catalogue: str = setting("/etc/ganeti/ceph-backends.yaml", ABS_DIR, "the backend catalogue shared by the "
+                             "cluster (doc/backends.md); absent: one backend, this file's cluster and pool")
     source: str = "<memory>"  # where it was read from: not a key
 
     @property
@@ -191,7 +193,7 @@ SECTIONS = {name: f.metadata["help"] for name, f in _key_fields(Config) if _sect
 
 # -- parse and dump ---------------------------------------------------------------------------
 
-def _read(cls: type, data: dict, source: str, prefix: str = "") -> Any:
+def read_keys(cls: type, data: dict, source: str, prefix: str = "") -> Any:
     """An instance of `cls` from `data`: unknown keys refused, each key present read by its
     kind, sections recursively; absent keys keep their defaults, a required one is refused."""
     names = [name for name, _ in _key_fields(cls)]
@@ -206,7 +208,7 @@ def _read(cls: type, data: dict, source: str, prefix: str = "") -> Any:
             if not isinstance(value, dict):
                 allowed = ", ".join(sorted(n for n, _ in _key_fields(sub)))
                 raise ConfigError(f"{source}: '{name}' must be a mapping ({allowed})")
-            args[f.name] = _read(sub, value, source, f"{name}.")
+            args[f.name] = read_keys(sub, value, source, f"{name}.")
         elif name in data or f.default is MISSING:
             try:
                 args[f.name] = f.metadata["kind"].read(data.get(name), prefix + name)
@@ -219,16 +221,16 @@ def parse(data: Any, source: str = "<memory>") -> Config:
     """Build a Config from parsed YAML, refusing anything unknown or malformed."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings; see doc/configuration.md")
-    return replace(_read(Config, data, source), source=source)
+    return replace(read_keys(Config, data, source), source=source)
 
 
-def _as_data(obj: Any) -> dict[str, Any]:
+def as_data(obj: Any) -> dict[str, Any]:
     """The keys of a Config (or a section) as the file spells them; an empty text (node) is left out."""
     data = {}
     for name, f in _key_fields(type(obj)):
         value = getattr(obj, f.name)
         if _section(f):
-            data[name] = _as_data(value)
+            data[name] = as_data(value)
         elif value != "":
             data[name] = value
     return data
@@ -236,7 +238,7 @@ def _as_data(obj: Any) -> dict[str, Any]:
 
 def dump(cfg: Config) -> str:
     """Render a Config as the YAML that `parse` reads back: the one writer of ganeti-ceph.yaml files."""
-    return yaml.safe_dump(_as_data(cfg), sort_keys=False)
+    return yaml.safe_dump(as_data(cfg), sort_keys=False)
 
 
 def config_path(environ: dict[str, str] | None = None) -> str:
@@ -260,35 +262,41 @@ def _flow_depth(text: str) -> int:
     return deepest
 
 
-def load(path: str | None = None) -> Config:
-    """Read and parse the config file; a missing or bad file is one ConfigError.
+def read_yaml(path: str, what: str = "config file", missing: str = "") -> Any:
+    """The parsed YAML of `path`; a missing or bad file is one ConfigError (`missing`: what to do then).
 
     Opened without blocking and read only if it is a regular file: a FIFO would hang the call
-    before its watchdog (set from this very file) runs. conf and keyring, when present, must be
-    regular files too: librados would block on a FIFO and read /dev/zero without end.
+    before its watchdog (set from the config file) runs; size and nesting are capped.
     """
-    path = path or config_path()
     try:
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), encoding="utf-8") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise ConfigError(f"config file {path} is not a regular file; point {ENV_VAR} at the YAML file")
+                raise ConfigError(f"{what} {path} is not a regular file; name the YAML file itself")
             text = fh.read(MAX_BYTES + 1)
         if len(text) > MAX_BYTES or _flow_depth(text) > MAX_DEPTH:  # yaml takes seconds per KiB of [[[...
-            raise ConfigError(f"config file {path} is over {MAX_BYTES} bytes or nests over {MAX_DEPTH} deep; "
+            raise ConfigError(f"{what} {path} is over {MAX_BYTES} bytes or nests over {MAX_DEPTH} deep; "
                               "fix its content")
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except FileNotFoundError:
-        raise ConfigError(
-            f"config file {path} not found; create it (see doc/configuration.md) or set {ENV_VAR}"
-        ) from None
+        raise ConfigError(f"{what} {path} not found; {missing or 'create it'}") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}; fix its syntax") from None
+        raise ConfigError(f"{what} {path} is not valid YAML{where}; fix its syntax") from None
     except (UnicodeDecodeError, RecursionError):
-        raise ConfigError(f"config file {path} is not UTF-8 YAML of a sane depth; fix its content") from None
+        raise ConfigError(f"{what} {path} is not UTF-8 YAML of a sane depth; fix its content") from None
+
+
+def load(path: str | None = None) -> Config:
+    """Read and parse the config file; a missing or bad file is one ConfigError.
+
+    conf and keyring, when present, must be regular files: librados would block on a FIFO and
+    read /dev/zero without end.
+    """
+    path = path or config_path()
+    data = read_yaml(path, missing=f"create it (see doc/configuration.md) or set {ENV_VAR}")
     cfg = parse(data, path)
     for key in ("conf", "keyring"):
         with contextlib.suppress(OSError):  # a missing file is reported where it is used

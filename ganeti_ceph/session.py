@@ -114,10 +114,14 @@ class Session:
 
     @contextmanager
     def ioctx(self, pool: str | None = None) -> Iterator[Any]:
-        """An IoCtx on `pool` (default: the config's pool), closed on exit."""
+        """An IoCtx on `pool` (default: the config's pool), closed on exit; `pool/namespace` (a
+        catalogue backend's location) opens the pool with that RBD namespace set."""
         name = pool or self.cfg.pool
+        pool_name, _, namespace = name.partition("/")
         with self.errors(f"open pool {name}"):
-            ctx = self.rados.open_ioctx(name)
+            ctx = self.rados.open_ioctx(pool_name)
+            if namespace:
+                ctx.set_namespace(namespace)
         try:
             yield ctx
         finally:

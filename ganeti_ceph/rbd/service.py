@@ -12,14 +12,27 @@ Built from a Config and a session source; building it connects to nothing.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ganeti_ceph.config import Config, conf_fsid
-from ganeti_ceph.errors import NotFound, UsageError
+from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name
-from ganeti_ceph.rbd import clients, locks, mappers, prealloc_wipe, snapshots, target_guard, volumes
+from ganeti_ceph.rbd import (
+    backends,
+    catalogue,
+    clients,
+    locks,
+    mappers,
+    placement,
+    prealloc_wipe,
+    snapshots,
+    target_guard,
+    volumes,
+)
 from ganeti_ceph.rbd import remove as removal
 from ganeti_ceph.rbd.access import check_qemu_conf, userspace_uri
 from ganeti_ceph.rbd.catalogue import Backend, Catalogue
@@ -32,11 +45,13 @@ Sessions = Callable[[Config], AbstractContextManager[Session]]
 
 @dataclass(frozen=True)
 class VolumeRef:
-    """A volume: its pool ("": the catalogue's default), its image name, Ganeti's disk UUID."""
+    """A volume: its pool ("": its backend's), its image name, Ganeti's disk UUID, and its backend
+    ("": the one its placement record names, else the default; see catalogue.py)."""
 
     pool: str
     name: str
     uuid: str | None = None
+    backend: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class VolumeSpec:
     origin: str | None = None
     adopt_image: str | None = None
     cname: str | None = None
+    tags: tuple[str, ...] = ()  # placement: a backend with all of them (none named: any)
 
 
 @dataclass(frozen=True)
@@ -87,20 +103,68 @@ class Closed:
     guard: Guard | None
 
 
+def routed(method: Callable) -> Callable:
+    """Run a use case on the service of the volume's backend (its cluster's config), with the
+    ref's pool and backend named: the first argument is a VolumeRef or a VolumeSpec."""
+    @functools.wraps(method)
+    def on_backend(self: VolumeService, what: VolumeRef | VolumeSpec, *args: object, **kwargs: object) -> object:
+        ref = what.ref if isinstance(what, VolumeSpec) else what
+        svc, ref = self.route(ref)
+        return method(svc, replace(what, ref=ref) if isinstance(what, VolumeSpec) else ref, *args, **kwargs)
+    return on_backend
+
+
 @dataclass(frozen=True)
 class VolumeService:
-    """The use cases, over one config and a session source."""
+    """The use cases, over one config and a session source. `pinned`: this service works on that
+    backend's cluster (route() makes one per call); unpinned, each call is routed first."""
 
     cfg: Config
     sessions: Sessions = one_shot
+    pinned: Backend | None = None
+    home: Config | None = None  # pinned: ceph.yaml's config, which the catalogue's backends refine
 
-    @property
+    @functools.cached_property
     def catalogue(self) -> Catalogue:
-        return Catalogue.of(self.cfg)
+        return catalogue.load(self.cfg)
+
+    def on(self, b: Backend) -> VolumeService:
+        """This service pinned to backend `b` (sharing the catalogue read)."""
+        home = self.home or self.cfg
+        svc = replace(self, cfg=b.config(home), pinned=b, home=home)
+        svc.__dict__["catalogue"] = self.catalogue
+        return svc
 
     def resolve(self, ref: VolumeRef) -> VolumeRef:
-        """`ref` with its pool named."""
-        return VolumeRef(self.catalogue.pool(ref.pool), ref.name, ref.uuid)
+        """`ref` with its pool and backend named."""
+        return self.route(ref)[1]
+
+    def route(self, ref: VolumeRef) -> tuple[VolumeService, VolumeRef]:
+        """The service of `ref`'s backend, and `ref` with pool and backend named: the backend it
+        names, else (a pool named, or no catalogue file) the default cluster's, else the one its
+        placement record names (one read), else the default."""
+        if self.pinned is not None:
+            return self, VolumeRef(ref.pool or self.pinned.location, ref.name, ref.uuid, self.pinned.name)
+        cat = self.catalogue
+        if ref.backend:
+            b = cat.get(ref.backend)
+        elif ref.pool or not cat.declared:
+            b = cat.backend_of(cat.pool(ref.pool))
+        else:
+            rec = self._record(ref.name)
+            b = cat.get(rec.backend) if rec else cat.default
+        pool = ref.pool if ref.pool and not ref.backend else b.location
+        return self.on(b), VolumeRef(pool, ref.name, ref.uuid, b.name)
+
+    def _index(self) -> tuple[VolumeService, str]:
+        """The service of the placement records' cluster, and their pool."""
+        b = self.catalogue.get(self.catalogue.index)
+        return self.on(b), b.location
+
+    def _record(self, name: str) -> backends.Record | None:
+        svc, location = self._index()
+        with svc._session() as s:
+            return backends.lookup(s, location, name)
 
     @contextmanager
     def _session(self, ref: VolumeRef | None = None) -> Iterator[Session]:
@@ -142,8 +206,54 @@ class VolumeService:
                 raise
 
     def create(self, spec: VolumeSpec) -> Created:
-        """A new image, an adopted one (renamed, no copy) or a clone of `origin`; a repeat is a success."""
-        ref = self.resolve(spec.ref)
+        """A new image, an adopted one (renamed, no copy) or a clone of `origin`, on the backend
+        placement picks (catalogue.py, placement.py); a repeat is a success."""
+        if self.pinned is not None or not self.catalogue.declared:
+            svc, ref = self.route(spec.ref)
+            return svc._create(replace(spec, ref=ref))
+        svc, ref, reserved = self._place(spec)
+        try:
+            return svc._create(replace(spec, ref=ref, data_pool=spec.data_pool or svc.pinned.data_pool or None))
+        except BaseException:
+            if reserved:  # nothing made: the reservation goes (best effort; a leftover only over-counts)
+                isvc, location = self._index()
+                with contextlib.suppress(GanetiCephError), isvc._session() as s:
+                    backends.put(s, location, ref.name, None)
+            raise
+
+    def _place(self, spec: VolumeSpec) -> tuple[VolumeService, VolumeRef, bool]:
+        """Pick the backend and record it, under the records' lock: the one `spec` names (within its
+        limits), the one already recorded (a repeat), else placement.choose. True: recorded now."""
+        cat, ref, size = self.catalogue, spec.ref, spec.size_mib * volumes.MIB
+        isvc, location = self._index()
+        with isvc._session() as s, backends.locked(s, location):
+            rec = backends.lookup(s, location, ref.name)
+            if rec is not None:
+                return (*self.on(cat.get(rec.backend)).route(VolumeRef("", ref.name, ref.uuid)), False)
+            if ref.backend or ref.pool:
+                b = cat.get(ref.backend) if ref.backend else cat.backend_of(ref.pool)
+                self._check_limits(s, location, b, size, 1, f"create of {ref.name}")
+            else:
+                recs = backends.records(s, location)
+                b = placement.choose(cat, self._figures(cat.names(), recs), size, spec.tags)
+            backends.put(s, location, ref.name, backends.Record(b.name, size))
+        svc, routed_ref = self.on(b).route(replace(ref, backend=b.name))
+        return svc, routed_ref, True
+
+    def _figures(self, names: Iterable[str], recs: dict[str, backends.Record]) -> dict:
+        return backends.gather(self.catalogue, names, lambda b: self.on(b)._session(), recs)
+
+    def _check_limits(self, s: Session, location: str, b: Backend, add: int, volumes_: int, doing: str) -> None:
+        """Refuse `doing` past `b`'s overcommit or quotas (no figures needed when it has none)."""
+        if not (b.overcommit or b.quota_gib or b.quota_volumes):
+            return
+        f = self._figures([b.name], backends.records(s, location))[b.name]
+        if isinstance(f, str):
+            raise UsageError(f"{doing} refused: backend {b.name}'s limits cannot be checked ({f})")
+        placement.refuse_over(b, f, add, volumes_, doing)
+
+    def _create(self, spec: VolumeSpec) -> Created:
+        ref = spec.ref
         pool = ref.pool
         bad = [f for f in spec.features if f in mappers.get(self.cfg.mapper).unsupported_features]
         if spec.access == "kernelspace" and bad:
@@ -164,6 +274,7 @@ class VolumeService:
                 return Created(made, cloned_from=origin)
             return Created(volumes.create(s, pool, ref.name, spec.size_mib, spec.features, spec.data_pool, meta))
 
+    @routed
     def attach(self, ref: VolumeRef, access: str) -> Attachment:
         """userspace: the URI only; kernelspace: the volume mapped here (if not yet), and the URI."""
         ref = self.resolve(ref)
@@ -184,6 +295,7 @@ class VolumeService:
                 dev = mapper.map(self._target(ref, self._fsid(ref, s)))
         return Attachment(dev, uri)
 
+    @routed
     def detach(self, ref: VolumeRef) -> bool:
         """Unmap what attach mapped, in either access mode; False if nothing was mapped."""
         ref = self.resolve(ref)
@@ -198,16 +310,25 @@ class VolumeService:
         return [VolumeRef(m.target.pool, m.target.image) for m in mappers.table.mapped(self.cfg.run_dir, fsid)
                 if m.target.image in wanted and mapper.unmap(m.target)]
 
+    @routed
     def remove(self, ref: VolumeRef) -> bool:
         """Remove the image (False: already gone). A mapping still present, here or elsewhere,
         is a watcher: remove refuses rather than pull a disk from under a VM."""
         ref = self.resolve(ref)
         with self._session(ref) as s:
-            return removal.remove(s, ref.pool, ref.name, ref.uuid)
+            gone = removal.remove(s, ref.pool, ref.name, ref.uuid)
+        if self.catalogue.declared:  # the image is gone: so goes its record (and its provisioned bytes)
+            isvc, location = self._index()
+            with isvc._session() as s:
+                backends.put(s, location, ref.name, None)
+        return gone
 
+    @routed
     def grow(self, ref: VolumeRef, new_size_mib: int) -> Grown:
         """Grow (never shrink) to `new_size_mib`; a device mapped here is resized with it."""
         ref = self.resolve(ref)
+        if self.catalogue.declared:
+            self._reserve_growth(ref, new_size_mib * volumes.MIB)
         with self._session(ref) as s:
             size = volumes.grow(s, ref.pool, ref.name, new_size_mib)
             fsid = self._fsid(ref, s)
@@ -217,12 +338,27 @@ class VolumeService:
             mapper.refresh(dev, self._target(ref, fsid), size * volumes.MIB)
         return Grown(size, dev)
 
+    def _reserve_growth(self, ref: VolumeRef, new_size: int) -> None:
+        """Check the backend's limits for the growth and record the new size, under the lock."""
+        assert self.pinned is not None
+        isvc, location = self._index()
+        with isvc._session() as s, backends.locked(s, location):
+            rec = backends.lookup(s, location, ref.name)
+            if rec is None:  # made before the catalogue: counted from now on
+                with self._session() as vs:
+                    rec = backends.Record(self.pinned.name, volumes.size_of(vs, ref.pool, ref.name))
+            if new_size > rec.size:
+                self._check_limits(s, location, self.pinned, new_size - rec.size, 0, f"grow of {ref.name}")
+                backends.put(s, location, ref.name, backends.Record(rec.backend, new_size))
+
+    @routed
     def set_info(self, ref: VolumeRef, text: str) -> None:
         """Ganeti's free-form text about the volume, kept as image metadata."""
         ref = self.resolve(ref)
         with self._session(ref) as s:
             volumes.set_metadata(s, ref.pool, ref.name, {volumes.META_INFO: text})
 
+    @routed
     def snapshot(self, ref: VolumeRef, snapshot_volume: str) -> bool:
         """Snapshot now, as the volume `snapshot_volume` (made real at its first attach or open);
         False if that snapshot exists already."""
@@ -231,6 +367,7 @@ class VolumeService:
         with self._session(ref) as s:
             return snapshots.snapshot(s, ref.pool, ref.name, snapshot_volume)
 
+    @routed
     def open(self, ref: VolumeRef, exclusive: bool) -> str:
         """Record this node as opener (see locks.open_volume); returns what was done."""
         ref = self.resolve(ref)
@@ -241,6 +378,7 @@ class VolumeService:
         target_guard.disarm(self.cfg, self._target(ref, fsid))
         return done
 
+    @routed
     def close(self, ref: VolumeRef) -> Closed:
         """Close; an unused mapping left here gets a guard (ganeti_ceph/rbd/target_guard.py): after a
         failed live migration to this node, Ganeti would never unmap it. The guard is armed before
@@ -260,8 +398,9 @@ class VolumeService:
             return None
         return Guard(dev, target_guard.window(self.cfg))
 
-    def verify(self, spec: VolumeSpec) -> Backend:
-        """The cluster answers, the pool (and data pool, origin) exist; the backend checked."""
+    @routed
+    def verify(self, spec: VolumeSpec) -> str:
+        """The cluster answers, the pool (and data pool, origin) exist; the name of the cluster checked."""
         ref = self.resolve(spec.ref)
         with self._session() as s:
             for pool in filter(None, (ref.pool, spec.data_pool)):
@@ -270,7 +409,7 @@ class VolumeService:
             if spec.origin:
                 origin = volumes.parse_origin(spec.origin, ref.pool)
                 s.require_image(origin.pool, origin.image)
-        return self.catalogue.backend_of(ref.pool)
+        return self.cfg.cluster
 
     @staticmethod
     def switch_access(instance: str, mode: str, dry_run: bool = False) -> int:

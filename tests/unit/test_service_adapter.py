@@ -13,7 +13,6 @@ import pytest
 from extstorage import provider, request
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.rbd import volumes
-from ganeti_ceph.rbd.catalogue import Backend
 from ganeti_ceph.rbd.service import Attachment, Closed, Created, Grown, Guard, VolumeRef, VolumeSpec
 
 VOL = "3c6b1f0e-8a8e-4b55-9d1c-0a2b3c4d5e6f.ext.disk0"
@@ -92,5 +91,5 @@ def test_snapshot_and_verify_notes() -> None:
     snap = req("snapshot", VOL_SNAPSHOT_NAME=VOL + ".snap")
     assert provider.do_snapshot(Canned(True), snap) == ("", f"fast/{VOL}.snap made")  # type: ignore[arg-type]
     assert provider.do_snapshot(Canned(False), snap) == ("", f"fast/{VOL}.snap already exists")  # type: ignore[arg-type]
-    verified = Canned(Backend("far", "/c", "rbd"))
+    verified = Canned("far")
     assert provider.do_verify(verified, req("verify")) == ("", "parameters and cluster far OK")  # type: ignore[arg-type]

@@ -29,25 +29,27 @@ def no_sessions(_cfg: Config) -> object:
 
 
 def service(**changes: object) -> VolumeService:
+    changes.setdefault("catalogue", "/nonexistent/backends.yaml")
     return VolumeService(dataclasses.replace(CFG, **changes), no_sessions)  # type: ignore[arg-type]
 
 
-def test_the_catalogue_is_the_one_backend_of_the_config() -> None:
+def test_without_a_catalogue_file_the_one_backend_is_the_configs() -> None:
     cat = Catalogue.of(CFG)
-    assert cat.backend == Backend("far", "/nonexistent/ceph.conf", "vols")
+    assert cat.backend == Backend("default", "vols", overcommit=0.0) and not cat.declared
+    assert cat.backend.config(CFG) == CFG
     assert cat.backend_of("other") is cat.backend
     assert (cat.pool(""), cat.pool("fast")) == ("vols", "fast")
 
 
 def test_a_ref_without_pool_resolves_to_the_default_pool() -> None:
-    svc = service()
-    assert svc.resolve(VolumeRef("", VOL, "u1")) == VolumeRef("vols", VOL, "u1")
-    assert svc.resolve(VolumeRef("fast", VOL)) == VolumeRef("fast", VOL)
+    svc = service(catalogue="/nonexistent/backends.yaml")
+    assert svc.resolve(VolumeRef("", VOL, "u1")) == VolumeRef("vols", VOL, "u1", "default")
+    assert svc.resolve(VolumeRef("fast", VOL)) == VolumeRef("fast", VOL, None, "default")
 
 
 def test_building_the_service_touches_nothing() -> None:
-    svc = service()
-    assert svc.cfg.cluster == "far" and svc.catalogue.backend.cluster == "far"
+    svc = service(catalogue="/nonexistent/backends.yaml")
+    assert svc.cfg.cluster == "far" and svc.catalogue.backend.config(svc.cfg).cluster == "far"
 
 
 def test_metadata_of_a_new_volume() -> None:

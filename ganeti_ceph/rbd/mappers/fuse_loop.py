@@ -55,6 +55,9 @@ class FuseLoop(Mapper):
                 and read(os.path.join(self.sys_block, n, "loop", "backing_file")) == self.backing_file(t)]
 
     def map_device(self, t: Target) -> str:
+        if "/" in t.pool:  # rbd-fuse has no namespace option (Ceph 16)
+            raise MapError(f"rbd-fuse cannot open {t.spec}, an image in an RBD namespace; use access=userspace "
+                           "or the krbd or rbd-nbd mapper")
         mnt = self.mountpoint(t)
         os.makedirs(mnt, mode=0o700, exist_ok=True)
         runner.run(["rbd-fuse", *self.client_args(), *WRITE_THROUGH, "--log_to_file=false", "-p", t.pool,

@@ -41,14 +41,23 @@ class Mapping(NamedTuple):
     device: str
 
 
+# A namespaced pool ("pool/namespace", catalogue.Backend.location) is one path component: '%' is
+# in neither a pool's nor a namespace's name (naming.POOL_RE).
+NS_SEP = "%"
+
+
+def _component(pool: str) -> str:
+    return pool.replace("/", NS_SEP)
+
+
 def tree_path(run_dir: str, kind: str, t: Target) -> str:
     """`<run_dir>/<kind>/<fsid>/<pool>/<image>`: t's link (kind "dev") or its rbd-fuse mount ("fuse")."""
-    return os.path.join(run_dir, kind, t.fsid, t.pool, t.image)
+    return os.path.join(run_dir, kind, t.fsid, _component(t.pool), t.image)
 
 
 def flat_path(run_dir: str, kind: str, t: Target) -> str:
     """`<run_dir>/<kind>/<fsid>.<pool>.<image>`: one file an image (its map lock, its guard's marker)."""
-    return os.path.join(run_dir, kind, f"{t.fsid}.{t.pool}.{t.image}")
+    return os.path.join(run_dir, kind, f"{t.fsid}.{_component(t.pool)}.{t.image}")
 
 
 def link(run_dir: str, t: Target) -> str:
@@ -87,7 +96,7 @@ def mapped(run_dir: str, fsid: str | None) -> list[Mapping]:
     out: list[Mapping] = []
     for pool in _names(base):
         for image in _names(os.path.join(base, pool)):
-            t = Target(fsid, pool, image)
+            t = Target(fsid, pool.replace(NS_SEP, "/"), image)
             dev = device(run_dir, t)
             if dev is not None and not image.endswith(atomic.SUFFIX):
                 out.append(Mapping(t, dev))

@@ -1,0 +1,153 @@
+"""The backends live: their figures from Ceph, and the placement records.
+
+Where a volume was placed is recorded in one omap object, `ganeti_ceph_placement`, in the pool
+of the catalogue's index backend: key the volume's name, value its backend and provisioned size.
+Every later call finds the volume's backend with one read of one key, however many volumes and
+backends there are. The same records give each backend's provisioned bytes and volume count in
+one listing, and a create or grow checks quotas and reserves its bytes under the object's RADOS
+lock, so two creates cannot both take the last room.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import rados
+
+from ganeti_ceph.errors import Busy, GanetiCephError
+from ganeti_ceph.rbd import omap_index
+from ganeti_ceph.rbd.catalogue import Backend, Catalogue
+from ganeti_ceph.rbd.placement import Figures
+from ganeti_ceph.session import Session
+
+INDEX = "ganeti_ceph_placement"
+LOCK = "ganeti-ceph-placement"
+LOCK_S = 30  # a holder that died lets go after this (RADOS lock duration)
+LOCK_WAIT_S = 15.0  # how long a create waits for another's placement
+PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Record:
+    backend: str
+    size: int  # provisioned bytes
+
+    def dump(self) -> str:
+        return json.dumps({"backend": self.backend, "size": self.size}, sort_keys=True)
+
+
+def parse_record(text: str | None) -> Record | None:
+    """A record as written by `Record.dump`; anything else is None (never trusted)."""
+    try:
+        data = json.loads(text or "")
+        return Record(str(data["backend"]), int(data["size"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def lookup(s: Session, location: str, name: str) -> Record | None:
+    """The record of volume `name`: one omap read."""
+    with s.ioctx(location) as ioctx:
+        return parse_record(omap_index.get(s, ioctx, INDEX, name, "read the placement records"))
+
+
+def put(s: Session, location: str, name: str, rec: Record | None) -> None:
+    """Write (or, None, drop) the record of volume `name`."""
+    with s.ioctx(location) as ioctx:
+        omap_index.put(s, ioctx, INDEX, name, rec.dump() if rec else None, "write the placement records")
+
+
+def records(s: Session, location: str) -> dict[str, Record]:
+    """Every record: one listing of the index object's omap, in pages."""
+    out: dict[str, Record] = {}
+    with s.ioctx(location) as ioctx, s.errors("list the placement records"):
+        after = ""
+        while True:
+            with rados.ReadOpCtx() as op:
+                it, _ = ioctx.get_omap_vals(op, after, "", PAGE)
+                try:
+                    ioctx.operate_read_op(op, INDEX)
+                except rados.ObjectNotFound:
+                    return out
+                page = [(k, v) for k, v in it]
+            for key, value in page:
+                rec = parse_record(value.decode(errors="replace"))
+                if rec:
+                    out[key] = rec
+            if len(page) < PAGE:
+                return out
+            after = page[-1][0]
+
+
+@contextmanager
+def locked(s: Session, location: str, wait: float = LOCK_WAIT_S) -> Iterator[None]:
+    """The placement records' lock, held by this call (waits at most `wait` s for another's)."""
+    cookie = uuid.uuid4().hex
+    deadline = time.monotonic() + wait
+    with s.ioctx(location) as ioctx:
+        while True:
+            try:
+                with s.errors("lock the placement records"):
+                    ioctx.lock_exclusive(INDEX, LOCK, cookie, "ganeti-ceph placement", LOCK_S, 0)
+                break
+            except Busy:
+                if time.monotonic() >= deadline:
+                    raise Busy(f"the placement records are locked by another create or grow for over {wait:.0f} s;"
+                               " retry (a dead holder lets go within 30 s)") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            try:
+                with s.errors("unlock the placement records"):
+                    ioctx.unlock(INDEX, LOCK, cookie)
+            except GanetiCephError:
+                pass  # it expires by itself after LOCK_S
+
+
+# -- figures --------------------------------------------------------------------------------
+
+def pool_stats(df: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """pool -> its `ceph df detail` stats (stored, max_avail, ...), pure."""
+    return {p["name"]: p.get("stats") or {} for p in (df or {}).get("pools") or []}
+
+
+def figures_of(b: Backend, stats: dict[str, dict[str, int]], recs: Iterable[Record]) -> Figures | str:
+    """One backend's figures, or why there are none (pure)."""
+    st = stats.get(b.pool)
+    if st is None:
+        return f"pool {b.pool} does not exist"
+    mine = [r.size for r in recs if r.backend == b.name]
+    stored, free = int(st.get("stored", 0)), int(st.get("max_avail", 0))
+    return Figures(capacity=stored + free, free=free, used=stored, provisioned=sum(mine), volumes=len(mine))
+
+
+def cluster_key(b: Backend) -> tuple[str, str, str]:
+    return (b.conf, b.keyring, b.client_id)
+
+
+def gather(cat: Catalogue, names: Iterable[str], session_for: Callable[[Backend], Any],
+           recs: dict[str, Record]) -> dict[str, Figures | str]:
+    """The figures of the backends `names`: one `df detail` per cluster, in a session of its own
+    (`session_for(backend)` is a context manager); a cluster that does not answer makes its
+    backends' figures the reason."""
+    out: dict[str, Figures | str] = {}
+    wanted = [cat.get(n) for n in names]
+    clusters: dict[tuple, list[Backend]] = {}
+    for b in wanted:
+        clusters.setdefault(cluster_key(b), []).append(b)
+    for group in clusters.values():
+        try:
+            with session_for(group[0]) as s:
+                stats = pool_stats(s.mon_command("df", detail="detail"))
+        except GanetiCephError as exc:
+            out.update((b.name, exc.message) for b in group)
+            continue
+        out.update((b.name, figures_of(b, stats, recs.values())) for b in group)
+    return out
