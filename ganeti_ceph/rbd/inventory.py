@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import NotFound, UsageError
 from ganeti_ceph.ganeti.cli import Ganeti, GDisk, GNode
-from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.rbd import locks
 from ganeti_ceph.rbd.catalogue import Catalogue
 from ganeti_ceph.rbd.fencing import ip_of
@@ -339,9 +338,7 @@ def volumes(cfg: Config, names: Iterable[str] = (), instance: str | None = None,
     """`volume list`: one Ganeti query for every instance's disks (unless given), one pass over the pools
     (only the images named, if any), one more for node addresses only when some image has watchers."""
     g = ganeti or Ganeti()
-    names = tuple(names)
-    for name in names:
-        check_image_name(name)
+    names = tuple(names)  # compared with the pools' lists only: any image's name, ours or not
     disks = g.instance_disks() if disks is None else disks
     if instance is not None and not any(d.instance == instance for d in disks):
         raise UsageError(f"instance {instance} does not exist, or has no disks (gnt-instance list)")

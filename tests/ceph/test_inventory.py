@@ -64,7 +64,7 @@ def made(prov: Provider, local_cluster: LocalCluster) -> Iterator[dict[str, str]
     open shared on both nodes as in a live migration) and an orphan image nobody made through the provider."""
     vol, clone = prov.volume(), prov.volume(1)
     snapvol = prov.track(f"{vol}.snap")
-    orphan = prov.track(f"orphan-{uuid.uuid4().hex[:8]}")
+    orphan = prov.track(f"Orphan_{uuid.uuid4().hex[:8]}")  # not a name the provider would make
     prov.run("create", vol, VOL_SIZE="64", EXTP_ACCESS="userspace").ok()
     prov.write(vol, os.urandom(MIB), 0)
     prov.write(vol, os.urandom(MIB), 9 * MIB)  # objects 0 and 2 of 4 MiB each
@@ -183,6 +183,9 @@ def test_command_line(prov: Provider, local_cluster: LocalCluster, made: dict[st
     res = volume_cmd(env, cfg, "show", vol)
     assert res.returncode == 0, res.stderr
     assert "Snapshots: 2\n  ganeti-" in res.stdout and "Used:      8M\n" in res.stdout
+    res = volume_cmd(env, cfg, "show", made["orphan"])
+    assert res.returncode == 0, res.stderr
+    assert "Instance:  - (orphan: it records no Ganeti disk" in res.stdout and "Size:      32M\n" in res.stdout
 
     for args, code, text in ((["show", f"{INSTANCE}:7"], 2, f"instance {INSTANCE} has no disk 7; its disks: 0, 1"),
                              (["list", "no-such-image"], 5, "no image no-such-image in our pools (default:rbd)"),
