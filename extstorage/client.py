@@ -118,8 +118,14 @@ def main() -> None:
                          "it may or may not have been done: check the volume, then retry\n")
         sys.exit(EXIT_LOST)
     if answer is None:
+        import gc
+
+        # Importing the service makes only objects that live as long as the process: the cyclic
+        # collector would scan them some forty times for nothing (milliseconds of every call).
+        gc.disable()
         from extstorage.provider import entry
 
+        gc.enable()
         entry()
         return
     code, stdout, stderr = answer

@@ -134,5 +134,5 @@ def entry() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # The call's session is shut down and its output flushed: the interpreter's and librados'
-    # teardown would only add time (a tenth of a create) to every call.
+    # teardown (tens of milliseconds) would only add time to every call.
     os._exit(out.code)

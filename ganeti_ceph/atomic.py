@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from collections.abc import Iterator
 
 SUFFIX = ".tmp"  # listings of link directories skip names ending so
@@ -21,7 +20,8 @@ SUFFIX = ".tmp"  # listings of link directories skip names ending so
 
 def _temp_name(path: str) -> str:
     head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.{os.getpid()}.{secrets.token_hex(4)}{SUFFIX}")
+    # What secrets.token_hex(4) returns, without importing hashlib into every provider call.
+    return os.path.join(head, f".{tail}.{os.getpid()}.{os.urandom(4).hex()}{SUFFIX}")
 
 
 def _sync_dir(path: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
@@ -151,6 +150,8 @@ class Config:
     @property
     def node_name(self) -> str:
         """This node's name as recorded in locks (config `node`, else hostname)."""
+        import socket  # here only: not loaded for every provider call
+
         return self.node or socket.gethostname()
 
 

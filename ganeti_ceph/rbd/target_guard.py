@@ -19,7 +19,6 @@ import contextlib
 import os
 import sys
 import time
-import uuid
 
 from ganeti_ceph import atomic, config, procs, runner, watchdog
 from ganeti_ceph.config import Config
@@ -44,6 +43,8 @@ def arm(cfg: Config, t: Target, dev: str) -> bool:
     """Start a guard for `t` if its mapping `dev` is unused; True if one was started."""
     if users(dev, serving=mappers.get(cfg.mapper).serving):
         return False
+    import uuid  # here only: its import (platform) is not paid by every provider call
+
     token = uuid.uuid4().hex
     path = marker(cfg, t)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
