@@ -195,3 +195,35 @@ def test_command_line(prov: Provider, local_cluster: LocalCluster, made: dict[st
         res = volume_cmd(env, cfg, *args)
         assert (res.returncode, res.stdout) == (code, ""), (args, res.stderr)
         assert res.stderr.count("\n") == 1 and res.stderr.startswith(f"gnt-storage: {text}"), res.stderr
+
+
+def test_five_hundred_volumes_one_pass(local_cluster: LocalCluster) -> None:
+    """500 images (made by librbd, each recording a disk UUID of one of 250 instances): one session, one Ganeti
+    query, every image listed with its owner, in the pool's order, none missed by the concurrent readers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"inv-many-{i:03d}" for i in range(500)]
+    uuids = {n: str(uuid.uuid4()) for n in names}
+    cfg = local_cluster.client
+
+    def make(io: object, name: str) -> None:
+        rbd.RBD().create(io, name, 8 * MIB, old_format=False)
+        with rbd.Image(io, name) as img:
+            img.metadata_set("ganeti.uuid", uuids[name])
+
+    instances = "".join(DISK_SEP.join([f"i{k}", repr([uuids[names[2 * k]], uuids[names[2 * k + 1]]]), "[None, None]"])
+                        + "\n" for k in range(250))
+    ans = Answer(instances, "")
+    calls: list[Config] = []
+    with Session(cfg) as s, s.ioctx() as io:
+        try:
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda n: make(io, n), names))
+            vols = [v for v in inventory.volumes(cfg, ganeti=ans, sessions=counting(calls))  # type: ignore[arg-type]
+                    if v.image.name.startswith("inv-many-")]
+        finally:
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda n: rbd.RBD().remove(io, n), names))
+    assert len(calls) == 1 and ans.asked == ["instances"]
+    assert [(v.image.name, v.disk.instance if v.disk else None, v.disk.index if v.disk else None) for v in vols] == \
+        [(n, f"i{i // 2}", i % 2) for i, n in enumerate(names)]
