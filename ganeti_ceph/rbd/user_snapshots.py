@@ -22,6 +22,7 @@ one protected by anyone else is left to them.
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import rados
@@ -68,6 +70,12 @@ def check_name(name: str) -> str:
 def stamp(now: float) -> str:
     """A name from a time (UTC, sortable): 20261201T051140Z."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def epoch(when: datetime) -> float:
+    """Seconds since the epoch of librbd's snapshot time, which the binding gives as a naive UTC datetime
+    (`.timestamp()` would read it as local time)."""
+    return when.timestamp() if when.tzinfo else float(calendar.timegm(when.timetuple()))
 
 
 def unique(base: str, taken: set[str]) -> str:
@@ -184,7 +192,7 @@ def _snaps(s: Session, img: rbd.Image, with_clones: bool = True) -> list[UserSna
         if name is None:
             continue
         with s.errors(f"look at snapshot {x['name']}"):
-            created = img.get_snap_timestamp(x["id"]).timestamp()
+            created = epoch(img.get_snap_timestamp(x["id"]))
             protected = bool(img.is_protected_snap(x["name"]))
         clones = _clones(s, img, x["name"]) if with_clones else ()
         found.append(UserSnapshot(name, int(x["id"]), int(x["size"]), created, protected, clones))

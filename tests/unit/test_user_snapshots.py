@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 
 from ganeti_ceph.errors import Busy, UsageError
@@ -36,6 +39,17 @@ def test_only_our_prefix_is_a_user_snapshot() -> None:
     assert us.user_name("user.base") == "base"
     for other in ("ganeti-snap-0a1b", "ganeti-clone-0a1b", "base", "user.", "user.-x"):
         assert us.user_name(other) is None
+
+
+def test_epoch_reads_librbds_naive_time_as_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert us.epoch(datetime(1970, 1, 2)) == 86400.0
+        assert us.epoch(datetime(1970, 1, 2, tzinfo=UTC)) == 86400.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_stamp_and_unique() -> None:
