@@ -329,10 +329,14 @@ def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: in
     meta = metadata or {}
     with session.ioctx(pool) as ioctx:
         made = not exists_fast(ioctx, name)
+        tmpl: tuple[str, int] | None = None
         if made:
             with session.ioctx(origin.pool) as pioctx:
-                snap = origin.snap or template_snap(session, pioctx, origin.image) or \
-                    _snapshot_for_clone(session, pioctx, origin)
+                # An imported image: its template snapshot, no parent, its size recorded (no image opened).
+                tmpl = None if origin.snap else template(session, pioctx, origin.image)
+                snap = origin.snap or (tmpl and tmpl[0]) or _snapshot_for_clone(session, pioctx, origin)
+                if tmpl and parent_depth is None:
+                    parent_depth = 0
                 depth = 1 + (_depth(session, origin.pool, origin.image) if parent_depth is None else parent_depth)
                 _clone_snapshot(session, pioctx, ImageRef(origin.pool, origin.image, snap), ioctx, name,
                                 feature_bits(features), data_pool)
@@ -341,7 +345,8 @@ def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: in
         else:  # a repeat: refuse what is not ours, else finish what an interrupted clone left undone
             _claim(session, ioctx, pool, name, meta, Shape(nbytes, origin=origin))
             depth = _depth(session, pool, name)  # 0 once flattened
-        if depth > max_depth or nbytes > _size_of(session, ioctx, name):
+        size = tmpl[1] if made and tmpl else _size_of(session, ioctx, name)
+        if depth > max_depth or nbytes > size:
             with _open(session, ioctx, name) as img, session.errors(f"finish clone {pool}/{name}"):
                 if img.size() < nbytes:
                     img.resize(nbytes, allow_shrink=False)
@@ -376,11 +381,14 @@ def _clone_snapshot(session: Session, pioctx: object, src: ImageRef, ioctx: obje
         rbd.RBD().clone(pioctx, src.image, src.snap, ioctx, name, features=features, data_pool=data_pool)
 
 
-def template_snap(session: Session, ioctx: object, image: str) -> str | None:
-    """The protected snapshot of `image` if it is an imported image (images.py): one omap read."""
+def template(session: Session, ioctx: object, image: str) -> tuple[str, int] | None:
+    """(protected snapshot, its size in bytes) of `image` if it is an imported image (images.py): one omap
+    read. A template is a plain image (no parent) whose snapshot was taken at the size recorded."""
     rec = _parse_record(omap_index.get(session, ioctx, IMAGES, image, "read the image registry"))  # type: ignore[arg-type]
-    snap = rec.get("snap") if rec and rec.get("state") == "ready" else None
-    return snap if isinstance(snap, str) else None
+    if not rec or rec.get("state") != "ready":
+        return None
+    snap, size = rec.get("snap"), rec.get("size")
+    return (snap, size) if isinstance(snap, str) and isinstance(size, int) and size > 0 else None
 
 
 def _snapshot_for_clone(session: Session, ioctx: object, origin: ImageRef) -> str:
