@@ -1,4 +1,5 @@
-"""`gnt-instance add` of a 10 GiB instance: from a template (`origin=`) vs a fresh disk filled by a full copy.
+"""`gnt-instance add` of a 10 GiB instance: from a template (`origin=`) vs a fresh disk filled by a full copy;
+from an imported image (`add-from-image`) vs an empty disk.
 
 One single-node Ganeti test bed (testbed/) on its own local Ceph, shared by
 the runs. The template is a 10 GiB image with 4 GiB written, snapshotted
@@ -7,14 +8,33 @@ once. Ours: `gnt-instance add ... --disk 0:size=10G,provider=rbd,origin=rbd/tmpl
 then the template copied into it inside the node (`qemu-img convert -n`,
 which skips holes), as one would without clones. Instances are removed,
 untimed, after each run.
+
+`add-from-image`: a 10 GiB raw file with 1 GiB written is imported once
+(`gnt-storage image import`, untimed); ours is the add with
+`origin=IMAGE` (a thin clone of the image's template snapshot), the
+baseline the same add with an empty 10 GiB disk: a clone costs no copy.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from collections.abc import Callable
 
-from harness import PORT_SPAN, SCRATCH, SHARED_PORT_BASE, BenchError, Ctx, Result, Shared, bench, compare, log
+from harness import (
+    GNT_STORAGE,
+    PORT_SPAN,
+    SCRATCH,
+    SHARED_PORT_BASE,
+    BenchError,
+    Ctx,
+    Result,
+    Shared,
+    bench,
+    compare,
+    log,
+)
 
 from ganeti_ceph.session import Session
 from gnt_storage.deploy.local import admin_config
@@ -29,7 +49,8 @@ ADD = ("gnt-instance", "add", "-t", "ext", "-o", "noop+default", "--hypervisor",
        "--no-start", "--no-ip-check", "--no-name-check")
 
 
-def start_testbed(shared: Shared) -> Testbed:
+def start_testbed(shared: Shared, then: Callable[[], None] | None = None) -> Testbed:
+    """The 1-node bed on its Ceph, then `then` (default: make_template)."""
     tb = Testbed(TB_DIR, CEPH_DIR, nodes=1)
 
     shared.on_close(lambda: tb_ceph.bed_down(tb))  # nodes, Ceph, bridge: a failure is logged, not ignored
@@ -39,7 +60,7 @@ def start_testbed(shared: Shared) -> Testbed:
         tb.network_up()
         tb_ceph.up(CEPH_DIR, HOST_ADDR, CEPH_PORT)
         tb.up()
-        make_template()
+        (then or make_template)()
     except Exception as exc:
         raise BenchError(f"test bed did not come up: {exc}") from exc
     return tb
@@ -98,3 +119,49 @@ def _ganeti_add(ctx: Ctx, tb: Testbed) -> Result:
         return timed_add(f"size={SIZE},provider=rbd", copy)
 
     return compare("ganeti-add-from-origin", "add + full copy", ctx.runs, ours, base)
+
+
+IMAGE, IMAGE_DATA_MIB = "bench-image", 1024
+
+
+def import_image() -> None:
+    """A 10 GiB raw disk, its first GiB written, imported as IMAGE through the command an admin runs."""
+    path = os.path.join(SCRATCH, "bench-image.raw")
+    os.makedirs(SCRATCH, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(10 * 1024**3)
+        chunk = os.urandom(4 * 1024 * 1024)
+        for _ in range(IMAGE_DATA_MIB // 4):
+            fh.write(chunk)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C",
+           "GANETI_CEPH_CONFIG": os.path.join(CEPH_DIR, "ganeti-ceph.yaml")}
+    try:
+        res = subprocess.run([GNT_STORAGE, "image", "import", path, IMAGE], capture_output=True, text=True,
+                             env=env, timeout=1800, stdin=subprocess.DEVNULL, check=False)
+    finally:
+        os.unlink(path)
+    if res.returncode != 0:
+        raise BenchError(f"gnt-storage image import failed: {res.stderr.strip()}")
+
+
+@bench("add-from-image", runs=5)
+def add_from_image(ctx: Ctx) -> Result:
+    own = Shared()
+    try:
+        tb = own.get("ganeti-testbed-image", lambda shared: start_testbed(shared, import_image))
+        node = tb.node_names[0]
+        count = iter(range(1000))
+
+        def timed_add(disk: str) -> float:
+            name = f"benchimg{next(count)}"
+            started = time.monotonic()
+            tb.gnt(*ADD, "--disk", f"0:{disk}", "-n", node, name)
+            took = time.monotonic() - started
+            tb.gnt("gnt-instance", "remove", "-f", name)
+            return took
+
+        return compare("add-from-image", "add empty disk", ctx.runs,
+                       lambda: timed_add(f"size={SIZE},provider=rbd,origin={IMAGE}"),
+                       lambda: timed_add(f"size={SIZE},provider=rbd"))
+    finally:
+        own.close()
