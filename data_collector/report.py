@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_collector import CATEGORY, FORMAT_VERSION, KIND, NAME, node
+from ganeti_ceph.rbd.iostats import IMAGE_STATS, image_io
 
 OK, HEALING, UNKNOWN, ADMIN = 0, 1, 2, 4
 WHY = {OK: "healthy", HEALING: "self-healing", UNKNOWN: "cluster could not be asked", ADMIN: "needs an admin"}
@@ -25,9 +26,6 @@ DEGRADED = frozenset({"degraded", "undersized", "recovering", "recovery_wait", "
                       "backfill_toofull", "inconsistent", "stale"})
 DETAIL_LINES = 10
 ENTITY_RE = re.compile(r"\b((?:osd|mon|mgr|mds)\.[\w-]+)|pool '([^']+)'")
-# The rbd_support mgr module's per-image I/O rates (what `rbd perf image iostat` shows), asked by
-# gather.fetch: one command whatever the number of images; images without recent I/O are not listed.
-IMAGE_STATS = "rbd perf image stats"
 IO_KEYS = ("read_bytes_sec", "write_bytes_sec", "read_op_per_sec", "write_op_per_sec")
 RECOVERY_KEYS = ("recovering_objects_per_sec", "recovering_bytes_per_sec", "degraded_objects", "misplaced_objects",
                  "unfound_objects")
@@ -170,22 +168,6 @@ def pools(raw: dict[str, Any], pg_info: dict[str, Any]) -> list[dict[str, Any]]:
 def rbd_pools(listing: list[dict[str, Any]] | None) -> list[str]:
     """The pools of the RBD application, from `osd pool ls detail`."""
     return [p["pool_name"] for p in listing or [] if "rbd" in (p.get("application_metadata") or {})]
-
-
-def image_io(answers: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """pool -> image -> I/O rates, from the mgr's `rbd perf image stats` answer per pool (ops and bytes
-    per second, latencies in ns; each keys its images "<pool index>/[<namespace>/]<image>"). A pool
-    that answered is there even without I/O; one that did not answer is not."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for pool, stats in answers.items():
-        pools_by_idx, names = stats.get("pool_descriptors") or {}, stats.get("stat_descriptors") or []
-        out[pool] = {}
-        for entry in stats.get("stats") or []:
-            for key, values in entry.items():
-                idx, _, image = key.partition("/")
-                if idx in pools_by_idx and image:
-                    out.setdefault(pools_by_idx[idx], {})[image] = dict(zip(names, values, strict=False))
-    return out
 
 
 def _rates(src: dict[str, Any], keys: tuple[str, ...]) -> dict[str, int]:

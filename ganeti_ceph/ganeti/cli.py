@@ -125,6 +125,10 @@ class Ganeti:
             raise GanetiFailed(f"{' '.join(argv[:2])} failed: {condense(res)}")
         return res.stdout
 
+    def copy_file(self, path: str) -> None:
+        """Copy `path` to every other node, as Ganeti copies its own files (gnt-cluster copyfile)."""
+        self._run("gnt-cluster", "copyfile", path)
+
     def cluster_name(self) -> str:
         name = ssconf.value("cluster_name")
         if name is None:

@@ -21,7 +21,7 @@ from typing import Any
 import rados
 
 from ganeti_ceph.errors import Busy, GanetiCephError
-from ganeti_ceph.rbd import omap_index
+from ganeti_ceph.rbd import iostats, omap_index
 from ganeti_ceph.rbd.catalogue import Backend, Catalogue
 from ganeti_ceph.rbd.placement import Figures
 from ganeti_ceph.session import Session
@@ -133,10 +133,10 @@ def cluster_key(b: Backend) -> tuple[str, str, str]:
 
 
 def gather(cat: Catalogue, names: Iterable[str], session_for: Callable[[Backend], Any],
-           recs: dict[str, Record]) -> dict[str, Figures | str]:
+           recs: dict[str, Record], io: bool = False) -> dict[str, Figures | str]:
     """The figures of the backends `names`: one `df detail` per cluster, in a session of its own
-    (`session_for(backend)` is a context manager); a cluster that does not answer makes its
-    backends' figures the reason."""
+    (`session_for(backend)` is a context manager), and with `io` the mgr's per-image rates of each
+    pool, summed per backend; a cluster that does not answer makes its backends' figures the reason."""
     out: dict[str, Figures | str] = {}
     wanted = [cat.get(n) for n in names]
     clusters: dict[tuple, list[Backend]] = {}
@@ -146,8 +146,24 @@ def gather(cat: Catalogue, names: Iterable[str], session_for: Callable[[Backend]
         try:
             with session_for(group[0]) as s:
                 stats = pool_stats(s.mon_command("df", detail="detail"))
+                rates = pool_io(s, {b.pool for b in group if b.pool in stats}) if io else {}
         except GanetiCephError as exc:
             out.update((b.name, exc.message) for b in group)
             continue
-        out.update((b.name, figures_of(b, stats, recs.values())) for b in group)
+        for b in group:
+            f = figures_of(b, stats, recs.values())
+            if isinstance(f, Figures) and io:
+                f.io.update(iostats.location_io(rates, b.location))
+            out[b.name] = f
     return out
+
+
+def pool_io(s: Session, pools: Iterable[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """pool -> image -> rates from the mgr (iostats.py); a pool it cannot answer for is left out."""
+    answers = {}
+    for pool in sorted(pools):
+        try:
+            answers[pool] = s.mgr_command(iostats.IMAGE_STATS, pool_spec=pool)
+        except GanetiCephError:
+            continue
+    return iostats.image_io(answers)

@@ -226,7 +226,7 @@ def load(cfg: Config) -> Catalogue:
 
 def dump(cat: Catalogue) -> str:
     """The file's YAML (parse reads it back): the implicit default backend is not written."""
-    data: dict[str, Any] = {"backends": [_plain(b) for b in cat.backends if not _implicit(b)]}
+    data: dict[str, Any] = {"backends": [_plain(b) for b in cat.backends if not implicit(b)]}
     if cat.projects:
         data["projects"] = [_plain(p) for p in cat.projects]
     if cat.project_tag != "project:":
@@ -236,7 +236,7 @@ def dump(cat: Catalogue) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _implicit(b: Backend) -> bool:
+def implicit(b: Backend) -> bool:
     """The default backend as a file without one gets it (ceph.yaml's pool, no limits)."""
     return b == Backend(name=DEFAULT, pool=b.pool, overcommit=0.0)
 

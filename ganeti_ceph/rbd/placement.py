@@ -10,7 +10,7 @@ whether to add capacity, raise a quota or fix a tag.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.rbd.catalogue import Backend, Catalogue, Project
@@ -27,6 +27,7 @@ class Figures:
     used: int  # the pool's stored bytes
     provisioned: int  # sum of the sizes of the volumes recorded on this backend
     volumes: int  # how many are recorded on it
+    io: dict[str, float] = field(default_factory=dict, compare=False)  # summed rates (iostats.RATE_KEYS), if asked
 
 
 def gib(n: float) -> str:

@@ -156,13 +156,17 @@ class VolumeService:
         pool = ref.pool if ref.pool and not ref.backend else b.location
         return self.on(b), VolumeRef(pool, ref.name, ref.uuid, b.name)
 
-    def _index(self) -> tuple[VolumeService, str]:
+    def session(self) -> AbstractContextManager[Session]:
+        """A session on this service's cluster, for work that is not one volume's (listings)."""
+        return self._session()
+
+    def index(self) -> tuple[VolumeService, str]:
         """The service of the placement records' cluster, and their pool."""
         b = self.catalogue.get(self.catalogue.index)
         return self.on(b), b.location
 
     def _record(self, name: str) -> backends.Record | None:
-        svc, location = self._index()
+        svc, location = self.index()
         with svc._session() as s:
             return backends.lookup(s, location, name)
 
@@ -216,7 +220,7 @@ class VolumeService:
             return svc._create(replace(spec, ref=ref, data_pool=spec.data_pool or svc.pinned.data_pool or None))
         except BaseException:
             if reserved:  # nothing made: the reservation goes (best effort; a leftover only over-counts)
-                isvc, location = self._index()
+                isvc, location = self.index()
                 with contextlib.suppress(GanetiCephError), isvc._session() as s:
                     backends.put(s, location, ref.name, None)
             raise
@@ -225,7 +229,7 @@ class VolumeService:
         """Pick the backend and record it, under the records' lock: the one `spec` names (within its
         limits), the one already recorded (a repeat), else placement.choose. True: recorded now."""
         cat, ref, size = self.catalogue, spec.ref, spec.size_mib * volumes.MIB
-        isvc, location = self._index()
+        isvc, location = self.index()
         with isvc._session() as s, backends.locked(s, location):
             rec = backends.lookup(s, location, ref.name)
             if rec is not None:
@@ -235,19 +239,19 @@ class VolumeService:
                 self._check_limits(s, location, b, size, 1, f"create of {ref.name}")
             else:
                 recs = backends.records(s, location)
-                b = placement.choose(cat, self._figures(cat.names(), recs), size, spec.tags)
+                b = placement.choose(cat, self.figures(cat.names(), recs), size, spec.tags)
             backends.put(s, location, ref.name, backends.Record(b.name, size))
         svc, routed_ref = self.on(b).route(replace(ref, backend=b.name))
         return svc, routed_ref, True
 
-    def _figures(self, names: Iterable[str], recs: dict[str, backends.Record]) -> dict:
-        return backends.gather(self.catalogue, names, lambda b: self.on(b)._session(), recs)
+    def figures(self, names: Iterable[str], recs: dict[str, backends.Record], io: bool = False) -> dict:
+        return backends.gather(self.catalogue, names, lambda b: self.on(b)._session(), recs, io)
 
     def _check_limits(self, s: Session, location: str, b: Backend, add: int, volumes_: int, doing: str) -> None:
         """Refuse `doing` past `b`'s overcommit or quotas (no figures needed when it has none)."""
         if not (b.overcommit or b.quota_gib or b.quota_volumes):
             return
-        f = self._figures([b.name], backends.records(s, location))[b.name]
+        f = self.figures([b.name], backends.records(s, location))[b.name]
         if isinstance(f, str):
             raise UsageError(f"{doing} refused: backend {b.name}'s limits cannot be checked ({f})")
         placement.refuse_over(b, f, add, volumes_, doing)
@@ -318,7 +322,7 @@ class VolumeService:
         with self._session(ref) as s:
             gone = removal.remove(s, ref.pool, ref.name, ref.uuid)
         if self.catalogue.declared:  # the image is gone: so goes its record (and its provisioned bytes)
-            isvc, location = self._index()
+            isvc, location = self.index()
             with isvc._session() as s:
                 backends.put(s, location, ref.name, None)
         return gone
@@ -341,7 +345,7 @@ class VolumeService:
     def _reserve_growth(self, ref: VolumeRef, new_size: int) -> None:
         """Check the backend's limits for the growth and record the new size, under the lock."""
         assert self.pinned is not None
-        isvc, location = self._index()
+        isvc, location = self.index()
         with isvc._session() as s, backends.locked(s, location):
             rec = backends.lookup(s, location, ref.name)
             if rec is None:  # made before the catalogue: counted from now on

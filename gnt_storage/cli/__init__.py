@@ -27,8 +27,9 @@ from gnt_storage.deploy import local, options
 
 PROG = "gnt-storage"
 # Command groups over the volume service (issue 14): every module of this package is one, with NAME,
-# HELP, add_arguments(parser) and run(args) -> exit code; a new group is one module, found by its file.
-GROUPS = tuple(sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__)))
+# HELP, add_arguments(parser) and run(args) -> exit code; a new group is one module, found by its file
+# (`_` modules are shared helpers: _listing.py prints gnt-* style lists).
+GROUPS = tuple(sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(__path__) if m.name[0] != "_"))
 OURS = ("local-cluster", "rbd-access", "rbd-convert", "init-distributed-storage", "remove-distributed-storage",
         "options", *GROUPS)
 # Ganeti's own: moved aside by our package's dpkg-divert, else where Debian's Ganeti puts it.
