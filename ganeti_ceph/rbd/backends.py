@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +87,8 @@ def records(s: Session, location: str) -> dict[str, Record]:
 @contextmanager
 def locked(s: Session, location: str, wait: float = LOCK_WAIT_S) -> Iterator[None]:
     """The placement records' lock, held by this call (waits at most `wait` s for another's)."""
+    import uuid  # here only: its import (platform) is not paid by every provider call
+
     cookie = uuid.uuid4().hex
     deadline = time.monotonic() + wait
     with s.ioctx(location) as ioctx:
