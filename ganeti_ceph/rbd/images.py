@@ -182,10 +182,15 @@ def import_image(cfg: Config, path: str, name: str, fmt: str | None = None, pool
         except BaseException:  # a failed copy (or Ctrl-C): nothing half made stays behind, if Ceph lets us
             try:
                 _remove_partial(s, ioctx, pool, tmp, name, token)
-                _put(s, ioctx, name, None)
+                if (_entry(s, ioctx, name) or {}).get("token") == token:  # not another import's entry
+                    _put(s, ioctx, name, None)
             except GanetiCephError as exc:
                 log.warn(f"the partial import {pool}/{tmp} stays (a rerun removes it): {exc}")
             raise
+        if (_entry(s, ioctx, name) or {}).get("token") != token:  # another import of NAME began meanwhile
+            _remove_partial(s, ioctx, pool, tmp, name, token)
+            raise Busy(f"another import of {name} started while this one copied; this one is undone, that one "
+                       "goes on (see gnt-storage image list)")
         done = {"state": "ready", "snap": SNAP, "format": src.format, "from": src.path, "size": nbytes,
                 "created": int(time.time())}
         with volumes._open(s, ioctx, tmp) as img, s.errors(f"snapshot {pool}/{tmp}@{SNAP}"):

@@ -179,22 +179,51 @@ def test_explicit_snapshot_origin_and_plain_images_keep_their_meaning(prov: Prov
     assert gs(prov, "remove", name).returncode == 0
 
 
-def test_interrupted_import_is_cleaned_by_a_rerun(prov: Provider, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """An import killed during its copy leaves only its temporary image (not NAME, not listed); the rerun
-    removes it, proven that import's, and imports afresh."""
-    d = tmp_path_factory.mktemp("big")
-    big = str(d / "big.raw")
-    with open(big, "wb") as fh:
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A raw file whose copy takes long enough to be caught in the middle."""
+    path = str(tmp_path_factory.mktemp("big") / "big.raw")
+    with open(path, "wb") as fh:
         for _ in range(384):
             fh.write(os.urandom(MIB))
-    name = prov.track(f"killed-{os.urandom(3).hex()}")
+    return path
+
+
+def importing(prov: Provider, path: str, name: str) -> subprocess.Popen:
+    """`image import path name` started, returned once its qemu-img copies."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "GANETI_CEPH_CONFIG": prov.a}
-    proc = subprocess.Popen([GNT_STORAGE, "image", "import", big, name], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen([GNT_STORAGE, "image", "import", path, name], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
     while not [p for p in procs.find(binary="qemu-img") if name in " ".join(procs.cmdline(p))]:
         assert proc.poll() is None and time.monotonic() < deadline, "the import ended before its copy was seen"
         time.sleep(0.05)
+    return proc
+
+
+def test_an_import_overtaken_by_another_undoes_itself(prov: Provider, big: str) -> None:
+    """Another import of NAME recorded while this one copies: this one removes its own image, leaves the
+    other's entry alone and says so in one line."""
+    name = prov.track(f"raced-{os.urandom(3).hex()}")
+    proc = importing(prov, big, name)
+    theirs = {"state": "importing", "tmp": f"{name}.import-0e0e0e0e", "token": "0e0e0e0e"}
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        images._put(s, io, name, theirs)
+    try:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode != 0 and "another import of" in err.strip().splitlines()[-1], err
+        assert not [i for i in pool_images(prov) if i.startswith(name)]
+        assert registry(prov)[name] == theirs
+    finally:
+        with Session(prov.cluster.client) as s, s.ioctx() as io:
+            images._put(s, io, name, None)
+
+
+def test_interrupted_import_is_cleaned_by_a_rerun(prov: Provider, big: str) -> None:
+    """An import killed during its copy leaves only its temporary image (not NAME, not listed); the rerun
+    removes it, proven that import's, and imports afresh."""
+    name = prov.track(f"killed-{os.urandom(3).hex()}")
+    proc = importing(prov, big, name)
     os.killpg(proc.pid, signal.SIGKILL)  # the import and its qemu-img, as a crash of the host would
     proc.wait()
     proc.stderr.close()  # type: ignore[union-attr]
