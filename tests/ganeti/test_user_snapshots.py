@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from ganeti_ceph.config import Config
+from ganeti_ceph.rbd import user_snapshots
+from ganeti_ceph.session import Session
 from testbed.ganeti import Testbed
 from tests.ganeti.test_access_switch import disks, io
 
@@ -70,6 +72,27 @@ def test_revert_refused_while_running_then_seen_by_the_restarted_instance(testbe
     code, out, err = snapshot(tb, "remove", inst, "0", "nosuch")
     assert code != 0 and len(err.splitlines()) == 1 and "no snapshot nosuch" in err, err
     tb.gnt("gnt-instance", "shutdown", "--timeout=0", inst)
-    for name in ("base", safety):
+
+    # A revert cut short during its rollback (the state it leaves: marker written, safety snapshot taken).
+    with Session(ceph_admin) as s:
+        cut = user_snapshots.revert(s, "rbd", vol, "base", stop_after_safety=True)
+    code, out, err = snapshot(tb, "list", inst, "--no-headers", "--separator=|", "-o", "name,state")
+    assert out.splitlines() == ["base|revert target (unfinished)", f"{safety}|",
+                                f"{cut.safety}|revert safety (unfinished)"]
+    assert f"finish it: gnt-storage snapshot revert {inst} 0 base" in err, err
+    code, out, err = snapshot(tb, "add", inst, "0")
+    assert code != 0 and len(err.splitlines()) == 1 and "stopped halfway" in err, err
+    code, out, err = snapshot(tb, "revert", inst, "0", "base")
+    assert code == 0 and out.startswith(f"{inst} disk/0: finished the revert to snapshot base; the state before "
+                                        f"is snapshot {cut.safety} "), err
+
+    for name in ("base", safety, cut.safety):
         code, out, err = snapshot(tb, "remove", inst, "0", name)
         assert (code, out) == (0, f"{inst} disk/0: snapshot {name} removed\n"), err
+    snapshot(tb, "add", inst, "0", "a")
+    code, out, err = snapshot(tb, "add", inst, "0", "b", "--keep", "1")
+    assert out.splitlines() == [f"{inst} disk/0: snapshot b taken",
+                                f"{inst} disk/0: snapshot a removed (beyond --keep 1)"], err
+    code, out, err = snapshot(tb, "remove", inst, "0", "b")
+    assert code == 0, err
+    tb.gnt("gnt-instance", "remove", "-f", inst)  # no user snapshot left: the provider's remove goes through
