@@ -10,7 +10,8 @@ from __future__ import annotations
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.rbd import disks
-from ganeti_ceph.rbd.catalogue import Catalogue
+from ganeti_ceph.rbd.catalogue import DEFAULT
+from ganeti_ceph.rbd.service import VolumeRef, VolumeService
 from ganeti_ceph.session import Session
 from hooks.env import Disk
 
@@ -23,8 +24,15 @@ def unreadable_veto(cfg: Config, disk: Disk, pools: list[str]) -> UsageError:
 
 
 def find(s: Session, cfg: Config, disk: Disk) -> disks.Image:
-    """The disk's image and metadata; a UsageError (a veto) if no readable pool has it."""
-    image, unreadable = disks.locate(s, Catalogue.of(cfg).pool(""), disk.volume)
+    """The disk's image and metadata; a UsageError (a veto) if no readable pool has it. A volume
+    placed on a backend of the catalogue is read where its record says (one read)."""
+    svc = VolumeService(cfg)
+    if svc.catalogue.declared:
+        bsvc, ref = svc.route(VolumeRef("", disk.volume))
+        if ref.backend != DEFAULT:
+            with bsvc.session() as bs:
+                return disks.read(bs, ref.pool, disk.volume)
+    image, unreadable = disks.locate(s, svc.catalogue.pool(""), disk.volume)
     if image is not None:
         return image
     if unreadable:

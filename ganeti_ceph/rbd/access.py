@@ -6,7 +6,9 @@ carries no conf or monitors: QEMU reads /etc/ceph/ceph.conf and the
 client's keyring there. That conf may name another cluster than the one the
 provider's own `conf` reaches (where it just checked the image), and an
 image of the same name there would be opened instead: `check_qemu_conf`
-refuses unless both name the same fsid.
+refuses unless both name the same fsid. A catalogue backend on another
+cluster (its own conf) is the exception: its URI names its conf and keyring
+files (paths, never keys), which Ganeti 3.0 passes to QEMU as they are.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ def qemu_keyring(client_id: str) -> str:
 URI_31 = re.compile(r"^rbd:(\w+)/([a-z0-9-.]+)(:id=[a-z0-9-._]+)?$")
 
 
-def userspace_uri(pool: str, image: str, client_id: str) -> str:
+def userspace_uri(pool: str, image: str, client_id: str, conf: str = "", keyring: str = "") -> str:
+    """QEMU's rbd: filename; `conf`/`keyring` only for a cluster other than QEMU_CONF's."""
     uri = f"rbd:{pool}/{image}"
-    return uri if client_id == "admin" else f"{uri}:id={client_id}"
+    uri = uri if client_id == "admin" else f"{uri}:id={client_id}"
+    return f"{uri}:conf={conf}:keyring={keyring}" if conf else uri
 
 
 def check_qemu_conf(fsid: str, source: str, path: str = QEMU_CONF) -> None:

@@ -185,7 +185,7 @@ class VolumeService:
 
     def _conf_fsid(self, ref: VolumeRef) -> str | None:
         """The fsid written in the conf of the volume's backend: known without asking Ceph."""
-        return conf_fsid(self.catalogue.backend_of(ref.pool).conf)
+        return conf_fsid(self.cfg.conf)
 
     def _fsid(self, ref: VolumeRef, session: Session | None = None) -> str:
         """The cluster's fsid: from its conf if written there, else asked (in `session` if given)."""
@@ -282,11 +282,14 @@ class VolumeService:
     def attach(self, ref: VolumeRef, access: str) -> Attachment:
         """userspace: the URI only; kernelspace: the volume mapped here (if not yet), and the URI."""
         ref = self.resolve(ref)
-        uri = userspace_uri(ref.pool, ref.name, self.cfg.client_id)
+        elsewhere = self.home is not None and self.cfg.conf != self.home.conf  # a backend's own cluster
+        uri = userspace_uri(ref.pool, ref.name, self.cfg.client_id, *((self.cfg.conf, self.cfg.keyring)
+                                                                       if elsewhere else ()))
         if access == "userspace":
             with self._session(ref) as s:
                 self._require_volume(s, ref)
-                check_qemu_conf(self._fsid(ref, s), self.cfg.source)
+                if not elsewhere:
+                    check_qemu_conf(self._fsid(ref, s), self.cfg.source)
             return Attachment("", uri)
         mapper = mappers.for_config(self.cfg)
         fsid = self._conf_fsid(ref)
@@ -308,8 +311,17 @@ class VolumeService:
     def detach_all(self, names: Iterable[str]) -> list[VolumeRef]:
         """Unmap every mapping on this node of the volumes `names`, in whichever pool (the post hooks'
         cleanup of an instance's disks: Ganeti does not say their pools); the ones unmapped."""
-        fsid = self._fsid(VolumeRef("", ""))
         wanted = set(names)
+        if self.pinned is None:  # the default cluster, then every other cluster of the catalogue
+            out = self.on(self.catalogue.default).detach_all(wanted)
+            others = {backends.cluster_key(b): b for b in self.catalogue.backends}
+            others.pop(backends.cluster_key(self.catalogue.default), None)
+            for b in others.values():
+                svc = self.on(b)
+                if svc._conf_fsid(VolumeRef("", "")):  # mapped only if known without asking that cluster
+                    out += svc.detach_all(wanted)
+            return out
+        fsid = self._fsid(VolumeRef("", ""))
         mapper = mappers.for_config(self.cfg)
         return [VolumeRef(m.target.pool, m.target.image) for m in mappers.table.mapped(self.cfg.run_dir, fsid)
                 if m.target.image in wanted and mapper.unmap(m.target)]

@@ -250,3 +250,32 @@ def test_a_bad_catalogue_is_one_line(bed: Bed) -> None:
     finally:
         with open(bed.catalogue, "w") as fh:
             fh.write(good)
+
+
+def test_hooks_and_cleanup_find_placed_volumes(bed: Bed) -> None:
+    """The start hook reads a placed volume's access mode where its record says; the post hooks'
+    cleanup unmaps it on whichever cluster; userspace on another cluster names its conf and keyring."""
+    from hooks import images
+    from hooks.env import Disk
+
+    prov = bed.prov
+    near, far = prov.volume(), prov.volume()
+    assert prov.run("create", near, bed.cfg, VOL_SIZE="16", EXTP_BACKEND="fast", EXTP_ACCESS="userspace").ok()
+    assert prov.run("create", far, bed.cfg, VOL_SIZE="16", EXTP_BACKEND="far").ok()
+    cfg = gconfig.load(bed.cfg)
+    with Session(cfg) as s:
+        assert images.find(s, cfg, Disk(0, "rbd", near, 16)).access == "userspace"
+        found = images.find(s, cfg, Disk(1, "rbd", far, 16))
+        assert (found.pool, found.access) == ("rbd", "kernelspace")
+    uri = prov.attach(far, bed.cfg, EXTP_ACCESS="userspace")[1]
+    assert uri == f"kvm:rbd:rbd/{far}:id={bed.far.client_id}:conf={bed.far.conf}:keyring={bed.far.keyring}"
+    dev_near, _ = prov.attach(near, bed.cfg, EXTP_ACCESS="kernelspace")
+    dev_far, _ = prov.attach(far, bed.cfg)
+    assert os.path.exists(dev_near) and os.path.exists(dev_far)
+    from ganeti_ceph.rbd.service import VolumeService
+
+    undone = VolumeService(cfg).detach_all([near, far])
+    assert sorted((r.pool, r.name) for r in undone) == sorted([("fast", near), ("rbd", far)])
+    for vol in (near, far):
+        assert "was not mapped" in prov.run("detach", vol, bed.cfg).ok().note
+        assert prov.run("remove", vol, bed.cfg).ok()
