@@ -211,6 +211,8 @@ def read_keys(cls: type, data: dict, source: str, prefix: str = "") -> Any:
                 raise ConfigError(f"{source}: '{name}' must be a mapping ({allowed})")
             args[f.name] = read_keys(sub, value, source, f"{name}.")
         elif name in data or f.default is MISSING:
+            if name not in data and f.metadata["kind"] not in (FILE,):  # FILE says "must be set" itself
+                raise ConfigError(f"{source}: '{prefix}{name}' must be set")
             try:
                 args[f.name] = f.metadata["kind"].read(data.get(name), prefix + name)
             except GanetiCephError as exc:
