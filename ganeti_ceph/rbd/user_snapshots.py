@@ -42,7 +42,7 @@ from ganeti_ceph.errors import Busy, GanetiFailed, NotFound, UsageError
 from ganeti_ceph.ganeti import config_data
 from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.log import progress
-from ganeti_ceph.rbd import volumes
+from ganeti_ceph.rbd import clients, volumes
 from ganeti_ceph.session import Session
 
 if TYPE_CHECKING:  # Ganeti's reader and the service: not loaded for revert_pending (a provider call may use it)
@@ -357,6 +357,18 @@ def revert(s: Session, pool: str, image: str, name: str, rerun: str = "", now: f
     return Reverted(name, marker.safety, resumed)
 
 
+@contextmanager
+def recorded_session(svc: VolumeService, pool: str, image: str) -> Iterator[Session]:
+    """A session of the volume service whose client is recorded for the call (clients.py), as the service's
+    own calls are: a run killed mid-way (a revert in its rollback) leaves a watch and the image's lock that
+    would refuse its rerun until Ceph's watch timeout; the next run releases what dead runs left first."""
+    with svc.sessions(svc.cfg) as s:
+        fsid = s.fsid()
+        clients.release_dead(svc.cfg.run_dir, s, fsid)
+        with clients.recorded(svc.cfg.run_dir, s, fsid, pool, image):
+            yield s
+
+
 def revert_pending(s: Session, ioctx: rados.Ioctx, image: str) -> Marker | None:
     """The unfinished revert of `image` (None: none), read without opening it: its id object, then one
     omap key of its header (librbd keeps metadata there as `metadata_<key>`, the value as it was set)."""
@@ -467,7 +479,7 @@ class InstanceSnapshots:
     def add(self, instance: str, spec: str, name: str | None, keep: int | None) -> tuple[DiskVolume, Added]:
         if name is not None:
             check_name(name)
-        with self._locked(instance, spec, "add") as (_, vol), self.svc.sessions(self.svc.cfg) as s:
+        with self._locked(instance, spec, "add") as (_, vol), recorded_session(self.svc, vol.pool, vol.image) as s:
             return vol, add(s, vol.pool, vol.image, name, keep, self._rerun(vol))
 
     def listing(self, instance: str, spec: str | None) -> list[tuple[DiskVolume, Listing]]:
@@ -477,7 +489,8 @@ class InstanceSnapshots:
 
     def remove(self, instance: str, spec: str, name: str) -> DiskVolume:
         check_name(name)
-        with self._locked(instance, spec, "remove") as (_, vol), self.svc.sessions(self.svc.cfg) as s:
+        with self._locked(instance, spec, "remove") as (_, vol), \
+                recorded_session(self.svc, vol.pool, vol.image) as s:
             remove(s, vol.pool, vol.image, name)
             return vol
 
@@ -485,5 +498,5 @@ class InstanceSnapshots:
         check_name(name)
         with self._locked(instance, spec, "revert") as (inst, vol):
             check_stopped(inst)
-            with self.svc.sessions(self.svc.cfg) as s:
+            with recorded_session(self.svc, vol.pool, vol.image) as s:
                 return vol, revert(s, vol.pool, vol.image, name, self._rerun(vol))

@@ -4,13 +4,19 @@ and the refusals (bad name, watcher, clone child, foreign protection); the provi
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import rbd
 
 from ganeti_ceph.errors import Busy, NotFound, UsageError
 from ganeti_ceph.rbd import snapshots, user_snapshots, volumes
+from ganeti_ceph.rbd.service import VolumeService
 from ganeti_ceph.rbd.user_snapshots import PREFIX
 from ganeti_ceph.session import Session
 from tests.conftest import LocalCluster
@@ -189,3 +195,60 @@ def test_an_interrupted_revert_is_shown_refused_around_and_finished_by_a_rerun(s
         assert img.size() == 96 * MiB  # the size Ganeti knows, kept
     assert user_snapshots.listing(s, pool, image).marker is None
     assert names(s, image) == ["good", "other", cut.safety]
+
+
+KILLED_REVERT = """
+import dataclasses, sys
+from ganeti_ceph import config
+from ganeti_ceph.rbd import user_snapshots as us
+from ganeti_ceph.rbd.service import VolumeService
+conf, run_dir, pool, image = sys.argv[1:]
+svc = VolumeService(dataclasses.replace(config.load(conf), run_dir=run_dir))
+with us.recorded_session(svc, pool, image) as s:
+    us.revert(s, pool, image, "base")
+"""
+
+
+def test_a_revert_killed_in_its_rollback_is_finished_by_a_rerun(local_cluster: LocalCluster, tmp_path: Path) -> None:
+    """A revert SIGKILLed once its rollback began (1024 objects to roll back) leaves the marker, its watch and the
+    image's lock: the rerun releases the dead client (recorded_session), then finishes the revert."""
+    cfg = replace(local_cluster.client, run_dir=str(tmp_path))
+    pool, image, chunk = cfg.pool, f"usk-{os.urandom(4).hex()}", 4096
+    with Session(cfg) as s, s.ioctx() as ioctx:
+        rbd.RBD().create(ioctx, image, 64 * MiB, order=16, old_format=False,
+                         features=volumes.feature_bits(volumes.DEFAULT_FEATURES))
+    try:
+        with Session(cfg) as s, s.ioctx() as ioctx, rbd.Image(ioctx, image) as img:
+            for offset in range(0, 64 * MiB, 64 * 1024):
+                img.write(b"o" * chunk, offset)
+            img.create_snap(PREFIX + "base")
+            for offset in range(0, 64 * MiB, 64 * 1024):
+                img.write(b"n" * chunk, offset)
+        conf = os.path.join(local_cluster.dir, "ganeti-ceph.yaml")
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_REVERT, conf, str(tmp_path), pool, image],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            for line in proc.stderr:  # type: ignore[union-attr]
+                if "rolling back" in line:
+                    proc.kill()
+                    break
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        svc = VolumeService(cfg)
+        with user_snapshots.recorded_session(svc, pool, image) as s:
+            marker = user_snapshots.listing(s, pool, image).marker
+            assert marker is not None and marker.to == "base", "the kill came after the rollback had finished"
+            done = user_snapshots.revert(s, pool, image, "base")
+        assert done.resumed and done.safety == marker.safety
+        with Session(cfg) as s, s.ioctx() as ioctx, rbd.Image(ioctx, image, read_only=True) as img:
+            assert {img.read(o, chunk) for o in range(0, 64 * MiB, 64 * 1024)} == {b"o" * chunk}
+            img.set_snap(PREFIX + done.safety)
+            assert {img.read(o, chunk) for o in range(0, 64 * MiB, 64 * 1024)} == {b"n" * chunk}
+    finally:
+        with Session(cfg) as s, s.ioctx() as ioctx:
+            with rbd.Image(ioctx, image) as img:
+                for snap in img.list_snaps():
+                    img.remove_snap(snap["name"])
+            rbd.RBD().remove(ioctx, image)
