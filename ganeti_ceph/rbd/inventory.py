@@ -69,7 +69,7 @@ class Image:
     used: int | None  # bytes allocated (fast-diff), None when the image cannot tell cheaply
     meta: dict[str, str]  # its ganeti.* metadata
     watchers: tuple[str, ...]  # client addresses, our own session's left out
-    snapshots: tuple[str, ...]
+    snapshots: tuple[str, ...]  # oldest first
     parent: str  # pool/image@snap, "" for none
 
 
@@ -255,7 +255,7 @@ def read_image(s: Session, place: Place, name: str, me: int | None) -> Image | N
                 rbd.Image(ioctx, name, read_only=True) as img:
             meta = {k: v for k, v in img.metadata_list() if k.startswith("ganeti.")}
             size = int(img.size())
-            snaps = tuple(sorted(x["name"] for x in img.list_snaps()))
+            snaps = tuple(x["name"] for x in img.list_snaps())  # oldest first
             try:
                 spec = img.get_parent_image_spec()
                 parent = f"{spec['pool_name']}/{spec['image_name']}@{spec['snap_name']}"
@@ -295,7 +295,8 @@ def read_place(s: Session, place: Place, names: Iterable[str] | None = None) -> 
     with s.ioctx(place.pool) as ioctx, s.errors(f"list images in pool {place.pool}"):
         listed = sorted(rbd.RBD().list(ioctx))
     if names is not None:
-        listed = [n for n in listed if n in set(names)]
+        wanted = set(names)
+        listed = [n for n in listed if n in wanted]
     with s.errors("get our client id"):
         me = s.rados.get_instance_id()
     with ThreadPoolExecutor(max_workers=READERS) as pool:
@@ -319,12 +320,6 @@ def collect(cfg: Config, names: Iterable[str] | None = None, backend: str | None
             for p in group:
                 images += read_place(s, p, names)
     return images
-
-
-def inventory(cfg: Config, disks: list[GDisk], node_ips: dict[str, str], names: Iterable[str] | None = None,
-              backend: str | None = None, sessions: Sessions = one_shot) -> list[Volume]:
-    """Every volume (or those named) with its owner, from Ganeti's `disks` and node addresses."""
-    return join(collect(cfg, names, backend, sessions), owners(disks), node_ips)
 
 
 def node_ips(nodes: Iterable[GNode]) -> dict[str, str]:
