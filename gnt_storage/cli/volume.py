@@ -41,15 +41,15 @@ def _units(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = config.load()
     if args.action == "show":
-        vol = inventory.one(cfg, args.target)
+        inventory.parse_target(args.target)  # bad input refused before anything is read
+        vol = inventory.one(config.load(), args.target)
         print("\n".join(inventory.show(vol, args.units or "h")))
         return 0
     fields = inventory.check_fields(args.output)
     if args.separator == "":
         raise UsageError("--separator: give a non-empty separator")
-    vols = inventory.volumes(cfg, args.names, instance=args.instance, backend=args.backend)
+    vols = inventory.volumes(config.load(), args.names, instance=args.instance, backend=args.backend)
     lines = inventory.table([inventory.row(v) for v in vols], fields, headers=not args.no_headers,
                             separator=args.separator, units=args.units)
     if lines:

@@ -148,3 +148,19 @@ def test_show_every_field() -> None:
     shown = inventory.show(orphan)
     assert any(line.startswith("Instance:  - (orphan") for line in shown) and "Open:      -" in shown
     assert "Snapshots: 0" in shown
+
+
+@pytest.mark.parametrize(("argv", "text"), [
+    (["volume", "list", "-o", "name,colour"], "unknown field(s) colour"),
+    (["volume", "list", "--separator="], "--separator: give a non-empty separator"),
+    (["volume", "show", "web:"], "give an image name or INSTANCE:DISK"),
+    (["volume", "list", "--units", "k"], "argument --units: invalid choice"),
+])
+def test_command_line_refuses_before_reading(argv: list[str], text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad arguments are one UsageError line before any config, Ganeti or Ceph is read (no config exists here)."""
+    from gnt_storage import cli
+
+    monkeypatch.setenv("GANETI_CEPH_CONFIG", "/nonexistent/ceph.yaml")
+    with pytest.raises(UsageError) as err:
+        cli.main(argv)
+    assert text in err.value.message and "\n" not in err.value.message
