@@ -36,6 +36,8 @@ VERIFY_HOOK = "60-ganeti-ceph-health"  # cluster-verify-post.d: Ceph's health in
 HOOKS = (("instance-start", "pre"), ("instance-migrate", "pre"), ("instance-failover", "pre"),
          ("instance-stop", "post"), ("instance-remove", "post"), ("instance-migrate", "post"),
          ("instance-failover", "post"), ("node-add", "post"), ("disk-grow", "post"),
+         # Project quotas (the catalogue's projects), on the master.
+         ("instance-add", "pre"), ("disk-grow", "pre"),
          # The storage group's node lifecycle (gnt_storage.deploy.lifecycle).
          ("node-modify", "pre"), ("node-modify", "post"), ("node-remove", "pre"), ("node-remove", "post"))
 

@@ -40,6 +40,11 @@ class HookEnv:
     grown_disk: int = -1
     disks: tuple[Disk, ...] = ()
     hv: dict[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    template: str = ""  # INSTANCE_DISK_TEMPLATE
+    new_sizes: tuple[int, ...] = ()  # instance-add: every disk's MiB (its pre phase names no disk type)
+    amount: int = 0  # disk-grow: MiB to add, or the new size when `absolute`
+    absolute: bool = False
 
     @property
     def rbd_disks(self) -> tuple[Disk, ...]:
@@ -53,11 +58,7 @@ def _disks(env: Mapping[str, str], prefix: str) -> list[Disk]:
         p = f"{prefix}DISK{i}_"
         if env.get(p + "DEV_TYPE") != "ext":
             continue
-        try:
-            size = int(float(env.get(p + "SIZE", "0") or 0))
-        except ValueError:
-            size = 0
-        out.append(Disk(i, env.get(p + "PROVIDER", ""), env.get(p + "ID", ""), size))
+        out.append(Disk(i, env.get(p + "PROVIDER", ""), env.get(p + "ID", ""), _mib(env.get(p + "SIZE"))))
     return out
 
 
@@ -79,7 +80,17 @@ def parse(env: Mapping[str, str]) -> HookEnv:
         grown_disk=int(g["DISK"]) if g.get("DISK", "").isdigit() else -1,
         disks=tuple(disks),
         hv={k[len("INSTANCE_HV_"):]: v for k, v in g.items() if k.startswith("INSTANCE_HV_")},
+        tags=tuple(g.get("INSTANCE_TAGS", "").split()), template=g.get("INSTANCE_DISK_TEMPLATE", ""),
+        new_sizes=tuple(_mib(g.get(f"INSTANCE_DISK{i}_SIZE")) for i in range(_mib(g.get("INSTANCE_DISK_COUNT")))),
+        amount=_mib(g.get("AMOUNT")), absolute=g.get("ABSOLUTE") == "True",
     )
+
+
+def _mib(text: str | None) -> int:
+    try:
+        return max(0, int(float(text or 0)))
+    except ValueError:
+        return 0
 
 
 def normalized(name: str) -> str:

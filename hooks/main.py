@@ -14,6 +14,9 @@
   node's OSDs (planned maintenance), or lifted (gnt_storage.deploy).
 - disk-grow, post, on the primary: a running QEMU is told the disk's new
   size (block_resize); Ganeti 3.0 does not, and the guest would not see it.
+- instance-add and disk-grow, pre, on the master: a project's quotas (the
+  catalogue's projects; an instance is in project NAME by its tag
+  `project:NAME`) are checked against the disks its ext instances have.
 
 The access mode of a disk is read from its image's metadata
 (`ganeti.access`, written by the provider at create and by
@@ -32,8 +35,9 @@ from collections.abc import Callable
 from ganeti_ceph import atomic, config, watchdog
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import GanetiCephError, UsageError, run_main
+from ganeti_ceph.ganeti import Ganeti
 from ganeti_ceph.ganeti import run as ganeti_run
-from ganeti_ceph.rbd import mappers
+from ganeti_ceph.rbd import catalogue, mappers, placement, volumes
 from ganeti_ceph.rbd.access import QEMU_CONF, qemu_keyring
 from ganeti_ceph.rbd.service import VolumeService
 from ganeti_ceph.session import Session
@@ -74,6 +78,28 @@ def check_node(h: HookEnv, cfg: Config, probe: checks.Probe) -> None:
                 raise UsageError(f"disk {disk.index} ({pool}/{disk.volume}, {access}) cannot be served on this "
                                  f"node: {problems[0]}")
             say(f"disk {disk.index} ({pool}/{disk.volume}): {access} access OK")
+
+
+def check_project(h: HookEnv, cfg: Config) -> None:
+    """Veto an add or grow that would take the instance's project past its quotas."""
+    cat = catalogue.load(cfg)
+    name = placement.project_of(h.tags, cat.project_tag) if cat.projects else None
+    project = cat.project(name) if name else None
+    if project is None or h.template != "ext":
+        return
+    if h.hpath == "instance-add":
+        add_mib, add_disks = sum(h.new_sizes), len(h.new_sizes)
+    else:
+        disk = next((d for d in h.disks if d.index == h.grown_disk), None)
+        current = disk.size_mib if disk else 0
+        add_mib, add_disks = (h.amount - current if h.absolute else h.amount), 0
+    used_mib, used_disks = Ganeti().project_usage(f"{cat.project_tag}{name}", exclude=h.instance)
+    if h.hpath == "disk-grow":  # the instance's own disks count too: it exists
+        used_mib += sum(d.size_mib for d in h.disks)
+        used_disks += len(h.disks)
+    mib = volumes.MIB
+    placement.refuse_project(project, placement.Usage(used_mib * mib, used_disks), add_mib * mib, add_disks)
+    say(f"project {name}: {used_mib + add_mib} MiB in {used_disks + add_disks} disk(s) within its quotas")
 
 
 def provision_chroot(cfg: Config, chroot: str) -> None:
@@ -157,6 +183,8 @@ def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: ch
         if is_master:
             storage_node_hook(h, bound)
         return 0
+    if is_master and h.phase == "pre" and h.hpath in ("instance-add", "disk-grow"):
+        check_project(h, load())
     if not h.rbd_disks:
         return 0
     if h.hpath == "disk-grow":

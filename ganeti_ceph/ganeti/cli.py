@@ -71,6 +71,26 @@ def parse_list(field: str) -> list[str]:
     return [str(t) for t in ast.literal_eval(field)] if field else []
 
 
+USAGE_FIELDS = ("name", "tags", "disk_template", "disk.sizes")
+
+
+def parse_usage(text: str, tag: str, exclude: str = "") -> tuple[int, int]:
+    """(MiB, disks) of the ext disks of the instances tagged `tag` but `exclude`, from
+    `gnt-instance list --no-headers --separator='|' -o USAGE_FIELDS` (pure)."""
+    mib = count = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        name, tags, template, sizes = line.split(SEP)
+        tag_list = parse_list(tags) if tags.startswith("[") else [t for t in tags.split(",") if t]
+        if name == exclude or template != "ext" or tag not in tag_list:
+            continue
+        disk_sizes = [int(x) for x in (parse_list(sizes) if sizes.startswith("[") else sizes.split(",")) if x]
+        mib += sum(disk_sizes)
+        count += len(disk_sizes)
+    return mib, count
+
+
 def parse_groups(text: str) -> dict[str, list[str]]:
     """`gnt-group list --no-headers --separator='|' -o name,tags` -> {group: tags}."""
     out = {}
@@ -124,6 +144,11 @@ class Ganeti:
         if res.returncode != 0:
             raise GanetiFailed(f"{' '.join(argv[:2])} failed: {condense(res)}")
         return res.stdout
+
+    def project_usage(self, tag: str, exclude: str = "") -> tuple[int, int]:
+        """(MiB, disks) of the ext disks of the instances tagged `tag`, but instance `exclude`."""
+        return parse_usage(self._run("gnt-instance", "list", "--no-headers", f"--separator={SEP}", "-o",
+                                     ",".join(USAGE_FIELDS)), tag, exclude)
 
     def copy_file(self, path: str) -> None:
         """Copy `path` to every other node, as Ganeti copies its own files (gnt-cluster copyfile)."""

@@ -126,3 +126,27 @@ def test_backend_and_tag_names() -> None:
     for bad in ("", "x" * 65, "a/b", "é"):
         with pytest.raises(UsageError):
             catalogue.check_backend_name(bad)
+
+
+def test_project_usage_from_gnt_instance_list() -> None:
+    from ganeti_ceph.ganeti.cli import parse_usage
+
+    text = ("a|['project:acme', 'x']|ext|[1024, 2048]\n"
+            "b|['project:acme']|plain|[512]\n"
+            "c|['project:other']|ext|[64]\n"
+            "d|['project:acme']|ext|[]\n"
+            "me|['project:acme']|ext|[100]\n")
+    assert parse_usage(text, "project:acme", exclude="me") == (3072, 2)
+    assert parse_usage(text, "project:acme") == (3172, 3)
+
+
+def test_the_hook_environment_of_an_add_and_a_grow() -> None:
+    from hooks.env import parse
+
+    add = parse({"GANETI_HOOKS_PATH": "instance-add", "GANETI_INSTANCE_TAGS": "project:acme web",
+                 "GANETI_INSTANCE_DISK_TEMPLATE": "ext", "GANETI_INSTANCE_DISK_COUNT": "2",
+                 "GANETI_INSTANCE_DISK0_SIZE": "1024", "GANETI_INSTANCE_DISK1_SIZE": "512"})
+    assert (add.tags, add.template, add.new_sizes) == (("project:acme", "web"), "ext", (1024, 512))
+    grow = parse({"GANETI_HOOKS_PATH": "disk-grow", "GANETI_AMOUNT": "2048", "GANETI_ABSOLUTE": "True",
+                  "GANETI_DISK": "0"})
+    assert (grow.amount, grow.absolute, grow.grown_disk) == (2048, True, 0)
