@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from ganeti_ceph.config import Config
 from ganeti_ceph.errors import NotFound, UsageError
 from ganeti_ceph.ganeti.cli import Ganeti, GDisk, GNode
-from ganeti_ceph.rbd import locks
-from ganeti_ceph.rbd.catalogue import Catalogue
+from ganeti_ceph.rbd import catalogue, locks
 from ganeti_ceph.rbd.fencing import ip_of
 from ganeti_ceph.rbd.volumes import META_ACCESS, META_ORIGIN, META_UUID, MIB
 from ganeti_ceph.session import Session, one_shot
 
-DEFAULT_BACKEND = "default"
 # Images read at once within a session: librbd drops the GIL, so a listing of hundreds is not 500 round trips
 # end to end; each call stays bounded by the session's timeouts.
 READERS = 8
@@ -53,9 +51,13 @@ class Place:
 
 
 def places(cfg: Config) -> list[Place]:
-    """Every pool our volumes may live in. Today: the one backend the config describes (Catalogue.of);
-    rewired to the backend catalogue (several clusters, pools, namespaces) when that lands."""
-    return [Place(DEFAULT_BACKEND, cfg, Catalogue.of(cfg).pool(""))]
+    """Every pool (or `pool/namespace`) our volumes may live in: each backend of the catalogue, a
+    place two backends share listed once, under the first."""
+    out: dict[tuple, Place] = {}
+    for b in catalogue.load(cfg).backends:
+        bcfg = b.config(cfg)
+        out.setdefault((bcfg.conf, bcfg.keyring, bcfg.client_id, b.location), Place(b.name, bcfg, b.location))
+    return list(out.values())
 
 
 # -- what Ceph says of one image --------------------------------------------------------------------------

@@ -279,3 +279,20 @@ def test_hooks_and_cleanup_find_placed_volumes(bed: Bed) -> None:
     for vol in (near, far):
         assert "was not mapped" in prov.run("detach", vol, bed.cfg).ok().note
         assert prov.run("remove", vol, bed.cfg).ok()
+
+
+def test_the_inventory_lists_every_backend(bed: Bed) -> None:
+    """`volume list` walks every backend of the catalogue: pools, the namespace and the other cluster."""
+    from ganeti_ceph.rbd import inventory
+
+    prov = bed.prov
+    made = {"fast": prov.volume(), "tenant": prov.volume(), "far": prov.volume()}
+    for backend, vol in made.items():
+        assert prov.run("create", vol, bed.cfg, VOL_SIZE="8", EXTP_BACKEND=backend, EXTP_ACCESS="userspace").ok()
+    cfg = gconfig.load(bed.cfg)
+    vols = inventory.volumes(cfg, disks=[], ganeti=None, names=list(made.values()))
+    assert {(v.image.backend, v.image.pool, v.image.name) for v in vols} == {
+        ("fast", "fast", made["fast"]), ("tenant", "rbd/tenant", made["tenant"]), ("far", "rbd", made["far"])}
+    assert [v.image.name for v in inventory.volumes(cfg, disks=[], backend="tenant")] == [made["tenant"]]
+    for vol in made.values():
+        assert prov.run("remove", vol, bed.cfg).ok()
