@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any
 
-import yaml
-
+from ganeti_ceph import plain_yaml
 from ganeti_ceph.errors import ConfigError, GanetiCephError
 from ganeti_ceph.naming import check_client_id, check_pool_name
 
@@ -241,6 +240,8 @@ def as_data(obj: Any) -> dict[str, Any]:
 
 def dump(cfg: Config) -> str:
     """Render a Config as the YAML that `parse` reads back: the one writer of ganeti-ceph.yaml files."""
+    import yaml  # not loaded by a provider call, which only reads (plain_yaml)
+
     return yaml.safe_dump(as_data(cfg), sort_keys=False)
 
 
@@ -279,17 +280,27 @@ def read_yaml(path: str, what: str = "config file", missing: str = "") -> Any:
         if len(text) > MAX_BYTES or _flow_depth(text) > MAX_DEPTH:  # yaml takes seconds per KiB of [[[...
             raise ConfigError(f"{what} {path} is over {MAX_BYTES} bytes or nests over {MAX_DEPTH} deep; "
                               "fix its content")
-        return yaml.safe_load(text)
+        data = plain_yaml.parse(text)
+        return _pyyaml(text, f"{what} {path}") if data is plain_yaml.OTHER else data
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} not found; {missing or 'create it'}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise ConfigError(f"{what} {path} is not UTF-8 YAML of a sane depth; fix its content") from None
+
+
+def _pyyaml(text: str, name: str) -> Any:
+    """yaml.safe_load, for a file beyond the plain subset config.dump writes: imported only then,
+    since importing it would cost every provider call more than reading its config."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{what} {path} is not valid YAML{where}; fix its syntax") from None
-    except (UnicodeDecodeError, RecursionError):
-        raise ConfigError(f"{what} {path} is not UTF-8 YAML of a sane depth; fix its content") from None
+        raise ConfigError(f"{name} is not valid YAML{where}; fix its syntax") from None
 
 
 def load(path: str | None = None) -> Config:

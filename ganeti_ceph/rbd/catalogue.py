@@ -18,8 +18,6 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
 from ganeti_ceph.config import COUNT, FILE, POOL, REQUIRED, TEXT, Config, Kind, as_data, read_keys, read_yaml, setting
 from ganeti_ceph.errors import ConfigError, UsageError
 from ganeti_ceph.naming import check_client_id
@@ -226,6 +224,8 @@ def load(cfg: Config) -> Catalogue:
 
 def dump(cat: Catalogue) -> str:
     """The file's YAML (parse reads it back): the implicit default backend is not written."""
+    import yaml  # here only: a provider call reads the catalogue through config.read_yaml
+
     data: dict[str, Any] = {"backends": [_plain(b) for b in cat.backends if not implicit(b)]}
     if cat.projects:
         data["projects"] = [_plain(p) for p in cat.projects]
