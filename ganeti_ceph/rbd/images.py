@@ -138,8 +138,14 @@ def probe(path: str, fmt: str | None = None) -> Source:
         raise UsageError(f"{path}: no such file; give the disk image file to import")
     if os.path.isdir(path) or not os.access(path, os.R_OK):
         raise UsageError(f"{path}: not a readable file; give a disk image file this user can read")
-    res = runner.execute(["qemu-img", "info", "--output=json", *(["-f", fmt] if fmt else []), path],
-                         f"read {path}", 60)
+    try:
+        res = runner.execute(["qemu-img", "info", "--output=json", *(["-f", fmt] if fmt else []), path],
+                             f"read {path}", 60)
+    except ToolFailed as exc:
+        if exc.kind == "missing":
+            raise ToolFailed(f"{exc.message}; install qemu-utils (and qemu-block-extra) and rerun", "missing") \
+                from None
+        raise
     if res.returncode != 0:
         raise UsageError(f"{path} is not a {fmt or 'disk'} image qemu-img can read: {runner.last_words(res)}")
     try:
@@ -213,9 +219,17 @@ def _copy(cfg: Config, src: Source, pool: str, image: str) -> None:
         for pct in steps:
             log.progress(f"copied {pct}%")
 
-    runner.follow(["qemu-img", "convert", "-p", "-n", "--target-is-zero", "-f", src.format, "-O", "raw", src.path,
-                   rbd_target(cfg, pool, image)], f"copy {src.path} into {pool}/{image}",
-                  copy_timeout(src.size), show)
+    try:
+        runner.follow(["qemu-img", "convert", "-p", "-n", "--target-is-zero", "-f", src.format, "-O", "raw",
+                       src.path, rbd_target(cfg, pool, image)], f"copy {src.path} into {pool}/{image}",
+                      copy_timeout(src.size), show)
+    except ToolFailed as exc:
+        if "Unknown protocol 'rbd'" in exc.message:  # QEMU's rbd driver is a package of its own in Debian
+            raise ToolFailed(f"{exc.message}; install qemu-block-extra (QEMU's rbd driver) and rerun") from None
+        if exc.kind == "missing":
+            raise ToolFailed(f"{exc.message}; install qemu-utils (and qemu-block-extra) and rerun", "missing") \
+                from None
+        raise
 
 
 def _resume(s: Session, ioctx: rados.Ioctx, pool: str, name: str, rec: dict) -> ImageInfo | None:
