@@ -30,6 +30,15 @@ def disk_sha(tb: Testbed, instance: str) -> str:
     return out.split()[0]
 
 
+def read_snap(admin: Config, vol: str, name: str) -> bytes:
+    """The first MiB of the volume at user snapshot `name`."""
+    import rbd
+
+    with Session(admin) as s, s.ioctx("rbd") as ioctx, \
+            rbd.Image(ioctx, vol, snapshot=user_snapshots.PREFIX + name, read_only=True) as img:
+        return img.read(0, MiB)
+
+
 @pytest.fixture
 def instance(testbed: Testbed) -> Iterator[str]:
     """A stopped KVM instance (no OS) with one kernelspace rbd disk named root."""
@@ -57,6 +66,9 @@ def test_revert_refused_while_running_then_seen_by_the_restarted_instance(testbe
     assert code != 0 and out == "" and len(err.splitlines()) == 1 and "is running" in err, err
     code, out, err = snapshot(tb, "list", inst, "--no-headers", "--separator=|", "-o", "disk,name,size,state")
     assert (code, out) == (0, "0|base|64M|\n"), err
+    code, out, err = snapshot(tb, "add", inst, "0", "live")  # the guest runs: crash-consistent
+    assert (code, out) == (0, f"{inst} disk/0: snapshot live taken\n"), err
+    assert read_snap(ceph_admin, vol, "live") == new
 
     tb.gnt("gnt-instance", "shutdown", "--timeout=0", inst)
     code, out, err = snapshot(tb, "revert", inst, "root", "base")
@@ -68,7 +80,7 @@ def test_revert_refused_while_running_then_seen_by_the_restarted_instance(testbe
     tb.gnt("gnt-instance", "start", inst)
     assert disk_sha(tb, inst) == hashlib.sha256(old).hexdigest()
     code, out, _ = snapshot(tb, "list", inst, "0", "--no-headers", "-o", "name")
-    assert out.split() == ["base", safety]
+    assert out.split() == ["base", "live", safety]
     code, out, err = snapshot(tb, "remove", inst, "0", "nosuch")
     assert code != 0 and len(err.splitlines()) == 1 and "no snapshot nosuch" in err, err
     tb.gnt("gnt-instance", "shutdown", "--timeout=0", inst)
@@ -77,7 +89,7 @@ def test_revert_refused_while_running_then_seen_by_the_restarted_instance(testbe
     with Session(ceph_admin) as s:
         cut = user_snapshots.revert(s, "rbd", vol, "base", stop_after_safety=True)
     code, out, err = snapshot(tb, "list", inst, "--no-headers", "--separator=|", "-o", "name,state")
-    assert out.splitlines() == ["base|revert target (unfinished)", f"{safety}|",
+    assert out.splitlines() == ["base|revert target (unfinished)", "live|", f"{safety}|",
                                 f"{cut.safety}|revert safety (unfinished)"]
     assert f"finish it: gnt-storage snapshot revert {inst} 0 base" in err, err
     code, out, err = snapshot(tb, "add", inst, "0")
@@ -86,7 +98,7 @@ def test_revert_refused_while_running_then_seen_by_the_restarted_instance(testbe
     assert code == 0 and out.startswith(f"{inst} disk/0: finished the revert to snapshot base; the state before "
                                         f"is snapshot {cut.safety} "), err
 
-    for name in ("base", safety, cut.safety):
+    for name in ("base", "live", safety, cut.safety):
         code, out, err = snapshot(tb, "remove", inst, "0", name)
         assert (code, out) == (0, f"{inst} disk/0: snapshot {name} removed\n"), err
     snapshot(tb, "add", inst, "0", "a")
