@@ -106,7 +106,7 @@ def test_import_reads_back_the_file(prov: Provider, files: dict[str, str], fmt: 
     assert digest_image(prov, name, snap=images.SNAP) == want
     with prov.image(name) as img:
         assert img.is_protected_snap(images.SNAP)
-    assert listing(prov)[name] == ["rbd", f"{SIZE_MIB}M", fmt, files[fmt], "0", ""]
+    assert listing(prov)[name] == ["rbd", str(SIZE_MIB), fmt, files[fmt], "0", ""]
     assert registry(prov)[name]["state"] == "ready"
     assert not [i for i in pool_images(prov) if i.startswith(f"{name}.import-")]
     assert gs(prov, "remove", name).returncode == 0

@@ -13,6 +13,7 @@ from ganeti_ceph import config, runner
 from ganeti_ceph.errors import ToolFailed, UsageError
 from ganeti_ceph.rbd import images, volumes
 from ganeti_ceph.rbd.images import ImageInfo
+from gnt_storage.cli import _listing
 from gnt_storage.cli import image as cli
 
 MIB = 1024 * 1024
@@ -123,16 +124,17 @@ ROWS = [ImageInfo("debian", "rbd", 10240, "qcow2", "/srv/debian.qcow2", 0.0, ("r
 
 
 def test_list_table_in_the_gnt_style() -> None:
-    names = cli.fields("")
-    assert cli.table(ROWS, names) == [
-        "Name   Pool Size  Format ImportedFrom      Clones Created",
-        "debian rbd  10.0G qcow2  /srv/debian.qcow2 2      1970-01-01 00:00:00",
-        "tiny   rbd  48M   raw    /srv/tiny.raw     0      1970-01-02 00:00:00",
+    rows = [cli.row(r) for r in ROWS]
+    names = _listing.check_fields(",".join(cli.DEFAULT_FIELDS), cli.FIELDS, cli.DEFAULT_FIELDS)
+    assert _listing.table(rows, names, cli.FIELDS) == [
+        "Name   Pool  Size Format ImportedFrom      Clones Created",
+        "debian rbd  10.0G qcow2  /srv/debian.qcow2      2 1970-01-01 00:00:00",
+        "tiny   rbd    48M raw    /srv/tiny.raw          0 1970-01-02 00:00:00",
     ]
-    assert cli.table(ROWS, cli.fields("name,clone_list"), headers=False, separator="|") == ["debian|rbd/a,rbd/b",
-                                                                                           "tiny|"]
-    assert cli.fields("+clone_list") == [*cli.DEFAULT_FIELDS, "clone_list"]
+    names = _listing.check_fields("name,size,clone_list", cli.FIELDS, cli.DEFAULT_FIELDS)
+    assert _listing.table(rows, names, cli.FIELDS, headers=False, separator="|") == ["debian|10240|rbd/a,rbd/b",
+                                                                                     "tiny|48|"]
+    assert _listing.check_fields("+clone_list", cli.FIELDS, cli.DEFAULT_FIELDS) == (*cli.DEFAULT_FIELDS,
+                                                                                      "clone_list")
     with pytest.raises(UsageError, match="unknown field"):
-        cli.fields("name,colour")
-    with pytest.raises(UsageError, match="none given"):
-        cli.fields(",")
+        _listing.check_fields("name,colour", cli.FIELDS, cli.DEFAULT_FIELDS)
