@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 
 from ganeti_ceph.config import Config, conf_fsid
-from ganeti_ceph.errors import GanetiCephError, NotFound, UsageError
+from ganeti_ceph.errors import Busy, GanetiCephError, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name
 from ganeti_ceph.rbd import (
     backends,
@@ -31,6 +31,7 @@ from ganeti_ceph.rbd import (
     prealloc_wipe,
     snapshots,
     target_guard,
+    user_snapshots,
     volumes,
 )
 from ganeti_ceph.rbd import remove as removal
@@ -202,12 +203,19 @@ class VolumeService:
         return mappers.Target(fsid, ref.pool, ref.name)
 
     def _require_volume(self, s: Session, ref: VolumeRef) -> None:
-        """The image exists, or is a pending snapshot volume, made real now."""
+        """The image exists, or is a pending snapshot volume, made real now; a disk whose revert to a
+        user snapshot stopped halfway is refused (a guest must not start on it)."""
         try:
             s.require_image(ref.pool, ref.name)
         except NotFound:
             if not snapshots.materialize(s, ref.pool, ref.name):
                 raise
+            return
+        with s.ioctx(ref.pool) as ioctx:
+            pending = user_snapshots.revert_pending(s, ioctx, ref.name)
+        if pending is not None:
+            raise Busy(f"{ref.pool}/{ref.name}: its revert to snapshot {pending.to} stopped halfway; finish it "
+                       f"(gnt-storage snapshot revert INSTANCE DISK {pending.to}) before using the disk")
 
     def create(self, spec: VolumeSpec) -> Created:
         """A new image, an adopted one (renamed, no copy) or a clone of `origin`, on the backend

@@ -3,6 +3,7 @@ and the refusals (bad name, watcher, clone child, foreign protection); the provi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import rbd
 
 from ganeti_ceph.errors import Busy, NotFound, UsageError
 from ganeti_ceph.rbd import snapshots, user_snapshots, volumes
-from ganeti_ceph.rbd.service import VolumeService
+from ganeti_ceph.rbd.service import VolumeRef, VolumeService
 from ganeti_ceph.rbd.user_snapshots import PREFIX
 from ganeti_ceph.session import Session
 from tests.conftest import LocalCluster
@@ -187,6 +188,12 @@ def test_an_interrupted_revert_is_shown_refused_around_and_finished_by_a_rerun(s
     for name in ("good", cut.safety):
         with pytest.raises(Busy, match="needed by a revert to good"):
             user_snapshots.remove(s, pool, image, name)
+    # No guest starts on it: the volume service's attach and open refuse, in either access mode.
+    svc = VolumeService(s.cfg, lambda _cfg: contextlib.nullcontext(s))
+    for call in (lambda: svc.attach(VolumeRef(pool, image), "userspace"),
+                 lambda: svc.open(VolumeRef(pool, image), True)):
+        with pytest.raises(Busy, match="its revert to snapshot good stopped halfway"):
+            call()
 
     done = user_snapshots.revert(s, pool, image, "good")
     assert done.resumed and done.safety == cut.safety
