@@ -9,7 +9,8 @@ Results go to bench/results.json as [{name, ours_s, baseline, baseline_s, ratio}
 
 Benches: local-cluster-up here; the provider actions (each a whole process,
 versus the rbd CLI) in bench/provider.py; the same from the installed .deb,
-in a Debian chroot, with and without its agent, in bench/packaged.py;
+in a Debian chroot, with and without its agent, in bench/packaged.py; placement, backend list and
+the placement records at scale in bench/backends.py;
 init-distributed-storage on a
 3-node Ganeti test bed, from scratch and re-run, in bench/distributed.py
 (alone: --only init-distributed-storage --only init-distributed-storage-rerun); fio through each
@@ -76,6 +77,9 @@ def local_cluster_up(ctx: Ctx) -> Result:
 import collector  # noqa: E402, F401
 import ganeti_add  # noqa: E402, F401
 import provider  # noqa: E402, F401
+
+# isort: split
+import backends  # noqa: E402, F401  (after provider: it uses the same cluster)
 
 # isort: split
 import packaged  # noqa: E402, F401  (after provider: it uses the same cluster)

@@ -23,7 +23,8 @@ PARAMETERS = {
             "placement puts the disk when a backend catalogue exists)",
     "backend": "the backend (gnt-storage backend list) the disk is created on; excludes pool and tags",
     "tags": "placement: the disk goes to the cheapest backend with all these tags (a+b) and room",
-    "origin": "clone source: [pool/]image@snapshot, or [pool/]image (snapshotted for the purpose)",
+    "origin": "clone source: [pool/]image@snapshot; [pool/]NAME of an image imported by gnt-storage image import "
+              "(its protected snapshot 'template'); or [pool/]image (snapshotted for the purpose)",
     "features": "RBD image features, comma- or plus-separated (default layering+exclusive-lock+object-map+"
                 "fast-diff+deep-flatten)",
     "data_pool": "pool for the image's data objects (e.g. erasure-coded); metadata stays in pool",
