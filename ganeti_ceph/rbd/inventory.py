@@ -5,8 +5,9 @@ open, can I remove it?". The answer joins two sources in one pass each: one
 Ganeti query for every instance's disk UUIDs (our images record their disk's
 UUID as `ganeti.uuid`, volumes.META_UUID), and one session per cluster in which
 each image is opened once, read-only. An image whose UUID no Ganeti disk has is
-an orphan (instance "-"). The join and every output format are pure functions
-(unit-tested); reading Ceph and Ganeti happens only in `collect` and `read_image`.
+an orphan (instance "-"). The join and a volume's values are pure functions
+(unit-tested; gnt_storage/cli/volume.py lays them out); reading Ceph and Ganeti
+happens only in `collect` and `read_image`.
 """
 
 from __future__ import annotations
@@ -28,15 +29,6 @@ from ganeti_ceph.session import Session, one_shot
 # Images read at once within a session: librbd drops the GIL, so a listing of hundreds is not 500 round trips
 # end to end; each call stays bounded by the session's timeouts.
 READERS = 8
-
-HEADERS = {"name": "Name", "instance": "Instance", "disk": "Disk", "backend": "Backend", "pool": "Pool",
-           "size": "Size", "used": "Used", "access": "Access", "mapped": "Mapped", "open": "Open",
-           "snapshots": "Snapshots", "parent": "Parent"}
-FIELDS = tuple(HEADERS)
-DEFAULT_FIELDS = ("name", "instance", "disk", "backend", "size", "used", "access", "mapped", "snapshots")
-UNIT_FIELDS = frozenset({"size", "used"})  # MiB, shown in --units
-NUM_FIELDS = frozenset({"size", "used", "snapshots"})  # right-aligned, as Ganeti aligns numbers
-UNITS = ("h", "m", "g", "t")
 
 
 # -- where volumes live: the one place the backend catalogue is asked ---------------------------------------
@@ -140,16 +132,7 @@ def find_disk(disks: Iterable[GDisk], instance: str, disk: str) -> GDisk:
     raise UsageError(f"instance {instance} has no disk {disk}; its disks: {shown}")
 
 
-# -- output (pure) ----------------------------------------------------------------------------------------
-
-def format_unit(mib: int, units: str) -> str:
-    """MiB as Ganeti's FormatUnit shows them: h scales (M, G, T), m/g/t are plain numbers."""
-    if units == "m" or (units == "h" and mib < 1024):
-        return f"{mib}{'M' if units == 'h' else ''}"
-    if units == "g" or (units == "h" and mib < 1024 * 1024):
-        return f"{mib / 1024:.1f}{'G' if units == 'h' else ''}"
-    return f"{mib / 1024 / 1024:.1f}{'T' if units == 'h' else ''}"
-
+# -- a volume's values (pure; gnt_storage/cli/volume.py shows them) -----------------------------------------
 
 def to_mib(nbytes: int) -> int:
     """Bytes -> MiB, rounded up: a volume holding one byte uses space."""
@@ -176,45 +159,6 @@ def row(v: Volume) -> dict[str, str | int | None]:
             "parent": img.parent or "-"}
 
 
-def check_fields(text: str) -> tuple[str, ...]:
-    """`--output f1,f2` (or `+f1,f2`: the defaults and these) -> field names; an unknown one is one line."""
-    extra = text.startswith("+")
-    names = tuple(f.strip() for f in text.removeprefix("+").split(",") if f.strip())
-    unknown = [f for f in names if f not in HEADERS]
-    if unknown or not names:
-        raise UsageError(f"unknown field(s) {', '.join(unknown) or repr(text)}; fields: {', '.join(FIELDS)}")
-    return (*DEFAULT_FIELDS, *(f for f in names if f not in DEFAULT_FIELDS)) if extra else names
-
-
-def cell(value: str | int | None, field: str, units: str) -> str:
-    if value is None:
-        return "-"
-    if field in UNIT_FIELDS and isinstance(value, int):
-        return format_unit(value, units)
-    return str(value)
-
-
-def table(rows: Iterable[dict[str, str | int | None]], fields: tuple[str, ...], headers: bool = True,
-          separator: str | None = None, units: str | None = None) -> list[str]:
-    """Lines as Ganeti's gnt-* list prints them (cli.GenerateTable): without a separator, columns padded to
-    their widest cell, numbers right-aligned, the last column unpadded; with one, cells joined by it.
-    Units: human (h) without a separator, MiB (m) with one, unless given."""
-    unit = units or ("m" if separator is not None else "h")
-    data = [[cell(r[f], f, unit) for f in fields] for r in rows]
-    if headers:
-        data.insert(0, [HEADERS[f] for f in fields])
-    if separator is not None:
-        return [separator.join(line) for line in data]
-    widths = [max((len(line[i]) for line in data), default=0) for i in range(len(fields))]
-    if fields and fields[-1] not in NUM_FIELDS:
-        widths[-1] = 0
-    out = []
-    for line in data:
-        cells = [c.rjust(w) if f in NUM_FIELDS else c.ljust(w) for c, w, f in zip(line, widths, fields, strict=True)]
-        out.append(" ".join(cells).rstrip())
-    return out
-
-
 def owner_text(v: Volume) -> str:
     """Who owns the image, and for an orphan why it is one."""
     if v.disk is not None:
@@ -225,24 +169,18 @@ def owner_text(v: Volume) -> str:
     return "- (orphan: it records no Ganeti disk; not made by the rbd provider, or made outside Ganeti)"
 
 
-def show(v: Volume, units: str = "h") -> list[str]:
-    """Every field of one volume, one per line, then its snapshots and open records in full."""
-    r = row(v)
+def details(v: Volume) -> dict[str, str | int | None]:
+    """`show`'s values: row()'s, with the owner disk's UUID and the why of an orphan, of an unknown use and
+    of a flattened clone."""
     img = v.image
-    values = {**{f: cell(r[f], f, units) for f in FIELDS}, "instance": owner_text(v)}
+    out = {**row(v), "instance": owner_text(v)}
     if v.disk is not None:
-        values["disk"] = f"{disk_text(v.disk)}, uuid {v.disk.uuid}"
+        out["disk"] = f"{disk_text(v.disk)}, uuid {v.disk.uuid}"
     if img.used is None:
-        values["used"] = "- (no fast-diff on this image, or its object map is invalid: rbd du would read it all)"
+        out["used"] = "- (no fast-diff on this image, or its object map is invalid: rbd du would read it all)"
     origin = img.meta.get(META_ORIGIN)
     if origin and origin != img.parent:  # cloned from it, since flattened
-        values["parent"] = f"{values['parent']} (made from {origin}, flattened since)"
-    width = max(len(HEADERS[f]) for f in FIELDS) + 1
-    out = [f"{(HEADERS[f] + ':').ljust(width)} {values[f]}" for f in FIELDS if f not in ("snapshots", "open")]
-    out.append("Open:" if v.holders else f"{'Open:'.ljust(width)} -")
-    out += [f"  {h.node}: {'exclusive' if h.exclusive else 'shared'}, ip {h.ip or 'unknown'}" for h in v.holders]
-    out.append(f"{'Snapshots:'.ljust(width)} {len(img.snapshots)}")
-    out += [f"  {s}" for s in img.snapshots]
+        out["parent"] = f"{out['parent']} (made from {origin}, flattened since)"
     return out
 
 

@@ -22,13 +22,17 @@ class Field:
     mib: bool = False  # a size in MiB, shown in --units
 
 
-def add_options(parser: argparse.ArgumentParser, fields: Mapping[str, Field], default: tuple[str, ...]) -> None:
+def add_options(parser: argparse.ArgumentParser, fields: Mapping[str, Field], default: tuple[str, ...],
+                units: bool = True) -> None:
+    """`--output`, `--no-headers`, `--separator` and (unless the list has no sizes in MiB) `--units`."""
     parser.add_argument("-o", "--output", metavar="FIELDS", default=",".join(default),
                         help=f"comma-separated fields, or +f1,f2 to add to the defaults; fields: {', '.join(fields)} "
                              f"(default: {','.join(default)})")
     parser.add_argument("--no-headers", action="store_true", help="no header line")
-    parser.add_argument("--separator", metavar="S", help="separate fields by S, unpadded (sizes then in MiB)")
-    add_units(parser)
+    parser.add_argument("--separator", metavar="S",
+                        help="separate fields by S, unpadded" + (" (sizes then in MiB)" if units else ""))
+    if units:
+        add_units(parser)
 
 
 def add_units(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +51,18 @@ def check_fields(text: str, fields: Mapping[str, Field], default: tuple[str, ...
     return (*default, *(f for f in names if f not in default)) if extra else names
 
 
+def check_options(args: argparse.Namespace, fields: Mapping[str, Field], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The field names of `--output`, `--separator` checked too: bad input refused before anything is read."""
+    names = check_fields(args.output, fields, default)
+    check_separator(args.separator)
+    return names
+
+
+def check_separator(separator: str | None) -> None:
+    if separator == "":
+        raise UsageError("--separator: give a non-empty separator")
+
+
 def format_unit(mib: float, units: str) -> str:
     """MiB as Ganeti's FormatUnit shows them: h scales (M, G, T), m/g/t are plain numbers."""
     if units == "m" or (units == "h" and mib < 1024):
@@ -56,23 +72,23 @@ def format_unit(mib: float, units: str) -> str:
     return f"{mib / 1024 / 1024:.1f}{'T' if units == 'h' else ''}"
 
 
+def cell(value: object, field: Field, units: str) -> str:
+    """One value as a list shows it: None as '-', a size in MiB in `units`, the rest as text."""
+    if value is None:
+        return "-"
+    if field.mib and isinstance(value, int | float):
+        return format_unit(value, units)
+    return str(value)
+
+
 def table(rows: Iterable[Mapping[str, object]], names: tuple[str, ...], fields: Mapping[str, Field],
           headers: bool = True, separator: str | None = None, units: str | None = None) -> list[str]:
     """Lines as Ganeti's gnt-* list prints them: without a separator, columns padded to their widest
     cell, numbers right-aligned, the last column unpadded; with one, cells joined by it. Units:
     human (h) without a separator, MiB (m) with one, unless given."""
-    if separator == "":
-        raise UsageError("--separator: give a non-empty separator")
+    check_separator(separator)
     unit = units or ("m" if separator is not None else "h")
-
-    def cell(value: object, f: Field) -> str:
-        if value is None:
-            return "-"
-        if f.mib and isinstance(value, int | float):
-            return format_unit(value, unit)
-        return str(value)
-
-    data = [[cell(r.get(n), fields[n]) for n in names] for r in rows]
+    data = [[cell(r.get(n), fields[n], unit) for n in names] for r in rows]
     if headers:
         data.insert(0, [fields[n].header for n in names])
     if separator is not None:

@@ -1,7 +1,7 @@
 """`gnt-storage volume list|show`: the volume inventory (ganeti_ceph/rbd/inventory.py), in gnt-* style.
 
-Translation only: the arguments become one inventory call, its volumes become
-Ganeti-style table lines (or `show`'s field lines). Run on the Ganeti master:
+Translation only: the arguments become one inventory call, its volumes' values become
+Ganeti-style table lines (_listing.py) or `show`'s field lines. Run on the Ganeti master:
 the owner of each image comes from one `gnt-instance list`.
 """
 
@@ -10,11 +10,22 @@ from __future__ import annotations
 import argparse
 
 from ganeti_ceph import config
-from ganeti_ceph.errors import UsageError
 from ganeti_ceph.rbd import inventory
+from ganeti_ceph.rbd.inventory import Volume
+from gnt_storage.cli import _listing
+from gnt_storage.cli._listing import Field
 
 NAME = "volume"
 HELP = "list the RBD volumes with their owner instance and disk, size, use, mappings, snapshots (on the master)"
+
+# field -> how `list` and `show` show it; a row is inventory.row(Volume)
+FIELDS: dict[str, Field] = {
+    "name": Field("Name"), "instance": Field("Instance"), "disk": Field("Disk"), "backend": Field("Backend"),
+    "pool": Field("Pool"), "size": Field("Size", numeric=True, mib=True), "used": Field("Used", numeric=True, mib=True),
+    "access": Field("Access"), "mapped": Field("Mapped"), "open": Field("Open"),
+    "snapshots": Field("Snapshots", numeric=True), "parent": Field("Parent"),
+}
+DEFAULT_FIELDS = ("name", "instance", "disk", "backend", "size", "used", "access", "mapped", "snapshots")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,35 +34,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ls.add_argument("names", nargs="*", metavar="NAME", help="only these images")
     ls.add_argument("--instance", metavar="I", help="only the volumes of instance I")
     ls.add_argument("--backend", metavar="B", help="only the volumes of backend B")
-    ls.add_argument("-o", "--output", metavar="FIELDS", default=",".join(inventory.DEFAULT_FIELDS),
-                    help=f"comma-separated fields, or +f1,f2 to add to the defaults; fields: "
-                         f"{', '.join(inventory.FIELDS)} (default: {','.join(inventory.DEFAULT_FIELDS)})")
-    ls.add_argument("--no-headers", action="store_true", help="no header line")
-    ls.add_argument("--separator", metavar="S", help="separate fields by S, unpadded (sizes then in MiB)")
-    _units(ls)
+    _listing.add_options(ls, FIELDS, DEFAULT_FIELDS)
     sh = sub.add_parser("show", help="every field of one volume, its snapshots and open records")
     sh.add_argument("target", metavar="NAME|INSTANCE:DISK", help="an image name, or an instance's disk by Ganeti's "
                     "index, name or UUID")
-    _units(sh)
+    _listing.add_units(sh)
 
 
-def _units(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--units", choices=inventory.UNITS,
-                        help="sizes in h (human: M, G, T), m, g or t (default: h, or m with --separator)")
+def show(v: Volume, units: str = "h") -> list[str]:
+    """Every field of one volume, one per line, then its snapshots and open records in full (pure)."""
+    values = {f: _listing.cell(value, FIELDS[f], units) for f, value in inventory.details(v).items()}
+    width = max(len(spec.header) for spec in FIELDS.values()) + 1
+    out = [f"{(spec.header + ':').ljust(width)} {values[f]}" for f, spec in FIELDS.items()
+           if f not in ("snapshots", "open")]
+    out.append("Open:" if v.holders else f"{'Open:'.ljust(width)} -")
+    out += [f"  {h.node}: {'exclusive' if h.exclusive else 'shared'}, ip {h.ip or 'unknown'}" for h in v.holders]
+    out.append(f"{'Snapshots:'.ljust(width)} {len(v.image.snapshots)}")
+    out += [f"  {s}" for s in v.image.snapshots]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "show":
         inventory.parse_target(args.target)  # bad input refused before anything is read
         vol = inventory.one(config.load(), args.target)
-        print("\n".join(inventory.show(vol, args.units or "h")))
+        print("\n".join(show(vol, args.units or "h")))
         return 0
-    fields = inventory.check_fields(args.output)
-    if args.separator == "":
-        raise UsageError("--separator: give a non-empty separator")
+    names = _listing.check_options(args, FIELDS, DEFAULT_FIELDS)
     vols = inventory.volumes(config.load(), args.names, instance=args.instance, backend=args.backend)
-    lines = inventory.table([inventory.row(v) for v in vols], fields, headers=not args.no_headers,
-                            separator=args.separator, units=args.units)
+    lines = _listing.table([inventory.row(v) for v in vols], names, FIELDS, headers=not args.no_headers,
+                           separator=args.separator, units=args.units)
     if lines:
         print("\n".join(lines))
     return 0

@@ -1,4 +1,5 @@
-"""The volume inventory's pure parts: Ganeti's answer parsed, the join, the filters and the gnt-* output."""
+"""The volume inventory's pure parts: Ganeti's answer parsed, the join, the filters; and `gnt-storage volume`'s
+gnt-* output of them (gnt_storage/cli/volume.py through _listing.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ganeti_ceph.ganeti.cli import DISK_SEP, GDisk, GNode, parse_instance_disks
 from ganeti_ceph.rbd import inventory
 from ganeti_ceph.rbd.inventory import Image, Volume
 from ganeti_ceph.rbd.locks import PREFIX, Holder
+from gnt_storage.cli import _listing, volume
 
 MIB = 1024 * 1024
 U1, U2, U3 = "0f4a1c7e-0000-4000-8000-000000000001", "0f4a1c7e-0000-4000-8000-000000000002", "0f4a1c7e-3"
@@ -101,7 +103,7 @@ def test_targets_and_disks() -> None:
 ])
 def test_units_as_ganeti(mib: int, units: str, text: str) -> None:
     """Ganeti's utils.text.FormatUnit, the same numbers."""
-    assert inventory.format_unit(mib, units) == text
+    assert _listing.format_unit(mib, units) == text
 
 
 def test_table_as_gnt_list() -> None:
@@ -110,22 +112,26 @@ def test_table_as_gnt_list() -> None:
     rows = [{"name": "a", "instance": "web", "size": 1536, "used": None},
             {"name": "longer", "instance": "-", "size": 10, "used": 3}]
     fields = ("name", "size", "used", "instance")
-    assert inventory.table(rows, fields) == ["Name   Size Used Instance",
-                                             "a      1.5G    - web",
-                                             "longer  10M   3M -"]
-    assert inventory.table(rows, fields, headers=False, separator="|") == ["a|1536|-|web", "longer|10|3|-"]
-    assert inventory.table(rows, ("instance",), separator=";", units="g")[1:] == ["web", "-"]
-    assert inventory.table(rows, ("size",), units="g") == ["Size", " 1.5", " 0.0"]
-    assert inventory.table([], fields, headers=False) == []
+    assert _listing.table(rows, fields, volume.FIELDS) == ["Name   Size Used Instance",
+                                                           "a      1.5G    - web",
+                                                           "longer  10M   3M -"]
+    assert _listing.table(rows, fields, volume.FIELDS, headers=False, separator="|") == ["a|1536|-|web",
+                                                                                         "longer|10|3|-"]
+    assert _listing.table(rows, ("instance",), volume.FIELDS, separator=";", units="g")[1:] == ["web", "-"]
+    assert _listing.table(rows, ("size",), volume.FIELDS, units="g") == ["Size", " 1.5", " 0.0"]
+    assert _listing.table([], fields, volume.FIELDS, headers=False) == []
 
 
 def test_fields() -> None:
-    assert inventory.check_fields("name,size") == ("name", "size")
-    assert inventory.check_fields("+parent,name") == (*inventory.DEFAULT_FIELDS, "parent")
+    def check(text: str) -> tuple[str, ...]:
+        return _listing.check_fields(text, volume.FIELDS, volume.DEFAULT_FIELDS)
+
+    assert check("name,size") == ("name", "size")
+    assert check("+parent,name") == (*volume.DEFAULT_FIELDS, "parent")
     with pytest.raises(UsageError, match=r"unknown field.*colour; fields: name"):
-        inventory.check_fields("name,colour")
+        check("name,colour")
     with pytest.raises(UsageError):
-        inventory.check_fields(",")
+        check(",")
 
 
 def test_show_every_field() -> None:
@@ -134,18 +140,18 @@ def test_show_every_field() -> None:
     vol = inventory.join([image("a", U1, snaps=("s1", "s2"), parent="rbd/base@ganeti-clone-1", used=None,
                                 **{"ganeti.origin": "rbd/base@ganeti-clone-1", PREFIX + "n8": shared})],
                          disks, {})[0]
-    text = "\n".join(inventory.show(vol))
-    for header in inventory.HEADERS.values():
-        assert f"\n{header}:" in f"\n{text}"
+    text = "\n".join(volume.show(vol))
+    for spec in volume.FIELDS.values():
+        assert f"\n{spec.header}:" in f"\n{text}"
     assert f"Disk:      0, uuid {U1}" in text
     assert "Used:      - (no fast-diff" in text
     assert "Snapshots: 2\n  s1\n  s2" in text
     assert "Open:\n  n8: shared, ip 10.0.0.8" in text
     assert "Parent:    rbd/base@ganeti-clone-1\n" in text
     flat = Volume(image("f", **{"ganeti.origin": "rbd/base@s"}), None, (), ())
-    assert "Parent:    - (made from rbd/base@s, flattened since)" in inventory.show(flat)
+    assert "Parent:    - (made from rbd/base@s, flattened since)" in volume.show(flat)
     orphan = Volume(image("o"), None, (), ())
-    shown = inventory.show(orphan)
+    shown = volume.show(orphan)
     assert any(line.startswith("Instance:  - (orphan") for line in shown) and "Open:      -" in shown
     assert "Snapshots: 0" in shown
 
