@@ -31,7 +31,6 @@ from ganeti_ceph.rbd import (
     prealloc_wipe,
     snapshots,
     target_guard,
-    user_snapshots,
     volumes,
 )
 from ganeti_ceph.rbd import remove as removal
@@ -211,6 +210,8 @@ class VolumeService:
             if not snapshots.materialize(s, ref.pool, ref.name):
                 raise
             return
+        from ganeti_ceph.rbd import user_snapshots  # here only: a create does not load it (nor datetime)
+
         with s.ioctx(ref.pool) as ioctx:
             pending = user_snapshots.revert_pending(s, ioctx, ref.name)
         if pending is not None:
