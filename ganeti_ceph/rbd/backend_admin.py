@@ -93,6 +93,8 @@ def check_reachable(svc: VolumeService, b: Backend) -> None:
 def add(svc: VolumeService, values: dict[str, Any]) -> list[str]:
     b = _backend(values)
     with _changing(svc) as cat:
+        if b.name in cat.names() and cat.get(b.name) == b:
+            return [f"backend {b.name} is in the catalogue already, as given"]
         if b.name in cat.names() and not (b.name == DEFAULT and catalogue.implicit(cat.default)):
             raise UsageError(f"backend {b.name} exists; change it with gnt-storage backend modify")
         check_reachable(svc, b)

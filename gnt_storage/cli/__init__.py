@@ -107,6 +107,9 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for HEALTH_OK")
             p.add_argument("--wipe", action="store_true", help="over an existing cluster in DIR: destroy it and "
                            "every volume in it, then build anew (without it, stopped daemons are restarted)")
+            p.add_argument("--backend", metavar="NAME", help="register the cluster's pool as backend NAME in the "
+                           "backend catalogue of /etc/ganeti/ceph.yaml (or $GANETI_CEPH_CONFIG; doc/backends.md)")
+            p.add_argument("--tags", metavar="A+B", help="with --backend: the backend's tags")
     ids = sub.add_parser("init-distributed-storage", help="bootstrap Ceph onto a Ganeti node group over SSH "
                          "(on the master; re-runnable)")
     ids.add_argument("-s", dest="storage_type", required=True, help="storage type: ceph")
@@ -205,7 +208,23 @@ def _local_cluster(args: argparse.Namespace) -> int:
     check_client_id(args.client)
     opts = local.Options(dir=args.dir, port=args.port, osds=args.osds, mons=args.mons, pool=args.pool,
                          client=args.client, wait=args.wait, addr=args.addr, wipe=args.wipe)
+    if args.backend:
+        from ganeti_ceph.rbd.catalogue import check_backend_name, parse_tags
+
+        check_backend_name(args.backend)
+        tags = parse_tags(args.tags or "")
+    elif args.tags:
+        raise UsageError("--tags goes with --backend NAME")
     cfg = local.up(opts)
+    if args.backend:
+        from ganeti_ceph import config
+        from ganeti_ceph.rbd import backend_admin
+        from ganeti_ceph.rbd.service import VolumeService
+
+        values = {"name": args.backend, "pool": cfg.pool, "conf": cfg.conf, "keyring": cfg.keyring,
+                  "client": cfg.client_id, "cluster": cfg.cluster, "tags": tags}
+        for line in backend_admin.add(VolumeService(config.load()), values):
+            print(line)
     print(f"conf: {cfg.conf}")
     print(f"client: client.{cfg.client_id} (keyring {cfg.keyring})")
     print(f"pool: {cfg.pool}")

@@ -296,3 +296,16 @@ def test_the_inventory_lists_every_backend(bed: Bed) -> None:
     assert [v.image.name for v in inventory.volumes(cfg, disks=[], backend="tenant")] == [made["tenant"]]
     for vol in made.values():
         assert prov.run("remove", vol, bed.cfg).ok()
+
+
+def test_local_cluster_up_registers_itself(bed: Bed) -> None:
+    """`local-cluster up --backend NAME` adds the cluster to the catalogue (a rerun says it is there)."""
+    env = {"PATH": os.environ["PATH"], "GANETI_CEPH_CONFIG": bed.cfg, "LC_ALL": "C"}
+    argv = [GNT_STORAGE, "local-cluster", "up", "--dir", FAR_DIR, "--port", str(FAR_PORT), "--osds", "1",
+            "--backend", "far2", "--tags", "lab"]
+    for says in ("written", "in the catalogue already"):
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=False)
+        assert res.returncode == 0 and says in res.stdout, res.stdout + res.stderr
+    rows = bed.ok("list", "far2", "--no-headers", "--separator=|", "-o", "name,tags,status")
+    assert rows == "far2|lab|ok\n"
+    bed.ok("remove", "far2")
