@@ -63,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from ganeti_ceph.rbd import images
 
     if args.action == "list":
-        names = _listing.check_fields(args.output, FIELDS, DEFAULT_FIELDS)  # before the config or Ceph is read
-        _listing.table([], names, FIELDS, separator=args.separator)  # an empty separator, too
+        names = _listing.check_options(args, FIELDS, DEFAULT_FIELDS)  # before the config or Ceph is read
         rows = [row(i) for i in images.list_images(config.load(), args.pool)]
         for line in _listing.table(rows, names, FIELDS, not args.no_headers, args.separator, args.units):
             print(line)

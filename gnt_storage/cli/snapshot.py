@@ -1,34 +1,47 @@
 """`gnt-storage snapshot add|list|remove|revert`: user snapshots of an instance's rbd disks (on the master).
 
 Translation only: the work is ganeti_ceph/rbd/user_snapshots.py; here the arguments, the table of `list`
-in the gnt-* style (`--output`, `--no-headers`, `--separator`) and the lines saying what was done.
+in the gnt-* style (`--output`, `--no-headers`, `--separator`: _listing.py) and the lines saying what was done.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ganeti_ceph.errors import UsageError
 from ganeti_ceph.log import warn
+from gnt_storage.cli import _listing
+from gnt_storage.cli._listing import Field
+
+if TYPE_CHECKING:
+    from ganeti_ceph.rbd.user_snapshots import UserSnapshot
 
 NAME = "snapshot"
 HELP = "take, list, revert to and remove user snapshots of an instance's rbd disks (on the Ganeti master)"
 MIB = 1024 * 1024
 
-# field -> (header, value of one row); a row is (instance disk index, UserSnapshot, pool, image)
-FIELDS: dict[str, tuple[str, Callable]] = {
-    "disk": ("Disk", lambda r: str(r[0])),
-    "name": ("Name", lambda r: r[1].name),
-    "created": ("Created", lambda r: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r[1].created))),
-    "size": ("Size", lambda r: f"{r[1].size // MIB}M"),
-    "protected": ("Protected", lambda r: "Y" if r[1].protected else "N"),
-    "clones": ("Clones", lambda r: ",".join(r[1].clones)),
-    "state": ("State", lambda r: r[1].state),
-    "image": ("Image", lambda r: f"{r[2]}/{r[3]}"),
+# field -> how `list` shows it; a row is row(disk index, UserSnapshot, pool, image)
+FIELDS: dict[str, Field] = {
+    "disk": Field("Disk"),
+    "name": Field("Name"),
+    "created": Field("Created"),
+    "size": Field("Size", numeric=True),  # text, "64M", with --separator too (no --units here)
+    "protected": Field("Protected"),
+    "clones": Field("Clones"),
+    "state": Field("State"),
+    "image": Field("Image"),
 }
 DEFAULT_FIELDS = ("disk", "name", "created", "size", "clones", "state")
+
+
+def row(disk: int, snap: UserSnapshot, pool: str, image: str) -> dict[str, object]:
+    """One snapshot of an instance's disk as a row of `list` (pure)."""
+    return {"disk": disk, "name": snap.name,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(snap.created)),
+            "size": f"{snap.size // MIB}M", "protected": "Y" if snap.protected else "N",
+            "clones": ",".join(snap.clones), "state": snap.state, "image": f"{pool}/{image}"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ls = sub.add_parser("list", help="list the user snapshots of an instance's rbd disks")
     ls.add_argument("instance")
     ls.add_argument("disk", nargs="?", help="Ganeti's disk index, name or UUID (default: every rbd disk)")
-    ls.add_argument("-o", "--output", default="", metavar="FIELDS",
-                    help=f"comma-separated fields ({', '.join(FIELDS)}); +FIELDS adds to the default "
-                    f"({','.join(DEFAULT_FIELDS)})")
-    ls.add_argument("--no-headers", action="store_true", help="no header line")
-    ls.add_argument("--separator", default=None, help="column separator (default: aligned with spaces)")
+    _listing.add_options(ls, FIELDS, DEFAULT_FIELDS, units=False)
     rm = sub.add_parser("remove", help="remove a user snapshot (refused while clones depend on it)")
     _target(rm)
     rm.add_argument("name")
@@ -60,31 +69,6 @@ def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("disk", help="Ganeti's disk index, name or UUID")
 
 
-def fields(spec: str) -> list[str]:
-    """`--output` as Ganeti reads it: a list, or +list added to the default (pure)."""
-    if not spec:
-        return list(DEFAULT_FIELDS)
-    extra = spec.startswith("+")
-    names = [f for f in spec.lstrip("+").split(",") if f]
-    bad = [f for f in names if f not in FIELDS]
-    if bad or not names:
-        raise UsageError(f"--output {spec}: unknown field(s) {', '.join(bad) or '(none given)'}; "
-                         f"known: {', '.join(FIELDS)}")
-    return [*DEFAULT_FIELDS, *names] if extra else names
-
-
-def table(rows: list[tuple], names: list[str], headers: bool = True, separator: str | None = None) -> list[str]:
-    """The lines of a gnt-* list (pure): aligned columns, or joined by `separator`."""
-    cells = [[FIELDS[f][1](r) for f in names] for r in rows]
-    if headers:
-        cells.insert(0, [FIELDS[f][0] for f in names])
-    if separator is not None:
-        return [separator.join(c) for c in cells]
-    widths = [max((len(c[i]) for c in cells), default=0) for i in range(len(names))]
-    return [" ".join(v.rjust(w) if f == "size" else v.ljust(w) for f, v, w in zip(names, c, widths, strict=True))
-            .rstrip() for c in cells]
-
-
 def run(args: argparse.Namespace) -> int:
     from ganeti_ceph import config
     from ganeti_ceph.rbd.service import VolumeService
@@ -92,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Refusals of the input come before anything is asked of Ganeti or Ceph.
     if args.action == "list":
-        names = fields(args.output)
+        names = _listing.check_options(args, FIELDS, DEFAULT_FIELDS)
     elif args.name is not None:
         check_name(args.name)
     if args.action == "add" and args.keep is not None and args.keep < 1:
@@ -101,12 +85,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = []
         for vol, found in snaps.listing(args.instance, args.disk):
-            rows += [(vol.disk.index, s, vol.pool, vol.image) for s in found.snaps]
+            rows += [row(vol.disk.index, s, vol.pool, vol.image) for s in found.snaps]
             if found.marker:
                 warn(f"{vol.label}: a revert to {found.marker.to} stopped halfway (the state before is snapshot "
                      f"{found.marker.safety}); finish it: gnt-storage snapshot revert {vol.instance} "
                      f"{vol.disk.index} {found.marker.to}")
-        for line in table(rows, names, not args.no_headers, args.separator):
+        for line in _listing.table(rows, names, FIELDS, not args.no_headers, args.separator):
             print(line)
     elif args.action == "add":
         vol, added = snaps.add(args.instance, args.disk, args.name, args.keep)

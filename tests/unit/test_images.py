@@ -138,3 +138,17 @@ def test_list_table_in_the_gnt_style() -> None:
                                                                                       "clone_list")
     with pytest.raises(UsageError, match="unknown field"):
         _listing.check_fields("name,colour", cli.FIELDS, cli.DEFAULT_FIELDS)
+
+
+@pytest.mark.parametrize(("argv", "text"), [
+    (["image", "list", "-o", "name,colour"], "--output: unknown field(s) colour"),
+    (["image", "list", "--separator="], "--separator: give a non-empty separator"),
+])
+def test_list_refuses_bad_options_before_reading(argv: list[str], text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad list options are one UsageError line before any config or Ceph is read (no config exists here)."""
+    from gnt_storage import cli as gnt_storage
+
+    monkeypatch.setenv("GANETI_CEPH_CONFIG", "/nonexistent/ceph.yaml")
+    with pytest.raises(UsageError) as err:
+        gnt_storage.main(argv)
+    assert text in err.value.message and "\n" not in err.value.message

@@ -12,6 +12,7 @@ from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.rbd import user_snapshots as us
 from ganeti_ceph.rbd.access_switch import Instance
 from ganeti_ceph.rbd.user_snapshots import Marker, UserSnapshot
+from gnt_storage.cli import _listing
 from gnt_storage.cli import snapshot as cli
 
 
@@ -102,18 +103,36 @@ def test_revert_needs_a_stopped_instance(running: bool | None, admin: str, text:
 
 
 def test_output_fields() -> None:
-    assert cli.fields("") == list(cli.DEFAULT_FIELDS)
-    assert cli.fields("name,size") == ["name", "size"]
-    assert cli.fields("+image") == [*cli.DEFAULT_FIELDS, "image"]
-    for bad in ("nosuch", "name,nosuch", ",", "+"):
+    def fields(text: str) -> tuple[str, ...]:
+        return _listing.check_fields(text, cli.FIELDS, cli.DEFAULT_FIELDS)
+
+    assert fields(",".join(cli.DEFAULT_FIELDS)) == cli.DEFAULT_FIELDS
+    assert fields("name,size") == ("name", "size")
+    assert fields("+image") == (*cli.DEFAULT_FIELDS, "image")
+    for bad in ("", "nosuch", "name,nosuch", ",", "+"):
         with pytest.raises(UsageError, match="--output"):
-            cli.fields(bad)
+            fields(bad)
 
 
 def test_table() -> None:
-    rows = [(0, snap("a", 1, ("rbd/c1", "rbd/c2")), "rbd", "v0"), (1, snap("long-name", 2, state="s"), "rbd", "v1")]
-    assert cli.table(rows, ["disk", "name", "size"]) == [
+    rows = [cli.row(0, snap("a", 1, ("rbd/c1", "rbd/c2")), "rbd", "v0"),
+            cli.row(1, snap("long-name", 2, state="s"), "rbd", "v1")]
+    assert _listing.table(rows, ("disk", "name", "size"), cli.FIELDS) == [
         "Disk Name      Size", "0    a          64M", "1    long-name  64M"]
-    assert cli.table(rows, ["name", "clones", "image"], headers=False, separator="|") == [
+    assert _listing.table(rows, ("name", "clones", "image"), cli.FIELDS, headers=False, separator="|") == [
         "a|rbd/c1,rbd/c2|rbd/v0", "long-name||rbd/v1"]
-    assert cli.table([], ["name"]) == ["Name"]
+    assert _listing.table([], ("name",), cli.FIELDS) == ["Name"]
+
+
+@pytest.mark.parametrize(("argv", "text"), [
+    (["snapshot", "list", "web", "-o", "name,colour"], "--output: unknown field(s) colour"),
+    (["snapshot", "list", "web", "--separator="], "--separator: give a non-empty separator"),
+])
+def test_list_refuses_bad_options_before_reading(argv: list[str], text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad list options are one UsageError line before any config, Ganeti or Ceph is read (no config exists here)."""
+    from gnt_storage import cli as gnt_storage
+
+    monkeypatch.setenv("GANETI_CEPH_CONFIG", "/nonexistent/ceph.yaml")
+    with pytest.raises(UsageError) as err:
+        gnt_storage.main(argv)
+    assert text in err.value.message and "\n" not in err.value.message
