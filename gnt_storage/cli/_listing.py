@@ -81,6 +81,14 @@ def cell(value: object, field: Field, units: str) -> str:
     return str(value)
 
 
+def show(row: Mapping[str, object], names: Iterable[str], fields: Mapping[str, Field], units: str = "h",
+         width: int | None = None) -> list[str]:
+    """One item's fields, one `Header: value` line each, the values from `width` (default: past the
+    longest header of `fields`)."""
+    width = width or max(len(f.header) for f in fields.values()) + 2
+    return [f"{fields[n].header + ':':{width - 1}} {cell(row.get(n), fields[n], units)}" for n in names]
+
+
 def table(rows: Iterable[Mapping[str, object]], names: tuple[str, ...], fields: Mapping[str, Field],
           headers: bool = True, separator: str | None = None, units: str | None = None) -> list[str]:
     """Lines as Ganeti's gnt-* list prints them: without a separator, columns padded to their widest

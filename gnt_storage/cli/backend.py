@@ -17,7 +17,7 @@ from ganeti_ceph.rbd import backend_admin, catalogue
 from ganeti_ceph.rbd.backend_admin import Live
 from ganeti_ceph.rbd.placement import GIB, Figures
 from ganeti_ceph.rbd.service import VolumeService
-from gnt_storage.cli._listing import Field, add_options, add_units, check_fields, table
+from gnt_storage.cli._listing import Field, add_options, add_units, check_options, show, table
 
 NAME = "backend"
 HELP = "the storage backends: list, show, top (live figures), add, modify, remove; project quotas"
@@ -131,13 +131,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "show":
         r = row(backend_admin.live(svc, [catalogue.check_backend_name(args.name)], io=True)[0])
-        shown = table([r], tuple(FIELDS), FIELDS, headers=False, separator="\x00", units=args.units or "h")[0]
-        for spec, value in zip(FIELDS.values(), shown.split("\x00"), strict=True):
-            print(f"{spec.header + ':':13} {value}")
+        print("\n".join(show(r, FIELDS, FIELDS, args.units or "h", width=14)))
         return 0
     if args.action == "top":
         return _top(svc, args)
-    names = check_fields(args.output, FIELDS, DEFAULT_FIELDS)
+    names = check_options(args, FIELDS, DEFAULT_FIELDS)
     io = bool({"read", "write", "iops"} & set(names))
     lives = backend_admin.live(svc, [catalogue.check_backend_name(n) for n in args.names] or None, io=io)
     lines = table([row(x) for x in lives], names, FIELDS, headers=not args.no_headers, separator=args.separator,

@@ -43,10 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def show(v: Volume, units: str = "h") -> list[str]:
     """Every field of one volume, one per line, then its snapshots and open records in full (pure)."""
-    values = {f: _listing.cell(value, FIELDS[f], units) for f, value in inventory.details(v).items()}
+    out = _listing.show(inventory.details(v), [f for f in FIELDS if f not in ("snapshots", "open")], FIELDS, units)
     width = max(len(spec.header) for spec in FIELDS.values()) + 1
-    out = [f"{(spec.header + ':').ljust(width)} {values[f]}" for f, spec in FIELDS.items()
-           if f not in ("snapshots", "open")]
     out.append("Open:" if v.holders else f"{'Open:'.ljust(width)} -")
     out += [f"  {h.node}: {'exclusive' if h.exclusive else 'shared'}, ip {h.ip or 'unknown'}" for h in v.holders]
     out.append(f"{'Snapshots:'.ljust(width)} {len(v.image.snapshots)}")
