@@ -35,6 +35,7 @@ from ganeti_ceph.config import MAX_SECONDS, Config
 from ganeti_ceph.errors import Busy, GanetiCephError, NotFound, ToolFailed, UsageError
 from ganeti_ceph.rbd import omap_index, volumes
 from ganeti_ceph.rbd.catalogue import Catalogue
+from ganeti_ceph.rbd.volumes import parse_record  # a registry value as a dict
 from ganeti_ceph.session import Session, one_shot
 
 REGISTRY = volumes.IMAGES  # omap: NAME -> JSON record (see Record)
@@ -80,15 +81,6 @@ def check_name(name: str) -> str:
     if len(name) > MAX_NAME:
         raise UsageError(f"image name {name[:20]}... is longer than {MAX_NAME} characters; choose a shorter one")
     return name
-
-
-def parse_record(raw: str | None) -> dict | None:
-    """A registry value as a dict (None: absent or not ours to read)."""
-    try:
-        rec = json.loads(raw) if raw else None
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 def copy_timeout(size: int) -> float:

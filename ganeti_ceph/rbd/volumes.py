@@ -384,7 +384,7 @@ def _clone_snapshot(session: Session, pioctx: object, src: ImageRef, ioctx: obje
 def template(session: Session, ioctx: object, image: str) -> tuple[str, int] | None:
     """(protected snapshot, its size in bytes) of `image` if it is an imported image (images.py): one omap
     read. A template is a plain image (no parent) whose snapshot was taken at the size recorded."""
-    rec = _parse_record(omap_index.get(session, ioctx, IMAGES, image, "read the image registry"))  # type: ignore[arg-type]
+    rec = parse_record(omap_index.get(session, ioctx, IMAGES, image, "read the image registry"))  # type: ignore[arg-type]
     if not rec or rec.get("state") != "ready":
         return None
     snap, size = rec.get("snap"), rec.get("size")
@@ -476,7 +476,7 @@ def adopt(session: Session, pool: str, old: str, name: str, size_mib: int | str,
 
 def _unindex(session: Session, ioctx: object, old: str, name: str) -> None:
     """Drop the index entry of the adoption of `old` as `name` (not one of another adoption of `old`)."""
-    entry = _parse_record(omap_index.get(session, ioctx, ADOPTIONS, old))  # type: ignore[arg-type]
+    entry = parse_record(omap_index.get(session, ioctx, ADOPTIONS, old))  # type: ignore[arg-type]
     if entry and entry.get("to") == name:
         omap_index.put(session, ioctx, ADOPTIONS, old, None)  # type: ignore[arg-type]
 
@@ -488,7 +488,8 @@ def _adopt_text(old: str, name: str, done: bool) -> str:
     return json.dumps(rec, sort_keys=True)
 
 
-def _parse_record(raw: str | None) -> dict | None:
+def parse_record(raw: str | None) -> dict | None:
+    """A JSON object kept in an omap index or in image metadata (None: absent or not ours to read)."""
     try:
         rec = json.loads(raw) if raw else None
     except ValueError:
@@ -503,7 +504,7 @@ def removable_adoption(meta: dict[str, str], pool: str, name: str, now: float | 
     (its record names it as the source, not the target), or one adopted less than WIPE_UNDO_S ago while
     Ganeti's prealloc_wipe_disks is on or cannot be read (Ganeti removes a disk whose wipe failed, and an
     adopted image is not the new, empty one it believes it made)."""
-    rec = _parse_record(meta.get(META_ADOPT))
+    rec = parse_record(meta.get(META_ADOPT))
     if not rec:
         return
     old = rec.get("from")
@@ -533,7 +534,7 @@ def adopt_record(session: Session, ioctx: object, name: str) -> dict | None:
     """The image's META_ADOPT record ({"from", "to", "done"}), None if it was never adopted."""
     with session.errors(f"read metadata of {ioctx.name}/{name}"), rbd.Image(ioctx, name, read_only=True) as img:  # type: ignore[attr-defined]
         try:
-            return _parse_record(img.metadata_get(META_ADOPT))
+            return parse_record(img.metadata_get(META_ADOPT))
         except KeyError:
             return None
 
@@ -542,7 +543,7 @@ def interrupted_adoption(session: Session, ioctx: object, old: str) -> str | Non
     """Where an interrupted adopt of `old` left the image, if anywhere: one read of the pool's index (no entry:
     none, and no image is opened), then the image it names, after the rename or before it, whose own record
     must confirm that it is `old` in an adoption not done (the index alone never moves an image)."""
-    entry = _parse_record(omap_index.get(session, ioctx, ADOPTIONS, old))  # type: ignore[arg-type]
+    entry = parse_record(omap_index.get(session, ioctx, ADOPTIONS, old))  # type: ignore[arg-type]
     if not entry:
         return None
     for image in dict.fromkeys((entry.get("to"), entry.get("at"))):
