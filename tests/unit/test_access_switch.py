@@ -96,6 +96,13 @@ def test_condense_keeps_ganetis_last_words() -> None:
 
 # -- the switch, against a fake Ganeti and a fake Ceph ---------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _journals_in_tmp_path(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FakeGaneti's journal dirs (tempfile.mkdtemp) under the test's tmp_path, which pytest cleans up:
+    in /tmp they were left behind, hundreds a run."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 class FakeImages:
     """Image names, and the adoption records (ganeti.adopt) that ganeti_ceph.rbd.volumes.adopt writes."""
 

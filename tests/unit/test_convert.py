@@ -9,7 +9,7 @@ import pytest
 
 from ganeti_ceph.rbd import convert as cv
 from ganeti_ceph.rbd.access_switch import Disk, GanetiFailed, Refused
-from tests.unit.test_access_switch import FakeGaneti, FakeImages, disk
+from tests.unit.test_access_switch import FakeGaneti, FakeImages, _journals_in_tmp_path, disk  # noqa: F401 (autouse)
 
 
 def grnet(index: int, name: str | None = "vm-disk0", **params: str) -> Disk:
