@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import rados
-
 from ganeti_ceph.errors import Busy, GanetiCephError
 from ganeti_ceph.rbd import iostats, omap_index
 from ganeti_ceph.rbd.catalogue import Backend, Catalogue
@@ -65,23 +63,12 @@ def put(s: Session, location: str, name: str, rec: Record | None) -> None:
 def records(s: Session, location: str) -> dict[str, Record]:
     """Every record: one listing of the index object's omap, in pages."""
     out: dict[str, Record] = {}
-    with s.ioctx(location) as ioctx, s.errors("list the placement records"):
-        after = ""
-        while True:
-            with rados.ReadOpCtx() as op:
-                it, _ = ioctx.get_omap_vals(op, after, "", PAGE)
-                try:
-                    ioctx.operate_read_op(op, INDEX)
-                except rados.ObjectNotFound:
-                    return out
-                page = [(k, v) for k, v in it]
-            for key, value in page:
-                rec = parse_record(value.decode(errors="replace"))
-                if rec:
-                    out[key] = rec
-            if len(page) < PAGE:
-                return out
-            after = page[-1][0]
+    with s.ioctx(location) as ioctx:
+        for key, value in omap_index.items(s, ioctx, INDEX, "list the placement records", PAGE):
+            rec = parse_record(value.decode(errors="replace"))
+            if rec:
+                out[key] = rec
+    return out
 
 
 @contextmanager

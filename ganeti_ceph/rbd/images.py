@@ -355,20 +355,8 @@ def _put(s: Session, ioctx: rados.Ioctx, name: str, rec: dict | None) -> None:
                    "write the image registry")
 
 
-def _entries(s: Session, ioctx: rados.Ioctx, page: int = 512) -> Iterator[tuple[str, dict]]:
-    after = ""
-    while True:
-        with s.errors("read the image registry"), rados.ReadOpCtx() as op:
-            it, _ = ioctx.get_omap_vals(op, after, "", page)
-            try:
-                ioctx.operate_read_op(op, REGISTRY)
-            except rados.ObjectNotFound:
-                return
-            got = [(k, v.decode()) for k, v in it]
-        for key, raw in got:
-            rec = parse_record(raw)
-            if rec is not None:
-                yield key, rec
-        if len(got) < page:
-            return
-        after = got[-1][0]
+def _entries(s: Session, ioctx: rados.Ioctx) -> Iterator[tuple[str, dict]]:
+    for key, raw in omap_index.items(s, ioctx, REGISTRY, "read the image registry"):
+        rec = parse_record(raw.decode())
+        if rec is not None:
+            yield key, rec

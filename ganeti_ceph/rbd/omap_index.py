@@ -1,12 +1,15 @@
 """One key of a pool-level omap index object: a look-up is one read, whatever the pool holds.
 
 The pool's registries (in-flight adoptions, see volumes.adopt; snapshot
-volumes, see snapshots.py) are omap
-objects next to the images: reading a key needs no listing of the pool and
-no image opens, so a missing key costs one round trip.
+volumes, see snapshots.py; imported images, images.py; placement records,
+backends.py) are omap objects next to the images: reading a key needs no
+listing of the pool and no image opens, so a missing key costs one round
+trip. A whole registry is read in pages (`items`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import rados
 
@@ -22,6 +25,25 @@ def get(session: Session, ioctx: rados.Ioctx, obj: str, key: str, what: str = ""
         except rados.ObjectNotFound:
             return None
         return next((v.decode() for _, v in it), None)
+
+
+def items(session: Session, ioctx: rados.Ioctx, obj: str, what: str = "",
+          page: int = 512) -> Iterator[tuple[str, bytes]]:
+    """Every key of `obj`'s omap with its value (undecoded: each index reads its own), in key order, read `page`
+    keys at a time; none if the object is absent. The caller's work on a page runs outside the error mapping."""
+    after = ""
+    while True:
+        with session.errors(what or f"read {obj}"), rados.ReadOpCtx() as op:
+            it, _ = ioctx.get_omap_vals(op, after, "", page)
+            try:
+                ioctx.operate_read_op(op, obj)
+            except rados.ObjectNotFound:
+                return
+            got = list(it)
+        yield from got
+        if len(got) < page:
+            return
+        after = got[-1][0]
 
 
 def put(session: Session, ioctx: rados.Ioctx, obj: str, key: str, value: str | None, what: str = "") -> None:

@@ -31,20 +31,8 @@ REGISTRY = "ganeti_ceph_snapshots"  # omap: snapshot volume -> "image@snapshot"
 def pending_for(session: Session, ioctx: rados.Ioctx, image: str) -> list[str]:
     """Snapshot volumes taken of `image` and not yet removed nor made real:
     removing `image` now would take their point in time with it."""
-    found: list[str] = []
-    after = ""
-    while True:
-        with session.errors("read the snapshot registry"), rados.ReadOpCtx() as op:
-            it, _ = ioctx.get_omap_vals(op, after, "", 512)
-            try:
-                ioctx.operate_read_op(op, REGISTRY)
-            except rados.ObjectNotFound:
-                return found
-            page = [(k, v.decode()) for k, v in it]
-        found += [k for k, spec in page if spec.partition("@")[0] == image]
-        if len(page) < 512:
-            return found
-        after = page[-1][0]
+    return [k for k, spec in omap_index.items(session, ioctx, REGISTRY, "read the snapshot registry")
+            if spec.decode().partition("@")[0] == image]
 
 
 def _pending(session: Session, ioctx: rados.Ioctx, snap_volume: str) -> str | None:
