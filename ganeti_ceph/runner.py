@@ -15,9 +15,7 @@ import os
 import re
 import select
 import shlex
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -55,6 +53,8 @@ def last_words(res: subprocess.CompletedProcess) -> str:
 
 def which(binary: str, path: str) -> str:
     """`binary` resolved along `path` (a caller's PATH plus the sbin dirs), else as given."""
+    import shutil  # here and in follow only: shutil (bz2, lzma) and tempfile would cost every provider call
+
     return shutil.which(binary, path=path) or binary
 
 
@@ -96,6 +96,8 @@ def follow(argv: list[str], what: str, timeout: float, on_output: Callable[[str]
            env: dict[str, str] | None = None) -> None:
     """Run argv as `run` does (bounded, clean environment, ToolFailed unless it exits 0), handing what it
     prints on stdout to `on_output` as it comes: the progress of a long copy (qemu-img convert -p)."""
+    import tempfile  # see which()
+
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty stderr cannot stall the child
         try:
