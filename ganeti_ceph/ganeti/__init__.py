@@ -7,7 +7,17 @@
 """
 
 from ganeti_ceph.errors import GanetiFailed
-from ganeti_ceph.ganeti.cli import SEP, Ganeti, GNode, condense, parse_groups, parse_list, parse_nodes, run_command
 
 __all__ = ["SEP", "GNode", "Ganeti", "GanetiFailed", "condense", "parse_groups", "parse_list", "parse_nodes",
            "run_command"]
+_CLI = frozenset(__all__) - {"GanetiFailed"}
+
+
+def __getattr__(name: str) -> object:
+    """cli's names, loaded at their first use: a provider call that reads only ssconf (a create's
+    prealloc_wipe check) does not load cli."""
+    if name in _CLI:
+        from ganeti_ceph.ganeti import cli
+
+        return getattr(cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

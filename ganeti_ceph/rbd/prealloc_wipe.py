@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ganeti_ceph.errors import GanetiFailed, UsageError
-from ganeti_ceph.ganeti import confd, config_data, ssconf
+from ganeti_ceph.ganeti import ssconf
 
 GANETI_LIB = ssconf.LIB_DIR
 OFF = "gnt-cluster modify --prealloc-wipe-disks no"
@@ -32,11 +32,15 @@ CONFD_BOUND_S = 2.0
 
 def ask_confd(lib_dir: str = GANETI_LIB, bound: float = CONFD_BOUND_S) -> bool | None:
     """The setting as ganeti-confd on the master candidates says it, within `bound`; None: cannot tell."""
+    from ganeti_ceph.ganeti import confd  # only for an adopt or a clone: not loaded by every create
+
     return confd.ask_bool(CONFD_QUERY, lib_dir, bound)
 
 
 def _from_dir(lib_dir: str) -> bool | str | None:
     """The setting as one state dir tells it; "absent" when the dir holds no Ganeti cluster at all."""
+    from ganeti_ceph.ganeti import config_data  # as confd above
+
     try:
         cfg = config_data.load(lib_dir)
         if cfg is not None:
