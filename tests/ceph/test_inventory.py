@@ -189,7 +189,7 @@ def test_command_line(prov: Provider, local_cluster: LocalCluster, made: dict[st
 
     for args, code, text in ((["show", f"{INSTANCE}:7"], 2, f"instance {INSTANCE} has no disk 7; its disks: 0, 1"),
                              (["list", "no-such-image"], 5, "no image no-such-image in our pools (default:rbd)"),
-                             (["list", "-o", "name,colour"], 2, "unknown field(s) colour"),
+                             (["list", "-o", "name,colour"], 2, "--output: unknown field(s) colour"),
                              (["list", "--backend", "nope"], 2, "no backend nope; backends: default"),
                              (["list", "--instance", "nope"], 2, "instance nope does not exist")):
         res = volume_cmd(env, cfg, *args)
