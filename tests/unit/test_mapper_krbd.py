@@ -17,6 +17,21 @@ def test_krbd_checks_pool_image_and_fsid(tmp_path) -> None:
     assert not m.is_mapping_of("/dev/rbd4", T)
 
 
+
+def test_krbd_tells_namespaces_apart(tmp_path) -> None:
+    """A namespaced backend's image (target pool "rbd/ns") is found by sysfs pool and pool_ns, and is not
+    taken for the same name in the pool's default namespace, nor the other way round."""
+    sys_rbd = tmp_path / "bus/rbd/devices"
+    for dev, ns in (("3", "tenant"), ("4", "")):
+        for key, value in {"pool": "rbd", "pool_ns": ns, "name": "vol.ext.disk0", "current_snap": "-",
+                           "cluster_fsid": "f5"}.items():
+            write(str(sys_rbd / dev / key), value)
+    m = Krbd(cfg(tmp_path, "krbd"), str(tmp_path / "block"), str(sys_rbd))
+    spaced = Target("f5", "rbd/tenant", "vol.ext.disk0")
+    assert m.is_mapping_of("/dev/rbd3", spaced) and not m.is_mapping_of("/dev/rbd4", spaced)
+    assert m.is_mapping_of("/dev/rbd4", T) and not m.is_mapping_of("/dev/rbd3", T)
+
+
 def test_a_late_map_is_not_followed_by_a_feature_query(tmp_path, monkeypatch) -> None:
     """A map past its bound has used the attach's time: no `rbd info` with another bound after it
     (a feature refusal is prompt, never late)."""

@@ -37,7 +37,9 @@ class Krbd(Mapper):
 
     def is_mapping_of(self, dev: str, t: Target) -> bool:
         base = os.path.join(self.sys_rbd, os.path.basename(dev).removeprefix("rbd"))
-        return (read(f"{base}/pool") == t.pool and read(f"{base}/name") == t.image
+        pool, _, namespace = t.pool.partition("/")  # a namespaced backend's location: pool/namespace
+        return (read(f"{base}/pool") == pool and (read(f"{base}/pool_ns") or "") == namespace
+                and read(f"{base}/name") == t.image
                 and read(f"{base}/current_snap") in ("-", None) and read(f"{base}/cluster_fsid") == t.fsid)
 
     def map_device(self, t: Target) -> str:
