@@ -74,7 +74,7 @@ def _snapshot_of(session: Session, ioctx: rados.Ioctx, pool: str, snap_volume: s
     with session.errors(f"look at {pool}/{snap_volume}"), rbd.Image(ioctx, snap_volume, read_only=True) as img:
         origin = dict(img.metadata_list()).get(META_ORIGIN, "")
     source, _, snap = origin.partition("@")
-    src_pool, _, image = source.partition("/")
+    src_pool, _, image = source.rpartition("/")  # the pool may be pool/namespace
     return image if src_pool == pool and snap.startswith(f"{OUR_SNAP_PREFIX}snap-") else ""
 
 
@@ -120,7 +120,7 @@ def children(session: Session, img: rbd.Image, snaps: list[str]) -> list[str]:
 def drop_if_unused(session: Session, spec: str) -> None:
     """Remove `pool/image@snap` if it is one we made and no clone uses it."""
     image_spec, _, snap = spec.partition("@")
-    pool, _, image = image_spec.partition("/")
+    pool, _, image = image_spec.rpartition("/")  # the pool may be pool/namespace
     if not snap.startswith(OUR_SNAP_PREFIX):
         return
     with session.ioctx(pool) as ioctx:

@@ -425,6 +425,7 @@ class DiskVolume:
     instance: str
     disk: Disk
     pool: str
+    svc: VolumeService  # pinned to the volume's backend (its cluster)
 
     @property
     def image(self) -> str:
@@ -446,7 +447,11 @@ class InstanceSnapshots:
         self.ganeti = ganeti or access_switch.Ganeti()
 
     def _volume(self, inst: Instance, disk: Disk) -> DiskVolume:
-        return DiskVolume(inst.name, disk, self.svc.catalogue.pool(disk.params.get("pool", "")))
+        from ganeti_ceph.rbd.service import VolumeRef
+
+        ref = VolumeRef(disk.params.get("pool", ""), disk.volume, None, disk.params.get("backend", ""))
+        svc, ref = self.svc.route(ref)  # a placed disk is where its record says
+        return DiskVolume(inst.name, disk, ref.pool, svc)
 
     def volumes(self, instance: str, spec: str | None) -> list[DiskVolume]:
         """The disk `spec` names, or (None) every rbd disk of the instance."""
@@ -479,18 +484,21 @@ class InstanceSnapshots:
     def add(self, instance: str, spec: str, name: str | None, keep: int | None) -> tuple[DiskVolume, Added]:
         if name is not None:
             check_name(name)
-        with self._locked(instance, spec, "add") as (_, vol), recorded_session(self.svc, vol.pool, vol.image) as s:
+        with self._locked(instance, spec, "add") as (_, vol), recorded_session(vol.svc, vol.pool, vol.image) as s:
             return vol, add(s, vol.pool, vol.image, name, keep, self._rerun(vol))
 
     def listing(self, instance: str, spec: str | None) -> list[tuple[DiskVolume, Listing]]:
         vols = self.volumes(instance, spec)
-        with self.svc.sessions(self.svc.cfg) as s:
-            return [(vol, listing(s, vol.pool, vol.image)) for vol in vols]
+        out = []
+        for vol in vols:
+            with vol.svc.session() as s:
+                out.append((vol, listing(s, vol.pool, vol.image)))
+        return out
 
     def remove(self, instance: str, spec: str, name: str) -> DiskVolume:
         check_name(name)
         with self._locked(instance, spec, "remove") as (_, vol), \
-                recorded_session(self.svc, vol.pool, vol.image) as s:
+                recorded_session(vol.svc, vol.pool, vol.image) as s:
             remove(s, vol.pool, vol.image, name)
             return vol
 
@@ -498,5 +506,5 @@ class InstanceSnapshots:
         check_name(name)
         with self._locked(instance, spec, "revert") as (inst, vol):
             check_stopped(inst)
-            with recorded_session(self.svc, vol.pool, vol.image) as s:
+            with recorded_session(vol.svc, vol.pool, vol.image) as s:
                 return vol, revert(s, vol.pool, vol.image, name, self._rerun(vol))

@@ -63,7 +63,8 @@ def parse_origin(text: str, default_pool: str) -> ImageRef:
     spec, _, snap = text.partition("@")
     pool, _, image = spec.rpartition("/")
     try:
-        ref = ImageRef(check_pool_name(pool or default_pool), check_image_name(image), snap or None)
+        # The default is the volume's own location, checked already (a backend's may be pool/namespace).
+        ref = ImageRef(check_pool_name(pool) if pool else default_pool, check_image_name(image), snap or None)
         if ref.snap:
             check_snap_name(ref.snap)
     except UsageError as exc:
