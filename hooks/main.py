@@ -183,7 +183,8 @@ def run(h: HookEnv, me: str, load: Callable[[], Config] = config.load, probe: ch
         if is_master:
             storage_node_hook(h, bound)
         return 0
-    if is_master and h.phase == "pre" and h.hpath in ("instance-add", "disk-grow"):
+    if (is_master and h.phase == "pre" and h.hpath in ("instance-add", "disk-grow") and h.template == "ext"
+            and os.path.exists(config.config_path())):
         check_project(h, load())
     if not h.rbd_disks:
         return 0

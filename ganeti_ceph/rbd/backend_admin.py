@@ -93,10 +93,12 @@ def check_reachable(svc: VolumeService, b: Backend) -> None:
 def add(svc: VolumeService, values: dict[str, Any]) -> list[str]:
     b = _backend(values)
     with _changing(svc) as cat:
-        if b.name in cat.names() and cat.get(b.name) == b:
-            return [f"backend {b.name} is in the catalogue already, as given"]
+        if b.name in cat.names() and cat.get(b.name) == b:  # a rerun: copied again (a node may have missed it)
+            return [f"backend {b.name} is in the catalogue already, as given", *save(svc, cat)]
         if b.name in cat.names() and not (b.name == DEFAULT and catalogue.implicit(cat.default)):
             raise UsageError(f"backend {b.name} exists; change it with gnt-storage backend modify")
+        if b.name == cat.index and b.name in cat.names() and _moved(cat.get(b.name), b):
+            _refuse_moving_index(svc, b.name)  # a declared default over the implicit one, elsewhere
         check_reachable(svc, b)
         kept = [x for x in cat.backends if x.name != b.name]
         return save(svc, replace(cat, backends=(*kept, b)))
@@ -106,7 +108,9 @@ def modify(svc: VolumeService, name: str, changes: dict[str, Any]) -> list[str]:
     with _changing(svc) as cat:
         old = cat.get(name)
         b = _backend({**_values(old), **changes})
-        moved = sorted(f for f in MOVABLE if getattr(b, f) != getattr(old, f))
+        moved = _moved(old, b)
+        if moved and name == cat.index:
+            _refuse_moving_index(svc, name)
         if moved:
             held = _holding(svc, name)
             if held:
@@ -121,6 +125,9 @@ def remove(svc: VolumeService, name: str) -> list[str]:
         cat.get(name)
         if name == DEFAULT:
             raise UsageError("the default backend is /etc/ganeti/ceph.yaml's cluster and pool; it cannot be removed")
+        if name == cat.index:
+            raise UsageError(f"backend {name} holds the placement records (the catalogue's index); it cannot be "
+                             "removed")
         held = _holding(svc, name)
         if held:
             raise UsageError(f"backend {name} holds {held} volume(s); remove or move them first "
@@ -140,6 +147,22 @@ def remove_project(svc: VolumeService, name: str) -> list[str]:
         if cat.project(name) is None:
             raise UsageError(f"no project {name} in the catalogue; see gnt-storage backend list-projects")
         return save(svc, replace(cat, projects=tuple(x for x in cat.projects if x.name != name)))
+
+
+def _moved(old: Backend, new: Backend) -> list[str]:
+    """The settings that say where a backend's volumes are, changed from `old` to `new`."""
+    return sorted(f for f in MOVABLE if getattr(new, f) != getattr(old, f))
+
+
+def _refuse_moving_index(svc: VolumeService, name: str) -> None:
+    """The index backend's pool holds every placement record: it may move only while there are none."""
+    try:
+        count = len(records(svc))
+    except GanetiCephError as exc:
+        raise UsageError(f"cannot tell whether placement records exist ({exc.message}); retry") from None
+    if count:
+        raise UsageError(f"backend {name} holds the placement records of {count} volume(s) (the catalogue's "
+                         "index): where it is cannot change; add a new backend instead")
 
 
 def _holding(svc: VolumeService, name: str) -> int:

@@ -26,25 +26,31 @@ from ganeti_ceph.session import Session
 INDEX = "ganeti_ceph_placement"
 LOCK = "ganeti-ceph-placement"
 LOCK_S = 30  # a holder that died lets go after this (RADOS lock duration)
-LOCK_WAIT_S = 15.0  # how long a create waits for another's placement
+LOCK_WAIT_S = 45.0  # how long a create waits for another's placement (held for a listing and a write)
 PAGE = 1000
+VOLUME, SNAPSHOT = "volume", "snapshot"
 
 
 @dataclass(frozen=True)
 class Record:
     backend: str
     size: int  # provisioned bytes
+    kind: str = VOLUME  # or SNAPSHOT: a snapshot volume of Ganeti's export, routed but not counted
 
     def dump(self) -> str:
-        return json.dumps({"backend": self.backend, "size": self.size}, sort_keys=True)
+        data: dict[str, Any] = {"backend": self.backend, "size": self.size}
+        if self.kind != VOLUME:
+            data["kind"] = self.kind
+        return json.dumps(data, sort_keys=True)
 
 
 def parse_record(text: str | None) -> Record | None:
     """A record as written by `Record.dump`; anything else is None (never trusted)."""
     try:
         data = json.loads(text or "")
-        return Record(str(data["backend"]), int(data["size"]))
-    except (ValueError, KeyError, TypeError):
+        kind = str(data.get("kind", VOLUME))
+        return Record(str(data["backend"]), int(data["size"]), kind) if kind in (VOLUME, SNAPSHOT) else None
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -111,7 +117,7 @@ def figures_of(b: Backend, stats: dict[str, dict[str, int]], recs: Iterable[Reco
     st = stats.get(b.pool)
     if st is None:
         return f"pool {b.pool} does not exist"
-    mine = [r.size for r in recs if r.backend == b.name]
+    mine = [r.size for r in recs if r.backend == b.name and r.kind == VOLUME]
     stored, free = int(st.get("stored", 0)), int(st.get("max_avail", 0))
     return Figures(capacity=stored + free, free=free, used=stored, provisioned=sum(mine), volumes=len(mine))
 
@@ -120,15 +126,18 @@ def cluster_key(b: Backend) -> tuple[str, str, str]:
     return (b.conf, b.keyring, b.client_id)
 
 
-def gather(cat: Catalogue, names: Iterable[str], session_for: Callable[[Backend], Any],
-           recs: dict[str, Record], io: bool = False) -> dict[str, Figures | str]:
-    """The figures of the backends `names`: one `df detail` per cluster, in a session of its own
-    (`session_for(backend)` is a context manager), and with `io` the mgr's per-image rates of each
-    pool, summed per backend; a cluster that does not answer makes its backends' figures the reason."""
-    out: dict[str, Figures | str] = {}
-    wanted = [cat.get(n) for n in names]
+# What a cluster said of its pools: (`df detail`'s pool stats, the mgr's per-image rates), or why nothing.
+Said = tuple[dict[str, dict[str, int]], dict[str, dict[str, dict[str, float]]]] | str
+
+
+def ask(cat: Catalogue, names: Iterable[str], session_for: Callable[[Backend], Any],
+        io: bool = False) -> dict[str, Said]:
+    """What the clusters of the backends `names` say: one `df detail` per cluster, in a session of its
+    own (`session_for(backend)` is a context manager), with `io` the mgr's rates of their pools. Asked
+    outside the records' lock: connecting to a slow cluster must not hold everyone's creates."""
+    out: dict[str, Said] = {}
     clusters: dict[tuple, list[Backend]] = {}
-    for b in wanted:
+    for b in (cat.get(n) for n in names):
         clusters.setdefault(cluster_key(b), []).append(b)
     for group in clusters.values():
         try:
@@ -138,11 +147,23 @@ def gather(cat: Catalogue, names: Iterable[str], session_for: Callable[[Backend]
         except GanetiCephError as exc:
             out.update((b.name, exc.message) for b in group)
             continue
-        for b in group:
-            f = figures_of(b, stats, recs.values())
-            if isinstance(f, Figures) and io:
-                f.io.update(iostats.location_io(rates, b.location))
-            out[b.name] = f
+        out.update((b.name, (stats, rates)) for b in group)
+    return out
+
+
+def figures(cat: Catalogue, said: dict[str, Said], recs: dict[str, Record]) -> dict[str, Figures | str]:
+    """Each asked backend's figures from what its cluster said and the records (pure)."""
+    out: dict[str, Figures | str] = {}
+    for name, answer in said.items():
+        if isinstance(answer, str):
+            out[name] = answer
+            continue
+        stats, rates = answer
+        b = cat.get(name)
+        f = figures_of(b, stats, recs.values())
+        if isinstance(f, Figures) and rates:
+            f.io.update(iostats.location_io(rates, b.location))
+        out[name] = f
     return out
 
 

@@ -224,43 +224,61 @@ class VolumeService:
         if self.pinned is not None or not self.catalogue.declared:
             svc, ref = self.route(spec.ref)
             return svc._create(replace(spec, ref=ref))
+        if (spec.origin or spec.adopt_image) and not (spec.ref.backend or spec.ref.pool):
+            if spec.tags:  # a clone or an adopted image lives where its source is: no choosing
+                raise UsageError("origin and adopt_image take the backend of their image: name it (backend=) "
+                                 "instead of tags")
+            spec = replace(spec, ref=replace(spec.ref, backend=self.catalogue.default.name))
         svc, ref, reserved = self._place(spec)
         try:
             return svc._create(replace(spec, ref=ref, data_pool=spec.data_pool or svc.pinned.data_pool or None))
         except BaseException:
-            if reserved:  # nothing made: the reservation goes (best effort; a leftover only over-counts)
+            if reserved:  # the reservation goes only if no image was made (else it counts what exists)
                 isvc, location = self.index()
-                with contextlib.suppress(GanetiCephError), isvc._session() as s:
-                    backends.put(s, location, ref.name, None)
+                with contextlib.suppress(GanetiCephError), svc._session() as vs:
+                    with vs.ioctx(ref.pool) as ioctx:
+                        made = volumes.exists_fast(ioctx, ref.name)
+                    if not made:
+                        with isvc._session() as s:
+                            backends.put(s, location, ref.name, None)
             raise
 
     def _place(self, spec: VolumeSpec) -> tuple[VolumeService, VolumeRef, bool]:
         """Pick the backend and record it, under the records' lock: the one `spec` names (within its
         limits), the one already recorded (a repeat), else placement.choose. True: recorded now."""
         cat, ref, size = self.catalogue, spec.ref, spec.size_mib * volumes.MIB
+        named = (cat.get(ref.backend) if ref.backend else cat.backend_of(ref.pool)) if ref.backend or ref.pool \
+            else None
+        asked = [named] if named else list(cat.backends)
+        said = self.ask([b.name for b in asked if limited(b) or named is None])  # outside the lock
         isvc, location = self.index()
         with isvc._session() as s, backends.locked(s, location):
             rec = backends.lookup(s, location, ref.name)
             if rec is not None:
                 return (*self.on(cat.get(rec.backend)).route(VolumeRef("", ref.name, ref.uuid)), False)
-            if ref.backend or ref.pool:
-                b = cat.get(ref.backend) if ref.backend else cat.backend_of(ref.pool)
-                self._check_limits(s, location, b, size, 1, f"create of {ref.name}")
+            figs = backends.figures(cat, said, backends.records(s, location)) if said else {}
+            if named is not None:
+                b = named
+                self._refuse_over(b, figs, size, 1, f"create of {ref.name}")
             else:
-                recs = backends.records(s, location)
-                b = placement.choose(cat, self.figures(cat.names(), recs), size, spec.tags)
+                b = placement.choose(cat, figs, size, spec.tags)
             backends.put(s, location, ref.name, backends.Record(b.name, size))
         svc, routed_ref = self.on(b).route(replace(ref, backend=b.name))
         return svc, routed_ref, True
 
-    def figures(self, names: Iterable[str], recs: dict[str, backends.Record], io: bool = False) -> dict:
-        return backends.gather(self.catalogue, names, lambda b: self.on(b)._session(), recs, io)
+    def ask(self, names: Iterable[str], io: bool = False) -> dict[str, backends.Said]:
+        """What the clusters of the backends `names` say of their pools (backends.ask)."""
+        return backends.ask(self.catalogue, names, lambda b: self.on(b)._session(), io)
 
-    def _check_limits(self, s: Session, location: str, b: Backend, add: int, volumes_: int, doing: str) -> None:
-        """Refuse `doing` past `b`'s overcommit or quotas (no figures needed when it has none)."""
-        if not (b.overcommit or b.quota_gib or b.quota_volumes):
+    def figures(self, names: Iterable[str], recs: dict[str, backends.Record], io: bool = False) -> dict:
+        return backends.figures(self.catalogue, self.ask(names, io), recs)
+
+    @staticmethod
+    def _refuse_over(b: Backend, figs: dict, add: int, volumes_: int, doing: str) -> None:
+        """Refuse `doing` past `b`'s overcommit or quotas (`figs` holds b's figures when it has limits)."""
+        if not limited(b):
             return
-        f = self.figures([b.name], backends.records(s, location))[b.name]
+        f = figs.get(b.name, "not asked")
         if isinstance(f, str):
             raise UsageError(f"{doing} refused: backend {b.name}'s limits cannot be checked ({f})")
         placement.refuse_over(b, f, add, volumes_, doing)
@@ -366,15 +384,18 @@ class VolumeService:
     def _reserve_growth(self, ref: VolumeRef, new_size: int) -> None:
         """Check the backend's limits for the growth and record the new size, under the lock."""
         assert self.pinned is not None
+        b = self.pinned
+        said = self.ask([b.name]) if limited(b) else {}  # outside the lock
         isvc, location = self.index()
         with isvc._session() as s, backends.locked(s, location):
             rec = backends.lookup(s, location, ref.name)
             if rec is None:  # made before the catalogue: counted from now on
                 with self._session() as vs:
-                    rec = backends.Record(self.pinned.name, volumes.size_of(vs, ref.pool, ref.name))
+                    rec = backends.Record(b.name, volumes.size_of(vs, ref.pool, ref.name))
             if new_size > rec.size:
-                self._check_limits(s, location, self.pinned, new_size - rec.size, 0, f"grow of {ref.name}")
-                backends.put(s, location, ref.name, backends.Record(rec.backend, new_size))
+                figs = backends.figures(self.catalogue, said, backends.records(s, location)) if said else {}
+                self._refuse_over(b, figs, new_size - rec.size, 0, f"grow of {ref.name}")
+                backends.put(s, location, ref.name, backends.Record(rec.backend, new_size, rec.kind))
 
     @routed
     def set_info(self, ref: VolumeRef, text: str) -> None:
@@ -389,6 +410,12 @@ class VolumeService:
         False if that snapshot exists already."""
         ref = self.resolve(ref)
         check_image_name(snapshot_volume)  # bad input changes nothing, not even this node's records
+        if self.catalogue.declared and self.pinned is not None:
+            # Ganeti attaches and removes the snapshot volume with the disk's parameters, which name no
+            # backend: its record sends those calls where the snapshot is (kept out of the counts).
+            isvc, location = self.index()
+            with isvc._session() as s:
+                backends.put(s, location, snapshot_volume, backends.Record(self.pinned.name, 0, backends.SNAPSHOT))
         with self._session(ref) as s:
             return snapshots.snapshot(s, ref.pool, ref.name, snapshot_volume)
 
@@ -442,6 +469,11 @@ class VolumeService:
         from ganeti_ceph.rbd import access_switch  # Ganeti's CLI and state: not loaded for a provider call
 
         return access_switch.switch(instance, mode, dry_run=dry_run)
+
+
+def limited(b: Backend) -> bool:
+    """Whether a create or grow on `b` must be checked against figures (overcommit or a quota)."""
+    return bool(b.overcommit or b.quota_gib or b.quota_volumes)
 
 
 def metadata(spec: VolumeSpec) -> dict[str, str]:

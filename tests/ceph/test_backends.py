@@ -309,3 +309,38 @@ def test_local_cluster_up_registers_itself(bed: Bed) -> None:
     rows = bed.ok("list", "far2", "--no-headers", "--separator=|", "-o", "name,tags,status")
     assert rows == "far2|lab|ok\n"
     bed.ok("remove", "far2")
+
+
+def test_an_export_snapshot_of_a_placed_volume_goes_where_it_is(bed: Bed) -> None:
+    """Ganeti's export: snapshot, then attach, read and remove the snapshot volume with the disk's parameters
+    (no backend): the snapshot volume's record sends each call to the placed volume's pool, and the volume
+    stays removable (review #1)."""
+    prov = bed.prov
+    vol = prov.volume()
+    snapvol = prov.track(f"{vol}.snap")
+    assert prov.run("create", vol, bed.cfg, VOL_SIZE="16", EXTP_TAGS="ssd", EXTP_ACCESS="userspace").ok()
+    assert bed.record(vol).backend == "fast"
+    assert "made" in prov.run("snapshot", vol, bed.cfg, VOL_SNAPSHOT_NAME=snapvol, VOL_SNAPSHOT_SIZE="16",
+                              EXTP_TAGS="ssd", EXTP_ACCESS="userspace").ok().note
+    assert bed.record(snapvol) == backends.Record("fast", 0, backends.SNAPSHOT)
+    uri = prov.attach(snapvol, bed.cfg, EXTP_TAGS="ssd", EXTP_ACCESS="userspace")[1]
+    assert uri == f"kvm:rbd:fast/{snapvol}:id=ganeti" and snapvol in bed.images("fast")
+    assert "removed" in prov.run("remove", snapvol, bed.cfg, EXTP_TAGS="ssd").ok().note
+    assert bed.record(snapvol) is None
+    rows = bed.ok("list", "fast", "--no-headers", "--separator=|", "-o", "volumes")
+    assert rows == "1\n"  # the snapshot volume was never counted
+    assert "removed" in prov.run("remove", vol, bed.cfg, EXTP_TAGS="ssd").ok().note
+
+
+def test_the_index_backend_does_not_move_while_it_holds_records(bed: Bed) -> None:
+    """Every placement record lives in the index backend's pool: moving it, or removing it, would route
+    every placed volume to nowhere (review #2)."""
+    prov = bed.prov
+    vol = prov.volume()
+    assert prov.run("create", vol, bed.cfg, VOL_SIZE="8", EXTP_BACKEND="fast", EXTP_ACCESS="userspace").ok()
+    res = bed.cli("modify", "default", "--pool", "slow")
+    assert res.returncode != 0 and "holds the placement records of" in res.stderr, res.stderr
+    assert prov.run("remove", vol, bed.cfg).ok()
+    # An origin is looked up where its disk goes: with tags, there is no telling where that is.
+    line = prov.run("create", prov.volume(), bed.cfg, VOL_SIZE="8", EXTP_TAGS="ssd", EXTP_ORIGIN="x").one_error()
+    assert "name it (backend=)" in line

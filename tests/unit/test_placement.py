@@ -150,3 +150,21 @@ def test_the_hook_environment_of_an_add_and_a_grow() -> None:
     grow = parse({"GANETI_HOOKS_PATH": "disk-grow", "GANETI_AMOUNT": "2048", "GANETI_ABSOLUTE": "True",
                   "GANETI_DISK": "0"})
     assert (grow.amount, grow.absolute, grow.grown_disk) == (2048, True, 0)
+
+
+def test_the_project_hook_leaves_other_templates_and_unconfigured_masters_alone(tmp_path, monkeypatch) -> None:
+    """A drbd add, or any add on a master without ceph.yaml, is never vetoed for our config (review #4)."""
+    from hooks import main
+    from hooks.env import parse
+
+    def broken() -> Config:
+        raise ConfigError("a broken config must not be read")
+
+    env = {"GANETI_HOOKS_PATH": "instance-add", "GANETI_HOOKS_PHASE": "pre", "GANETI_MASTER": "m",
+           "GANETI_INSTANCE_TAGS": "project:acme", "GANETI_INSTANCE_DISK_COUNT": "1",
+           "GANETI_INSTANCE_DISK0_SIZE": "1024", "GANETI_INSTANCE_DISK_TEMPLATE": "drbd"}
+    monkeypatch.setenv("GANETI_CEPH_CONFIG", str(tmp_path / "ceph.yaml"))
+    (tmp_path / "ceph.yaml").write_text("conf: /x\n")
+    assert main.run(parse(env), "m", load=broken) == 0
+    (tmp_path / "ceph.yaml").unlink()
+    assert main.run(parse({**env, "GANETI_INSTANCE_DISK_TEMPLATE": "ext"}), "m", load=broken) == 0
