@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from typing import Any
 
-from ganeti_ceph import plain_yaml
 from ganeti_ceph.errors import ConfigError, GanetiCephError
 from ganeti_ceph.naming import check_client_id, check_pool_name
 
@@ -240,7 +239,7 @@ def as_data(obj: Any) -> dict[str, Any]:
 
 def dump(cfg: Config) -> str:
     """Render a Config as the YAML that `parse` reads back: the one writer of ganeti-ceph.yaml files."""
-    import yaml  # not loaded by a provider call, which only reads (plain_yaml)
+    import yaml
 
     return yaml.safe_dump(as_data(cfg), sort_keys=False)
 
@@ -280,8 +279,7 @@ def read_yaml(path: str, what: str = "config file", missing: str = "") -> Any:
         if len(text) > MAX_BYTES or _flow_depth(text) > MAX_DEPTH:  # yaml takes seconds per KiB of [[[...
             raise ConfigError(f"{what} {path} is over {MAX_BYTES} bytes or nests over {MAX_DEPTH} deep; "
                               "fix its content")
-        data = plain_yaml.parse(text)
-        return _pyyaml(text, f"{what} {path}") if data is plain_yaml.OTHER else data
+        return _pyyaml(text, f"{what} {path}")
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} not found; {missing or 'create it'}") from None
     except OSError as exc:
@@ -291,8 +289,7 @@ def read_yaml(path: str, what: str = "config file", missing: str = "") -> Any:
 
 
 def _pyyaml(text: str, name: str) -> Any:
-    """yaml.safe_load, for a file beyond the plain subset config.dump writes: imported only then,
-    since importing it would cost every provider call more than reading its config."""
+    """yaml.safe_load of `text` (PyYAML imported here, by the calls that read a file)."""
     import yaml
 
     try:

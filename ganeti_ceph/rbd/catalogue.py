@@ -224,7 +224,7 @@ def load(cfg: Config) -> Catalogue:
 
 def dump(cat: Catalogue) -> str:
     """The file's YAML (parse reads it back): the implicit default backend is not written."""
-    import yaml  # here only: a provider call reads the catalogue through config.read_yaml
+    import yaml
 
     data: dict[str, Any] = {"backends": [_plain(b) for b in cat.backends if not implicit(b)]}
     if cat.projects:
