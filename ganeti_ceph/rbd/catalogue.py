@@ -77,7 +77,17 @@ NUMBER = Kind("number >= 0", _number)
 TAGS = Kind("list of tags", _tags)
 NAME = Kind("backend name", _name)
 OPT_POOL = Kind("pool name, or empty", lambda v, k: POOL.read(v, k) if v else "")
-OPT_FILE = Kind("file path, or empty: ceph.yaml's", lambda v, k: FILE.read(v, k) if v else "")
+def _path(value: Any, key: str) -> str:
+    """An absolute path QEMU's rbd: filename can carry (no ':', ',' or white space), or empty."""
+    if not value:
+        return ""
+    path = FILE.read(value, key)
+    if not os.path.isabs(path) or any(c in path for c in ":,") or any(c.isspace() for c in path):
+        raise ConfigError(f"{key} must be an absolute path without ':', ',' or spaces, not {path!r}")
+    return path
+
+
+OPT_FILE = Kind("absolute file path, or empty: ceph.yaml's", _path)
 OPT_CLIENT = Kind("Ceph client id, or empty: ceph.yaml's", _client)
 
 

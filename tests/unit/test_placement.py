@@ -168,3 +168,9 @@ def test_the_project_hook_leaves_other_templates_and_unconfigured_masters_alone(
     assert main.run(parse(env), "m", load=broken) == 0
     (tmp_path / "ceph.yaml").unlink()
     assert main.run(parse({**env, "GANETI_INSTANCE_DISK_TEMPLATE": "ext"}), "m", load=broken) == 0
+
+
+@pytest.mark.parametrize("path", ["relative.conf", "/etc/ceph/a:b.conf", "/etc/ceph/a,b", "/etc/ceph/a b"])
+def test_a_backend_path_qemu_could_not_carry_is_refused(path: str) -> None:
+    with pytest.raises(ConfigError, match="absolute path without"):
+        cat_of({"name": "far", "pool": "rbd", "conf": path})
