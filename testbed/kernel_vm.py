@@ -87,6 +87,13 @@ umount /proc /sys /dev
 exec switch_root /newroot /run/gkt/busybox init
 """
 
+def checkout_bind(repo: str = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) -> str:
+    """A checkout under /root stays visible through the tmpfs over the guest's /root (stage 1's line)."""
+    if repo != "/root" and not repo.startswith("/root/"):
+        return ""
+    return f"mkdir -p /newroot{repo}; mount -o bind /host{repo} /newroot{repo}"
+
+
 # The root (host / read-only, tmpfs over it), the live test dir, the NIC, then busybox init's inittab.
 STAGE1 = """set -e
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=512000 hostroot /host
@@ -95,6 +102,7 @@ mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot
 for d in run tmp; do mount -t tmpfs -o mode=1777 $d /newroot/$d; done
 mount -t tmpfs -o mode=0700 root /newroot/root  # not the host's dotfiles: its .bashrc ran in every SSH command
+{checkout}
 mount -t proc proc /newroot/proc; mount -t sysfs sys /newroot/sys; mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot{shared} /newroot/run/gkt
 mount -t devpts devpts /newroot/dev/pts
@@ -283,7 +291,7 @@ class KernelVM:
                                    auth_keys=self.path("authorized_keys"), ready=READY))
         files: dict[str, initramfs.Source] = {
             "init": (INIT.format(modules=" ".join(name for name, _ in mods), failed=FAILED).encode(), 0o755),
-            "stage1": STAGE1.format(shared=self.shared, guest=self.addr).encode(),
+            "stage1": STAGE1.format(shared=self.shared, guest=self.addr, checkout=checkout_bind()).encode(),
             "inittab": INITTAB.format(stage2=stage2, failed=FAILED).encode(),
             "bin/busybox": self.kernel.busybox,
         }
