@@ -103,6 +103,8 @@ def parse(action: str, env: Mapping[str, str], default_pool: str) -> Request:
     if "pool" in params:
         check_pool_name(params["pool"])
     pool = params.get("pool") or default_pool
+    if pool:  # "" only when the backend catalogue decides, after routing
+        check_pool_name(pool)
     chosen = [k for k in ("backend", "pool", "tags") if params.get(k)]
     if len(chosen) > 1:
         raise UsageError(f"give one of backend, pool and tags, not {' and '.join(chosen)}")

@@ -87,6 +87,8 @@ def bed(local_cluster: LocalCluster, far_cluster: Config, tmp_path_factory: pyte
         if pool not in have:
             _admin(local_cluster, {"prefix": "osd pool create", "pool": pool, "pg_num": 8, "pgp_num": 8},
                    {"prefix": "osd pool application enable", "pool": pool, "app": "rbd"})
+    with Session(local_cluster.admin) as s:  # the client's caps, given back at the end (others test them)
+        before = s.mon_command("auth get", entity=f"client.{client}")[0]["caps"]
     caps = ", ".join(f"profile rbd pool={p}" for p in ("rbd", *POOLS))
     _admin(local_cluster, {"prefix": "auth caps", "entity": f"client.{client}",
                            "caps": ["mon", "profile rbd", "osd", caps, "mgr", caps]})
@@ -104,6 +106,8 @@ def bed(local_cluster: LocalCluster, far_cluster: Config, tmp_path_factory: pyte
         _drop(far_cluster, "rbd", prov.volumes)
         with Session(local_cluster.admin) as s, s.ioctx("rbd") as io:
             io.remove_object(backends.INDEX)
+        _admin(local_cluster, {"prefix": "auth caps", "entity": f"client.{client}",
+                               "caps": [x for kv in sorted(before.items()) for x in kv]})
         next(gen, None)
 
 

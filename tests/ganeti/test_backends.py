@@ -55,6 +55,7 @@ def catalogue(testbed: Testbed, ceph_admin: Config) -> Iterator[list[str]]:
         client = next(e["entity"] for e in s.mon_command("auth ls")["auth_dump"]
                       if e["entity"].startswith("client.") and e["entity"] != "client.admin"
                       and "profile rbd pool=rbd" in e.get("caps", {}).get("osd", ""))
+        before = s.mon_command("auth get", entity=client)[0]["caps"]  # given back at the end
         caps = f"profile rbd pool=rbd, profile rbd pool={POOL}"
         s.mon_command("auth caps", entity=client, caps=["mon", "profile rbd", "osd", caps, "mgr", caps])
     made: list[str] = []  # instances to remove afterwards
@@ -63,8 +64,10 @@ def catalogue(testbed: Testbed, ceph_admin: Config) -> Iterator[list[str]]:
         testbed.run(0, ["gnt-instance", "remove", "-f", "--shutdown-timeout=0", name], check=False)
     for index in range(len(testbed.nodes)):
         testbed.run(index, ["rm", "-f", CATALOGUE], check=False)
-    with Session(ceph_admin) as s, s.ioctx("rbd") as io, contextlib.suppress(rados.ObjectNotFound):
-        io.remove_object(backends.INDEX)
+    with Session(ceph_admin) as s:
+        s.mon_command("auth caps", entity=client, caps=[x for kv in sorted(before.items()) for x in kv])
+        with s.ioctx("rbd") as io, contextlib.suppress(rados.ObjectNotFound):
+            io.remove_object(backends.INDEX)
 
 
 def test_placement_and_quotas_through_ganeti(testbed: Testbed, ceph_admin: Config, catalogue: list[str]) -> None:

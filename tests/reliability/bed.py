@@ -51,6 +51,9 @@ MONS = (Daemon("mon", "a"),)
 OSDS = tuple(Daemon("osd", str(i)) for i in range(3))
 
 
+SETTLED = frozenset({"active", "clean", "snaptrim", "snaptrim_wait"})  # PG states of a settled cluster
+
+
 @dataclass
 class Tally:
     """One scenario's figures, turned into a ledger Row."""
@@ -225,14 +228,17 @@ class Bed:
         with Session(local.admin_config(self.cluster.dir, Timeouts(connect=15, mon_op=15, osd_op=30))) as s:
             yield s
 
+    # A PG trimming removed snapshots (snaptrim, throttled by osd_snap_trim_sleep) serves I/O as usual.
     def settled(self, timeout: float = 120) -> None:
-        """Every OSD up and in, every PG active+clean (health warnings of the fault may linger)."""
+        """Every OSD up and in, every PG active+clean, perhaps trimming snapshots in the background (health
+        warnings of the fault may linger)."""
         deadline = time.monotonic() + timeout
         with self.admin() as s:
             while True:
                 st = s.mon_command("status")
                 osd, pgs = st.get("osdmap", {}), st.get("pgmap", {})
-                clean = sum(x["count"] for x in pgs.get("pgs_by_state", []) if x["state_name"] == "active+clean")
+                clean = sum(x["count"] for x in pgs.get("pgs_by_state", [])
+                            if {"active", "clean"} <= set(x["state_name"].split("+")) <= SETTLED)
                 if osd.get("num_up_osds") == osd.get("num_osds") == osd.get("num_in_osds") and \
                         clean == pgs.get("num_pgs"):
                     return

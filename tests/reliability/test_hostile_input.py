@@ -111,8 +111,8 @@ def test_request_parsing_gives_a_request_or_a_usage_error(action: str, env: dict
         raise
     assert req.action in request.ACTIONS
     assert check_image_name(req.volume) == req.volume == env["VOL_NAME"]
-    assert check_pool_name(req.pool) == req.pool
-    for name in (req.volume, req.pool, req.params.get("data_pool", "x"), req.snapshot_name or "x"):
+    assert req.pool == default_pool == "" or check_pool_name(req.pool) == req.pool  # "": placement decides
+    for name in (req.volume, req.pool or "x", req.params.get("data_pool", "x"), req.snapshot_name or "x"):
         assert name.isprintable() and name == name.strip(), f"{name!r} accepted as a name"
     for size in (req.size_mib, req.new_size_mib):
         assert size is None or (type(size) is int and 1 <= size <= naming.MAX_MIB)
