@@ -91,7 +91,7 @@ def check_reachable(svc: VolumeService, b: Backend) -> None:
 
 
 def add(svc: VolumeService, values: dict[str, Any]) -> list[str]:
-    b = _backend(values)
+    b = _read(Backend, values)
     with _changing(svc) as cat:
         if b.name in cat.names() and cat.get(b.name) == b:  # a rerun: copied again (a node may have missed it)
             return [f"backend {b.name} is in the catalogue already, as given", *save(svc, cat)]
@@ -107,7 +107,7 @@ def add(svc: VolumeService, values: dict[str, Any]) -> list[str]:
 def modify(svc: VolumeService, name: str, changes: dict[str, Any]) -> list[str]:
     with _changing(svc) as cat:
         old = cat.get(name)
-        b = _backend({**_values(old), **changes})
+        b = _read(Backend, {**_values(old), **changes})
         moved = _moved(old, b)
         if moved and name == cat.index:
             _refuse_moving_index(svc, name)
@@ -176,10 +176,6 @@ def _holding(svc: VolumeService, name: str) -> int:
 
 def _values(b: Backend) -> dict[str, Any]:
     return {f.metadata.get("key") or f.name: getattr(b, f.name) for f in fields(Backend)}
-
-
-def _backend(values: dict[str, Any]) -> Backend:
-    return _read(Backend, values)
 
 
 def _read(cls: type, values: dict[str, Any]) -> Any:

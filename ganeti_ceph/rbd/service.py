@@ -170,6 +170,12 @@ class VolumeService:
         with svc._session() as s:
             return backends.lookup(s, location, name)
 
+    def _put_record(self, name: str, rec: backends.Record | None) -> None:
+        """Write (None: drop) volume `name`'s placement record, in a session of the index's own."""
+        svc, location = self.index()
+        with svc._session() as s:
+            backends.put(s, location, name, rec)
+
     @contextmanager
     def _session(self, ref: VolumeRef | None = None) -> Iterator[Session]:
         """A session for one use case. Working on the volume `ref`, it first releases what dead clients
@@ -234,13 +240,11 @@ class VolumeService:
             return svc._create(replace(spec, ref=ref, data_pool=spec.data_pool or svc.pinned.data_pool or None))
         except BaseException:
             if reserved:  # the reservation goes only if no image was made (else it counts what exists)
-                isvc, location = self.index()
-                with contextlib.suppress(GanetiCephError), svc._session() as vs:
-                    with vs.ioctx(ref.pool) as ioctx:
+                with contextlib.suppress(GanetiCephError):
+                    with svc._session() as vs, vs.ioctx(ref.pool) as ioctx:
                         made = volumes.exists_fast(ioctx, ref.name)
                     if not made:
-                        with isvc._session() as s:
-                            backends.put(s, location, ref.name, None)
+                        self._put_record(ref.name, None)
             raise
 
     def _place(self, spec: VolumeSpec) -> tuple[VolumeService, VolumeRef, bool]:
@@ -361,9 +365,7 @@ class VolumeService:
         with self._session(ref) as s:
             gone = removal.remove(s, ref.pool, ref.name, ref.uuid)
         if self.catalogue.declared:  # the image is gone: so goes its record (and its provisioned bytes)
-            isvc, location = self.index()
-            with isvc._session() as s:
-                backends.put(s, location, ref.name, None)
+            self._put_record(ref.name, None)
         return gone
 
     @routed
@@ -413,9 +415,7 @@ class VolumeService:
         if self.catalogue.declared and self.pinned is not None:
             # Ganeti attaches and removes the snapshot volume with the disk's parameters, which name no
             # backend: its record sends those calls where the snapshot is (kept out of the counts).
-            isvc, location = self.index()
-            with isvc._session() as s:
-                backends.put(s, location, snapshot_volume, backends.Record(self.pinned.name, 0, backends.SNAPSHOT))
+            self._put_record(snapshot_volume, backends.Record(self.pinned.name, 0, backends.SNAPSHOT))
         with self._session(ref) as s:
             return snapshots.snapshot(s, ref.pool, ref.name, snapshot_volume)
 
