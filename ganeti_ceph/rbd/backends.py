@@ -116,7 +116,7 @@ def figures_of(b: Backend, stats: dict[str, dict[str, int]], recs: Iterable[Reco
     """One backend's figures, or why there are none (pure)."""
     st = stats.get(b.pool)
     if st is None:
-        return f"pool {b.pool} does not exist"
+        return f"pool {b.pool} is not in ceph df (missing, or made moments ago)"
     mine = [r.size for r in recs if r.backend == b.name and r.kind == VOLUME]
     stored, free = int(st.get("stored", 0)), int(st.get("max_avail", 0))
     return Figures(capacity=stored + free, free=free, used=stored, provisioned=sum(mine), volumes=len(mine))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -87,6 +88,11 @@ def bed(local_cluster: LocalCluster, far_cluster: Config, tmp_path_factory: pyte
         if pool not in have:
             _admin(local_cluster, {"prefix": "osd pool create", "pool": pool, "pg_num": 8, "pgp_num": 8},
                    {"prefix": "osd pool application enable", "pool": pool, "app": "rbd"})
+    with Session(local_cluster.admin) as s:  # new pools reach `ceph df` (the mgr's digest) a moment later
+        deadline = time.monotonic() + 60
+        while not set(POOLS) <= backends.pool_stats(s.mon_command("df", detail="detail")).keys():
+            assert time.monotonic() < deadline, "the new pools never showed in ceph df"
+            time.sleep(0.5)
     with Session(local_cluster.admin) as s:  # the client's caps, given back at the end (others test them)
         before = s.mon_command("auth get", entity=f"client.{client}")[0]["caps"]
     caps = ", ".join(f"profile rbd pool={p}" for p in ("rbd", *POOLS))

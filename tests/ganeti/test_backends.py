@@ -55,6 +55,10 @@ def catalogue(testbed: Testbed, ceph_admin: Config) -> Iterator[list[str]]:
         client = next(e["entity"] for e in s.mon_command("auth ls")["auth_dump"]
                       if e["entity"].startswith("client.") and e["entity"] != "client.admin"
                       and "profile rbd pool=rbd" in e.get("caps", {}).get("osd", ""))
+        deadline = time.monotonic() + 60  # a new pool reaches `ceph df` (the mgr's digest) a moment later
+        while POOL not in backends.pool_stats(s.mon_command("df", detail="detail")):
+            assert time.monotonic() < deadline, f"pool {POOL} never showed in ceph df"
+            time.sleep(0.5)
         before = s.mon_command("auth get", entity=client)[0]["caps"]  # given back at the end
         caps = f"profile rbd pool=rbd, profile rbd pool={POOL}"
         s.mon_command("auth caps", entity=client, caps=["mon", "profile rbd", "osd", caps, "mgr", caps])

@@ -109,7 +109,8 @@ def test_records_and_figures() -> None:
     stats = backends.pool_stats({"pools": [{"name": "p", "stats": {"stored": 3, "max_avail": 7}}]})
     recs = [backends.Record("a", 2), backends.Record("a", 3), backends.Record("b", 100)]
     assert backends.figures_of(Backend("a", "p"), stats, recs) == Figures(10, 7, 3, 5, 2)
-    assert backends.figures_of(Backend("a", "gone"), stats, recs) == "pool gone does not exist"
+    gone = "pool gone is not in ceph df (missing, or made moments ago)"
+    assert backends.figures_of(Backend("a", "gone"), stats, recs) == gone
 
 
 def test_rates_are_summed_per_pool_or_namespace() -> None:
