@@ -175,7 +175,7 @@ def import_image(cfg: Config, path: str, name: str, fmt: str | None = None, pool
             rbd.RBD().create(ioctx, tmp, nbytes, old_format=False, features=volumes.feature_bits(
                 volumes.DEFAULT_FEATURES))
         try:
-            volumes.set_meta_new(s, ioctx, tmp, {META_IMPORT: json.dumps({"name": name, "token": token})})
+            volumes.write_meta(s, ioctx, tmp, {META_IMPORT: json.dumps({"name": name, "token": token})})
             _copy(cfg, src, pool, tmp)
         except BaseException:  # a failed copy (or Ctrl-C): nothing half made stays behind, if Ceph lets us
             try:

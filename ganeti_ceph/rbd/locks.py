@@ -21,9 +21,11 @@ import json
 import time
 from dataclasses import dataclass
 
+import rados
 import rbd
 
 from ganeti_ceph.errors import Busy
+from ganeti_ceph.rbd import header
 from ganeti_ceph.rbd.fencing import client_ip, fence_entry, fenced, ip_of, read_blocklist
 from ganeti_ceph.session import Session
 
@@ -60,9 +62,11 @@ def _break_fenced_exclusive_lock(img: rbd.Image, blocklist: set[str]) -> None:
 
 
 def open_volume(session: Session, pool: str, name: str, node: str, exclusive: bool) -> str:
-    """Record this node as opener; returns what was done."""
-    with session.ioctx(pool) as ioctx, session.errors(f"open {pool}/{name}"), rbd.Image(ioctx, name) as img:
-        current = parse_holders(dict(img.metadata_list()))
+    """Record this node as opener; returns what was done. The records are read and written on the
+    header object (header.py): no image is opened unless a fenced owner's lock must be broken."""
+    with session.ioctx(pool) as ioctx, session.errors(f"open {pool}/{name}"):
+        oid = header.oid(ioctx, name)
+        current = parse_holders(header.read(ioctx, name))
         blocklist: set[str] | None = None
         for h in current:
             if h.node == node or (not exclusive and not h.exclusive):
@@ -75,15 +79,16 @@ def open_volume(session: Session, pool: str, name: str, node: str, exclusive: bo
                     f"close it there first, or if {h.node} is dead, fence it first: "
                     f"ceph osd blocklist add {fence_entry(h.ip) if h.ip else '<its ip>:0/0'}"
                 )
-            img.metadata_remove(PREFIX + h.node)
+            header.remove(ioctx, name, PREFIX + h.node, oid)
         if blocklist:
-            _break_fenced_exclusive_lock(img, blocklist)
+            with rbd.Image(ioctx, name) as img:
+                _break_fenced_exclusive_lock(img, blocklist)
         mine = next((h for h in current if h.node == node), None)
         if mine and mine.exclusive == exclusive:
             return "already open on this node"
         record = {"mode": "exclusive" if exclusive else "shared", "ip": client_ip(session),
                   "since": int(time.time())}
-        img.metadata_set(PREFIX + node, json.dumps(record, sort_keys=True))
+        header.write(ioctx, name, {PREFIX + node: json.dumps(record, sort_keys=True)}, oid)
     return "opened exclusively" if exclusive else "opened shared (migration)"
 
 
@@ -91,14 +96,8 @@ def close_volume(session: Session, pool: str, name: str, node: str) -> bool:
     """Drop this node's record; True if there was one. A missing image is fine."""
     with session.ioctx(pool) as ioctx, session.errors(f"close {pool}/{name}"):
         try:
-            img = rbd.Image(ioctx, name)
-        except rbd.ImageNotFound:
+            oid = header.oid(ioctx, name)
+        except rados.ObjectNotFound:
             return False
-        with img:
-            if PREFIX + node not in dict(img.metadata_list()):
-                return False
-            try:
-                img.metadata_remove(PREFIX + node)
-            except KeyError:  # a concurrent close of the same record took it first
-                return False
-    return True
+        # False also when a concurrent close of the same record took it first.
+        return header.remove(ioctx, name, PREFIX + node, oid)

@@ -42,7 +42,7 @@ from ganeti_ceph.errors import Busy, GanetiFailed, NotFound, UsageError
 from ganeti_ceph.ganeti import config_data
 from ganeti_ceph.ganeti.config_data import Disk
 from ganeti_ceph.log import progress
-from ganeti_ceph.rbd import clients, volumes
+from ganeti_ceph.rbd import clients, header, volumes
 from ganeti_ceph.session import Session
 
 if TYPE_CHECKING:  # Ganeti's reader and the service: not loaded for revert_pending (a provider call may use it)
@@ -376,10 +376,10 @@ def revert_pending(s: Session, ioctx: rados.Ioctx, image: str) -> Marker | None:
     if not volumes.exists_fast(ioctx, image):
         return None
     with s.errors(what):
-        header = volumes._header(ioctx, image)
+        oid = header.oid(ioctx, image)
         with rados.ReadOpCtx() as op:
             it, _ = ioctx.get_omap_vals_by_keys(op, (f"metadata_{META_REVERT}",))
-            ioctx.operate_read_op(op, header)
+            ioctx.operate_read_op(op, oid)
             raw = next((v for _, v in it), None)
     if raw is None:
         return None

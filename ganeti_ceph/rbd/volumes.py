@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import struct
 import time
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import rbd
 from ganeti_ceph import naming
 from ganeti_ceph.errors import Busy, CephError, NotFound, UsageError
 from ganeti_ceph.naming import check_image_name, check_pool_name, check_snap_name
-from ganeti_ceph.rbd import omap_index, prealloc_wipe
+from ganeti_ceph.rbd import header, omap_index, prealloc_wipe
 from ganeti_ceph.session import Session
 
 MIB = 1024 * 1024
@@ -133,7 +132,7 @@ def create(session: Session, pool: str, name: str, size_mib: int | str, features
         except Busy:  # EEXIST: a retry of this very create, or someone else's image
             _claim(session, ioctx, pool, name, meta, Shape(nbytes, bits))
             return False
-        set_meta_new(session, ioctx, name, meta)
+        write_meta(session, ioctx, name, meta)
     return True
 
 
@@ -173,7 +172,7 @@ def _claim(session: Session, ioctx: object, pool: str, name: str, meta: dict[str
                    "this volume that was cut short; refusing to take it over (remove or rename it, or adopt it)")
     if origin:
         drop_inherited(session, ioctx, name, {*meta, META_ORIGIN})
-    set_meta_new(session, ioctx, name, {**meta, **({META_ORIGIN: origin} if origin else {})})
+    write_meta(session, ioctx, name, {**meta, **({META_ORIGIN: origin} if origin else {})})
 
 
 def _parent(img: rbd.Image) -> dict | None:
@@ -256,68 +255,24 @@ def exists_fast(ioctx: object, name: str) -> bool:
         raise
 
 
-def _encode(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("<I", len(raw)) + raw
-
-
-def set_meta_new(session: Session, ioctx: object, name: str, meta: dict[str, str]) -> None:
-    """Metadata on an image we just made, without opening it.
-
-    Opening read-write (watch, header refresh, close) costs ten times the
-    write itself; this calls the same cls_rbd method librbd's metadata_set
-    does, on the header object, with its documented encoding
-    (map<string, bufferlist>: u32 count, then u32-length-prefixed pairs).
-    Only for images nobody has open yet: no watcher needs a notification.
-    """
-    if not meta:
-        return
+def write_meta(session: Session, ioctx: object, name: str, meta: dict[str, str]) -> None:
+    """Our metadata on an image, new or in use: one OSD call, no image opened, no exclusive lock
+    taken (header.py; opening read-write, with its watch, refresh and close, costs ten times this)."""
     with session.errors(f"set metadata on {name}"):
-        payload = struct.pack("<I", len(meta)) + b"".join(_encode(k) + _encode(v) for k, v in meta.items())
-        ioctx.execute(_header(ioctx, name), "rbd", "metadata_set", payload)  # type: ignore[attr-defined]
-
-
-def _header(ioctx: object, name: str) -> str:
-    raw = ioctx.read(f"rbd_id.{name}")  # type: ignore[attr-defined]
-    (length,) = struct.unpack("<I", raw[:4])
-    return "rbd_header." + raw[4:4 + length].decode()
-
-
-def _decode_map(raw: bytes) -> dict[str, bytes]:
-    """cls_rbd's map<string, bufferlist>: u32 count, then u32-length-prefixed pairs."""
-    (count,), pos, found = struct.unpack_from("<I", raw), 4, {}
-    for _ in range(count):
-        (klen,) = struct.unpack_from("<I", raw, pos)
-        key = raw[pos + 4:pos + 4 + klen].decode()
-        pos += 4 + klen
-        (vlen,) = struct.unpack_from("<I", raw, pos)
-        found[key] = raw[pos + 4:pos + 4 + vlen]
-        pos += 4 + vlen
-    return found
+        header.write(ioctx, name, meta)  # type: ignore[arg-type]
 
 
 def drop_inherited(session: Session, ioctx: object, name: str, keep: set[str]) -> None:
     """librbd copies a parent's metadata into its clone: the parent's open
     records (ganeti.open.*, naming the nodes that hold the parent, which
     fencing trusts), its ganeti.uuid, setinfo text, adoption record. Every
-    ganeti.* key the new volume does not set itself is removed (same cls_rbd
-    calls as set_meta_new; only for an image nobody has open yet)."""
+    ganeti.* key the new volume does not set itself is removed (header.py's
+    calls; only for an image nobody has open yet)."""
     with session.errors(f"clear the metadata {name} inherited from its parent"):
-        header = _header(ioctx, name)
-        _, out = ioctx.execute(header, "rbd", "metadata_list", _encode("") + struct.pack("<Q", 4096),  # type: ignore[attr-defined]
-                               length=1 << 22)
-        for key in _decode_map(out):
+        oid = header.oid(ioctx, name)  # type: ignore[arg-type]
+        for key in header.read(ioctx, name):  # type: ignore[arg-type]
             if key.startswith("ganeti.") and key not in keep:
-                ioctx.execute(header, "rbd", "metadata_remove", _encode(key))  # type: ignore[attr-defined]
-
-
-def _set_meta(session: Session, ioctx: object, name: str, meta: dict[str, str]) -> None:
-    """Metadata on an image that may be in use: through librbd, which notifies its users."""
-    if not meta:
-        return
-    with _open(session, ioctx, name) as img, session.errors(f"set metadata on {name}"):
-        for key, value in meta.items():
-            img.metadata_set(key, value)
+                header.remove(ioctx, name, key, oid)  # type: ignore[arg-type]
 
 
 def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: int | str,
@@ -342,7 +297,7 @@ def clone(session: Session, origin: ImageRef, pool: str, name: str, size_mib: in
                 _clone_snapshot(session, pioctx, ImageRef(origin.pool, origin.image, snap), ioctx, name,
                                 feature_bits(features), data_pool)
             drop_inherited(session, ioctx, name, {*meta, META_ORIGIN})
-            set_meta_new(session, ioctx, name, {**meta, META_ORIGIN: f"{origin.pool}/{origin.image}@{snap}"})
+            write_meta(session, ioctx, name, {**meta, META_ORIGIN: f"{origin.pool}/{origin.image}@{snap}"})
         else:  # a repeat: refuse what is not ours, else finish what an interrupted clone left undone
             _claim(session, ioctx, pool, name, meta, Shape(nbytes, origin=origin))
             depth = _depth(session, pool, name)  # 0 once flattened
@@ -592,7 +547,7 @@ def grow_image(img: rbd.Image, nbytes: int, what: str) -> None:
 
 def set_metadata(session: Session, pool: str, name: str, meta: dict[str, str]) -> None:
     with session.ioctx(pool) as ioctx:
-        _set_meta(session, ioctx, name, meta)
+        write_meta(session, ioctx, name, meta)
 
 
 def size_mib(session: Session, pool: str, name: str) -> int:

@@ -233,7 +233,12 @@ def test_interrupted_import_is_cleaned_by_a_rerun(prov: Provider, big: str) -> N
     assert name not in listing(prov)
     assert registry(prov)[name]["state"] == "importing"
 
-    res = gs(prov, "import", big, name)
+    # The killed qemu-img's watch stays until Ceph times it out (30 s): until then the rerun refuses, as
+    # for an import still running, in one line (whether qemu-img had opened the image when killed is a race).
+    deadline = time.monotonic() + 90
+    while (res := gs(prov, "import", big, name)).returncode != 0 and time.monotonic() < deadline:
+        assert "is in use by" in refused(res), res.stderr
+        time.sleep(2)
     assert res.returncode == 0, res.stderr
     assert f"removing rbd/{left[0]}" in res.stderr
     assert left[0] not in pool_images(prov)

@@ -235,3 +235,48 @@ def test_failed_migration_leaves_no_mapping_on_the_target(prov: Provider) -> Non
         prov.run("detach", vol, b).ok()
         prov.run("close", vol).ok()
         prov.run("remove", vol).ok()
+
+
+
+OWNER = """
+import sys, rados, rbd
+cluster = rados.Rados(conffile=sys.argv[1], rados_id="admin", conf={"keyring": sys.argv[2]})
+cluster.connect(timeout=10)
+with cluster.open_ioctx("rbd") as io, rbd.Image(io, sys.argv[3]) as img:
+    img.write(b"x" * 512, 0)  # a write takes the exclusive lock
+    print("held", flush=True)
+    sys.stdin.read()  # until told to go: then the lock is released as the image closes
+cluster.shutdown()
+"""
+
+
+def test_records_are_written_while_the_lock_owner_is_frozen(prov: Provider, local_cluster: LocalCluster) -> None:
+    """setinfo, open and close write our records on the header object (ganeti_ceph/rbd/header.py): a
+    frozen holder of the image's exclusive lock (a stopped QEMU: alive to Ceph, deaf to lock requests)
+    blocks none of them. Through librbd's metadata_set each asked that holder for the lock and waited
+    until Ceph dropped its watch (30 s), past this config's 20 s bound; in a crowd of 32 calls on one
+    volume a setinfo waited so past its 60 s bound (CI, 2026-12-01)."""
+    import signal
+    import subprocess
+    import sys
+
+    vol = prov.volume()
+    prov.run("create", vol, VOL_SIZE="64").ok()
+    bounded = prov.config("bounded", timeouts={"action": 20})
+    admin = local_cluster.admin
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, admin.conf, admin.keyring, vol],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "held"
+        owner.send_signal(signal.SIGSTOP)
+        prov.run("setinfo", vol, bounded, VOL_METADATA="seen").ok()
+        prov.run("open", vol, bounded, VOL_OPEN_EXCLUSIVE="True").ok()
+        assert records(prov, vol) == {HOST: "exclusive"}
+        assert "was not open" in prov.run("close", vol, prov.b).ok().note
+        prov.run("close", vol, bounded).ok()
+        assert records(prov, vol) == {}
+        assert prov.metadata(vol)["ganeti.metadata"] == "seen"
+    finally:
+        owner.send_signal(signal.SIGCONT)
+        owner.communicate("", timeout=60)
+    prov.run("remove", vol).ok()

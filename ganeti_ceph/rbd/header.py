@@ -1,0 +1,76 @@
+"""Our metadata on an image's header object, through cls_rbd: one OSD call each, no image opened.
+
+librbd's metadata_set and metadata_remove first take the image's exclusive
+lock, which short-lived clients on one image hand to each other through
+watch/notify. In a crowd of calls on one volume (Ganeti's jobs in parallel,
+an agent and in-process calls) that handover can keep a caller waiting past
+its whole bound: a setinfo among 32 calls on one volume waited more than
+60 s for the lock (CI, 2026-12-01). The keys written here are ours
+(`ganeti.*`: the open records, Ganeti's setinfo text, the records of a new
+image), never librbd's `conf_*` overrides, so no open client of the image
+has to be told of them: they are written with the same cls_rbd methods
+librbd calls under its lock, on the header object itself, and so are bound
+by the session's OSD timeout like every other OSD call. The encodings are
+cls_rbd's documented ones: a string is u32 length + bytes; a map is u32
+count, then its pairs.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import rados
+
+LIST_MAX = 4096  # keys per metadata_list call: far more than an image of ours carries
+LIST_OUT = 1 << 22  # bytes the OSD may answer with
+
+
+def _encode(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _decode_map(raw: bytes) -> dict[str, bytes]:
+    """cls_rbd's map<string, bufferlist>: u32 count, then u32-length-prefixed pairs."""
+    (count,), pos, found = struct.unpack_from("<I", raw), 4, {}
+    for _ in range(count):
+        (klen,) = struct.unpack_from("<I", raw, pos)
+        key = raw[pos + 4:pos + 4 + klen].decode()
+        pos += 4 + klen
+        (vlen,) = struct.unpack_from("<I", raw, pos)
+        found[key] = raw[pos + 4:pos + 4 + vlen]
+        pos += 4 + vlen
+    return found
+
+
+def oid(ioctx: rados.Ioctx, name: str) -> str:
+    """The header object of image `name` (format 2): its id read from `rbd_id.<name>`."""
+    raw = ioctx.read(f"rbd_id.{name}")
+    (length,) = struct.unpack("<I", raw[:4])
+    return "rbd_header." + raw[4:4 + length].decode()
+
+
+def read(ioctx: rados.Ioctx, name: str) -> dict[str, str]:
+    """Every metadata key of image `name` and its value."""
+    _, out = ioctx.execute(oid(ioctx, name), "rbd", "metadata_list", _encode("") + struct.pack("<Q", LIST_MAX),
+                           length=LIST_OUT)
+    return {k: v.decode(errors="replace") for k, v in _decode_map(out).items()}
+
+
+def write(ioctx: rados.Ioctx, name: str, meta: dict[str, str], header: str | None = None) -> None:
+    """Set `meta` on image `name` in one call (`header`: its header object, if known)."""
+    if meta:
+        payload = struct.pack("<I", len(meta)) + b"".join(_encode(k) + _encode(v) for k, v in meta.items())
+        ioctx.execute(header or oid(ioctx, name), "rbd", "metadata_set", payload)
+
+
+def remove(ioctx: rados.Ioctx, name: str, key: str, header: str | None = None) -> bool:
+    """Remove `key` from image `name`'s metadata; False if it was not there (cls_rbd's remove
+    succeeds on a missing key: asked first, as librbd does)."""
+    oid_ = header or oid(ioctx, name)
+    try:
+        ioctx.execute(oid_, "rbd", "metadata_get", _encode(key), length=LIST_OUT)
+    except rados.ObjectNotFound:  # the key (a missing image fails in oid())
+        return False
+    ioctx.execute(oid_, "rbd", "metadata_remove", _encode(key))
+    return True
