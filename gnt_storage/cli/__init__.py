@@ -107,15 +107,14 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
             p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for HEALTH_OK")
             p.add_argument("--wipe", action="store_true", help="over an existing cluster in DIR: destroy it and "
                            "every volume in it, then build anew (without it, stopped daemons are restarted)")
-            p.add_argument("--backend", metavar="NAME", help="register the cluster's pool as backend NAME in the "
-                           "backend catalogue of /etc/ganeti/ceph.yaml (or $GANETI_CEPH_CONFIG; doc/backends.md)")
-            p.add_argument("--tags", metavar="A+B", help="with --backend: the backend's tags")
+            _backend_options(p)
     ids = sub.add_parser("init-distributed-storage", help="bootstrap Ceph onto a Ganeti node group over SSH "
                          "(on the master; re-runnable)")
     ids.add_argument("-s", dest="storage_type", required=True, help="storage type: ceph")
     ids.add_argument("-S", dest="specs", action="append", default=[], metavar="ceph:key=value[,...]",
                      help=f"storage options ({', '.join(options.KEYS)}); see gnt-storage-ceph(8)")
     ids.add_argument("--wait", type=float, default=300.0, help="seconds to wait for HEALTH_OK (default 300)")
+    _backend_options(ids)
     ids.add_argument("group", help="the node group to turn into the storage cluster")
     rds = sub.add_parser("remove-distributed-storage", help="stop and remove the node group's Ceph cluster, "
                          "its daemons and data (on the master; refused while any image lives there)")
@@ -133,6 +132,12 @@ def build_parser(epilog: str | None = None) -> ArgumentParser:
     for group in _groups():
         group.add_arguments(sub.add_parser(group.NAME, help=group.HELP))
     return parser
+
+
+def _backend_options(p: ArgumentParser) -> None:
+    p.add_argument("--backend", metavar="NAME", help="register the cluster's pool as backend NAME in the "
+                   "backend catalogue of /etc/ganeti/ceph.yaml (or $GANETI_CEPH_CONFIG; doc/backends.md)")
+    p.add_argument("--tags", metavar="A+B", help="with --backend: the backend's tags")
 
 
 def _groups() -> list:
@@ -166,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"-s {args.storage_type}: the only storage type here is ceph")
         from gnt_storage.deploy import distributed, state_lock
 
+        tags = _backend_tags(args)
         with state_lock.held("init-distributed-storage"):
-            return distributed.init(args.group, args.specs, wait=args.wait)
+            code = distributed.init(args.group, args.specs, wait=args.wait)
+        if args.backend and code == 0:
+            # The group's nodes reach their cluster through ceph.yaml: the backend names no conf of its own.
+            _register({"name": args.backend, "pool": distributed.pool(), "tags": tags})
+        return code
     if args.command == "remove-distributed-storage":
         from gnt_storage import deploy
 
@@ -208,28 +218,39 @@ def _local_cluster(args: argparse.Namespace) -> int:
     check_client_id(args.client)
     opts = local.Options(dir=args.dir, port=args.port, osds=args.osds, mons=args.mons, pool=args.pool,
                          client=args.client, wait=args.wait, addr=args.addr, wipe=args.wipe)
-    if args.backend:
-        from ganeti_ceph.rbd.catalogue import check_backend_name, parse_tags
-
-        check_backend_name(args.backend)
-        tags = parse_tags(args.tags or "")
-    elif args.tags:
-        raise UsageError("--tags goes with --backend NAME")
+    tags = _backend_tags(args)
     cfg = local.up(opts)
     if args.backend:
-        from ganeti_ceph import config
-        from ganeti_ceph.rbd import backend_admin
-        from ganeti_ceph.rbd.service import VolumeService
-
-        values = {"name": args.backend, "pool": cfg.pool, "conf": cfg.conf, "keyring": cfg.keyring,
-                  "client": cfg.client_id, "cluster": cfg.cluster, "tags": tags}
-        for line in backend_admin.add(VolumeService(config.load()), values):
-            print(line)
+        _register({"name": args.backend, "pool": cfg.pool, "conf": cfg.conf, "keyring": cfg.keyring,
+                   "client": cfg.client_id, "cluster": cfg.cluster, "tags": tags})
     print(f"conf: {cfg.conf}")
     print(f"client: client.{cfg.client_id} (keyring {cfg.keyring})")
     print(f"pool: {cfg.pool}")
     print(f"ganeti-ceph config: {os.path.join(os.path.dirname(cfg.conf), 'ganeti-ceph.yaml')}")
     return 0
+
+
+def _backend_tags(args: argparse.Namespace) -> tuple[str, ...]:
+    """--backend NAME and --tags checked before anything is built: bad input changes nothing."""
+    from ganeti_ceph.rbd.catalogue import check_backend_name, parse_tags
+
+    if args.backend:
+        check_backend_name(args.backend)
+        return parse_tags(args.tags or "")
+    if args.tags:
+        raise UsageError("--tags goes with --backend NAME")
+    return ()
+
+
+def _register(values: dict[str, object]) -> None:
+    """Add the cluster just built to the backend catalogue (gnt-storage backend add), as this node's
+    ceph.yaml reaches it."""
+    from ganeti_ceph import config
+    from ganeti_ceph.rbd import backend_admin
+    from ganeti_ceph.rbd.service import VolumeService
+
+    for line in backend_admin.add(VolumeService(config.load()), values):
+        print(line)
 
 
 def entry() -> None:

@@ -86,6 +86,14 @@ def state_options(state: dict[str, Any]) -> StorageOptions:
     return StorageOptions(**o)
 
 
+def pool() -> str:
+    """The storage cluster's pool for Ganeti disks, as this master's state keeps it."""
+    state = load_state()
+    if state is None:
+        raise UsageError(f"no storage cluster is kept on this master ({STATE})")
+    return state_options(state).pool
+
+
 def load_state(path: str = STATE) -> dict[str, Any] | None:
     try:
         with open(path) as fh:

@@ -18,6 +18,7 @@ import time
 
 import pytest
 import testinfra
+import yaml
 
 from testbed.ganeti import Testbed
 from tests.storage.conftest import DISK, NET
@@ -29,6 +30,9 @@ GNT_STORAGE = os.path.join(os.path.dirname(sys.executable), "gnt-storage")
 GROUP = "default"
 NODE_FILES = ("/etc/ceph/ceph.conf", "/var/lib/ganeti-ceph/storage.json", "/etc/ganeti/ceph.yaml")
 STATE = NODE_FILES[1]
+
+
+CATALOGUE = "/etc/ganeti/ceph-backends.yaml"
 
 
 def gs(bed: Testbed, *args: str, check: bool = False, timeout: float = 400) -> subprocess.CompletedProcess[str]:
@@ -198,6 +202,27 @@ class TestInit:
         assert "wrote" not in res.stderr and "started" not in res.stderr, res.stderr
         assert res.stderr.count("files and stores in place") == 3
         assert bed.run(0, ["sh", "-c", "stat -c '%n %Y' /etc/ceph/* /var/lib/ceph/osd/*/keyring"]).stdout == before
+
+    def test_rerun_registers_its_backend(self, bed: Testbed) -> None:
+        """--backend NAME puts the storage cluster in the backend catalogue on every node (through
+        ceph.yaml, which names it on each of the group's nodes); backend remove takes it out again."""
+        try:
+            res = gs(bed, "init-distributed-storage", "-s", "ceph", "--backend", "group1", "--tags", "ssd+rack1",
+                     GROUP)
+            assert res.returncode == 0, res.stderr
+            assert "copied to every node" in res.stdout, res.stdout
+            for i in range(len(bed.nodes)):
+                cat = yaml.safe_load(bed.run(i, ["cat", CATALOGUE]).stdout)
+                assert [(b["name"], b["pool"], b["tags"]) for b in cat["backends"]] == [("group1", "rbd",
+                                                                                          ["rack1", "ssd"])]
+            listed = gs(bed, "backend", "list", "--no-headers", "-o", "name,tags,volumes", check=True).stdout
+            assert ["group1", "rack1+ssd", "0"] in [row.split() for row in listed.splitlines()], listed
+            one_line_error(gs(bed, "init-distributed-storage", "-s", "ceph", "--tags", "ssd", GROUP),
+                           "--tags goes with")
+            gs(bed, "backend", "remove", "group1", check=True)
+        finally:  # the rest of the module runs without a catalogue, as before
+            for i in range(len(bed.nodes)):
+                bed.run(i, ["rm", "-f", CATALOGUE], check=False)
 
     def test_options_fixed_after_init(self, bed: Testbed) -> None:
         one_line_error(gs(bed, "-S", "ceph:pool=other"), "options are fixed")
