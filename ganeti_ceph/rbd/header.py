@@ -10,9 +10,16 @@ its whole bound: a setinfo among 32 calls on one volume waited more than
 image), never librbd's `conf_*` overrides, so no open client of the image
 has to be told of them: they are written with the same cls_rbd methods
 librbd calls under its lock, on the header object itself, and so are bound
-by the session's OSD timeout like every other OSD call. The encodings are
-cls_rbd's documented ones: a string is u32 length + bytes; a map is u32
-count, then its pairs.
+by the session's OSD timeout like every other OSD call (plus the read of
+`rbd_id.<name>` that finds the header). A change is one compound write that
+first proves its precondition in the same operation: a write, that the
+header still exists (an omap write would otherwise make a bare header for
+an image removed meanwhile); a removal, that the key is there (so of two
+concurrent removals of one key exactly one succeeds). Not done, unlike
+librbd: refusing a non-primary mirrored image and journaling the change
+(our keys are no data a mirror needs). The encodings are cls_rbd's
+documented ones: a string is u32 length + bytes; a map is u32 count, then
+its pairs.
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ import struct
 
 import rados
 
+from ganeti_ceph.errors import CephError
+
 LIST_MAX = 4096  # keys per metadata_list call: far more than an image of ours carries
 LIST_OUT = 1 << 22  # bytes the OSD may answer with
+NOSNAP = struct.pack("<Q", 2**64 - 2)  # CEPH_NOSNAP: the head, for get_size
 
 
 def _encode(text: str) -> bytes:
@@ -50,27 +60,42 @@ def oid(ioctx: rados.Ioctx, name: str) -> str:
     return "rbd_header." + raw[4:4 + length].decode()
 
 
-def read(ioctx: rados.Ioctx, name: str) -> dict[str, str]:
-    """Every metadata key of image `name` and its value."""
-    _, out = ioctx.execute(oid(ioctx, name), "rbd", "metadata_list", _encode("") + struct.pack("<Q", LIST_MAX),
-                           length=LIST_OUT)
-    return {k: v.decode(errors="replace") for k, v in _decode_map(out).items()}
+def read(ioctx: rados.Ioctx, name: str, header: str | None = None) -> dict[str, str]:
+    """Every metadata key of image `name` and its value (`header`: its header object, if known)."""
+    _, out = ioctx.execute(header or oid(ioctx, name), "rbd", "metadata_list",
+                           _encode("") + struct.pack("<Q", LIST_MAX), length=LIST_OUT)
+    found = _decode_map(out)
+    if len(found) >= LIST_MAX:  # never so many of ours: say so rather than miss a record
+        raise CephError(f"image {name} has {LIST_MAX} or more metadata keys; ganeti-ceph reads at most "
+                        f"{LIST_MAX - 1}: remove the ones not ours (rbd image-meta list/remove)")
+    return {k: v.decode(errors="replace") for k, v in found.items()}
+
+
+def _operate(ioctx: rados.Ioctx, header: str, steps: list[tuple[str, bytes]]) -> None:
+    """cls_rbd `steps` (method, input) as one write operation: all of them or none."""
+    op = ioctx.create_write_op()
+    try:
+        for method, data in steps:
+            op.execute("rbd", method, data)
+        ioctx.operate_write_op(op, header)
+    finally:
+        ioctx.release_write_op(op)
 
 
 def write(ioctx: rados.Ioctx, name: str, meta: dict[str, str], header: str | None = None) -> None:
-    """Set `meta` on image `name` in one call (`header`: its header object, if known)."""
+    """Set `meta` on image `name` in one operation, only while its header exists (`header`: that
+    object, if known); a header gone raises rados.ObjectNotFound."""
     if meta:
         payload = struct.pack("<I", len(meta)) + b"".join(_encode(k) + _encode(v) for k, v in meta.items())
-        ioctx.execute(header or oid(ioctx, name), "rbd", "metadata_set", payload)
+        _operate(ioctx, header or oid(ioctx, name), [("get_size", NOSNAP), ("metadata_set", payload)])
 
 
 def remove(ioctx: rados.Ioctx, name: str, key: str, header: str | None = None) -> bool:
-    """Remove `key` from image `name`'s metadata; False if it was not there (cls_rbd's remove
-    succeeds on a missing key: asked first, as librbd does)."""
-    oid_ = header or oid(ioctx, name)
+    """Remove `key` from image `name`'s metadata in one operation; False if it was not there (or the
+    image is gone: cls_rbd's answer is the same)."""
     try:
-        ioctx.execute(oid_, "rbd", "metadata_get", _encode(key), length=LIST_OUT)
-    except rados.ObjectNotFound:  # the key (a missing image fails in oid())
+        _operate(ioctx, header or oid(ioctx, name), [("metadata_get", _encode(key)),
+                                                     ("metadata_remove", _encode(key))])
+    except rados.ObjectNotFound:
         return False
-    ioctx.execute(oid_, "rbd", "metadata_remove", _encode(key))
     return True

@@ -66,7 +66,7 @@ def open_volume(session: Session, pool: str, name: str, node: str, exclusive: bo
     header object (header.py): no image is opened unless a fenced owner's lock must be broken."""
     with session.ioctx(pool) as ioctx, session.errors(f"open {pool}/{name}"):
         oid = header.oid(ioctx, name)
-        current = parse_holders(header.read(ioctx, name))
+        current = parse_holders(header.read(ioctx, name, oid))
         blocklist: set[str] | None = None
         for h in current:
             if h.node == node or (not exclusive and not h.exclusive):

@@ -256,9 +256,10 @@ def exists_fast(ioctx: object, name: str) -> bool:
 
 
 def write_meta(session: Session, ioctx: object, name: str, meta: dict[str, str]) -> None:
-    """Our metadata on an image, new or in use: one OSD call, no image opened, no exclusive lock
-    taken (header.py; opening read-write, with its watch, refresh and close, costs ten times this)."""
-    with session.errors(f"set metadata on {name}"):
+    """Our metadata on an image, new or in use: one OSD operation once the header is found, no image
+    opened, no exclusive lock taken (header.py; opening read-write, with its watch, refresh and
+    close, costs ten times this)."""
+    with session.errors(f"set metadata on {ioctx.name}/{name}"):  # type: ignore[attr-defined]
         header.write(ioctx, name, meta)  # type: ignore[arg-type]
 
 
@@ -270,7 +271,7 @@ def drop_inherited(session: Session, ioctx: object, name: str, keep: set[str]) -
     calls; only for an image nobody has open yet)."""
     with session.errors(f"clear the metadata {name} inherited from its parent"):
         oid = header.oid(ioctx, name)  # type: ignore[arg-type]
-        for key in header.read(ioctx, name):  # type: ignore[arg-type]
+        for key in header.read(ioctx, name, oid):  # type: ignore[arg-type]
             if key.startswith("ganeti.") and key not in keep:
                 header.remove(ioctx, name, key, oid)  # type: ignore[arg-type]
 

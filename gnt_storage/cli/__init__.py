@@ -172,11 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         from gnt_storage.deploy import distributed, state_lock
 
         tags = _backend_tags(args)
+        if args.backend:
+            distributed.check_registrable(args.group)
         with state_lock.held("init-distributed-storage"):
             code = distributed.init(args.group, args.specs, wait=args.wait)
-        if args.backend and code == 0:
-            # The group's nodes reach their cluster through ceph.yaml: the backend names no conf of its own.
-            _register({"name": args.backend, "pool": distributed.pool(), "tags": tags})
+            if args.backend and code == 0:
+                # The group's nodes reach their cluster through ceph.yaml: the backend names no conf of its own.
+                _register({"name": args.backend, "pool": distributed.pool(), "tags": tags})
+            elif args.backend:
+                print(f"not registered as backend {args.backend} yet: the cluster is not healthy; "
+                      "rerun with --backend once it is")
         return code
     if args.command == "remove-distributed-storage":
         from gnt_storage import deploy

@@ -86,6 +86,19 @@ def state_options(state: dict[str, Any]) -> StorageOptions:
     return StorageOptions(**o)
 
 
+def check_registrable(group: str, ganeti: Ganeti | None = None) -> None:
+    """--backend needs this master in `group`: its ceph.yaml, written by the bring-up, is how it
+    reaches the cluster to register it (gnt-storage backend add checks the pool there)."""
+    from ganeti_ceph.ganeti import ssconf
+
+    master = ssconf.value("master_node") or ""
+    members = [n.name for n in (ganeti or Ganeti()).nodes() if n.group == group]
+    if master not in members:
+        raise UsageError(f"--backend: this master ({master or 'unknown'}) is not a node of group {group}, so it "
+                         "gets no ceph.yaml of that cluster to register it with; run without --backend and "
+                         "declare the backend in the catalogue by hand (doc/backends.md)")
+
+
 def pool() -> str:
     """The storage cluster's pool for Ganeti disks, as this master's state keeps it."""
     state = load_state()

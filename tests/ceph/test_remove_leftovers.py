@@ -76,3 +76,21 @@ def test_a_half_made_image_is_removed(prov: Provider) -> None:
     assert "removed" in res.stderr, res.stderr
     assert not prov.exists(vol)
 
+
+
+def test_records_never_make_a_header(prov: Provider) -> None:
+    """setinfo, open and close on an image without a header (a create killed before it, or a remove
+    that purged it meanwhile) answer in one line and write nothing: cls_rbd's metadata_set alone would
+    make a bare header object that no directory or trash entry names (ganeti_ceph/rbd/header.py)."""
+    vol = prov.volume()
+    image_id = uuid.uuid4().hex[:12]
+    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+        io.write_full(f"rbd_id.{vol}", _encoded(image_id))
+        io.execute("rbd_directory", "rbd", "dir_add_image", _encoded(vol) + _encoded(image_id))
+    assert vol in prov.run("setinfo", vol, VOL_METADATA="x").one_error()
+    assert vol in prov.run("open", vol, VOL_OPEN_EXCLUSIVE="True").one_error()
+    assert "was not open" in prov.run("close", vol).ok().note
+    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+        assert f"rbd_header.{image_id}" not in {o.key for o in io.list_objects()}
+    prov.run("remove", vol).ok()
+    assert not prov.exists(vol)

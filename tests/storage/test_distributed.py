@@ -123,6 +123,9 @@ class TestRefusals:
 
     def test_empty_group_is_only_marked(self, bed: Testbed) -> None:
         bed.gnt("gnt-group", "add", "spare")
+        one_line_error(gs(bed, "init-distributed-storage", "-s", "ceph", "--backend", "b1", "spare"),
+                       "is not a node of group spare")  # --backend needs the master in the group
+        assert "ganeti-ceph:storage" not in bed.gnt("gnt-group", "list-tags", "spare")
         res = init(bed, group="spare")
         assert res.returncode == 0, res.stderr
         assert "has no nodes: marked" in res.stderr
