@@ -60,6 +60,15 @@ def oid(ioctx: rados.Ioctx, name: str) -> str:
     return "rbd_header." + raw[4:4 + length].decode()
 
 
+def exists(ioctx: rados.Ioctx, image_id: str) -> bool:
+    """Whether the header object of the image with id `image_id` exists (one stat)."""
+    try:
+        ioctx.stat(f"rbd_header.{image_id}")
+    except rados.ObjectNotFound:
+        return False
+    return True
+
+
 def read(ioctx: rados.Ioctx, name: str, header: str | None = None) -> dict[str, str]:
     """Every metadata key of image `name` and its value (`header`: its header object, if known)."""
     _, out = ioctx.execute(header or oid(ioctx, name), "rbd", "metadata_list",

@@ -16,7 +16,7 @@ from ganeti_ceph import runner
 from ganeti_ceph.errors import Busy, GanetiCephError, NotFound
 from ganeti_ceph.log import warn
 from ganeti_ceph.naming import check_image_name
-from ganeti_ceph.rbd import fencing, snapshots
+from ganeti_ceph.rbd import fencing, header, snapshots
 from ganeti_ceph.rbd.volumes import META_ORIGIN, META_UUID, OUR_SNAP_PREFIX, removable_adoption, watchers
 from ganeti_ceph.session import Session
 
@@ -137,7 +137,12 @@ def _drop_half_made(session: Session, ioctx: object, pool: str, name: str) -> bo
 
 def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid: str | None) -> bool:
     """A remove cut short between trash move and purge left the image in the trash: purge the entries
-    of this name whose own ganeti.uuid is this volume's (never an admin's deferred delete). True if any."""
+    of this name whose own ganeti.uuid is this volume's (never an admin's deferred delete), and those
+    whose header is gone. True if any.
+
+    librbd's purge deletes the image's data, then its header, then the trash entry: killed between
+    the last two it leaves an entry that names no image, with no ganeti.uuid left to read. Deleting
+    that entry loses nothing (librbd then removes only the entry and the image's id object)."""
     if not uuid:
         return False
     with session.errors(f"list the RBD trash of {pool}"):
@@ -148,8 +153,10 @@ def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid:
             try:
                 with rbd.Image(ioctx, image_id=image_id, read_only=True) as img:
                     ours = img.metadata_get(META_UUID) == uuid
-            except (KeyError, rbd.ImageNotFound):
+            except KeyError:
                 ours = False
+            except rbd.ImageNotFound:
+                ours = not header.exists(ioctx, image_id)
         if ours:
             _purge(session, ioctx, pool, name, image_id)
             done = True

@@ -2,8 +2,8 @@
 
 A remove killed between its move to the RBD trash and the purge leaves the
 image in the trash: Ganeti's repeat must purge it (it is ours: its own
-ganeti.uuid is the VOL_UUID), and leave an admin's trashed image of the same
-name alone. A create killed in librbd can leave the name in the pool's
+ganeti.uuid is the VOL_UUID, or its header is already gone), and leave an
+admin's trashed image of the same name alone. A create killed in librbd can leave the name in the pool's
 directory with no image header: no data, but the name stays taken.
 """
 
@@ -43,6 +43,22 @@ def test_a_remove_cut_short_in_the_trash_is_finished_by_the_repeat(prov: Provide
     assert vol not in [e["name"] for e in trash(prov)]
 
 
+def test_a_remove_killed_after_its_purge_took_the_header_is_finished(prov: Provider) -> None:
+    """The state librbd's trash remove leaves when killed after deleting the image's header and before
+    its trash entry (CI, 2026-12-01: the repeat said "already gone" and the entry stayed): the entry,
+    marked removing, names no image any more, so the repeat deletes it; nothing is left to lose."""
+    vol = prov.volume()
+    prov.run("create", vol, VOL_SIZE="16").ok()
+    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+        rbd.RBD().trash_move(io, vol, 0)
+        image_id = next(e["id"] for e in rbd.RBD().trash_list(io) if e["name"] == vol)
+        io.execute("rbd_trash", "rbd", "trash_state_set", _encoded(image_id) + bytes([REMOVING, NORMAL]))
+        io.remove_object(f"rbd_header.{image_id}")
+    res = prov.run("remove", vol).ok()
+    assert "removed" in res.stderr, res.stderr
+    assert vol not in [e["name"] for e in trash(prov)]
+
+
 def test_an_admins_trashed_image_of_that_name_is_left_alone(prov: Provider) -> None:
     vol = prov.volume()
     with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
@@ -57,6 +73,9 @@ def test_an_admins_trashed_image_of_that_name_is_left_alone(prov: Provider) -> N
             for e in rbd.RBD().trash_list(io):
                 if e["name"] == vol:
                     rbd.RBD().trash_remove(io, e["id"], True)
+
+
+NORMAL, REMOVING = 0, 2  # cls::rbd::TrashImageState
 
 
 def _encoded(text: str) -> bytes:
