@@ -142,7 +142,8 @@ def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid:
 
     librbd's purge deletes the image's data, then its header, then the trash entry: killed between
     the last two it leaves an entry that names no image, with no ganeti.uuid left to read. Deleting
-    that entry loses nothing (librbd then removes only the entry and the image's id object)."""
+    that entry loses nothing: librbd then deletes only the image's leftover records (object map,
+    journal) and the entry, no data."""
     if not uuid:
         return False
     with session.errors(f"list the RBD trash of {pool}"):
