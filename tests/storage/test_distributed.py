@@ -445,14 +445,15 @@ class TestRemoval:
                   "from gnt_storage.deploy import distributed, write_fence\n"
                   f"with Session(distributed.group_admin({GROUP!r})) as s:\n"
                   "    before = write_fence.fence(s, ['rbd'])\n"
-                  "    made = subprocess.run(['timeout', '15', 'rbd', '--id', 'ganeti', 'create', '--size', '8', "
+                  "    made = subprocess.run(['timeout', '5', 'rbd', '--id', 'ganeti', 'create', '--size', '8', "
                   "'rbd/fenced']).returncode\n"
                   "    again = write_fence.fence(s, ['rbd'])  # the rerun of a run killed here\n"
                   "    write_fence.lift(s, again)\n"
                   "print(made, before == again, again['rbd'])\n")
         try:
             made, same, before = bed.run(0, [sys.executable, "-c", script], timeout=300).stdout.split()
-            assert made != "0" and same == "True" and before == "100000"
+            # 124: the create waited on the fence until `timeout` ended it (unfenced, it takes under 1 s)
+            assert made == "124" and same == "True" and before == "100000"
             quota = json.loads(ceph(bed, "osd", "pool", "get-quota", "rbd", "-f", "json"))
             assert quota["quota_max_objects"] == 100000
         finally:
