@@ -107,11 +107,14 @@ def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> N
 
 def _purge(session: Session, ioctx: object, pool: str, name: str, image_id: str) -> None:
     """Delete a trashed image of ours. A concurrent look at it (another remove's inspection, a retry)
-    holds a watch for a moment: retry that within timeouts.osd_op, then leave it in the trash, said."""
+    holds a watch for a moment: retry that within timeouts.osd_op, then leave it in the trash, said.
+    An entry gone meanwhile was purged by a concurrent remove: done."""
     def attempt() -> Exception | None:
         try:
             with session.errors(f"delete {pool}/{name} from trash"):
                 rbd.RBD().trash_remove(ioctx, image_id, True)
+        except NotFound:
+            return None
         except Exception as exc:  # Busy is retried; anything else ends the retries at once
             return exc
         return None

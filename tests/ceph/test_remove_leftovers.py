@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import rbd
 
+from ganeti_ceph.rbd import remove
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import Provider, provider_fixture
 from tests.conftest import LocalCluster
@@ -57,6 +58,15 @@ def test_a_remove_killed_after_its_purge_took_the_header_is_finished(prov: Provi
     res = prov.run("remove", vol).ok()
     assert "removed" in res.stderr, res.stderr
     assert vol not in [e["name"] for e in trash(prov)]
+
+
+def test_a_purge_another_remove_finished_meanwhile_is_done(prov: Provider,
+                                                           capfd: pytest.CaptureFixture[str]) -> None:
+    """Two removes of one volume (a crowd, Ganeti's retry) can both reach the purge of its trash entry,
+    headerless or not: the one that finds it gone is done, with no warning that it is still there."""
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        remove._purge(s, io, prov.cluster.client.pool, prov.volume(), uuid.uuid4().hex[:12])
+    assert "WARNING" not in capfd.readouterr().err
 
 
 def test_an_admins_trashed_image_of_that_name_is_left_alone(prov: Provider) -> None:
