@@ -8,8 +8,10 @@ half-deleted image under the volume's name (Cinder's safe-delete idea).
 
 from __future__ import annotations
 
+import struct
 import time
 
+import rados
 import rbd
 
 from ganeti_ceph import runner
@@ -108,13 +110,15 @@ def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> N
 def _purge(session: Session, ioctx: object, pool: str, name: str, image_id: str) -> None:
     """Delete a trashed image of ours. A concurrent look at it (another remove's inspection, a retry)
     holds a watch for a moment: retry that within timeouts.osd_op, then leave it in the trash, said.
-    An entry gone meanwhile was purged by a concurrent remove: done."""
+    An entry gone meanwhile was purged by a concurrent remove: done. (librbd also says not found while
+    the entry stays, when a concurrent purge took the header first: then it is said, as any failure.)"""
     def attempt() -> Exception | None:
         try:
             with session.errors(f"delete {pool}/{name} from trash"):
                 rbd.RBD().trash_remove(ioctx, image_id, True)
-        except NotFound:
-            return None
+        except NotFound as exc:
+            with session.errors(f"look up {pool}/{name} in the RBD trash (id {image_id})"):
+                return exc if _trash_state(ioctx, image_id) is not None else None
         except Exception as exc:  # Busy is retried; anything else ends the retries at once
             return exc
         return None
@@ -124,6 +128,28 @@ def _purge(session: Session, ioctx: object, pool: str, name: str, image_id: str)
     if failure is not None:
         warn(f"{pool}/{name} is in the RBD trash (id {image_id}) but not yet deleted: {failure}; "
              f"removing the volume again, or `rbd trash rm {pool}/{image_id}`, finishes it")
+
+
+TRASH_REMOVING = 2  # cls::rbd::TrashImageState: librbd has begun to purge the entry
+
+
+def trash_state(raw: bytes) -> int:
+    """The state in cls_rbd's encoded TrashImageSpec (struct version 1 has none: normal)."""
+    version, (length,) = raw[0], struct.unpack_from("<I", raw, 2)
+    body = raw[6:6 + length]
+    (name_len,) = struct.unpack_from("<I", body, 1)  # after the source byte
+    at = 1 + 4 + name_len + 16  # then deletion and deferment times
+    return body[at] if version >= 2 and len(body) > at else 0
+
+
+def _trash_state(ioctx: rados.Ioctx, image_id: str) -> int | None:
+    """The trash entry's state, None if it is gone (cls_rbd's trash_get: the binding hides the state)."""
+    key = image_id.encode()
+    try:
+        _, out = ioctx.execute("rbd_trash", "rbd", "trash_get", struct.pack("<I", len(key)) + key, length=4096)
+    except rados.ObjectNotFound:
+        return None
+    return trash_state(out)
 
 
 def _drop_half_made(session: Session, ioctx: object, pool: str, name: str) -> bool:
@@ -141,12 +167,13 @@ def _drop_half_made(session: Session, ioctx: object, pool: str, name: str) -> bo
 def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid: str | None) -> bool:
     """A remove cut short between trash move and purge left the image in the trash: purge the entries
     of this name whose own ganeti.uuid is this volume's (never an admin's deferred delete), and those
-    whose header is gone. True if any.
+    whose purge librbd began and whose header is gone. True if any.
 
-    librbd's purge deletes the image's data, then its header, then the trash entry: killed between
-    the last two it leaves an entry that names no image, with no ganeti.uuid left to read. Deleting
-    that entry loses nothing: librbd then deletes only the image's leftover records (object map,
-    journal) and the entry, no data."""
+    librbd's purge marks the entry removing, deletes the image's data, then its header, then the
+    entry: killed between the last two it leaves an entry that names no image, with no ganeti.uuid
+    left to read. Finishing that purge loses nothing: librbd then deletes only the image's leftover
+    records (journal, object map, mirror record) and the entry. A header lost any other way (its
+    data may still be there) leaves the entry in its own state: never taken."""
     if not uuid:
         return False
     with session.errors(f"list the RBD trash of {pool}"):
@@ -160,7 +187,7 @@ def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid:
             except KeyError:
                 ours = False
             except rbd.ImageNotFound:
-                ours = not header.exists(ioctx, image_id)
+                ours = not header.exists(ioctx, image_id) and _trash_state(ioctx, image_id) == TRASH_REMOVING
         if ours:
             _purge(session, ioctx, pool, name, image_id)
             done = True

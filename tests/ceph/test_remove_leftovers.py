@@ -60,6 +60,24 @@ def test_a_remove_killed_after_its_purge_took_the_header_is_finished(prov: Provi
     assert vol not in [e["name"] for e in trash(prov)]
 
 
+def test_a_trash_entry_whose_header_was_lost_otherwise_is_left_alone(prov: Provider) -> None:
+    """A headerless entry librbd never began to purge (its header lost some other way: its data objects
+    may still be there) is not taken: the remove says "already gone" and the entry stays for the admin."""
+    vol = prov.volume()
+    prov.run("create", vol, VOL_SIZE="16").ok()
+    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+        rbd.RBD().trash_move(io, vol, 0)
+        image_id = next(e["id"] for e in rbd.RBD().trash_list(io) if e["name"] == vol)
+        io.remove_object(f"rbd_header.{image_id}")
+    try:
+        res = prov.run("remove", vol).ok()
+        assert "already gone" in res.stderr, res.stderr
+        assert [e["name"] for e in trash(prov)].count(vol) == 1
+    finally:
+        with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+            rbd.RBD().trash_remove(io, image_id, True)
+
+
 def test_a_purge_another_remove_finished_meanwhile_is_done(prov: Provider,
                                                            capfd: pytest.CaptureFixture[str]) -> None:
     """Two removes of one volume (a crowd, Ganeti's retry) can both reach the purge of its trash entry,
