@@ -44,17 +44,38 @@ def test_a_remove_cut_short_in_the_trash_is_finished_by_the_repeat(prov: Provide
     assert vol not in [e["name"] for e in trash(prov)]
 
 
-def test_a_remove_killed_after_its_purge_took_the_header_is_finished(prov: Provider) -> None:
-    """The state librbd's trash remove leaves when killed after deleting the image's header and before
-    its trash entry (CI, 2026-12-01: the repeat said "already gone" and the entry stayed): the entry,
-    marked removing, names no image any more, so the repeat deletes it; nothing is left to lose."""
+def trashed_without_header(prov: Provider, purge_begun: bool) -> str:
+    """A volume of ours moved to the trash and its header deleted; `purge_begun`: its entry marked
+    removing first, as librbd's purge does."""
     vol = prov.volume()
     prov.run("create", vol, VOL_SIZE="16").ok()
     with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
         rbd.RBD().trash_move(io, vol, 0)
         image_id = next(e["id"] for e in rbd.RBD().trash_list(io) if e["name"] == vol)
-        io.execute("rbd_trash", "rbd", "trash_state_set", _encoded(image_id) + bytes([REMOVING, NORMAL]))
+        if purge_begun:
+            io.execute("rbd_trash", "rbd", "trash_state_set", _encoded(image_id) + bytes([REMOVING, NORMAL]))
         io.remove_object(f"rbd_header.{image_id}")
+    return vol
+
+
+def assert_left_in_trash(prov: Provider, vol: str) -> None:
+    """remove says "already gone" and leaves the trash entry of that name (then purged here)."""
+    try:
+        res = prov.run("remove", vol).ok()
+        assert "already gone" in res.stderr, res.stderr
+        assert [e["name"] for e in trash(prov)].count(vol) == 1
+    finally:
+        with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
+            for e in rbd.RBD().trash_list(io):
+                if e["name"] == vol:
+                    rbd.RBD().trash_remove(io, e["id"], True)
+
+
+def test_a_remove_killed_after_its_purge_took_the_header_is_finished(prov: Provider) -> None:
+    """The state librbd's trash remove leaves when killed after deleting the image's header and before
+    its trash entry (CI, 2026-12-01: the repeat said "already gone" and the entry stayed): the entry,
+    marked removing, names no image any more, so the repeat deletes it; nothing is left to lose."""
+    vol = trashed_without_header(prov, purge_begun=True)
     res = prov.run("remove", vol).ok()
     assert "removed" in res.stderr, res.stderr
     assert vol not in [e["name"] for e in trash(prov)]
@@ -63,19 +84,7 @@ def test_a_remove_killed_after_its_purge_took_the_header_is_finished(prov: Provi
 def test_a_trash_entry_whose_header_was_lost_otherwise_is_left_alone(prov: Provider) -> None:
     """A headerless entry librbd never began to purge (its header lost some other way: its data objects
     may still be there) is not taken: the remove says "already gone" and the entry stays for the admin."""
-    vol = prov.volume()
-    prov.run("create", vol, VOL_SIZE="16").ok()
-    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
-        rbd.RBD().trash_move(io, vol, 0)
-        image_id = next(e["id"] for e in rbd.RBD().trash_list(io) if e["name"] == vol)
-        io.remove_object(f"rbd_header.{image_id}")
-    try:
-        res = prov.run("remove", vol).ok()
-        assert "already gone" in res.stderr, res.stderr
-        assert [e["name"] for e in trash(prov)].count(vol) == 1
-    finally:
-        with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
-            rbd.RBD().trash_remove(io, image_id, True)
+    assert_left_in_trash(prov, trashed_without_header(prov, purge_begun=False))
 
 
 def test_a_purge_another_remove_finished_meanwhile_is_done(prov: Provider,
@@ -92,15 +101,7 @@ def test_an_admins_trashed_image_of_that_name_is_left_alone(prov: Provider) -> N
     with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
         rbd.RBD().create(io, vol, 4 << 20, old_format=False)
         rbd.RBD().trash_move(io, vol, 0)  # not ours: no ganeti.uuid
-    try:
-        res = prov.run("remove", vol).ok()
-        assert "already gone" in res.stderr, res.stderr
-        assert [e["name"] for e in trash(prov)].count(vol) == 1
-    finally:
-        with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
-            for e in rbd.RBD().trash_list(io):
-                if e["name"] == vol:
-                    rbd.RBD().trash_remove(io, e["id"], True)
+    assert_left_in_trash(prov, vol)
 
 
 NORMAL, REMOVING = 0, 2  # cls::rbd::TrashImageState
