@@ -53,17 +53,22 @@ def _decode_map(raw: bytes) -> dict[str, bytes]:
     return found
 
 
+def of_id(image_id: str) -> str:
+    """The header object of the image with id `image_id`."""
+    return f"rbd_header.{image_id}"
+
+
 def oid(ioctx: rados.Ioctx, name: str) -> str:
     """The header object of image `name` (format 2): its id read from `rbd_id.<name>`."""
     raw = ioctx.read(f"rbd_id.{name}")
     (length,) = struct.unpack("<I", raw[:4])
-    return "rbd_header." + raw[4:4 + length].decode()
+    return of_id(raw[4:4 + length].decode())
 
 
-def exists(ioctx: rados.Ioctx, image_id: str) -> bool:
-    """Whether the header object of the image with id `image_id` exists (one stat)."""
+def exists(ioctx: rados.Ioctx, header: str) -> bool:
+    """Whether the header object `header` exists (one stat)."""
     try:
-        ioctx.stat(f"rbd_header.{image_id}")
+        ioctx.stat(header)
     except rados.ObjectNotFound:
         return False
     return True

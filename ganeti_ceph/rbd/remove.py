@@ -89,12 +89,12 @@ def _refuse_while_watched(session: Session, img: rbd.Image, pool: str, name: str
 
 def _header_pg(session: Session, img: rbd.Image, pool: str) -> str:
     """The placement group of the image's header object (where its watches live), or how to find it."""
-    header = f"rbd_header.{img.id()}"
+    obj = header.of_id(img.id())
     try:
-        found = session.mon_command("osd map", pool=pool, object=header)
+        found = session.mon_command("osd map", pool=pool, object=obj)
     except GanetiCephError:
         found = None
-    return str(found["pgid"]) if found and "pgid" in found else f"<its pg: ceph osd map {pool} {header}>"
+    return str(found["pgid"]) if found and "pgid" in found else f"<its pg: ceph osd map {pool} {obj}>"
 
 
 def _trash_and_purge(session: Session, ioctx: object, pool: str, name: str) -> None:
@@ -152,13 +152,22 @@ def _trash_state(ioctx: rados.Ioctx, image_id: str) -> int | None:
     return trash_state(out)
 
 
-def _drop_half_made(session: Session, ioctx: object, pool: str, name: str) -> bool:
+def _drop_half_made(session: Session, ioctx: rados.Ioctx, pool: str, name: str) -> bool:
     """A create cut short (its process killed) can leave the name in the pool's directory with no image
     header: it cannot be opened, so it holds no data, but it keeps the name taken. Remove it. One
-    directory read, on this already-gone path only."""
+    directory read, on this already-gone path only. A header there proves an image made meanwhile (a
+    create of the name that ran since this remove looked): refused, never taken for a half-made one."""
     with session.errors(f"list the images of {pool}"):
         if name not in rbd.RBD().list(ioctx):
             return False
+    with session.errors(f"look at the half-made {pool}/{name}"):
+        try:
+            made = header.exists(ioctx, header.oid(ioctx, name))
+        except rados.ObjectNotFound:  # no id object either: half-made all the same
+            made = False
+    if made:
+        raise Busy(f"image {pool}/{name} was made while it was being removed (a create of that name ran "
+                   "meanwhile); remove it again if it is to go")
     with session.errors(f"remove the half-made {pool}/{name}"):
         rbd.RBD().remove(ioctx, name)
     return True
@@ -187,7 +196,8 @@ def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid:
             except KeyError:
                 ours = False
             except rbd.ImageNotFound:
-                ours = not header.exists(ioctx, image_id) and _trash_state(ioctx, image_id) == TRASH_REMOVING
+                gone = not header.exists(ioctx, header.of_id(image_id))
+                ours = gone and _trash_state(ioctx, image_id) == TRASH_REMOVING
         if ours:
             _purge(session, ioctx, pool, name, image_id)
             done = True

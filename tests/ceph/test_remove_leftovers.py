@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 import rbd
 
+from ganeti_ceph.errors import Busy
 from ganeti_ceph.rbd import remove
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import Provider, provider_fixture
@@ -142,3 +143,14 @@ def test_records_never_make_a_header(prov: Provider) -> None:
         assert f"rbd_header.{image_id}" not in {o.key for o in io.list_objects()}
     prov.run("remove", vol).ok()
     assert not prov.exists(vol)
+
+
+def test_an_image_made_meanwhile_is_not_taken_for_a_half_made_one(prov: Provider) -> None:
+    """remove looks for a half-made name only after its open found nothing; a create of that name may
+    have finished since. Its header proves a real image: refused in one line, the image kept."""
+    vol = prov.volume()
+    prov.run("create", vol, VOL_SIZE="16").ok()
+    with Session(prov.cluster.client) as s, s.ioctx() as io, pytest.raises(Busy, match="made while"):
+        remove._drop_half_made(s, io, prov.cluster.client.pool, vol)
+    assert prov.exists(vol)
+    prov.run("remove", vol).ok()
