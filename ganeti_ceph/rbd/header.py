@@ -35,7 +35,7 @@ LIST_OUT = 1 << 22  # bytes the OSD may answer with
 NOSNAP = struct.pack("<Q", 2**64 - 2)  # CEPH_NOSNAP: the head, for get_size
 
 
-def _encode(text: str) -> bytes:
+def encode(text: str) -> bytes:
     raw = text.encode()
     return struct.pack("<I", len(raw)) + raw
 
@@ -77,7 +77,7 @@ def exists(ioctx: rados.Ioctx, header: str) -> bool:
 def read(ioctx: rados.Ioctx, name: str, header: str | None = None) -> dict[str, str]:
     """Every metadata key of image `name` and its value (`header`: its header object, if known)."""
     _, out = ioctx.execute(header or oid(ioctx, name), "rbd", "metadata_list",
-                           _encode("") + struct.pack("<Q", LIST_MAX), length=LIST_OUT)
+                           encode("") + struct.pack("<Q", LIST_MAX), length=LIST_OUT)
     found = _decode_map(out)
     if len(found) >= LIST_MAX:  # never so many of ours: say so rather than miss a record
         raise CephError(f"image {name} has {LIST_MAX} or more metadata keys; ganeti-ceph reads at most "
@@ -100,7 +100,7 @@ def write(ioctx: rados.Ioctx, name: str, meta: dict[str, str], header: str | Non
     """Set `meta` on image `name` in one operation, only while its header exists (`header`: that
     object, if known); a header gone raises rados.ObjectNotFound."""
     if meta:
-        payload = struct.pack("<I", len(meta)) + b"".join(_encode(k) + _encode(v) for k, v in meta.items())
+        payload = struct.pack("<I", len(meta)) + b"".join(encode(k) + encode(v) for k, v in meta.items())
         _operate(ioctx, header or oid(ioctx, name), [("get_size", NOSNAP), ("metadata_set", payload)])
 
 
@@ -108,8 +108,8 @@ def remove(ioctx: rados.Ioctx, name: str, key: str, header: str | None = None) -
     """Remove `key` from image `name`'s metadata in one operation; False if it was not there (or the
     image is gone: cls_rbd's answer is the same)."""
     try:
-        _operate(ioctx, header or oid(ioctx, name), [("metadata_get", _encode(key)),
-                                                     ("metadata_remove", _encode(key))])
+        _operate(ioctx, header or oid(ioctx, name), [("metadata_get", encode(key)),
+                                                     ("metadata_remove", encode(key))])
     except rados.ObjectNotFound:
         return False
     return True

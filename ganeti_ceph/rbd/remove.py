@@ -144,9 +144,8 @@ def trash_state(raw: bytes) -> int:
 
 def _trash_state(ioctx: rados.Ioctx, image_id: str) -> int | None:
     """The trash entry's state, None if it is gone (cls_rbd's trash_get: the binding hides the state)."""
-    key = image_id.encode()
     try:
-        _, out = ioctx.execute("rbd_trash", "rbd", "trash_get", struct.pack("<I", len(key)) + key, length=4096)
+        _, out = ioctx.execute("rbd_trash", "rbd", "trash_get", header.encode(image_id), length=4096)
     except rados.ObjectNotFound:
         return None
     return trash_state(out)
@@ -191,13 +190,9 @@ def _finish_trashed(session: Session, ioctx: object, pool: str, name: str, uuid:
     for image_id in ids:
         with session.errors(f"inspect the trashed {pool}/{name} (id {image_id})"):
             try:
-                with rbd.Image(ioctx, image_id=image_id, read_only=True) as img:
-                    ours = img.metadata_get(META_UUID) == uuid
-            except KeyError:
-                ours = False
-            except rbd.ImageNotFound:
-                gone = not header.exists(ioctx, header.of_id(image_id))
-                ours = gone and _trash_state(ioctx, image_id) == TRASH_REMOVING
+                ours = header.read(ioctx, name, header.of_id(image_id)).get(META_UUID) == uuid
+            except rados.ObjectNotFound:  # no header: ours only if librbd's own purge of it was cut short
+                ours = _trash_state(ioctx, image_id) == TRASH_REMOVING
         if ours:
             _purge(session, ioctx, pool, name, image_id)
             done = True

@@ -9,7 +9,6 @@ directory with no image header: no data, but the name stays taken.
 
 from __future__ import annotations
 
-import struct
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +16,8 @@ import pytest
 import rbd
 
 from ganeti_ceph.errors import Busy
-from ganeti_ceph.rbd import remove
+from ganeti_ceph.rbd import header, remove
+from ganeti_ceph.rbd.remove import TRASH_REMOVING
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import Provider, provider_fixture
 from tests.conftest import LocalCluster
@@ -54,7 +54,7 @@ def trashed_without_header(prov: Provider, purge_begun: bool) -> str:
         rbd.RBD().trash_move(io, vol, 0)
         image_id = next(e["id"] for e in rbd.RBD().trash_list(io) if e["name"] == vol)
         if purge_begun:
-            io.execute("rbd_trash", "rbd", "trash_state_set", _encoded(image_id) + bytes([REMOVING, NORMAL]))
+            io.execute("rbd_trash", "rbd", "trash_state_set", header.encode(image_id) + bytes([TRASH_REMOVING, 0]))
         io.remove_object(f"rbd_header.{image_id}")
     return vol
 
@@ -105,37 +105,30 @@ def test_an_admins_trashed_image_of_that_name_is_left_alone(prov: Provider) -> N
     assert_left_in_trash(prov, vol)
 
 
-NORMAL, REMOVING = 0, 2  # cls::rbd::TrashImageState
-
-
-def _encoded(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("<I", len(data)) + data
-
-
-def test_a_half_made_image_is_removed(prov: Provider) -> None:
-    """The state librbd's create leaves when killed after its directory entry, before the header."""
+def half_made(prov: Provider) -> tuple[str, str]:
+    """The state librbd's create leaves when killed after its directory entry, before the header:
+    the volume's name and its image id."""
     vol = prov.volume()
     image_id = uuid.uuid4().hex[:12]
     with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
-        io.write_full(f"rbd_id.{vol}", _encoded(image_id))
-        io.execute("rbd_directory", "rbd", "dir_add_image", _encoded(vol) + _encoded(image_id))
+        io.write_full(f"rbd_id.{vol}", header.encode(image_id))
+        io.execute("rbd_directory", "rbd", "dir_add_image", header.encode(vol) + header.encode(image_id))
+    return vol, image_id
+
+
+def test_a_half_made_image_is_removed(prov: Provider) -> None:
+    vol, _ = half_made(prov)
     assert prov.exists(vol)  # listed, yet it cannot be opened
     res = prov.run("remove", vol).ok()
     assert "removed" in res.stderr, res.stderr
     assert not prov.exists(vol)
 
 
-
 def test_records_never_make_a_header(prov: Provider) -> None:
     """setinfo, open and close on an image without a header (a create killed before it, or a remove
     that purged it meanwhile) answer in one line and write nothing: cls_rbd's metadata_set alone would
     make a bare header object that no directory or trash entry names (ganeti_ceph/rbd/header.py)."""
-    vol = prov.volume()
-    image_id = uuid.uuid4().hex[:12]
-    with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
-        io.write_full(f"rbd_id.{vol}", _encoded(image_id))
-        io.execute("rbd_directory", "rbd", "dir_add_image", _encoded(vol) + _encoded(image_id))
+    vol, image_id = half_made(prov)
     assert vol in prov.run("setinfo", vol, VOL_METADATA="x").one_error()
     assert vol in prov.run("open", vol, VOL_OPEN_EXCLUSIVE="True").one_error()
     assert "was not open" in prov.run("close", vol).ok().note
