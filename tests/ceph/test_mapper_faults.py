@@ -8,15 +8,19 @@ then the image read through librbd.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from ganeti_ceph import procs
+from ganeti_ceph import config, procs
+from ganeti_ceph.rbd.mappers import MapError, Target
+from ganeti_ceph.rbd.mappers.fuse_loop import FuseLoop
 from tests.ceph.provider_env import MIB, Provider, provider_fixture, read_device
 from tests.conftest import LocalCluster
 
@@ -77,6 +81,48 @@ def test_fuse_loop_acknowledged_write_survives_rbd_fuse_kill(prov: Provider) -> 
     assert not procs.find("rbd-fuse", arg=vol)
     wait_unwatched(prov, vol)
     prov.run("remove", vol).ok()
+
+
+def test_fuse_loop_asks_rbd_fuse_again_until_it_shows_the_image(prov: Provider) -> None:
+    """rbd-fuse answers each lookup from a fresh listing of the pool and a fresh open of the image.
+    One that found nothing made an attach fail in CI ("did not expose", under 32 parallel calls),
+    and the remove after it was refused. Here the first lookups fail for sure: the image is created
+    only after rbd-fuse has mounted. The map waits for it, within timeouts.osd_op."""
+    cfg = config.load(prov.a)
+    vol = prov.volume()
+    fuse = FuseLoop(cfg)
+    t = Target(config.conf_fsid(cfg.conf) or "", cfg.pool, vol)
+
+    def create_once_mounted() -> None:
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(fuse.mountpoint(t)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # lookups before this one found nothing
+        prov.run("create", vol, VOL_SIZE="16").ok()
+
+    late = threading.Thread(target=create_once_mounted)
+    late.start()
+    try:
+        dev = fuse.map(t)
+    finally:
+        late.join()
+    assert fuse.find(t) == dev
+    assert fuse.unmap(t)
+    prov.run("remove", vol).ok()
+
+
+def test_fuse_loop_says_why_rbd_fuse_shows_no_image(prov: Provider) -> None:
+    """An image rbd-fuse never shows: the map gives up at timeouts.osd_op with the lookup's error,
+    and leaves no mount, rbd-fuse or loop device."""
+    cfg = config.load(prov.a)
+    cfg = dataclasses.replace(cfg, timeouts=dataclasses.replace(cfg.timeouts, osd_op=1.0))
+    fuse = FuseLoop(cfg)
+    t = Target(config.conf_fsid(cfg.conf) or "", cfg.pool, prov.volume())
+    with pytest.raises(MapError, match=r"did not expose .* \(No such file or directory\)"):
+        fuse.map(t)
+    assert not os.path.ismount(fuse.mountpoint(t))
+    assert not procs.find("rbd-fuse", arg=fuse.mountpoint(t))
+    assert fuse.loops_of(t) == []
 
 
 def test_nothing_leaked(prov: Provider) -> None:

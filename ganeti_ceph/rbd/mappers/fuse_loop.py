@@ -62,9 +62,11 @@ class FuseLoop(Mapper):
         os.makedirs(mnt, mode=0o700, exist_ok=True)
         runner.run(["rbd-fuse", *self.client_args(), *WRITE_THROUGH, "--log_to_file=false", "-p", t.pool,
                    "-r", t.image, mnt], f"mount {t.spec} with rbd-fuse", self.cfg.timeouts.osd_op)
-        if not os.path.exists(self.backing_file(t)):
+        missing = self.lookup_error(t)
+        if missing:
             self.cleanup(t)
-            raise MapError(f"rbd-fuse did not expose {t.spec}; check that the image exists and the client may read it")
+            raise MapError(f"rbd-fuse did not expose {t.spec} ({os.strerror(missing)}); check that the image "
+                           "exists and the client may read it")
         last = "no free loop device"
         for loop in self.free_loops():
             try:
@@ -74,6 +76,22 @@ class FuseLoop(Mapper):
                 last = exc.message
         self.cleanup(t)
         raise MapError(f"cannot attach {t.spec} to a loop device: {last}")
+
+    def lookup_error(self, t: Target) -> int:
+        """0 once t's file is there, else the errno of the last lookup. rbd-fuse answers each lookup
+        from a fresh listing of the pool and a fresh open, so one that found nothing (seen twice
+        under 32 parallel provider calls) is asked again until timeouts.osd_op; any other error
+        (ENOTCONN: rbd-fuse died) is final."""
+        backing = self.backing_file(t)
+
+        def lookup() -> int:
+            try:
+                os.stat(backing)
+            except OSError as exc:
+                return exc.errno or errno.EIO
+            return 0
+
+        return runner.until(time.monotonic() + self.cfg.timeouts.osd_op, lookup, lambda e: e != errno.ENOENT, 0.05)
 
     def free_loops(self) -> list[str]:
         """Unused /dev/loopN with N >= 1, lowest first."""
