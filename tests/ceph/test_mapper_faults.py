@@ -1,4 +1,5 @@
-"""Mapper faults on the real cluster: what a fuse-loop device promises when rbd-fuse dies.
+"""Mapper faults on the real cluster: what a fuse-loop device promises when rbd-fuse dies, and
+what a map does when rbd-fuse does not show the image.
 
 The contract (doc/extstorage.md, "Kernelspace mappers"): a write the mapped
 device acknowledged is in Ceph, flushed or not, as with krbd. Checked the
@@ -8,7 +9,6 @@ then the image read through librbd.
 
 from __future__ import annotations
 
-import dataclasses
 import mmap
 import os
 import signal
@@ -17,11 +17,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import rbd
 
 from ganeti_ceph import config, procs
 from ganeti_ceph.rbd.mappers import MapError, Target
 from ganeti_ceph.rbd.mappers.fuse_loop import FuseLoop
-from tests.ceph.provider_env import MIB, Provider, provider_fixture, read_device
+from ganeti_ceph.session import Session
+from tests.ceph.provider_env import MIB, Provider, mounts_under, provider_fixture, read_device
 from tests.conftest import LocalCluster
 
 WATCH_GONE_S = 60  # a killed client's watch lapses after osd_client_watch_timeout (30 s)
@@ -83,46 +85,53 @@ def test_fuse_loop_acknowledged_write_survives_rbd_fuse_kill(prov: Provider) -> 
     prov.run("remove", vol).ok()
 
 
-def test_fuse_loop_asks_rbd_fuse_again_until_it_shows_the_image(prov: Provider) -> None:
-    """rbd-fuse answers each lookup from a fresh listing of the pool and a fresh open of the image.
-    One that found nothing made an attach fail in CI ("did not expose", under 32 parallel calls),
-    and the remove after it was refused. Here the first lookups fail for sure: the image is created
-    only after rbd-fuse has mounted. The map waits for it, within timeouts.osd_op."""
+def fuse_and_target(prov: Provider, vol: str) -> tuple[FuseLoop, Target]:
+    """The fuse-loop mapper of node A's config, and `vol` as its target."""
     cfg = config.load(prov.a)
+    return FuseLoop(cfg), Target(config.conf_fsid(cfg.conf) or "", cfg.pool, vol)
+
+
+def test_fuse_loop_asks_a_new_rbd_fuse_when_one_shows_no_image(prov: Provider) -> None:
+    """A lookup of the image's file that found nothing made an attach fail in CI ("did not
+    expose"). The same rbd-fuse is not asked again (a failed open stays in its table): the map
+    mounts a new one, up to fuse_loop.MOUNTS. Here the first rbd-fuse finds nothing for sure: the
+    image is created only once it has mounted (seen in /proc/mounts, not by a lookup)."""
     vol = prov.volume()
-    fuse = FuseLoop(cfg)
-    t = Target(config.conf_fsid(cfg.conf) or "", cfg.pool, vol)
+    fuse, t = fuse_and_target(prov, vol)
+    failed: list[BaseException] = []
 
     def create_once_mounted() -> None:
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(fuse.mountpoint(t)) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.3)  # lookups before this one found nothing
-        prov.run("create", vol, VOL_SIZE="16").ok()
+        try:
+            with Session(prov.cluster.client) as s, s.ioctx() as io:  # connected first: the create is quick
+                deadline = time.monotonic() + 30
+                while fuse.mountpoint(t) not in mounts_under(fuse.cfg.run_dir) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                rbd.RBD().create(io, vol, 16 * MIB)
+        except BaseException as exc:  # handed to the test
+            failed.append(exc)
 
     late = threading.Thread(target=create_once_mounted)
     late.start()
     try:
         dev = fuse.map(t)
+        assert fuse.find(t) == dev
     finally:
         late.join()
-    assert fuse.find(t) == dev
-    assert fuse.unmap(t)
-    prov.run("remove", vol).ok()
+        fuse.unmap(t)
+        prov.run("remove", vol)
+    assert not failed, failed
+    assert not prov.exists(vol)
 
 
 def test_fuse_loop_says_why_rbd_fuse_shows_no_image(prov: Provider) -> None:
-    """An image rbd-fuse never shows: the map gives up at timeouts.osd_op with the lookup's error,
-    and leaves no mount, rbd-fuse or loop device."""
-    cfg = config.load(prov.a)
-    cfg = dataclasses.replace(cfg, timeouts=dataclasses.replace(cfg.timeouts, osd_op=1.0))
-    fuse = FuseLoop(cfg)
-    t = Target(config.conf_fsid(cfg.conf) or "", cfg.pool, prov.volume())
+    """An image no rbd-fuse shows: after fuse_loop.MOUNTS of them the map gives up with the
+    lookup's error, and leaves no mount, rbd-fuse or mapping link."""
+    fuse, t = fuse_and_target(prov, prov.volume())
     with pytest.raises(MapError, match=r"did not expose .* \(No such file or directory\)"):
         fuse.map(t)
-    assert not os.path.ismount(fuse.mountpoint(t))
+    assert fuse.mountpoint(t) not in mounts_under(fuse.cfg.run_dir)
     assert not procs.find("rbd-fuse", arg=fuse.mountpoint(t))
-    assert fuse.loops_of(t) == []
+    assert fuse.find(t) is None
 
 
 def test_nothing_leaked(prov: Provider) -> None:

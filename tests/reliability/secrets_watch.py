@@ -33,6 +33,9 @@ MAX_KEPT = 50_000  # distinct argv/environments kept; past it the oldest are che
 MAX_READ = 64 << 20  # bytes of one log or world-readable file searched
 
 
+MAPPER_MOUNTS = "fuse"  # <run_dir>/fuse/...: where the fuse-loop mapper mounts rbd-fuse
+
+
 def mount_points() -> set[str]:
     """Never walk into a mount (an rbd-fuse mount of a paused cluster hangs every stat)."""
     with open("/proc/mounts") as fh:
@@ -41,14 +44,19 @@ def mount_points() -> set[str]:
 
 def walk(root: str, only_world: bool = False) -> Iterator[tuple[str, os.stat_result]]:
     """(path, lstat) of the regular files under root, not into mounts; with only_world, only
-    those any user may read (o+r, in dirs any user may enter)."""
+    those any user may read (o+r, in dirs any user may enter). The mapper's mount tree is
+    passed over by name: /proc/mounts is read once, and an rbd-fuse mounted during the walk
+    must not see this thread's lookups (rbd-fuse's image table is not safe for parallel
+    requests: walked into while a map looked its file up, its lookup failed and a watch was
+    left behind)."""
     mounts = mount_points()
     for d, dirs, names in os.walk(root):
         keep = []
         for x in dirs:
             path = os.path.join(d, x)
             with contextlib.suppress(OSError):
-                if path not in mounts and (not only_world or os.lstat(path).st_mode & stat.S_IXOTH):
+                if x != MAPPER_MOUNTS and path not in mounts and (
+                        not only_world or os.lstat(path).st_mode & stat.S_IXOTH):
                     keep.append(x)
         dirs[:] = keep
         for n in names:

@@ -25,7 +25,7 @@ import pytest
 from ganeti_ceph import procs
 from tests.ceph.provider_env import Provider, provider_fixture
 from tests.conftest import BIN, LocalCluster
-from tests.reliability.secrets_watch import ROOT, WATCH, Watch
+from tests.reliability.secrets_watch import ROOT, WATCH, Watch, keyring_keys
 
 MOND_PORT = 14470  # this helper's share of the collector test ports
 
@@ -70,6 +70,18 @@ def test_the_watch_finds_a_planted_key(scratch: str) -> None:
     finally:
         os.unlink(shown)
         os.unlink(private)
+
+
+def test_the_watch_never_looks_under_the_mappers_mounts(scratch: str) -> None:
+    """<run_dir>/fuse is passed over by name, mounted or not: the watch read /proc/mounts once per
+    walk, walked into an rbd-fuse mounted meanwhile, and its lookups raced a map's (doc/reliability.md)."""
+    fuse = os.path.join(scratch, "run-x", "fuse", "fsid", "rbd", "vol")
+    os.makedirs(fuse)
+    fake = "QVFBbWFwcGVyTW91bnRGYWtlS2V5MDAwMDAwMDA9PQ=="
+    for d in (fuse, scratch):
+        with open(os.path.join(d, "ceph.client.x.keyring"), "w") as fh:
+            fh.write(f"key = {fake}{len(d)}\n")
+    assert keyring_keys(scratch) == {f"{fake}{len(scratch)}"}
 
 
 def test_the_watch_knows_the_clusters_keys(local_cluster: LocalCluster) -> None:
