@@ -9,19 +9,19 @@ then the image read through librbd.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import rbd
 
 from ganeti_ceph import config, procs
 from ganeti_ceph.rbd.mappers import MapError, Target
-from ganeti_ceph.rbd.mappers.fuse_loop import FuseLoop
+from ganeti_ceph.rbd.mappers.fuse_loop import MOUNTS, FuseLoop
 from ganeti_ceph.session import Session
 from tests.ceph.provider_env import MIB, Provider, mounts_under, provider_fixture, read_device
 from tests.conftest import LocalCluster
@@ -91,47 +91,50 @@ def fuse_and_target(prov: Provider, vol: str) -> tuple[FuseLoop, Target]:
     return FuseLoop(cfg), Target(config.conf_fsid(cfg.conf) or "", cfg.pool, vol)
 
 
+def recording(fuse: FuseLoop, after: Callable[[int], None] = lambda _: None) -> list[int]:
+    """What each of the map's rbd-fuse mounts answered (0, or the errno of its lookup); `after` runs
+    once each has answered."""
+    answers: list[int] = []
+    real = fuse.mount
+
+    def mount(t: Target) -> int:
+        answers.append(real(t))
+        after(answers[-1])
+        return answers[-1]
+
+    fuse.mount = mount  # type: ignore[method-assign]
+    return answers
+
+
 def test_fuse_loop_asks_a_new_rbd_fuse_when_one_shows_no_image(prov: Provider) -> None:
     """A lookup of the image's file that found nothing made an attach fail in CI ("did not
-    expose"). The same rbd-fuse is not asked again (a failed open stays in its table): the map
-    mounts a new one, up to fuse_loop.MOUNTS. Here the first rbd-fuse finds nothing for sure: the
-    image is created only once it has mounted (seen in /proc/mounts, not by a lookup)."""
+    expose"). The map now asks a new rbd-fuse (an open that failed leaves a broken entry in an
+    rbd-fuse's table, so the same one is not asked again). Here the first rbd-fuse finds nothing
+    for sure: the image is created only once it has answered."""
     vol = prov.volume()
     fuse, t = fuse_and_target(prov, vol)
-    failed: list[BaseException] = []
-
-    def create_once_mounted() -> None:
+    with Session(prov.cluster.client) as s, s.ioctx() as io:
+        answers = recording(fuse, lambda got: got and rbd.RBD().create(io, vol, 16 * MIB))
         try:
-            with Session(prov.cluster.client) as s, s.ioctx() as io:  # connected first: the create is quick
-                deadline = time.monotonic() + 30
-                while fuse.mountpoint(t) not in mounts_under(fuse.cfg.run_dir) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                rbd.RBD().create(io, vol, 16 * MIB)
-        except BaseException as exc:  # handed to the test
-            failed.append(exc)
-
-    late = threading.Thread(target=create_once_mounted)
-    late.start()
-    try:
-        dev = fuse.map(t)
-        assert fuse.find(t) == dev
-    finally:
-        late.join()
-        fuse.unmap(t)
-        prov.run("remove", vol)
-    assert not failed, failed
+            dev = fuse.map(t)
+            assert fuse.find(t) == dev
+            assert answers == [errno.ENOENT, 0]
+        finally:
+            fuse.unmap(t)
+            prov.run("remove", vol)
     assert not prov.exists(vol)
 
 
 def test_fuse_loop_says_why_rbd_fuse_shows_no_image(prov: Provider) -> None:
     """An image no rbd-fuse shows: after fuse_loop.MOUNTS of them the map gives up with the
-    lookup's error, and leaves no mount, rbd-fuse or mapping link."""
+    lookup's error, and leaves no mount or rbd-fuse."""
     fuse, t = fuse_and_target(prov, prov.volume())
+    answers = recording(fuse)
     with pytest.raises(MapError, match=r"did not expose .* \(No such file or directory\)"):
         fuse.map(t)
+    assert answers == [errno.ENOENT] * MOUNTS
     assert fuse.mountpoint(t) not in mounts_under(fuse.cfg.run_dir)
     assert not procs.find("rbd-fuse", arg=fuse.mountpoint(t))
-    assert fuse.find(t) is None
 
 
 def test_nothing_leaked(prov: Provider) -> None:

@@ -47,8 +47,8 @@ def walk(root: str, only_world: bool = False) -> Iterator[tuple[str, os.stat_res
     those any user may read (o+r, in dirs any user may enter). The mapper's mount tree is
     passed over by name: /proc/mounts is read once, and an rbd-fuse mounted during the walk
     must not see this thread's lookups (rbd-fuse's image table is not safe for parallel
-    requests: walked into while a map looked its file up, its lookup failed and a watch was
-    left behind)."""
+    requests: most likely how a map's lookup failed in CI and a watch was left behind,
+    doc/reliability.md)."""
     mounts = mount_points()
     for d, dirs, names in os.walk(root):
         keep = []

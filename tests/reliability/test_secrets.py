@@ -19,6 +19,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -72,16 +73,18 @@ def test_the_watch_finds_a_planted_key(scratch: str) -> None:
         os.unlink(private)
 
 
-def test_the_watch_never_looks_under_the_mappers_mounts(scratch: str) -> None:
+def test_the_watch_never_looks_under_the_mappers_mounts(tmp_path: Path) -> None:
     """<run_dir>/fuse is passed over by name, mounted or not: the watch read /proc/mounts once per
-    walk, walked into an rbd-fuse mounted meanwhile, and its lookups raced a map's (doc/reliability.md)."""
-    fuse = os.path.join(scratch, "run-x", "fuse", "fsid", "rbd", "vol")
-    os.makedirs(fuse)
+    walk and could walk into an rbd-fuse mounted meanwhile, racing a map's lookup (doc/reliability.md).
+    Private files outside the watched dirs: the session's watch must not take these keys."""
+    fuse = tmp_path / "run-x" / "fuse" / "fsid" / "rbd" / "vol"
+    fuse.mkdir(parents=True)
     fake = "QVFBbWFwcGVyTW91bnRGYWtlS2V5MDAwMDAwMDA9PQ=="
-    for d in (fuse, scratch):
-        with open(os.path.join(d, "ceph.client.x.keyring"), "w") as fh:
-            fh.write(f"key = {fake}{len(d)}\n")
-    assert keyring_keys(scratch) == {f"{fake}{len(scratch)}"}
+    for i, d in enumerate((fuse, tmp_path)):
+        keyring = d / "ceph.client.x.keyring"
+        keyring.touch(mode=0o600)
+        keyring.write_text(f"key = {fake}{i}\n")
+    assert keyring_keys(str(tmp_path)) == {f"{fake}1"}
 
 
 def test_the_watch_knows_the_clusters_keys(local_cluster: LocalCluster) -> None:

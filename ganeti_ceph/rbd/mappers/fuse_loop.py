@@ -58,12 +58,13 @@ class FuseLoop(Mapper):
                 and read(os.path.join(self.sys_block, n, "loop", "backing_file")) == self.backing_file(t)]
 
     def map_device(self, t: Target) -> str:
-        if "/" in t.pool:  # rbd-fuse 16's --namespace is not used: untested here
-            raise MapError(f"rbd-fuse cannot open {t.spec}, an image in an RBD namespace; use access=userspace "
-                           "or the krbd or rbd-nbd mapper")
+        if "/" in t.pool:  # rbd-fuse 16 has --namespace; the mapper does not use it (untested here)
+            raise MapError(f"the fuse-loop mapper does not map {t.spec}, an image in an RBD namespace; use "
+                           "access=userspace or the krbd or rbd-nbd mapper")
+        deadline = time.monotonic() + self.cfg.timeouts.osd_op
         missing = self.mount(t)
         for _ in range(MOUNTS - 1):
-            if missing != errno.ENOENT:
+            if missing != errno.ENOENT or time.monotonic() >= deadline:
                 break
             self.cleanup(t)  # and ask a new rbd-fuse (see mount), a moment later
             time.sleep(MOUNT_PAUSE_S)
@@ -85,12 +86,13 @@ class FuseLoop(Mapper):
     def mount(self, t: Target) -> int:
         """Mount t with a new rbd-fuse; 0 once its file is there, else the errno of the one lookup.
 
-        rbd-fuse (Ceph 16) lists the pool and opens the image on the first lookup of its file and
-        keeps the handle; an open that failed stays in its table too, so a miss (ENOENT) is asked of
-        a new rbd-fuse, up to MOUNTS of them. Its table is not safe for parallel requests, and it
-        has no single-threaded mode (its -s is --namespace): a lookup made while another process
-        walks into the mount can find nothing (doc/reliability.md), which is why nothing else
-        may look under <run_dir>/fuse (doc/extstorage.md)."""
+        rbd-fuse (Ceph 16) lists the pool on every lookup and opens the image on the first one
+        that finds it, keeping the handle in a table. An open that failed or raced leaves a broken
+        entry there (a name without a handle, which the next lookup would use), so a miss (ENOENT)
+        is asked of a new rbd-fuse, up to MOUNTS of them within timeouts.osd_op. The table is not
+        safe for parallel requests and rbd-fuse has no single-threaded mode (its -s is
+        --namespace): a lookup made while another process looks into the mount can find nothing
+        (doc/reliability.md), so nothing else may look under <run_dir>/fuse (doc/extstorage.md)."""
         mnt = self.mountpoint(t)
         os.makedirs(mnt, mode=0o700, exist_ok=True)
         runner.run(["rbd-fuse", *self.client_args(), *WRITE_THROUGH, "--log_to_file=false", "-p", t.pool,
