@@ -55,7 +55,7 @@ def trashed_without_header(prov: Provider, purge_begun: bool) -> str:
         image_id = next(e["id"] for e in rbd.RBD().trash_list(io) if e["name"] == vol)
         if purge_begun:
             io.execute("rbd_trash", "rbd", "trash_state_set", header.encode(image_id) + bytes([TRASH_REMOVING, 0]))
-        io.remove_object(f"rbd_header.{image_id}")
+        io.remove_object(header.of_id(image_id))
     return vol
 
 
@@ -133,7 +133,7 @@ def test_records_never_make_a_header(prov: Provider) -> None:
     assert vol in prov.run("open", vol, VOL_OPEN_EXCLUSIVE="True").one_error()
     assert "was not open" in prov.run("close", vol).ok().note
     with Session(prov.cluster.admin) as s, s.ioctx(prov.cluster.client.pool) as io:
-        assert f"rbd_header.{image_id}" not in {o.key for o in io.list_objects()}
+        assert header.of_id(image_id) not in {o.key for o in io.list_objects()}
     prov.run("remove", vol).ok()
     assert not prov.exists(vol)
 

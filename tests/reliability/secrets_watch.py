@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ganeti_ceph.rbd.mappers.fuse_loop import MOUNT_TREE
 from tests.conftest import TEST_DIR
 from tests.reliability.ledger import Row
 
@@ -31,9 +32,6 @@ SAMPLE_S = 0.2
 KEYS_EVERY = 10  # samples between two reads of the keyrings
 MAX_KEPT = 50_000  # distinct argv/environments kept; past it the oldest are checked and dropped
 MAX_READ = 64 << 20  # bytes of one log or world-readable file searched
-
-
-MAPPER_MOUNTS = "fuse"  # <run_dir>/fuse/...: where the fuse-loop mapper mounts rbd-fuse
 
 
 def mount_points() -> set[str]:
@@ -55,7 +53,7 @@ def walk(root: str, only_world: bool = False) -> Iterator[tuple[str, os.stat_res
         for x in dirs:
             path = os.path.join(d, x)
             with contextlib.suppress(OSError):
-                if x != MAPPER_MOUNTS and path not in mounts and (
+                if x != MOUNT_TREE and path not in mounts and (
                         not only_world or os.lstat(path).st_mode & stat.S_IXOTH):
                     keep.append(x)
         dirs[:] = keep

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from ganeti_ceph import procs
+from ganeti_ceph.rbd.mappers.fuse_loop import MOUNT_TREE
 from tests.ceph.provider_env import Provider, provider_fixture
 from tests.conftest import BIN, LocalCluster
 from tests.reliability.secrets_watch import ROOT, WATCH, Watch, keyring_keys
@@ -77,7 +78,7 @@ def test_the_watch_never_looks_under_the_mappers_mounts(tmp_path: Path) -> None:
     """<run_dir>/fuse is passed over by name, mounted or not: the watch read /proc/mounts once per
     walk and could walk into an rbd-fuse mounted meanwhile, racing a map's lookup (doc/reliability.md).
     Private files outside the watched dirs: the session's watch must not take these keys."""
-    fuse = tmp_path / "run-x" / "fuse" / "fsid" / "rbd" / "vol"
+    fuse = tmp_path / "run-x" / MOUNT_TREE / "fsid" / "rbd" / "vol"
     fuse.mkdir(parents=True)
     fake = "QVFBbWFwcGVyTW91bnRGYWtlS2V5MDAwMDAwMDA9PQ=="
     for i, d in enumerate((fuse, tmp_path)):

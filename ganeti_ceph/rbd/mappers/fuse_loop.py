@@ -17,6 +17,7 @@ from ganeti_ceph.rbd.mappers import table
 from ganeti_ceph.rbd.mappers.base import WRITE_THROUGH, MapError, Mapper, module_available, read
 from ganeti_ceph.rbd.mappers.table import Target
 
+MOUNT_TREE = "fuse"  # <run_dir>/fuse/...: the mounts, a tree nothing else may look into (see mount)
 MOUNTS = 3  # rbd-fuse processes a map asks for the image's file before it gives up
 MOUNT_PAUSE_S = 0.25  # between two of them
 
@@ -40,7 +41,7 @@ class FuseLoop(Mapper):
         return module_available("fuse")
 
     def mountpoint(self, t: Target) -> str:
-        return table.tree_path(self.cfg.run_dir, "fuse", t)
+        return table.tree_path(self.cfg.run_dir, MOUNT_TREE, t)
 
     def backing_file(self, t: Target) -> str:
         return os.path.join(self.mountpoint(t), t.image)
